@@ -1,0 +1,163 @@
+"""The `mmrec` command (typer). Each command is a thin shell over a library function.
+
+Errors of the `MMRecError` family print one clear line (no traceback) and exit with status 2;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from mmrec.errors import MMRecError, ValidationFailed
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="mmrec: multimodal recommendation, from raw catalogue to nightly recommendations.")
+data_app = typer.Typer(no_args_is_help=True, help="Dataset tools (synthetic default dataset, checks).")
+app.add_typer(data_app, name="data")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DatasetOpt = Annotated[Path, typer.Option("--dataset", "-d", help="PATH/dataset.yaml of the dataset to use.")]
+RootOpt = Annotated[
+    Path | None,
+    typer.Option("--root", help="Data root overriding the dataset.yaml `root:` (or set MMREC_DATA_ROOT_<NAME>)."),
+]
+ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml with every tunable.")]
+WorkspaceOpt = Annotated[Path, typer.Option("--workspace", help="Folder under which data/, artifacts/ and reports/ are written.")]
+
+
+def _setup_logging() -> None:
+    level = os.environ.get("MMREC_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def handle_errors(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _setup_logging()
+        try:
+            return fn(*args, **kwargs)
+        except ValidationFailed as exc:
+            typer.echo(f"error: validation failed: {exc}", err=True)
+            if exc.report_path:
+                typer.echo(f"report: {exc.report_path}", err=True)
+            raise typer.Exit(2) from None
+        except MMRecError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _context(dataset: Path, root: Path | None, params: Path, workspace: Path):
+    from mmrec.config import load_params
+    from mmrec.data.contract import load_dataset_spec
+    from mmrec.stages import StageContext
+
+    spec = load_dataset_spec(dataset, root=root)
+    return StageContext(spec=spec, params=load_params(params), workspace=workspace)
+
+
+@data_app.command("synth")
+@handle_errors
+def data_synth(
+    out: Annotated[Path, typer.Option("--out", help="Folder to create (must not exist or be empty).")] = Path("data/raw/synth"),
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same dataset.")] = 42,
+    users: Annotated[int | None, typer.Option("--users", help="Number of users.")] = None,
+    items: Annotated[int | None, typer.Option("--items", help="Number of items.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing non-empty folder.")] = False,
+) -> None:
+    """Generate the embedded default dataset: a synthetic shop with images, audio, video and text."""
+    from mmrec.data.synth import generate_synthetic
+
+    kwargs: dict[str, Any] = {"seed": seed, "overwrite": overwrite}
+    if users is not None:
+        kwargs["n_users"] = users
+    if items is not None:
+        kwargs["n_items"] = items
+    spec_path = generate_synthetic(out, **kwargs)
+    typer.echo(f"wrote {spec_path}")
+
+
+@app.command("stage")
+@handle_errors
+def stage(
+    name: Annotated[str, typer.Argument(help="ingest | validate | split | train | evaluate")],
+    dataset: DatasetOpt,
+    root: RootOpt = None,
+    params: ParamsOpt = Path("params.yaml"),
+    workspace: WorkspaceOpt = Path("."),
+) -> None:
+    """Run one pipeline stage (what dvc.yaml calls)."""
+    import json
+
+    from mmrec.stages import run_stage
+
+    result = run_stage(name, _context(dataset, root, params, workspace))
+    if name != "evaluate":
+        typer.echo(json.dumps(result, indent=2, default=str)[:4000])
+    else:
+        from mmrec.stages import format_metrics_table
+
+        typer.echo(format_metrics_table(result))
+
+
+@app.command("pipeline")
+@handle_errors
+def pipeline(
+    dataset: DatasetOpt,
+    root: RootOpt = None,
+    params: ParamsOpt = Path("params.yaml"),
+    workspace: WorkspaceOpt = Path("."),
+) -> None:
+    """Run the whole training pipeline: ingest, validate, split, train, evaluate."""
+    from mmrec.stages import format_metrics_table, run_pipeline
+
+    ctx = _context(dataset, root, params, workspace)
+    report = run_pipeline(ctx)
+    typer.echo(format_metrics_table(report))
+    typer.echo(f"\nbest model on validation {report['selection_metric']}: {report['best_model']}")
+    typer.echo(f"reports: {ctx.paths.metrics} and {ctx.paths.reports / 'metrics.md'}; validation: {ctx.paths.validation_markdown}")
+
+
+@app.command("evaluate")
+@handle_errors
+def evaluate(
+    dataset: DatasetOpt,
+    models: Annotated[str | None, typer.Option("--models", help="Comma-separated model names (default: params.yaml train.models).")] = None,
+    root: RootOpt = None,
+    params: ParamsOpt = Path("params.yaml"),
+    workspace: WorkspaceOpt = Path("."),
+) -> None:
+    """Train and evaluate models on an existing split; write reports/<name>/metrics.json."""
+    from mmrec.stages import format_metrics_table, run_evaluate, run_train
+
+    ctx = _context(dataset, root, params, workspace)
+    names = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    run_train(ctx, names)
+    report = run_evaluate(ctx, names)
+    typer.echo(format_metrics_table(report))
+
+
+@app.command("models")
+def list_models() -> None:
+    """List the registered models."""
+    from mmrec.models import available_models
+
+    for name in available_models():
+        typer.echo(name)
+
+
+def main() -> None:  # console-script entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""One exception family for the whole platform.
+
+Every message names what is wrong (file, row, column or field) and how to fix it, so a user
+reading a failed pipeline run never has to open a traceback to know what to do.
+"""
+
+from __future__ import annotations
+
+
+class MMRecError(Exception):
+    """Base class of every error mmrec raises on purpose."""
+
+
+class ConfigError(MMRecError):
+    """A dataset.yaml, params.yaml or command-line option is invalid."""
+
+
+class DataError(MMRecError):
+    """Input data cannot be read or violates the data contract."""
+
+
+class ValidationFailed(DataError):
+    """Table-level validation failed; the pipeline stops and points at the report.
+
+    Attributes:
+        report_path: where the human-readable validation report was written.
+    """
+
+    def __init__(self, message: str, report_path: str | None = None) -> None:
+        super().__init__(message)
+        self.report_path = report_path
+
+
+class ModelError(MMRecError):
+    """A model was asked for something it cannot do (unknown name, not fitted, missing modality)."""
+
+
+class StageError(MMRecError):
+    """A pipeline stage cannot run because an input artifact is missing or stale."""

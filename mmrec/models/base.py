@@ -1,0 +1,193 @@
+"""The one recommender contract (Cornac style).
+
+A model is constructed with explicit hyper-parameters, fitted on an `Interactions` training set
+(with an optional validation matrix for early stopping), then scores users against every item.
+`save`/`load` write the constructor arguments as JSON beside the learned state, so a saved
+model is reloaded without the training code path and can be cloned by reading its signature.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+
+from mmrec.data.interactions import Interactions
+from mmrec.errors import ModelError
+from mmrec.io import atomic_dir
+
+
+class Recommender(ABC):
+    """Base class of every model.
+
+    Subclasses set `name`, take hyper-parameters as keyword constructor arguments stored under
+    the same attribute names, implement `_fit`, `_score`, and `_state`/`_load_state`.
+
+    Attributes (after fit):
+        user_ids, item_ids: the index the model was trained on.
+        history: per-epoch log, e.g. [{"epoch": 1, "loss": .., "valid_recall@20": ..}].
+        train_seconds, epochs: wall time of fit and epochs run (1 for closed-form models).
+    """
+
+    name: ClassVar[str]
+    #: modalities the model needs as item features (multimodal models); empty for CF models.
+    required_modalities: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self) -> None:
+        self.user_ids: np.ndarray | None = None
+        self.item_ids: np.ndarray | None = None
+        self.train_matrix: sp.csr_matrix | None = None
+        self.history: list[dict[str, float]] = []
+        self.train_seconds: float = 0.0
+        self.epochs: int = 0
+        self.best_epoch: int = 0
+
+    # -- hyper-parameters -------------------------------------------------------------------
+    @classmethod
+    def param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        return [n for n, p in sig.parameters.items() if n != "self" and p.kind in kinds]
+
+    def get_params(self) -> dict[str, Any]:
+        return {p: getattr(self, p) for p in self.param_names()}
+
+    def clone(self, **overrides: Any) -> Recommender:
+        return type(self)(**{**self.get_params(), **overrides})
+
+    # -- training -----------------------------------------------------------------------------
+    def fit(self, train: Interactions, valid: sp.csr_matrix | None = None) -> Recommender:
+        """Fit on `train`; `valid` (same index) drives early stopping where the model has epochs."""
+        for modality in self.required_modalities:
+            train.require(modality)
+        if valid is not None and valid.shape != train.matrix.shape:
+            raise ModelError(f"valid matrix shape {valid.shape} does not match train {train.matrix.shape}")
+        self.user_ids = np.asarray(train.user_ids)
+        self.item_ids = np.asarray(train.item_ids)
+        self.train_matrix = sp.csr_matrix(train.matrix, dtype=np.float32)
+        self.history = []
+        start = time.perf_counter()
+        self._fit(train, valid)
+        self.train_seconds = time.perf_counter() - start
+        if self.epochs == 0:
+            self.epochs = 1
+        return self
+
+    @abstractmethod
+    def _fit(self, train: Interactions, valid: sp.csr_matrix | None) -> None: ...
+
+    # -- inference ------------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if self.item_ids is None:
+            raise ModelError(f"model {self.name!r} is not fitted; call fit() or load() first")
+
+    @property
+    def n_items(self) -> int:
+        self._check_fitted()
+        assert self.item_ids is not None
+        return len(self.item_ids)
+
+    def score(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
+        """Scores of `users` (row indices) for `items` (column indices; all when None).
+
+        Returns:
+            float32 array of shape (len(users), len(items) or n_items); higher is better.
+        """
+        self._check_fitted()
+        users = np.asarray(users, dtype=np.int64)
+        scores = self._score(users)
+        return scores if items is None else scores[:, np.asarray(items, dtype=np.int64)]
+
+    @abstractmethod
+    def _score(self, users: np.ndarray) -> np.ndarray: ...
+
+    def recommend(
+        self, users: np.ndarray, k: int = 20, exclude_seen: bool = True, batch_size: int = 1024
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k item indices and their scores per user, the user's training items masked.
+
+        Returns:
+            (items (n, k) int64, scores (n, k) float32), best first.
+        """
+        from mmrec.evaluate import mask_rows, topk_indices
+
+        self._check_fitted()
+        users = np.asarray(users, dtype=np.int64)
+        idx, val = [], []
+        for start in range(0, len(users), batch_size):
+            batch = users[start : start + batch_size]
+            s = np.array(self.score(batch), dtype=np.float32, copy=True)
+            if exclude_seen and self.train_matrix is not None:
+                mask_rows(s, self.train_matrix, batch)
+            top = topk_indices(s, k)
+            idx.append(top)
+            val.append(np.take_along_axis(s, top, axis=1))
+        if not idx:
+            return np.zeros((0, k), np.int64), np.zeros((0, k), np.float32)
+        return np.concatenate(idx), np.concatenate(val)
+
+    # -- persistence ----------------------------------------------------------------------------
+    @abstractmethod
+    def _state(self) -> dict[str, np.ndarray]:
+        """Learned arrays to save (numpy)."""
+
+    @abstractmethod
+    def _load_state(self, state: dict[str, np.ndarray]) -> None: ...
+
+    def save(self, path: str | Path) -> Path:
+        """Write `model.json` (name, params, training summary), `state.npz` and the index, atomically."""
+        self._check_fitted()
+        path = Path(path)
+        with atomic_dir(path) as tmp:
+            meta = {
+                "name": self.name,
+                "params": self.get_params(),
+                "train_seconds": self.train_seconds,
+                "epochs": self.epochs,
+                "best_epoch": self.best_epoch,
+                "history": self.history,
+            }
+            (tmp / "model.json").write_text(json.dumps(meta, indent=2, default=float))
+            arrays = {f"state__{k}": v for k, v in self._state().items()}
+            assert self.train_matrix is not None
+            m = self.train_matrix
+            np.savez(
+                tmp / "state.npz",
+                user_ids=np.asarray(self.user_ids, dtype=str),
+                item_ids=np.asarray(self.item_ids, dtype=str),
+                train_indptr=m.indptr,
+                train_indices=m.indices,
+                **arrays,
+            )
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Recommender:
+        path = Path(path)
+        meta_file = path / "model.json"
+        if not meta_file.is_file():
+            raise ModelError(f"{meta_file}: not a saved mmrec model")
+        meta = json.loads(meta_file.read_text())
+        if meta["name"] != cls.name:
+            raise ModelError(f"{path} holds a {meta['name']!r} model, not {cls.name!r}; use mmrec.models.load_model")
+        model = cls(**meta["params"])
+        with np.load(path / "state.npz", allow_pickle=False) as z:
+            model.user_ids = z["user_ids"].astype(object)
+            model.item_ids = z["item_ids"].astype(object)
+            n_u, n_i = len(model.user_ids), len(model.item_ids)
+            indices = z["train_indices"]
+            model.train_matrix = sp.csr_matrix(
+                (np.ones(len(indices), np.float32), indices, z["train_indptr"]), shape=(n_u, n_i)
+            )
+            model._load_state({k[len("state__") :]: z[k] for k in z.files if k.startswith("state__")})
+        model.train_seconds = meta.get("train_seconds", 0.0)
+        model.epochs = meta.get("epochs", 0)
+        model.best_epoch = meta.get("best_epoch", 0)
+        model.history = meta.get("history", [])
+        return model

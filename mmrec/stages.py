@@ -1,0 +1,248 @@
+"""The pipeline stages as plain functions: what `mmrec stage NAME`, DVC and Prefect tasks call.
+
+Each stage reads named artifacts under the workspace (`data/`, `artifacts/`, `reports/`) and
+writes its own atomically; nothing passes through globals, so any orchestrator can run them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mmrec.config import Params
+from mmrec.constants import ITEM_ID, RATING
+from mmrec.data.contract import DatasetSpec
+from mmrec.errors import ConfigError, StageError
+from mmrec.io import write_json, write_text
+from mmrec.paths import DatasetPaths
+
+log = logging.getLogger(__name__)
+
+STAGES = ("ingest", "validate", "split", "train", "evaluate")
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """Everything a stage needs: the dataset, the params and where to write."""
+
+    spec: DatasetSpec
+    params: Params
+    workspace: Path = Path(".")
+
+    @property
+    def paths(self) -> DatasetPaths:
+        return DatasetPaths(self.spec.name, self.workspace)
+
+
+def run_ingest(ctx: StageContext) -> dict[str, Any]:
+    from mmrec.data.warehouse import ingest_dataset
+
+    return ingest_dataset(ctx.spec, ctx.paths, ctx.params.ingest).to_dict()
+
+
+def run_validate(ctx: StageContext) -> dict[str, Any]:
+    from mmrec.data.warehouse import read_manifest
+    from mmrec.validation import validate_dataset
+
+    read_manifest(ctx.paths)  # clear error when ingest has not run
+    return validate_dataset(ctx.spec, ctx.paths, ctx.params.validate_).to_dict()
+
+
+def _validated(ctx: StageContext, table: str) -> pd.DataFrame:
+    f = ctx.paths.validated_table(table)
+    if not f.is_file():
+        raise StageError(f"{f}: validated {table} table missing; run `mmrec stage validate` first")
+    return pd.read_parquet(f)
+
+
+def run_split(ctx: StageContext) -> dict[str, Any]:
+    from mmrec.data.splits import split_interactions, write_split
+
+    inter = _validated(ctx, "interactions")
+    min_rating = ctx.spec.interactions.min_rating
+    if min_rating is not None:
+        inter = inter[inter[RATING] >= min_rating]
+    sp_params = ctx.params.split
+    frames = split_interactions(inter, sp_params)
+    digest = write_split(frames, ctx.paths, sp_params.kind, sp_params)
+    counts = {k: int(len(v)) for k, v in frames.parts().items()}
+    log.info("split %s: %s, hash %s", sp_params.kind, counts, digest[:12])
+    return {"kind": sp_params.kind, "hash": digest, "counts": counts}
+
+
+def load_split_data(ctx: StageContext):  # -> SplitData (import kept lazy)
+    from mmrec.data.splits import load_split
+
+    items = _validated(ctx, "items")[ITEM_ID].astype(str)
+    return load_split(ctx.paths, ctx.params.split.kind, items=items)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+
+
+def _model_names(ctx: StageContext, models: Sequence[str] | None) -> list[str]:
+    from mmrec.models import available_models
+
+    names = list(models) if models else list(ctx.params.train.models)
+    unknown = [m for m in names if m not in available_models()]
+    if unknown:
+        raise ConfigError(f"unknown model(s) {unknown} in train.models; available: {available_models()}")
+    return names
+
+
+def run_train(ctx: StageContext, models: Sequence[str] | None = None) -> dict[str, Any]:
+    """Fit every configured model on train (early stopping on valid) and save it."""
+    from mmrec.models import create_model
+
+    data = load_split_data(ctx)
+    summary: dict[str, Any] = {"split": {"kind": data.kind, "hash": data.split_hash}, "models": {}}
+    for name in _model_names(ctx, models):
+        seed_everything(ctx.params.train.seed)
+        hp = dict(ctx.params.train.params.get(name, {}))
+        model = create_model(name, **hp)
+        log.info("training %s %s", name, hp)
+        model.fit(data.train, data.valid)
+        model.save(ctx.paths.model_dir(name))
+        summary["models"][name] = {
+            "params": model.get_params(),
+            "train_seconds": round(model.train_seconds, 3),
+            "epochs": model.epochs,
+            "best_epoch": model.best_epoch,
+        }
+        log.info("trained %s in %.1fs (%d epochs)", name, model.train_seconds, model.epochs)
+    write_json(ctx.paths.models / "train_summary.json", summary)
+    return summary
+
+
+def run_evaluate(ctx: StageContext, models: Sequence[str] | None = None) -> dict[str, Any]:
+    """Evaluate the saved models: valid (selection), test (touched once), cold slice; write reports."""
+    import scipy.sparse as sp
+
+    from mmrec.evaluate import evaluate_model
+    from mmrec.models import load_model
+
+    data = load_split_data(ctx)
+    ks = tuple(ctx.params.evaluate.ks)
+    bs = ctx.params.evaluate.batch_size
+    train = data.train.matrix
+    history = sp.csr_matrix(train + data.valid)
+    history.data[:] = 1.0
+    results: dict[str, Any] = {}
+    for name in _model_names(ctx, models):
+        folder = ctx.paths.model_dir(name)
+        if not (folder / "model.json").is_file():
+            raise StageError(f"{folder}: model {name!r} not trained; run `mmrec stage train` first")
+        model = load_model(folder)
+        if list(model.item_ids) != list(data.item_ids):
+            raise StageError(f"{folder}: model {name!r} was trained on another split; re-run `mmrec stage train`")
+        start = time.perf_counter()
+        entry: dict[str, Any] = {
+            "valid": evaluate_model(model, data.valid, train, ks, batch_size=bs),
+            "test": evaluate_model(model, data.test, history, ks, batch_size=bs),
+        }
+        if data.cold_test is not None and data.cold_test.nnz and len(data.cold_items):
+            entry["cold"] = evaluate_model(model, data.cold_test, history, ks, candidates=data.cold_items, batch_size=bs)
+        entry["train_seconds"] = round(model.train_seconds, 3)
+        entry["epochs"] = model.epochs
+        entry["best_epoch"] = model.best_epoch
+        entry["eval_seconds"] = round(time.perf_counter() - start, 3)
+        entry["params"] = model.get_params()
+        results[name] = entry
+    metric = ctx.params.evaluate.selection_metric
+    best = max(results, key=lambda m: results[m]["valid"].get(metric, float("-inf"))) if results else None
+    report = {
+        "dataset": ctx.spec.name,
+        "split": {"kind": data.kind, "hash": data.split_hash},
+        "selection_metric": metric,
+        "best_model": best,
+        "models": results,
+    }
+    write_json(ctx.paths.metrics, report)
+    write_text(ctx.paths.reports / "metrics.md", format_metrics_markdown(report))
+    return report
+
+
+def format_metrics_table(report: dict[str, Any], k: int = 20) -> str:
+    """A fixed-width comparison table (printed by the demo and `mmrec evaluate`)."""
+    cols = [f"recall@{k}", f"ndcg@{k}", f"precision@{k}", f"hit@{k}", f"coverage@{k}"]
+    head = f"{'model':<12} {'part':<6} " + " ".join(f"{c:>13}" for c in cols) + f" {'train s':>8} {'epochs':>6}"
+    lines = [head, "-" * len(head)]
+    for name, entry in report["models"].items():
+        for part in ("valid", "test", "cold"):
+            if part not in entry:
+                continue
+            vals = " ".join(f"{entry[part].get(c, float('nan')):>13.4f}" for c in cols)
+            tail = f" {entry['train_seconds']:>8.1f} {entry['epochs']:>6d}" if part == "valid" else ""
+            lines.append(f"{name:<12} {part:<6} {vals}{tail}")
+    return "\n".join(lines)
+
+
+def format_metrics_markdown(report: dict[str, Any]) -> str:
+    ks = sorted({int(key.split("@")[1]) for e in report["models"].values() for key in e["valid"] if "@" in key})
+    out = [
+        f"# Evaluation: {report['dataset']}",
+        "",
+        f"Split `{report['split']['kind']}`, hash `{report['split']['hash'][:12]}`. "
+        f"Selection on validation `{report['selection_metric']}`: best model **{report['best_model']}**. "
+        "Full ranking over all items; training items masked (and validation items for test).",
+        "",
+    ]
+    for k in ks:
+        cols = [f"recall@{k}", f"ndcg@{k}", f"precision@{k}", f"map@{k}", f"hit@{k}", f"coverage@{k}"]
+        out += [f"## @{k}", "", "| model | part | " + " | ".join(cols) + " | train s | epochs |", "|" + "---|" * (len(cols) + 4)]
+        for name, entry in report["models"].items():
+            for part in ("valid", "test", "cold"):
+                if part in entry:
+                    vals = " | ".join(f"{entry[part].get(c, float('nan')):.4f}" for c in cols)
+                    out.append(f"| {name} | {part} | {vals} | {entry['train_seconds']:.1f} | {entry['epochs']} |")
+        out.append("")
+    return "\n".join(out)
+
+
+STAGE_FUNCTIONS: dict[str, Callable[[StageContext], dict[str, Any]]] = {
+    "ingest": run_ingest,
+    "validate": run_validate,
+    "split": run_split,
+    "train": run_train,
+    "evaluate": run_evaluate,
+}
+
+
+def run_stage(name: str, ctx: StageContext) -> dict[str, Any]:
+    if name not in STAGE_FUNCTIONS:
+        raise ConfigError(f"unknown stage {name!r}; stages: {list(STAGE_FUNCTIONS)}")
+    start = time.perf_counter()
+    result = STAGE_FUNCTIONS[name](ctx)
+    log.info("stage %s done in %.1fs", name, time.perf_counter() - start)
+    return result
+
+
+def run_pipeline(ctx: StageContext, stages: Sequence[str] = STAGES) -> dict[str, Any]:
+    """Every stage in order, in this process; returns the last stage's result."""
+    result: dict[str, Any] = {}
+    for name in stages:
+        result = run_stage(name, ctx)
+    return result
+
+
+def read_metrics(paths: DatasetPaths) -> dict[str, Any]:
+    if not paths.metrics.is_file():
+        raise StageError(f"{paths.metrics}: no metrics yet; run `mmrec stage evaluate` first")
+    return json.loads(paths.metrics.read_text())
