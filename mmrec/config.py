@@ -24,6 +24,28 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class DatasetParams(_Section):
+    """Which dataset `dvc repro` runs on.
+
+    Attributes:
+        spec: the dataset.yaml.
+        raw: the raw data folder DVC tracks as the ingest dependency.
+        name: `name:` inside that dataset.yaml; DVC uses it to name the stage outputs.
+    """
+
+    spec: str = "data/raw/synth/dataset.yaml"
+    raw: str = "data/raw/synth"
+    name: str = "synth"
+
+
+class SynthParams(_Section):
+    """The embedded default dataset (`mmrec data synth`)."""
+
+    seed: int = SEED
+    users: int = 300
+    items: int = 240
+
+
 class IngestParams(_Section):
     """Ingestion has no tunables yet; the section exists so DVC can track future ones."""
 
@@ -90,14 +112,15 @@ class EvaluateParams(_Section):
 class Params(_Section):
     """The whole of params.yaml."""
 
-    dataset: str = "data/raw/synth/dataset.yaml"
+    dataset: DatasetParams = Field(default_factory=DatasetParams)
+    synth: SynthParams = Field(default_factory=SynthParams)
     ingest: IngestParams = Field(default_factory=IngestParams)
     validate_: ValidateParams = Field(default_factory=ValidateParams, alias="validate")
     split: SplitParams = Field(default_factory=SplitParams)
     train: TrainParams = Field(default_factory=TrainParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True)  # later stages add sections
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
 def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""Data contract, adapters, synthetic generator, warehouse and splits."""
