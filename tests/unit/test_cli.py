@@ -1,0 +1,79 @@
+"""The `mmrec` command end to end on the tiny fixture, and its error contract."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from typer.testing import CliRunner
+
+from mmrec.cli import app
+
+runner = CliRunner()
+
+FAST_PARAMS = {
+    "split": {"cold_item_fraction": 0.15, "min_user_interactions": 3},
+    "validate": {"min_text_chars": 1},
+    "train": {
+        "models": ["popularity", "itemknn", "bpr", "lightgcn"],
+        "params": {"bpr": {"max_epochs": 3, "batch_size": 16}, "lightgcn": {"max_epochs": 3, "batch_size": 16}},
+    },
+}
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def params_file(tmp_path: Path) -> Path:
+    p = tmp_path / "params.yaml"
+    p.write_text(yaml.safe_dump(FAST_PARAMS))
+    return p
+
+
+def test_pipeline_on_tiny_dataset(tiny_dataset: Path, workspace: Path, tmp_path: Path):
+    res = invoke("pipeline", "--dataset", str(tiny_dataset), "--params", str(params_file(tmp_path)), "--workspace", str(workspace))
+    assert res.exit_code == 0, res.output
+    assert "best model on validation recall@20" in res.output
+    metrics = json.loads((workspace / "reports/tiny/metrics.json").read_text())
+    assert metrics["dataset"] == "tiny" and metrics["split"]["kind"] == "temporal"
+    assert set(metrics["models"]) == {"popularity", "itemknn", "bpr", "lightgcn"}
+    for entry in metrics["models"].values():
+        assert {"recall@20", "ndcg@10", "map@20", "hit@10", "precision@20", "coverage@20"} <= set(entry["test"])
+        assert entry["epochs"] >= 1 and entry["train_seconds"] >= 0
+    assert "cold" in metrics["models"]["popularity"]
+    for part in ("train", "valid", "test", "cold_test"):
+        df = pd.read_csv(workspace / f"data/tiny/splits/temporal/{part}.tsv", sep="\t")
+        assert list(df.columns) == ["user_id", "item_id", "timestamp"]
+    assert (workspace / "reports/tiny/validation.json").is_file()
+    assert (workspace / "reports/tiny/metrics.md").read_text().startswith("# Evaluation: tiny")
+
+
+def test_single_stage_needs_its_inputs(tiny_dataset: Path, workspace: Path):
+    res = invoke("stage", "split", "--dataset", str(tiny_dataset), "--workspace", str(workspace))
+    assert res.exit_code == 2
+    assert "validated interactions table missing" in res.output and "mmrec stage validate" in res.output
+
+
+def test_unknown_stage_and_bad_dataset_are_one_line_errors(tiny_dataset: Path, workspace: Path, tmp_path: Path):
+    res = invoke("stage", "frobnicate", "--dataset", str(tiny_dataset), "--workspace", str(workspace))
+    assert res.exit_code == 2 and "unknown stage 'frobnicate'" in res.output
+    res = invoke("stage", "ingest", "--dataset", str(tmp_path / "missing.yaml"))
+    assert res.exit_code == 2 and "dataset.yaml not found" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_unknown_model_in_evaluate(tiny_dataset: Path, workspace: Path, tmp_path: Path):
+    p = params_file(tmp_path)
+    for stage in ("ingest", "validate", "split"):
+        assert invoke("stage", stage, "--dataset", str(tiny_dataset), "--params", str(p), "--workspace", str(workspace)).exit_code == 0
+    res = invoke("evaluate", "--dataset", str(tiny_dataset), "--models", "popularty", "--params", str(p), "--workspace", str(workspace))
+    assert res.exit_code == 2 and "unknown model(s) ['popularty']" in res.output
+
+
+def test_models_command_lists_baselines():
+    res = invoke("models")
+    assert res.exit_code == 0
+    assert {"popularity", "itemknn", "bpr", "lightgcn"} <= set(res.output.split())
