@@ -58,6 +58,9 @@ def rank_users(
 ) -> np.ndarray:
     """Top-k item indices for each user, computed in batches.
 
+    Positions that no rankable item fills (catalogue or candidate set smaller than k, or items
+    masked) hold -1, so a short list is never padded with excluded items.
+
     Args:
         score_fn: maps user indices to a (B, n_items) score matrix.
         exclude: (n_users, n_items) items to mask per user (already seen).
@@ -73,7 +76,11 @@ def rank_users(
             allowed = np.zeros(scores.shape[1], dtype=bool)
             allowed[candidates] = True
             scores[:, ~allowed] = -np.inf
-        out.append(topk_indices(scores, k))
+        top = topk_indices(scores, k)
+        top = np.where(np.isneginf(np.take_along_axis(scores, top, axis=1)), -1, top)
+        if top.shape[1] < k:
+            top = np.pad(top, ((0, 0), (0, k - top.shape[1])), constant_values=-1)
+        out.append(top)
     if not out:
         return np.zeros((0, k), dtype=np.int64)
     return np.concatenate(out)
@@ -111,8 +118,11 @@ def evaluate_scores(
         res["users"] = 0
         return res
     top = rank_users(score_fn, users, kmax, exclude=exclude, candidates=candidates, batch_size=batch_size)
-    hits = np.asarray(target[users[:, None], top].todense()) > 0 if top.size else np.zeros((len(users), kmax), bool)
-    res = compute_all(hits, n_rel[users], tuple(ks), top_items=top, n_items=n_items)
+    filled = top >= 0
+    hits = (np.asarray(target[users[:, None], np.where(filled, top, 0)].todense()) > 0) & filled
+    res = compute_all(hits, n_rel[users], tuple(ks))
+    for k in ks:
+        res[f"coverage@{k}"] = float(np.unique(top[:, :k][filled[:, :k]]).size) / n_items
     res["users"] = int(len(users))
     return res
 

@@ -35,7 +35,7 @@ from mmrec.data.contract import DatasetSpec, InteractionsSpec, ItemsSpec, TableS
 from mmrec.errors import ConfigError, DataError
 
 RAW = "raw"
-TIMESTAMP_RAW = "timestamp_raw"
+TIMESTAMP_RAW = "timestamp_raw"  # raw values kept next to parsed ones: errors quote what the file said
 REJECT_COLUMNS = [SOURCE_ROW, RAW, REASON]
 _RESERVED = {USER_ID, ITEM_ID, TIMESTAMP, TIMESTAMP_RAW, RATING, WEIGHT, EVENT, ROW_HASH, SOURCE_ROW, TEXT, "image", "audio", "video"}
 
@@ -204,10 +204,12 @@ def normalise_interactions(raw: RawTable, spec: InteractionsSpec) -> pd.DataFram
     out[TIMESTAMP_RAW] = ts_raw
     for col in (RATING, WEIGHT):
         if col in spec.columns:
-            out[col] = pd.to_numeric(_clean_str(f[spec.columns[col]]), errors="coerce").astype("float64")
+            raw_values = _clean_str(f[spec.columns[col]])
+            out[col] = pd.to_numeric(raw_values, errors="coerce").astype("float64")
+            out[f"{col}_raw"] = raw_values  # kept so a quarantine reason can quote the bad value
     if EVENT in spec.columns:
         out[EVENT] = _clean_str(f[spec.columns[EVENT]])
-    hash_cols = [c for c in (USER_ID, ITEM_ID, TIMESTAMP_RAW, RATING, WEIGHT, EVENT) if c in out.columns]
+    hash_cols = [c for c in (USER_ID, ITEM_ID, TIMESTAMP_RAW, "rating_raw", "weight_raw", EVENT) if c in out.columns]
     out[ROW_HASH] = row_hashes(out, hash_cols)
     out[SOURCE_ROW] = f[SOURCE_ROW].astype("int64")
     return out.reset_index(drop=True)

@@ -51,3 +51,14 @@ def test_users_without_target_are_skipped_and_batching_is_invisible():
     a = evaluate_scores(score_fn, target, TRAIN, ks=(2,), batch_size=1)
     b = evaluate_scores(score_fn, target, TRAIN, ks=(2,), batch_size=100)
     assert a == b and a["users"] == 1
+
+
+def test_lists_shorter_than_k_are_padded_not_filled_with_masked_items():
+    # 5 items, user 0 has 1 masked -> only 4 rankable; k=10 still works and coverage counts real items only
+    res = evaluate_scores(score_fn, TARGET, TRAIN, ks=(2, 10))
+    assert res["recall@10"] == 1.0 and res["precision@10"] == pytest.approx(0.1)
+    top = rank_users(score_fn, np.array([0]), 10, exclude=TRAIN)
+    assert top[0, :4].tolist() == [1, 3, 4, 2] and (top[0, 4:] == -1).all()
+    assert res["coverage@10"] == pytest.approx(5 / 5)
+    cand = evaluate_scores(score_fn, TARGET, TRAIN, ks=(10,), candidates=np.array([2, 3]))
+    assert cand["coverage@10"] == 1.0 and cand["recall@10"] == 1.0

@@ -128,3 +128,17 @@ def test_parquet_and_jsonl_sources(tmp_path, workspace):
 def test_manifest_missing_is_a_stage_error(workspace):
     with pytest.raises(StageError, match="run `mmrec stage ingest`"):
         read_manifest(DatasetPaths("nothing", workspace))
+
+
+def test_bad_rating_keeps_raw_value(tiny_dataset, workspace):
+    f = tiny_dataset.parent / "interactions.csv"
+    f.write_text(f.read_text() + "u1,i8,1600009999,five\n")
+    inter = pd.read_parquet(ingest(tiny_dataset, workspace).table("interactions"))
+    bad = inter[inter["rating"].isna()]
+    assert bad["rating_raw"].tolist() == ["five"]
+
+
+def test_outputs_are_readable_by_others(tiny_dataset, workspace):
+    paths = ingest(tiny_dataset, workspace)
+    assert paths.table("items").stat().st_mode & 0o044 == 0o044
+    assert paths.warehouse.stat().st_mode & 0o055 == 0o055
