@@ -231,7 +231,7 @@ def generate_synthetic(
     seed: int = 42,
     n_users: int = 300,
     n_items: int = 240,
-    interactions_per_user: tuple[int, int] = (15, 60),
+    interactions_per_user: tuple[int, int] | None = None,
     image_size: int = 64,
     audio_seconds: float = 1.0,
     audio_rate: int = 16000,
@@ -249,7 +249,8 @@ def generate_synthetic(
         seed: random seed (same seed, same files).
         n_users: number of users.
         n_items: number of items.
-        interactions_per_user: (min, max) interactions per user.
+        interactions_per_user: (min, max) interactions per user; by default (15, 60), scaled
+            down for small catalogues to (n_items // 8, n_items // 4) so `--items 40` just works.
         image_size: PNG side in pixels.
         audio_seconds: WAV length in seconds.
         audio_rate: WAV sample rate in Hz.
@@ -264,6 +265,8 @@ def generate_synthetic(
         ConfigError: an argument is out of range, or `out_dir` is not empty and `overwrite` is
             False.
     """
+    if interactions_per_user is None:
+        interactions_per_user = (max(1, min(15, n_items // 8)), max(2, min(60, n_items // 4)))
     try:
         ipu = tuple(interactions_per_user)
     except TypeError as exc:
