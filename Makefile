@@ -22,7 +22,7 @@ export GX_ANALYTICS_ENABLED = false
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,dask,redis,serve]'
+	$(BIN)/pip install --quiet -e '.[dev,dask,redis,serve,bench,postgres]'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
@@ -31,6 +31,8 @@ install: $(STAMP)
 demo: $(STAMP)
 	@test -f $(SYNTH)/dataset.yaml || $(BIN)/mmrec data synth --out $(SYNTH)
 	$(BIN)/mmrec pipeline --dataset $(SYNTH)/dataset.yaml
+	$(BIN)/mmrec recommend --dataset $(SYNTH)/dataset.yaml --prefect
+	$(BIN)/mmrec recommend --dataset $(SYNTH)/dataset.yaml --user $$(sed -n 2p $(SYNTH)/users.csv | cut -d, -f1) --k 10
 
 # Locally: the fast unit tier. In CI (CI=true): every tier, and a missing service is a failure.
 test: $(STAMP)

@@ -109,24 +109,6 @@ def stage(
         typer.echo(format_metrics_table(result))
 
 
-@app.command("pipeline")
-@handle_errors
-def pipeline(
-    dataset: DatasetOpt,
-    root: RootOpt = None,
-    params: ParamsOpt = Path("params.yaml"),
-    workspace: WorkspaceOpt = Path("."),
-) -> None:
-    """Run the whole training pipeline: ingest, validate, split, train, evaluate."""
-    from mmrec.stages import format_metrics_table, run_pipeline
-
-    ctx = _context(dataset, root, params, workspace)
-    report = run_pipeline(ctx)
-    typer.echo(format_metrics_table(report))
-    typer.echo(f"\nbest model on validation {report['selection_metric']}: {report['best_model']}")
-    typer.echo(f"reports: {ctx.paths.metrics} and {ctx.paths.reports / 'metrics.md'}; validation: {ctx.paths.validation_markdown}")
-
-
 @app.command("evaluate")
 @handle_errors
 def evaluate(
@@ -153,6 +135,16 @@ def list_models() -> None:
 
     for name in available_models():
         typer.echo(name)
+
+
+def _register_lifecycle() -> None:
+    # `pipeline` (through Prefect), `recommend`, `promote`, `rollback`, `registry`
+    from mmrec.cli_lifecycle import register
+
+    register(app)
+
+
+_register_lifecycle()
 
 
 def main() -> None:  # console-script entry point

@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from mmrec.constants import DEFAULT_KS, SEED
 from mmrec.errors import ConfigError
+from mmrec.recommend import RecommendParams
+from mmrec.tracking import TrackingParams
 
 ENV_PREFIX = "MMREC__"
 
@@ -109,6 +111,30 @@ class EvaluateParams(_Section):
     batch_size: int = 1024
 
 
+class OrchestrateParams(_Section):
+    """The `orchestrate:` section of params.yaml.
+
+    Attributes:
+        task_runner: `threads` or `dask`.
+        max_workers: threads of the thread-pool runner.
+        dask_address: scheduler of an existing Dask cluster (`tcp://host:8786`); empty starts a
+            temporary LocalCluster for the run.
+        dask_workers: workers of that LocalCluster.
+        dask_processes: LocalCluster workers as processes (True) or threads of this process.
+        retries: retries of a task that failed for a transient reason (I/O, network, OOM-kill of
+            a worker); errors of the MMRecError family are deterministic and never retried.
+        retry_delay_seconds: wait before each retry.
+    """
+
+    task_runner: Literal["threads", "dask"] = "threads"
+    max_workers: int = Field(4, ge=1)
+    dask_address: str | None = None
+    dask_workers: int = Field(2, ge=1)
+    dask_processes: bool = True
+    retries: int = Field(2, ge=0)
+    retry_delay_seconds: float = Field(10.0, ge=0)
+
+
 class Params(_Section):
     """The whole of params.yaml."""
 
@@ -119,6 +145,9 @@ class Params(_Section):
     split: SplitParams = Field(default_factory=SplitParams)
     train: TrainParams = Field(default_factory=TrainParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    tracking: TrackingParams = Field(default_factory=TrackingParams)
+    recommend: RecommendParams = Field(default_factory=RecommendParams)
+    orchestrate: OrchestrateParams = Field(default_factory=OrchestrateParams)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

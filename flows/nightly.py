@@ -1,0 +1,68 @@
+"""The nightly job as a Prefect flow: the registry's champion -> top-K for every user.
+
+Writes `data/<name>/recommendations/latest.parquet` (atomically: a crash keeps the previous
+file) and publishes a summary artifact: users covered, catalogue coverage, score distribution,
+runtime. No champion -> the run fails with a message naming the command that makes one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+from prefect.states import Failed, State
+
+from flows.tasks import artifact_key, recommend_task, run_args
+
+
+@flow(name="nightly-recommendations", log_prints=True)
+def nightly_recommendations(
+    dataset: str,
+    params: str = "params.yaml",
+    workspace: str = ".",
+    root: str | None = None,
+    k: int | None = None,
+) -> dict[str, Any] | State:
+    """Generate the champion's top-K for every user of a dataset.
+
+    Args:
+        dataset: path of the dataset.yaml.
+        params: path of params.yaml (`recommend:` section: k, batch_size, exclude_seen;
+            `tracking:` section: where the registry is).
+        workspace: folder holding data/, reports/ and the embedded MLflow store.
+        root: data root overriding the dataset.yaml `root:`.
+        k: overrides `recommend.k` for this run.
+
+    Returns:
+        The summary of `mmrec.recommend.run_recommend`, or the Failed state.
+    """
+    from prefect.artifacts import create_markdown_artifact
+
+    from mmrec.recommend import summary_markdown
+
+    args = run_args(dataset, params, workspace, root)
+    from flows.runners import orchestrate_params
+    from flows.tasks import load_context
+    from mmrec.errors import MMRecError
+
+    try:
+        op = orchestrate_params(load_context(args).params)
+    except MMRecError as exc:
+        return Failed(message=f"{type(exc).__name__}: {exc}")
+    task = recommend_task.with_options(retries=op.retries, retry_delay_seconds=op.retry_delay_seconds)
+    state = task(args, k, return_state=True)
+    if not state.is_completed():
+        return Failed(message=state.message)
+    summary = state.result()
+    create_markdown_artifact(
+        markdown=summary_markdown(summary),
+        key=artifact_key("recommendations", summary["dataset"]),
+        description=f"nightly recommendations of {summary['dataset']}",
+    )
+    return summary
+
+
+def run_nightly(dataset: str, params: str = "params.yaml", workspace: str = ".", root: str | None = None,
+                k: int | None = None) -> State:
+    """Run the flow in this process and return its final state."""
+    return nightly_recommendations(dataset, params, workspace, root, k, return_state=True)

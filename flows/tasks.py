@@ -1,0 +1,214 @@
+"""Prefect tasks: each calls one `mmrec` function; what they add is retries, caching and states.
+
+- Caching: a stage task's cache key is its inputs, which include a fingerprint of the files the
+  stage reads (path, size, mtime) and the params keys it uses (the same keys dvc.yaml lists), plus
+  the task's source. Unchanged inputs -> the finished result is reused and the stage does not run;
+  a stage whose outputs were deleted is re-run (`refresh_cache`).
+- Retries: only for transient failures. An `MMRecError` (bad config, bad data, missing artifact)
+  would fail the same way again, so it is not retried: it ends the task in a Failed state whose
+  message is the error's (no traceback), and the flow returns that state.
+- Validation failure: the validation report is published as a markdown artifact (content and a
+  link to the file) on the failed task, and the run fails with the report's path in its message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import INPUTS, TASK_SOURCE
+from prefect.states import Failed, State
+
+from mmrec.errors import MMRecError, ValidationFailed
+
+#: a run's dataset/params/workspace/root, passed to every task as plain strings (JSON-able, hashable)
+RunArgs = dict[str, str | None]
+
+
+def run_args(dataset: str | os.PathLike[str], params: str | os.PathLike[str] = "params.yaml",
+             workspace: str | os.PathLike[str] = ".", root: str | os.PathLike[str] | None = None) -> RunArgs:
+    """Absolute paths, so a task means the same thing on any worker and in any cwd."""
+    return {
+        "dataset": str(Path(dataset).resolve()),
+        "params": str(Path(params).resolve()),
+        "workspace": str(Path(workspace).resolve()),
+        "root": str(Path(root).resolve()) if root else None,
+    }
+
+
+def load_context(args: RunArgs) -> Any:  # -> mmrec.stages.StageContext
+    from mmrec.config import load_params
+    from mmrec.data.contract import load_dataset_spec
+    from mmrec.stages import StageContext
+
+    spec = load_dataset_spec(str(args["dataset"]), root=args.get("root"))
+    return StageContext(spec=spec, params=load_params(args["params"]), workspace=Path(args["workspace"] or "."))
+
+
+def artifact_key(*parts: str) -> str:
+    """Prefect artifact keys: lowercase letters, digits and dashes only."""
+    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", "-".join(parts).lower())).strip("-")
+
+
+# -- fingerprints: what each stage reads and writes (mirrors dvc.yaml) ---------------------------
+
+
+def fingerprint(paths: list[Path]) -> str:
+    """Cheap content proxy of files and folders: relative path, size and mtime of every file."""
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(str(p).encode())
+        if p.is_file():
+            st = p.stat()
+            h.update(f":{st.st_size}:{st.st_mtime_ns}".encode())
+        elif p.is_dir():
+            for f in sorted(x for x in p.rglob("*") if x.is_file() and not x.name.startswith(".")):
+                st = f.stat()
+                h.update(f"{f.relative_to(p)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+        else:
+            h.update(b":missing")
+    return h.hexdigest()
+
+
+def stage_inputs(ctx: Any, stage: str) -> list[Path]:
+    paths, kind = ctx.paths, ctx.params.split.kind
+    raw = [Path(ctx.spec.spec_path)] if ctx.spec.spec_path else []
+    return {
+        "ingest": raw + [ctx.spec.root_path],
+        "validate": [paths.warehouse, ctx.spec.root_path],  # media files are checked here
+        "split": [paths.validated_table("interactions")],
+        "train": [paths.splits(kind), paths.validated_table("items"), paths.data / "features"],
+        "evaluate": [paths.models, paths.splits(kind), paths.validated_table("items")],
+    }[stage]
+
+
+def stage_outputs(ctx: Any, stage: str) -> list[Path]:
+    paths, kind = ctx.paths, ctx.params.split.kind
+    return {
+        "ingest": [paths.warehouse / "manifest.json"],
+        "validate": [paths.validated_table("interactions"), paths.validated_table("items"), paths.validation_report],
+        "split": [paths.split_file(kind, "train")],
+        "train": [paths.model_dir(m) / "model.json" for m in ctx.params.train.models],
+        "evaluate": [paths.metrics],
+    }[stage]
+
+
+def stage_params(ctx: Any, stage: str) -> dict[str, Any]:
+    p = ctx.params
+    dump = {k: v.model_dump(mode="json") for k, v in (("ingest", p.ingest), ("validate", p.validate_), ("split", p.split),
+                                                       ("train", p.train), ("evaluate", p.evaluate))}
+    keys = {
+        "ingest": {"ingest": dump["ingest"]},
+        "validate": {"validate": dump["validate"]},
+        "split": {"split": dump["split"]},
+        "train": {"split.kind": p.split.kind, "train": dump["train"]},
+        "evaluate": {"split.kind": p.split.kind, "train.models": p.train.models, "evaluate": dump["evaluate"]},
+    }[stage]
+    return {"spec": ctx.spec.model_dump(mode="json"), **keys}
+
+
+def stage_key(ctx: Any, stage: str) -> str:
+    """What a stage's result depends on: its input files and its params keys."""
+    import json
+
+    blob = json.dumps({"files": fingerprint(stage_inputs(ctx, stage)), "params": stage_params(ctx, stage)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def outputs_exist(ctx: Any, stage: str) -> bool:
+    return all(p.exists() for p in stage_outputs(ctx, stage))
+
+
+# -- retry policy ---------------------------------------------------------------------------------
+
+
+def is_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry unless the failure is one of ours (deterministic: retrying cannot help)."""
+    try:
+        state.result()
+    except MMRecError:
+        return False
+    except Exception:  # noqa: BLE001 - anything else (I/O, worker lost) may pass next time
+        return True
+    return False
+
+
+def _failed(exc: MMRecError, message: str | None = None) -> State:
+    """A Failed state carrying the error (so `is_transient` sees it is ours) and its message, no traceback."""
+    return Failed(message=message or f"{type(exc).__name__}: {exc}", data=exc)
+
+
+def publish_validation_report(ctx: Any, exc: ValidationFailed) -> None:
+    """The validation report as a markdown artifact (content + link) on the failing task."""
+    from prefect.artifacts import create_link_artifact, create_markdown_artifact
+
+    md_path = ctx.paths.validation_markdown
+    json_path = Path(exc.report_path) if exc.report_path else ctx.paths.validation_report
+    body = md_path.read_text(encoding="utf-8") if md_path.is_file() else f"(no markdown report at `{md_path}`)"
+    header = (f"**Validation failed** for dataset `{ctx.spec.name}`: {exc}\n\n"
+              f"Report: `{md_path}` (machine-readable: `{json_path}`). Fix the data or the `validate:` "
+              "thresholds in params.yaml, then re-run; finished stages are cached.\n\n---\n\n")
+    key = artifact_key("validation", ctx.spec.name)
+    create_markdown_artifact(markdown=header + body, key=key, description=f"validation report of {ctx.spec.name}")
+    target = md_path if md_path.is_file() else json_path
+    create_link_artifact(link=target.resolve().as_uri(), link_text=str(target), key=artifact_key("validation-report", ctx.spec.name))
+
+
+# -- tasks ----------------------------------------------------------------------------------------
+
+
+@task(name="stage", cache_policy=INPUTS + TASK_SOURCE, persist_result=True, retries=2, retry_delay_seconds=10,
+      retry_condition_fn=is_transient)
+def stage_task(stage: str, args: RunArgs, key: str) -> Any:
+    """One pipeline stage (`mmrec.stages.run_stage`). `key` is `stage_key(...)`: part of the cache key."""
+    from mmrec.stages import run_stage
+
+    try:
+        ctx = load_context(args)
+        return run_stage(stage, ctx)
+    except ValidationFailed as exc:
+        publish_validation_report(ctx, exc)
+        report = ctx.paths.validation_markdown if ctx.paths.validation_markdown.is_file() else exc.report_path
+        return _failed(exc, f"validation failed: {exc} (report: {report}; also the `{artifact_key('validation', ctx.spec.name)}` artifact)")
+    except MMRecError as exc:
+        return _failed(exc)
+
+
+@task(name="extract", retries=2, retry_delay_seconds=10, retry_condition_fn=is_transient)
+def extract_task(modality: str, args: RunArgs) -> Any:
+    """Features of one modality (`mmrec.extract.extract_modality`); its own cache skips unchanged items."""
+    from mmrec.extract import extract_modality
+
+    try:
+        ctx = load_context(args)
+        return extract_modality(ctx.spec, ctx.paths, modality, getattr(ctx.params, "extract", None))
+    except MMRecError as exc:
+        return _failed(exc)
+
+
+@task(name="register", retries=2, retry_delay_seconds=10, retry_condition_fn=is_transient)
+def register_task(args: RunArgs) -> Any:
+    """Log the runs, register the best model, apply the promotion gate (`mmrec.tracking.track_training`)."""
+    from mmrec.tracking import track_training
+
+    try:
+        ctx = load_context(args)
+        return track_training(ctx)
+    except MMRecError as exc:
+        return _failed(exc)
+
+
+@task(name="recommend", retries=2, retry_delay_seconds=10, retry_condition_fn=is_transient)
+def recommend_task(args: RunArgs, k: int | None = None) -> Any:
+    """The champion's top-K for every user (`mmrec.recommend.run_recommend`)."""
+    from mmrec.recommend import run_recommend
+
+    try:
+        ctx = load_context(args)
+        return run_recommend(ctx, k=k)
+    except MMRecError as exc:
+        return _failed(exc)

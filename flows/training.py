@@ -1,0 +1,166 @@
+"""The training pipeline as a Prefect flow: ingest -> validate -> split -> extract[modality] ->
+train -> evaluate -> register/promote.
+
+The flow only composes: every task calls one `mmrec` function (flows/tasks.py). Stages run one
+after the other (each reads the previous one's files); the per-modality extraction fans out in a
+subflow whose task runner comes from `orchestrate.task_runner` (threads, or Dask for a cluster).
+
+A stage that fails for a reason of ours (bad data, bad config) ends the run in a Failed state
+carrying the error message; a validation failure also publishes the validation report as an
+artifact. Re-running with unchanged inputs skips the finished stages (cached results).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.futures import wait
+from prefect.states import Failed, State
+
+from flows.tasks import (
+    RunArgs,
+    artifact_key,
+    extract_task,
+    load_context,
+    outputs_exist,
+    register_task,
+    run_args,
+    stage_key,
+    stage_task,
+)
+
+STAGES = ("ingest", "validate", "split", "train", "evaluate")
+
+
+def extract_available() -> bool:
+    """Whether this checkout has the feature-extraction stage (`mmrec.extract`)."""
+    return importlib.util.find_spec("mmrec.extract") is not None
+
+
+@flow(name="extract-features", log_prints=True)
+def extract_features(modalities: list[str], args: RunArgs) -> dict[str, Any] | State:
+    """One extraction task per modality, in parallel on this subflow's task runner."""
+    futures = {m: extract_task.with_options(task_run_name=f"extract-{m}").submit(m, args) for m in modalities}
+    wait(list(futures.values()))
+    failed = {m: f.state.message for m, f in futures.items() if not f.state.is_completed()}
+    if failed:
+        return Failed(message="feature extraction failed: " + "; ".join(f"{m}: {msg}" for m, msg in failed.items()))
+    return {m: f.result() for m, f in futures.items()}
+
+
+def _run_stage(stage: str, args: RunArgs, ctx: Any, retries: int, delay: float) -> State:
+    """One stage task; its cache is refreshed when the stage's outputs are gone."""
+    task = stage_task.with_options(
+        task_run_name=stage, retries=retries, retry_delay_seconds=delay, refresh_cache=not outputs_exist(ctx, stage)
+    )
+    return task(stage, args, stage_key(ctx, stage), return_state=True)
+
+
+@flow(name="training-pipeline", log_prints=True)
+def training_pipeline(
+    dataset: str,
+    params: str = "params.yaml",
+    workspace: str = ".",
+    root: str | None = None,
+    extract: bool = True,
+    register_best: bool = True,
+) -> dict[str, Any] | State:
+    """Train, evaluate and register models for one dataset.
+
+    Args:
+        dataset: path of the dataset.yaml.
+        params: path of params.yaml (every tunable; `orchestrate:` picks the task runner).
+        workspace: folder holding data/, artifacts/, reports/ (and the embedded MLflow store).
+        root: data root overriding the dataset.yaml `root:`.
+        extract: run per-modality feature extraction (skipped, with a log line, when the
+            checkout has no `mmrec.extract`).
+        register_best: log to MLflow, register the best model and apply the promotion gate.
+
+    Returns:
+        {"dataset", "best_model", "selection_metric", "metrics", "stages", "extraction",
+         "registry"}; or the Failed state of the stage that failed.
+    """
+    from flows.runners import orchestrate_params
+    from mmrec.errors import MMRecError
+
+    logger = get_run_logger()
+    args = run_args(dataset, params, workspace, root)
+    try:
+        ctx = load_context(args)
+        op = orchestrate_params(ctx.params)
+    except MMRecError as exc:
+        return Failed(message=f"{type(exc).__name__}: {exc}")
+
+    results: dict[str, Any] = {}
+    for stage in STAGES:
+        if stage == "train":
+            results["extract"] = _extract(ctx, args, op, extract, logger)
+            if isinstance(results["extract"], State):
+                return Failed(message=results["extract"].message)
+        state = _run_stage(stage, args, ctx, op.retries, op.retry_delay_seconds)
+        if not state.is_completed():
+            return Failed(message=f"stage {stage}: {state.message}")  # the run fails with the stage's message
+        results[stage] = state.result()
+
+    report = results["evaluate"]
+    registry = None
+    if register_best:
+        state = register_task.with_options(retries=op.retries, retry_delay_seconds=op.retry_delay_seconds)(args, return_state=True)
+        if not state.is_completed():
+            return Failed(message=f"register: {state.message}")
+        registry = state.result()
+    _publish_summary(ctx, report, registry)
+    return {
+        "dataset": ctx.spec.name,
+        "best_model": report.get("best_model"),
+        "selection_metric": report.get("selection_metric"),
+        "metrics": str(ctx.paths.metrics),
+        "stages": {s: ("ok" if s in results else "skipped") for s in STAGES},
+        "extraction": results.get("extract"),
+        "registry": registry,
+    }
+
+
+def _extract(ctx: Any, args: RunArgs, op: Any, enabled: bool, logger: logging.Logger | logging.LoggerAdapter) -> Any:
+    from flows.runners import make_task_runner
+
+    modalities = list(ctx.spec.modalities)
+    if not enabled:
+        logger.info("feature extraction disabled for this run (extract=False)")
+        return None
+    if not modalities:
+        logger.info("dataset %s declares no modalities; nothing to extract", ctx.spec.name)
+        return None
+    if not extract_available():
+        logger.warning("skipping feature extraction: this checkout has no mmrec.extract module")
+        return None
+    sub = extract_features.with_options(task_runner=make_task_runner(op), flow_run_name=f"extract-{ctx.spec.name}")
+    state = sub(modalities, args, return_state=True)
+    if not state.is_completed():
+        return state
+    return state.result()
+
+
+def _publish_summary(ctx: Any, report: dict[str, Any], registry: dict[str, Any] | None) -> None:
+    from prefect.artifacts import create_markdown_artifact
+
+    from mmrec.stages import format_metrics_markdown
+
+    md = format_metrics_markdown(report)
+    if registry:
+        d = registry.get("decision") or {}
+        md += (
+            f"\n## Registry\n\nRegistered model `{registry['registered_model']}` version {registry.get('version')} "
+            f"at `{registry['tracking_uri']}`: **{d.get('action', 'not gated')}** - {d.get('reason', '')}\n"
+        )
+    create_markdown_artifact(markdown=md, key=artifact_key("training", ctx.spec.name), description=f"training run of {ctx.spec.name}")
+
+
+def run_training(dataset: str, params: str = "params.yaml", workspace: str = ".", root: str | None = None,
+                 extract: bool = True, register_best: bool = True) -> State:
+    """Run the flow in this process and return its final state (what `mmrec pipeline` calls)."""
+    return training_pipeline(dataset, params, workspace, root, extract, register_best, return_state=True)
+

@@ -1,0 +1,465 @@
+"""Batch top-K generation: every user against every item, in memory-bounded chunks.
+
+The nightly job scores all users x all items. The full score matrix (100k users x 50k items is
+20 GB of float32) is never built: users are scored `batch_size` at a time, the items each user
+already interacted with are masked, the top K survive and the chunk's scores are dropped before
+the next chunk. Peak memory is O(batch_size x n_items) plus the output rows.
+
+Top-K selection uses `torch.topk` (multi-threaded, partial selection) on a zero-copy view of the
+numpy scores; that is what makes the batch path at least as fast as FAISS `IndexFlatIP` exact
+search on the same embeddings (`benchmarks/batch_scoring.py` measures both in one run). Ties are
+ordered by lower item index, so the output is reproducible.
+
+Results are streamed to `data/<name>/recommendations/latest.parquet` (user_id, item_id,
+rank 1..K, score) through `mmrec.io.atomic_path`: the new file is written aside and renamed over
+the old one only when complete, so a crash mid-run keeps yesterday's recommendations.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from pydantic import BaseModel, ConfigDict, Field
+
+from mmrec.constants import DEFAULT_K, ITEM_ID, USER_ID
+from mmrec.errors import DataError, ModelError
+
+if TYPE_CHECKING:
+    from mmrec.models.base import Recommender
+    from mmrec.stages import StageContext
+
+log = logging.getLogger(__name__)
+
+RANK = "rank"
+SCORE = "score"
+OUTPUT_COLUMNS = (USER_ID, ITEM_ID, RANK, SCORE)
+#: scores kept for the distribution summary; beyond it a uniform sample is kept (bounded memory)
+_SCORE_SAMPLE = 200_000
+
+
+class RecommendParams(BaseModel):
+    """The `recommend:` section of params.yaml (batch top-K generation).
+
+    Attributes:
+        k: recommendations per user.
+        batch_size: users scored per chunk (at most). Memory is about batch_size x n_items x 4
+            bytes: 1024 users x 50k items = 200 MB.
+        max_chunk_mb: cap on one chunk's score matrix; for large catalogues the chunk shrinks
+            below `batch_size` so memory stays bounded whatever the number of items.
+        exclude_seen: mask every item the user already interacted with (all validated
+            interactions, not only the training part: a user should not be re-shown what they
+            already consumed).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    k: int = Field(DEFAULT_K, ge=1)
+    batch_size: int = Field(1024, ge=1)
+    max_chunk_mb: int = Field(512, ge=1)
+    exclude_seen: bool = True
+
+    def chunk_users(self, n_items: int) -> int:
+        """Users per chunk for a catalogue of `n_items`: `batch_size`, shrunk to fit `max_chunk_mb`."""
+        return max(1, min(self.batch_size, (self.max_chunk_mb << 20) // max(4 * n_items, 1)))
+
+
+def recommend_params(params: Any) -> RecommendParams:
+    """The `recommend` section of a `Params`, or the defaults when params.yaml has none."""
+    section = getattr(params, "recommend", None)
+    if section is None:
+        return RecommendParams.model_validate({})
+    if isinstance(section, RecommendParams):
+        return section
+    if isinstance(section, BaseModel):
+        section = section.model_dump()
+    return RecommendParams.model_validate(section)
+
+
+# -- core: chunked scoring -------------------------------------------------------------------
+
+
+def topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k column indices and values per row, best first, ties by lower index.
+
+    Args:
+        scores: (B, n) float32; may hold -inf for masked entries. Not modified.
+
+    Returns:
+        (indices (B, k) int64, values (B, k) float32), k clipped to n.
+    """
+    import torch
+
+    n = scores.shape[1]
+    k = min(k, n)
+    if scores.shape[0] == 0 or k == 0:
+        return np.zeros((scores.shape[0], k), np.int64), np.zeros((scores.shape[0], k), np.float32)
+    t = torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32))
+    with torch.inference_mode():
+        val, idx = torch.topk(t, k, dim=1, largest=True, sorted=True)
+    idx_np = idx.numpy().astype(np.int64, copy=False)
+    val_np = val.numpy()
+    # torch leaves the order of equal scores unspecified: sort by (-score, index) for
+    # reproducibility, only in the rows that have ties (most rows of real scores have none)
+    tied = np.flatnonzero((val_np[:, 1:] == val_np[:, :-1]).any(axis=1)) if k > 1 else np.zeros(0, np.int64)
+    if len(tied):
+        order = np.lexsort((idx_np[tied], -val_np[tied]), axis=1)
+        idx_np[tied] = np.take_along_axis(idx_np[tied], order, axis=1)
+        val_np[tied] = np.take_along_axis(val_np[tied], order, axis=1)
+    return idx_np, val_np
+
+
+def iter_topk(
+    model: Recommender,
+    users: np.ndarray | None = None,
+    k: int = DEFAULT_K,
+    batch_size: int = 1024,
+    exclude: sp.csr_matrix | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Yield (user indices, item indices (B, k), scores (B, k)) chunk by chunk.
+
+    Args:
+        model: a fitted Recommender; `model.score` supplies (B, n_items) scores per chunk.
+        users: row indices of the model's users (all when None).
+        exclude: (n_users, n_items) items to mask per user; masked entries come back with a
+            score of -inf when a user has fewer than k unmasked items (callers drop them).
+    """
+    if model.item_ids is None or model.user_ids is None:
+        raise ModelError(f"model {model.name!r} is not fitted; nothing to recommend from")
+    if users is None:
+        users = np.arange(len(model.user_ids), dtype=np.int64)
+    users = np.asarray(users, dtype=np.int64)
+    if exclude is not None:
+        exclude = sp.csr_matrix(exclude)
+        if exclude.shape != (len(model.user_ids), len(model.item_ids)):
+            raise ModelError(f"exclude matrix shape {exclude.shape} does not match the model's index")
+    for start in range(0, len(users), batch_size):
+        batch = users[start : start + batch_size]
+        scores = _writable(model.score(batch))  # (B, n_items)
+        if exclude is not None:
+            mask_seen(scores, exclude, batch)
+        idx, val = topk(scores, k)
+        del scores
+        yield batch, idx, val
+
+
+def _writable(scores: np.ndarray) -> np.ndarray:
+    """The scores as a C-contiguous float32 array we may overwrite.
+
+    A fresh array the model computed for this call (it owns its memory) is used as is; views
+    (popularity's broadcast row, slices of a cached matrix) are copied so masking never writes
+    into a model's state. Skipping the copy saves a pass over B x n_items floats per chunk.
+    """
+    if scores.dtype == np.float32 and scores.flags.owndata and scores.flags.writeable and scores.flags.c_contiguous:
+        return scores
+    return np.array(scores, dtype=np.float32, order="C", copy=True)
+
+
+def mask_seen(scores: np.ndarray, exclude: sp.csr_matrix, batch: np.ndarray) -> None:
+    """Set the scores of each batch user's seen items to -inf, in place (flat indexing, no COO)."""
+    n_items = scores.shape[1]
+    if len(batch) and batch[-1] - batch[0] + 1 == len(batch) and np.all(np.diff(batch) == 1):
+        sub = exclude[int(batch[0]) : int(batch[-1]) + 1]  # contiguous rows: a cheap slice
+    else:
+        sub = exclude[batch]
+    rows = np.repeat(np.arange(len(batch), dtype=np.int64), np.diff(sub.indptr))
+    scores.reshape(-1)[rows * n_items + sub.indices] = -np.inf
+
+
+def history_matrix(model: Recommender, interactions: pd.DataFrame | None) -> sp.csr_matrix:
+    """What each user has already interacted with, over the model's index.
+
+    The training matrix plus every (user, item) pair of `interactions` whose ids the model
+    knows (validation and test interactions happened too; pairs with ids the model never saw
+    cannot be masked and need not be).
+    """
+    assert model.user_ids is not None and model.item_ids is not None
+    shape = (len(model.user_ids), len(model.item_ids))
+    seen = sp.csr_matrix(model.train_matrix if model.train_matrix is not None else sp.csr_matrix(shape), dtype=np.float32)
+    if interactions is None or not len(interactions):
+        return seen
+    rows = pd.Index(model.user_ids).get_indexer(interactions[USER_ID].astype(str))
+    cols = pd.Index(model.item_ids).get_indexer(interactions[ITEM_ID].astype(str))
+    keep = (rows >= 0) & (cols >= 0)
+    extra = sp.csr_matrix((np.ones(int(keep.sum()), np.float32), (rows[keep], cols[keep])), shape=shape)
+    out = sp.csr_matrix(seen + extra)
+    out.data[:] = 1.0
+    return out
+
+
+def _frame(model: Recommender, users: np.ndarray, idx: np.ndarray, val: np.ndarray) -> pd.DataFrame:
+    """Long format (user_id, item_id, rank, score) of one chunk; masked (-inf) entries dropped."""
+    assert model.user_ids is not None and model.item_ids is not None
+    b, k = idx.shape
+    valid = np.isfinite(val)
+    user_ids = np.asarray(model.user_ids, dtype=object)[np.repeat(users, k)]
+    item_ids = np.asarray(model.item_ids, dtype=object)[idx.ravel()]
+    ranks = np.tile(np.arange(1, k + 1, dtype=np.int32), b)
+    df = pd.DataFrame({USER_ID: user_ids, ITEM_ID: item_ids, RANK: ranks, SCORE: val.ravel().astype(np.float32)})
+    return df[valid.ravel()].reset_index(drop=True)
+
+
+# -- summary ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Stats:
+    """Streaming statistics over the chunks: coverage and a bounded sample of scores."""
+
+    n_items: int
+    rng: np.random.Generator
+    users: int = 0
+    users_covered: int = 0
+    users_full: int = 0
+    rows: int = 0
+    seen_items: np.ndarray | None = None
+    sample: np.ndarray | None = None
+    top1: list[np.ndarray] | None = None
+    sampled_from: int = 0
+
+    def add(self, idx: np.ndarray, val: np.ndarray, k: int) -> None:
+        finite = np.isfinite(val)
+        per_user = finite.sum(axis=1)
+        self.users += len(idx)
+        self.users_covered += int((per_user > 0).sum())
+        self.users_full += int((per_user >= min(k, self.n_items)).sum())
+        self.rows += int(finite.sum())
+        if self.seen_items is None:
+            self.seen_items = np.zeros(self.n_items, dtype=bool)
+        self.seen_items[idx[finite]] = True
+        scores = val[finite]
+        self.sampled_from += len(scores)
+        merged = scores if self.sample is None else np.concatenate([self.sample, scores])
+        if len(merged) > _SCORE_SAMPLE:
+            merged = self.rng.choice(merged, _SCORE_SAMPLE, replace=False)
+        self.sample = merged
+        if self.top1 is None:
+            self.top1 = []
+        self.top1.append(val[finite[:, 0], 0] if val.shape[1] else np.zeros(0, np.float32))
+
+    def summary(self) -> dict[str, Any]:
+        def dist(x: np.ndarray | None) -> dict[str, float]:
+            if x is None or not len(x):
+                return {}
+            q = np.quantile(x.astype(np.float64), [0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0])
+            keys = ("min", "p05", "p25", "p50", "p75", "p95", "max")
+            return {**{key: round(float(v), 6) for key, v in zip(keys, q, strict=True)}, "mean": round(float(x.mean()), 6)}
+
+        items = int(self.seen_items.sum()) if self.seen_items is not None else 0
+        top1 = np.concatenate(self.top1) if self.top1 else None
+        return {
+            "users": self.users,
+            "users_covered": self.users_covered,
+            "users_full": self.users_full,
+            "rows": self.rows,
+            "items_recommended": items,
+            "catalogue_coverage": round(items / self.n_items, 6) if self.n_items else 0.0,
+            "score": dist(self.sample),
+            "top1_score": dist(top1),
+            "score_sampled": self.sampled_from > _SCORE_SAMPLE,
+        }
+
+
+# -- writing ----------------------------------------------------------------------------------
+
+
+def write_recommendations(
+    model: Recommender,
+    path: str | Path,
+    k: int = DEFAULT_K,
+    batch_size: int = 1024,
+    exclude: sp.csr_matrix | None = None,
+    users: np.ndarray | None = None,
+    fail_after_batches: int | None = None,
+) -> dict[str, Any]:
+    """Top-K for every user streamed to a parquet file, swapped into place atomically.
+
+    Args:
+        path: the output parquet (its previous content survives any failure).
+        fail_after_batches: testing hook that raises after that many chunks were written, to
+            prove a crash keeps the previous file.
+
+    Returns:
+        The summary: users, users_covered, users_full, rows, items_recommended,
+        catalogue_coverage, score/top1_score distributions, seconds, users_per_second, path.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mmrec.io import atomic_path
+
+    import torch  # noqa: F401 - imported before the clock starts: the runtime reports scoring, not imports
+
+    assert model.item_ids is not None
+    start = time.perf_counter()
+    stats = _Stats(n_items=len(model.item_ids), rng=np.random.default_rng(0))
+    schema = pa.schema([(USER_ID, pa.string()), (ITEM_ID, pa.string()), (RANK, pa.int32()), (SCORE, pa.float32())])
+    with atomic_path(path) as tmp:
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for n, (batch, idx, val) in enumerate(iter_topk(model, users, k, batch_size, exclude)):
+                if fail_after_batches is not None and n >= fail_after_batches:
+                    raise RuntimeError(f"simulated crash after {n} batches (fail_after_batches)")
+                stats.add(idx, val, k)
+                table = pa.Table.from_pandas(_frame(model, batch, idx, val), schema=schema, preserve_index=False)
+                writer.write_table(table)
+    seconds = time.perf_counter() - start
+    out = stats.summary()
+    out.update(
+        k=k,
+        n_items=len(model.item_ids),
+        seconds=round(seconds, 3),
+        users_per_second=round(out["users"] / seconds, 1) if seconds > 0 else None,
+        path=str(path),
+    )
+    return out
+
+
+def recommend_for_ids(
+    model: Recommender,
+    user_ids: Sequence[str],
+    k: int = DEFAULT_K,
+    exclude: sp.csr_matrix | None = None,
+    batch_size: int = 1024,
+    exclude_seen: bool = True,
+) -> pd.DataFrame:
+    """Top-K for the given user ids; ids the model never saw get the most popular items.
+
+    Args:
+        exclude: items to mask per user over the model's index; None with `exclude_seen`
+            masks the model's training items.
+
+    Returns:
+        (user_id, item_id, rank, score) in the order of `user_ids` (duplicates collapsed).
+    """
+    assert model.user_ids is not None and model.item_ids is not None
+    wanted = list(dict.fromkeys(str(u) for u in user_ids))
+    rows = pd.Index(np.asarray(model.user_ids, dtype=str)).get_indexer(wanted)
+    known = rows >= 0
+    if exclude is None and exclude_seen:
+        exclude = model.train_matrix
+    frames = []
+    if known.any():
+        for batch, idx, val in iter_topk(model, rows[known], k, batch_size, exclude):
+            frames.append(_frame(model, batch, idx, val))
+    unknown = [u for u, ok in zip(wanted, known, strict=True) if not ok]
+    if unknown:
+        from mmrec.models.training import popularity_scores
+
+        train = model.train_matrix
+        pop = popularity_scores(train) if train is not None else np.zeros(len(model.item_ids), np.float32)
+        idx, val = topk(pop[None, :], k)
+        item_ids = np.asarray(model.item_ids, dtype=object)[idx[0]]
+        for u in unknown:
+            frames.append(
+                pd.DataFrame({USER_ID: u, ITEM_ID: item_ids, RANK: np.arange(1, len(item_ids) + 1, dtype=np.int32), SCORE: val[0]})
+            )
+    if not frames:
+        return pd.DataFrame({c: [] for c in OUTPUT_COLUMNS})
+    out = pd.concat(frames, ignore_index=True)
+    order = {u: i for i, u in enumerate(wanted)}
+    out["_o"] = out[USER_ID].map(order)
+    return out.sort_values(["_o", RANK], kind="stable").drop(columns="_o").reset_index(drop=True)
+
+
+def read_user_ids(path: str | Path) -> list[str]:
+    """User ids from a file: one per line, or a CSV/TSV/parquet with a `user_id` column."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: users file not found (one user id per line, or a table with a {USER_ID!r} column)")
+    if p.suffix == ".parquet":
+        df = pd.read_parquet(p)
+    else:
+        first = p.read_text(encoding="utf-8").splitlines()[:1]
+        sep = "\t" if first and "\t" in first[0] else ","
+        if first and USER_ID in [c.strip() for c in first[0].split(sep)]:
+            df = pd.read_csv(p, sep=sep, dtype=str)
+        else:
+            return [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if USER_ID not in df.columns:
+        raise DataError(f"{p}: no {USER_ID!r} column; columns are {list(df.columns)}")
+    return df[USER_ID].astype(str).tolist()
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    """The nightly run's summary as markdown (the Prefect artifact and the report file)."""
+    model = summary.get("model", {})
+    lines = [
+        f"# Recommendations: {summary.get('dataset', '')}",
+        "",
+        f"Model **{model.get('name', '?')}** (registry `{model.get('registered_model', '-')}` version "
+        f"{model.get('version', '-')}, alias `{model.get('alias', '-')}`), top-{summary['k']} per user.",
+        "",
+        "| users | covered | with full top-K | rows | items recommended | catalogue coverage | seconds | users/s |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| {summary['users']} | {summary['users_covered']} | {summary['users_full']} | {summary['rows']} | "
+        f"{summary['items_recommended']} / {summary['n_items']} | {summary['catalogue_coverage']:.3f} | "
+        f"{summary['seconds']:.2f} | {summary['users_per_second']} |",
+        "",
+    ]
+    for key, title in (("score", "all scores"), ("top1_score", "rank-1 scores")):
+        d = summary.get(key) or {}
+        if d:
+            lines += [f"Score distribution ({title}):", "", "| " + " | ".join(d) + " |", "|" + "---|" * len(d)]
+            lines += ["| " + " | ".join(f"{v:.4g}" for v in d.values()) + " |", ""]
+    lines.append(f"Written to `{summary['path']}`.")
+    return "\n".join(lines)
+
+
+# -- the stage ----------------------------------------------------------------------------------
+
+
+def run_recommend(
+    ctx: StageContext,
+    k: int | None = None,
+    model: Recommender | None = None,
+    model_info: dict[str, Any] | None = None,
+    fail_after_batches: int | None = None,
+) -> dict[str, Any]:
+    """The nightly job: the registry's champion's top-K for every user, to latest.parquet.
+
+    Args:
+        model: use this model instead of loading the champion (tests, ad-hoc runs).
+        k: overrides `recommend.k`.
+
+    Returns:
+        The summary (also written to reports/<name>/recommendations.json and .md).
+
+    Raises:
+        ModelError: no champion registered (the message names the command that makes one).
+    """
+    from mmrec.io import write_json, write_text
+
+    rp = recommend_params(ctx.params)
+    k = int(k or rp.k)
+    if model is None:
+        from mmrec.tracking import load_champion
+
+        model, model_info = load_champion(ctx)
+    interactions = None
+    validated = ctx.paths.validated_table("interactions")
+    if rp.exclude_seen and validated.is_file():
+        interactions = pd.read_parquet(validated, columns=[USER_ID, ITEM_ID])
+    exclude = history_matrix(model, interactions) if rp.exclude_seen else None
+    log.info("recommending top-%d for %d users over %d items", k, len(model.user_ids) if model.user_ids is not None else 0, model.n_items)
+    summary = write_recommendations(
+        model, ctx.paths.recommendations, k=k, batch_size=rp.chunk_users(model.n_items), exclude=exclude,
+        fail_after_batches=fail_after_batches,
+    )
+    summary = {"dataset": ctx.spec.name, "model": {"name": model.name, **(model_info or {})}, **summary}
+    write_json(ctx.paths.reports / "recommendations.json", summary)
+    write_text(ctx.paths.reports / "recommendations.md", summary_markdown(summary))
+    log.info(
+        "wrote %d rows for %d users (coverage %.3f) in %.1fs",
+        summary["rows"],
+        summary["users_covered"],
+        summary["catalogue_coverage"],
+        summary["seconds"],
+    )
+    return summary
