@@ -1,0 +1,351 @@
+"""Pieces every epoch-trained model shares: seeding, negative sampling, the early-stopping loop.
+
+Kept out of the model classes so BPR-MF, LightGCN and later multimodal models train and stop
+the same way, and a fix to the loop (or the sampler) reaches all of them at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from abc import abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from mmrec.data.interactions import Interactions
+from mmrec.errors import ModelError
+from mmrec.models.base import Recommender
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+#: the validation metric early stopping watches (a key of `evaluate_scores`' result)
+STOP_K = 20
+STOP_METRIC = f"recall@{STOP_K}"
+
+
+def seeded_generators(seed: int) -> tuple[np.random.Generator, torch.Generator]:
+    """A numpy generator (sampling, shuffling) and a torch generator (initialisation) from one seed.
+
+    Explicit generators rather than the global seeds: two models trained in one process do not
+    disturb each other's random streams, and nothing global changes as a side effect of `fit`.
+    """
+    import torch
+
+    gen = torch.Generator()
+    gen.manual_seed(int(seed))
+    return np.random.default_rng(int(seed)), gen
+
+
+def positive_pairs(matrix: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """(users, items) of every stored entry, int64, in CSR order."""
+    m = sp.csr_matrix(matrix)
+    users = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))
+    return users, m.indices.astype(np.int64)
+
+
+class NegativeSampler:
+    """Uniform negatives that the user never interacted with, drawn in vectorised rounds.
+
+    All negatives are drawn at once, the ones that hit a positive are found by binary search over
+    the sorted positive keys (user * n_items + item) and redrawn; with sparse data a handful of
+    rounds leaves none. A user who interacted with every item cannot get a negative.
+    """
+
+    def __init__(self, matrix: sp.csr_matrix, max_rounds: int = 100) -> None:
+        users, items = positive_pairs(matrix)
+        self.n_items = int(matrix.shape[1])
+        self.keys = np.sort(users * self.n_items + items)
+        self.max_rounds = max_rounds
+        full = np.flatnonzero(np.diff(sp.csr_matrix(matrix).indptr) >= self.n_items)
+        self._full_users = set(full.tolist())
+
+    def is_positive(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        keys = users * self.n_items + items
+        pos = np.searchsorted(self.keys, keys)
+        pos = np.minimum(pos, len(self.keys) - 1)
+        return self.keys[pos] == keys if len(self.keys) else np.zeros(len(keys), dtype=bool)
+
+    def sample(self, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One negative item per entry of `users` (int64 array)."""
+        users = np.asarray(users, dtype=np.int64)
+        neg = rng.integers(0, self.n_items, size=len(users), dtype=np.int64)
+        bad = np.flatnonzero(self.is_positive(users, neg))
+        for _ in range(self.max_rounds):
+            if len(bad) == 0:
+                return neg
+            neg[bad] = rng.integers(0, self.n_items, size=len(bad), dtype=np.int64)
+            bad = bad[self.is_positive(users[bad], neg[bad])]
+        stuck = sorted(set(users[bad].tolist()) & self._full_users)
+        if stuck:
+            raise ModelError(f"users {stuck[:5]} interacted with every item; no negative item exists for them")
+        return neg  # pragma: no cover - needs > max_rounds unlucky draws on a non-full user
+
+
+def bpr_batches(
+    users: np.ndarray, items: np.ndarray, sampler: NegativeSampler, batch_size: int, rng: np.random.Generator
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """One epoch of (user, positive, negative) triples: every training pair once, shuffled."""
+    order = rng.permutation(len(users))
+    neg = sampler.sample(users[order], rng)
+    for start in range(0, len(order), batch_size):
+        sl = slice(start, start + batch_size)
+        idx = order[sl]
+        yield users[idx], items[idx], neg[sl]
+
+
+def popularity_scores(matrix: sp.csr_matrix) -> np.ndarray:
+    """Training interaction count per item (float32): what users without history are shown."""
+    return np.asarray(sp.csr_matrix(matrix).sum(axis=0), dtype=np.float32).ravel()
+
+
+def fill_cold_users(scores: np.ndarray, users: np.ndarray, is_cold: np.ndarray, popularity: np.ndarray) -> np.ndarray:
+    """Replace the rows of users without training history by the popularity scores, in place.
+
+    A model has learned nothing about such users (their embeddings are still the random
+    initialisation, their history row is empty), so the most popular items are the honest guess.
+    """
+    cold_rows = np.flatnonzero(is_cold[users])
+    if len(cold_rows):
+        scores[cold_rows] = popularity[None, :]
+    return scores
+
+
+class ColdUserFallback:
+    """Mixin for Recommenders: `_fill_cold` gives users without training history popularity scores.
+
+    The cold mask and popularity are derived from `train_matrix` (which `fit` and `load` both
+    set) and cached per matrix object (identity), so nothing extra is saved and no reset is needed.
+    """
+
+    train_matrix: sp.csr_matrix | None
+    _cold_cache: tuple[sp.csr_matrix, np.ndarray, np.ndarray] | None = None
+
+    def _fill_cold(self, scores: np.ndarray, users: np.ndarray) -> np.ndarray:
+        m = self.train_matrix
+        assert m is not None
+        if self._cold_cache is None or self._cold_cache[0] is not m:
+            csr = sp.csr_matrix(m)
+            self._cold_cache = (m, np.diff(csr.indptr) == 0, popularity_scores(csr))
+        _, is_cold, popularity = self._cold_cache
+        return fill_cold_users(scores, users, is_cold, popularity)
+
+
+@dataclass
+class EarlyStopping:
+    """Stop when the watched validation metric has not improved for `patience` evaluations.
+
+    Attributes:
+        patience: evaluations without improvement tolerated (not epochs).
+        best: best metric so far, best_epoch: its epoch, best_state: a copy of the weights then.
+    """
+
+    patience: int
+    best: float = -np.inf
+    best_epoch: int = 0
+    best_state: Any = None
+    bad_evals: int = 0
+
+    def update(self, epoch: int, value: float, snapshot: Callable[[], Any]) -> bool:
+        """Record an evaluation; returns True when training should stop."""
+        if value > self.best:
+            self.best, self.best_epoch, self.best_state, self.bad_evals = value, epoch, snapshot(), 0
+        else:
+            self.bad_evals += 1
+        return self.bad_evals >= self.patience
+
+
+def run_epochs(
+    train_epoch: Callable[[int], float],
+    evaluate: Callable[[], float] | None,
+    snapshot: Callable[[], Any],
+    restore: Callable[[Any], None],
+    epochs: int,
+    eval_every: int,
+    patience: int,
+) -> tuple[list[dict[str, float]], int, int]:
+    """The shared epoch loop with early stopping on validation and best-epoch restore.
+
+    Args:
+        train_epoch: runs epoch `e` (1-based) and returns its mean loss.
+            History rows hold `seconds` (training) and `eval_seconds` apart, so speed is
+            compared on training time alone, as RecBole logs it.
+        evaluate: returns the validation metric (higher is better); None trains all `epochs`.
+        snapshot/restore: copy the weights out / put a copy back (best epoch restore).
+
+    Returns:
+        (history, epochs run, best epoch). Without validation the best epoch is the last one.
+    """
+    if epochs < 1 or eval_every < 1 or patience < 1:
+        raise ModelError(f"epochs, eval_every and patience must be >= 1, got {epochs}, {eval_every}, {patience}")
+    history: list[dict[str, float]] = []
+    stopper = EarlyStopping(patience)
+    epoch = 0
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        loss = float(train_epoch(epoch))
+        row: dict[str, float] = {"epoch": epoch, "loss": loss}
+        if not np.isfinite(loss):
+            raise ModelError(f"training diverged at epoch {epoch} (loss {loss}); lower the learning rate")
+        row["seconds"] = time.perf_counter() - start  # training only, as toolkits report it
+        stop = False
+        if evaluate is not None and (epoch % eval_every == 0 or epoch == epochs):
+            start = time.perf_counter()
+            value = float(evaluate())
+            row[f"valid_{STOP_METRIC}"] = value
+            row["eval_seconds"] = time.perf_counter() - start
+            stop = stopper.update(epoch, value, snapshot)
+        history.append(row)
+        logger.debug("epoch %d: %s", epoch, row)
+        if stop:
+            break
+    if evaluate is None:
+        return history, epoch, epoch
+    restore(stopper.best_state)
+    return history, epoch, stopper.best_epoch
+
+
+def validation_metric(
+    score_fn: Callable[[np.ndarray], np.ndarray], valid: sp.csr_matrix, train: sp.csr_matrix
+) -> float:
+    """Validation Recall@20 with the training items masked (the protocol of `mmrec.evaluate`).
+
+    A catalogue of fewer than 20 items is ranked whole (recall@n_items), which is what
+    Recall@20 means there.
+    """
+    from mmrec.evaluate import evaluate_scores
+
+    k = min(STOP_K, valid.shape[1])
+    return float(evaluate_scores(score_fn, valid, exclude=train, ks=(k,))[f"recall@{k}"])
+
+
+def check_positive(**values: float) -> None:
+    """Raise a ModelError naming every hyper-parameter that must be > 0 but is not."""
+    bad = {k: v for k, v in values.items() if not v > 0}
+    if bad:
+        raise ModelError(f"hyper-parameters must be > 0: {bad}")
+
+
+class FactorModel(ColdUserFallback, Recommender):
+    """Base of the models that score by a dot product of user and item factors, trained with BPR.
+
+    Subclasses build their torch parameters in `_build`, give the loss of a batch of
+    (user, positive, negative) triples in `_batch_loss` and the factors to score with in
+    `_factors`; this class owns the optimiser, the epoch loop with early stopping on validation
+    Recall@20 (best epoch restored), scoring, cold users and persistence.
+
+    Users with no training interactions get the popularity scores: their factors never
+    received a gradient, so they are noise.
+    """
+
+    # set by the subclass constructors; declared here for the type checker
+    lr: float
+    batch_size: int
+    max_epochs: int
+    eval_every: int
+    patience: int
+    seed: int
+    device: str
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.user_factors: np.ndarray | None = None  # (n_users, d) float32
+        self.item_factors: np.ndarray | None = None  # (n_items, d) float32
+        self._params: dict[str, torch.Tensor] = {}
+
+    # -- hooks ------------------------------------------------------------------------------
+    @abstractmethod
+    def _build(
+        self, matrix: sp.csr_matrix, generator: torch.Generator, device: torch.device
+    ) -> dict[str, torch.Tensor]:
+        """Create the trainable tensors (leaf tensors with requires_grad) for this training set."""
+
+    @abstractmethod
+    def _batch_loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        """Loss of one batch of (user, positive item, negative item) index tensors."""
+
+    @abstractmethod
+    def _factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(user factors, item factors) the current parameters score with (no grad needed)."""
+
+    # -- training -----------------------------------------------------------------------------
+    def _fit(self, train: Interactions, valid: sp.csr_matrix | None) -> None:
+        import torch
+
+        check_positive(lr=self.lr, batch_size=self.batch_size)
+        rng, generator = seeded_generators(self.seed)
+        try:
+            device = torch.device(self.device)
+        except RuntimeError as exc:
+            raise ModelError(f"{self.name}: bad device {self.device!r} ({exc}); use 'cpu' or 'cuda'") from exc
+        matrix = sp.csr_matrix(train.matrix)
+        self._params = self._build(matrix, generator, device)
+        optimiser = torch.optim.Adam(list(self._params.values()), lr=self.lr)
+        users, items = positive_pairs(matrix)
+        if len(users) == 0:
+            raise ModelError(f"{self.name}: the training matrix has no interactions")
+        sampler = NegativeSampler(matrix)
+
+        def train_epoch(epoch: int) -> float:
+            total = 0.0
+            for u, p, n in bpr_batches(users, items, sampler, self.batch_size, rng):
+                loss = self._batch_loss(
+                    torch.from_numpy(u).to(device), torch.from_numpy(p).to(device), torch.from_numpy(n).to(device)
+                )
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                total += float(loss.detach()) * len(u)
+            return total / len(users)
+
+        def evaluate() -> float:
+            self._export()
+            return validation_metric(self._score, valid, matrix)
+
+        def snapshot() -> dict[str, torch.Tensor]:
+            return {k: v.detach().clone() for k, v in self._params.items()}
+
+        def restore(state: dict[str, torch.Tensor]) -> None:
+            with torch.no_grad():
+                for k, v in state.items():
+                    self._params[k].copy_(v)
+
+        self.history, self.epochs, self.best_epoch = run_epochs(
+            train_epoch,
+            evaluate if valid is not None and valid.nnz else None,
+            snapshot,
+            restore,
+            self.max_epochs,
+            self.eval_every,
+            self.patience,
+        )
+        self._export()
+        self._params = {}  # scoring needs the numpy factors only; free the graph inputs
+
+    def _export(self) -> None:
+        import torch
+
+        with torch.no_grad():
+            u, i = self._factors()
+            self.user_factors = u.detach().to("cpu", torch.float32).numpy().copy()
+            self.item_factors = i.detach().to("cpu", torch.float32).numpy().copy()
+
+    # -- inference ----------------------------------------------------------------------------
+    def _score(self, users: np.ndarray) -> np.ndarray:
+        assert self.user_factors is not None and self.item_factors is not None
+        scores = self.user_factors[users] @ self.item_factors.T  # (B, n_items)
+        return self._fill_cold(scores, users)
+
+    def _state(self) -> dict[str, np.ndarray]:
+        assert self.user_factors is not None and self.item_factors is not None
+        return {"user_factors": self.user_factors, "item_factors": self.item_factors}
+
+    def _load_state(self, state: dict[str, np.ndarray]) -> None:
+        self.user_factors = np.asarray(state["user_factors"], dtype=np.float32)
+        self.item_factors = np.asarray(state["item_factors"], dtype=np.float32)
