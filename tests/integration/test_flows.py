@@ -108,7 +108,9 @@ def test_training_pipeline_runs_every_stage_and_registers(trained: dict[str, Any
     state = trained["state"]
     assert state.is_completed(), state.message
     result = state.result()
-    assert result["stages"] == dict.fromkeys(stages.STAGES, "ok")
+    from flows.training import STAGES
+
+    assert result["stages"] == dict.fromkeys(STAGES, "ok")
     assert sorted(result["extraction"]) == ["image", "text"]  # one task per declared modality
     assert sorted(m for m, _ in trained["stub"].calls) == ["image", "text"]
     assert result["registry"]["decision"]["action"] == "promoted"
