@@ -128,15 +128,22 @@ def _model_names(ctx: StageContext, models: Sequence[str] | None) -> list[str]:
 def run_train(ctx: StageContext, models: Sequence[str] | None = None) -> dict[str, Any]:
     """Fit every configured model on train (early stopping on valid) and save it."""
     from mmrec.models import create_model
+    from mmrec.models.features import load_item_features, modalities_of, with_features
 
     data = load_split_data(ctx)
     summary: dict[str, Any] = {"split": {"kind": data.kind, "hash": data.split_hash}, "models": {}}
-    for name in _model_names(ctx, models):
+    built = [(name, create_model(name, **ctx.params.train.params.get(name, {}))) for name in _model_names(ctx, models)]
+    # Multimodal models get the item features they declare, aligned with the item index; items
+    # without a vector are masked, never a zero vector taken as signal.
+    needed = sorted({m for _, model in built for m in modalities_of(model)})
+    train = data.train
+    if needed:
+        feats, masks = load_item_features(ctx.paths, ctx.params.extract, data.item_ids, needed)
+        train = with_features(data.train, feats, masks)
+    for name, model in built:
         seed_everything(ctx.params.train.seed)
-        hp = dict(ctx.params.train.params.get(name, {}))
-        model = create_model(name, **hp)
-        log.info("training %s %s", name, hp)
-        model.fit(data.train, data.valid)
+        log.info("training %s %s", name, model.get_params())
+        model.fit(train, data.valid)
         model.save(ctx.paths.model_dir(name))
         summary["models"][name] = {
             "params": model.get_params(),

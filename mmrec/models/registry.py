@@ -20,6 +20,8 @@ _BUILTIN_MODULES = (
     "mmrec.models.itemknn",
     "mmrec.models.bpr",
     "mmrec.models.lightgcn",
+    "mmrec.models.content_knn",
+    "mmrec.models.vbpr",
 )
 _loaded = False
 

@@ -79,3 +79,31 @@ def test_models_command_lists_baselines():
     res = invoke("models")
     assert res.exit_code == 0
     assert {"popularity", "itemknn", "bpr", "lightgcn"} <= set(res.output.split())
+
+
+def test_multimodal_models_get_their_features_through_the_stages(tiny_dataset: Path, workspace: Path, tmp_path: Path):
+    params = dict(FAST_PARAMS)
+    params["extract"] = {"text": {"encoder": "tiny_text"}, "image": {"encoder": "tiny_cnn"}}
+    params["train"] = {
+        "models": ["content_knn", "vbpr"],
+        "params": {"vbpr": {"max_epochs": 3, "batch_size": 16}},
+    }
+    p = tmp_path / "mm_params.yaml"
+    p.write_text(yaml.safe_dump(params))
+    for stage in ("ingest", "validate", "split", "extract_text", "extract_image", "train", "evaluate"):
+        res = invoke("stage", stage, "--dataset", str(tiny_dataset), "--params", str(p), "--workspace", str(workspace))
+        assert res.exit_code == 0, (stage, res.output)
+    metrics = json.loads((workspace / "reports/tiny/metrics.json").read_text())
+    assert set(metrics["models"]) == {"content_knn", "vbpr"}
+    assert all("cold" in entry for entry in metrics["models"].values())
+
+
+def test_multimodal_model_without_extracted_features_is_a_clear_error(tiny_dataset: Path, workspace: Path, tmp_path: Path):
+    params = dict(FAST_PARAMS)
+    params["train"] = {"models": ["content_knn"]}
+    p = tmp_path / "mm_params.yaml"
+    p.write_text(yaml.safe_dump(params))
+    for stage in ("ingest", "validate", "split"):
+        assert invoke("stage", stage, "--dataset", str(tiny_dataset), "--params", str(p), "--workspace", str(workspace)).exit_code == 0
+    res = invoke("stage", "train", "--dataset", str(tiny_dataset), "--params", str(p), "--workspace", str(workspace))
+    assert res.exit_code == 2 and "mmrec stage extract_" in res.output, res.output

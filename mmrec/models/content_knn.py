@@ -1,0 +1,168 @@
+"""Content-KNN: item-item similarity from fused modality features, scored against a user's history.
+
+Each modality's vectors are mean-centred (over the items that have one) and L2-normalised, so
+the similarity of two items in one modality is a cosine around a common centre. Modalities are
+fused by a weighted mean of their cosines over the modalities *both* items have:
+
+    sim(i, j) = sum_m w_m c_m(i, j) [i, j have m] / sum_m w_m [i, j have m]
+
+so an item missing its poster is compared on text alone instead of having a zero image vector
+drag its similarities towards 0. A user's score for candidate i is the sum of sim(i, j) over
+the items j of their training history. No behaviour enters the similarities, so an item nobody
+interacted with (cold) is scored exactly like a warm one: that is the point of the model.
+
+`k > 0` keeps each item's k most similar items (positive similarities only, as in item-KNN),
+stored sparse: memory O(n_items * k). `k = 0` keeps every similarity, negative ones included,
+stored dense (O(n_items^2): fine up to a few ten thousand items): an item unlike the user's
+history is then pushed *down*, which truncation cannot do. On ml100k-mm's cold slice the dense
+form ranks cold items better (Recall@20 2.9x random against 2.0-2.5x for k = 20..1000) and its
+validation Recall@20 is higher too (0.080 against 0.070 at k = 100), hence the default.
+
+Users without history get popularity scores. The similarity is computed in blocks of rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from mmrec.data.interactions import Interactions
+from mmrec.errors import ModelError
+from mmrec.models.base import Recommender
+from mmrec.models.features import centred_unit, check_modalities, modality_mask
+from mmrec.models.registry import register_model
+from mmrec.models.training import ColdUserFallback
+
+BLOCK = 1024  # rows of the similarity computed at once: 1024 x n_items float32 per modality
+
+
+def topk_sparse(sim: np.ndarray, k: int, row_offset: int = 0) -> sp.csr_matrix:
+    """Keep the k largest positive entries per row of a dense block (as CSR over the block rows)."""
+    n_rows, n_cols = sim.shape
+    k = min(k, n_cols)
+    if k <= 0 or n_rows == 0:
+        return sp.csr_matrix((n_rows, n_cols), dtype=np.float32)
+    idx = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+    vals = np.take_along_axis(sim, idx, axis=1)
+    rows = np.repeat(np.arange(n_rows), k)
+    keep = vals.ravel() > 0
+    return sp.csr_matrix(
+        (vals.ravel()[keep], (rows[keep], idx.ravel()[keep])), shape=(n_rows, n_cols), dtype=np.float32
+    )
+
+
+def fused_similarity(
+    blocks: Sequence[tuple[np.ndarray, np.ndarray, float]], k: int, shrink: float = 0.0
+) -> sp.csr_matrix | np.ndarray:
+    """The fused similarity (no self loops): k-nearest-neighbour CSR, or dense when k == 0.
+
+    Args:
+        blocks: per modality (unit vectors (n, d) with zero rows where absent, mask (n,), weight).
+        k: neighbours kept per item (positive similarities only); 0 keeps all, as a dense array.
+        shrink: the similarity is scaled by overlap / (overlap + shrink), where overlap is the
+            summed weight of the shared modalities: pairs compared on fewer modalities count less.
+    """
+    n = blocks[0][0].shape[0]
+    parts = []
+    for start in range(0, n, BLOCK):
+        stop = min(start + BLOCK, n)
+        num = np.zeros((stop - start, n), np.float32)
+        den = np.zeros((stop - start, n), np.float32)
+        for x, mask, w in blocks:
+            num += w * (x[start:stop] @ x.T)
+            den += w * np.outer(mask[start:stop], mask).astype(np.float32)
+        sim = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+        if shrink > 0:
+            sim *= den / (den + shrink)
+        sim[np.arange(stop - start), np.arange(start, stop)] = 0.0  # an item is not its own neighbour
+        parts.append(sim if k == 0 else topk_sparse(sim, k))
+    if k == 0:
+        return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+    out = sp.vstack(parts, format="csr") if parts else sp.csr_matrix((0, 0), dtype=np.float32)
+    out.sort_indices()
+    return out
+
+
+@register_model
+class ContentKNN(ColdUserFallback, Recommender):
+    """Item-item KNN on fused, mean-centred, L2-normalised content features.
+
+    Args:
+        modalities: the item features used (each must be provided to `fit`).
+        weights: per-modality weight of its cosine in the fused similarity, e.g.
+            {"text": 1.0, "image": 0.5}; modalities not named weigh 1. A weight of 0 drops it.
+        k: neighbours kept per item; 0 keeps every similarity, negatives included (dense).
+        shrink: down-weights pairs compared on fewer (or lighter) modalities (see
+            `fused_similarity`); 0 disables.
+
+    Items without a vector in any used modality have no neighbours and score 0.
+    """
+
+    name = "content_knn"
+
+    def __init__(
+        self,
+        modalities: Sequence[str] = ("text", "image"),
+        weights: Mapping[str, float] | None = None,
+        k: int = 0,
+        shrink: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.modalities = list(check_modalities(self.name, modalities))
+        self.weights = {str(m): float(w) for m, w in (weights or {}).items()}
+        stray = sorted(set(self.weights) - set(self.modalities))
+        if stray:
+            raise ModelError(f"content_knn: weights name {stray}, which are not in modalities {self.modalities}")
+        if any(w < 0 for w in self.weights.values()) or not any(self.weight(m) > 0 for m in self.modalities):
+            raise ModelError(f"content_knn: weights must be >= 0 with at least one > 0, got {self.weights}")
+        if int(k) < 0:
+            raise ModelError(f"content_knn: k must be >= 0 (0 = every item), got {k}")
+        if shrink < 0:
+            raise ModelError(f"content_knn: shrink must be >= 0, got {shrink}")
+        self.k = int(k)
+        self.shrink = float(shrink)
+        # (n_items, n_items), row i = similarities of item i: CSR (k > 0) or dense (k == 0)
+        self.similarity: sp.csr_matrix | np.ndarray | None = None
+
+    def weight(self, modality: str) -> float:
+        return self.weights.get(modality, 1.0)
+
+    def _fit(self, train: Interactions, valid: sp.csr_matrix | None) -> None:
+        blocks = []
+        for modality in self.modalities:
+            matrix = train.require(modality)
+            if matrix.shape[0] != train.n_items:
+                raise ModelError(
+                    f"content_knn: {modality} features have {matrix.shape[0]} rows for {train.n_items} items"
+                )
+            if self.weight(modality) > 0:
+                mask = modality_mask(train, modality)
+                blocks.append((centred_unit(matrix, mask), mask, self.weight(modality)))
+        self.similarity = fused_similarity(blocks, self.k, self.shrink)
+
+    def _score(self, users: np.ndarray) -> np.ndarray:
+        assert self.similarity is not None and self.train_matrix is not None
+        history = self.train_matrix[users]  # (B, n_items) sparse
+        if isinstance(self.similarity, np.ndarray):
+            scores = np.asarray(history @ self.similarity.T, dtype=np.float32)
+        else:
+            scores = np.asarray((history @ self.similarity.T).todense(), dtype=np.float32)
+        return self._fill_cold(scores, users)
+
+    def _state(self) -> dict[str, np.ndarray]:
+        assert self.similarity is not None
+        s = self.similarity
+        if isinstance(s, np.ndarray):
+            return {"sim_dense": s}
+        return {"sim_data": s.data, "sim_indices": s.indices, "sim_indptr": s.indptr}
+
+    def _load_state(self, state: dict[str, np.ndarray]) -> None:
+        if "sim_dense" in state:
+            self.similarity = np.asarray(state["sim_dense"], dtype=np.float32)
+            return
+        n = len(state["sim_indptr"]) - 1
+        self.similarity = sp.csr_matrix(
+            (state["sim_data"].astype(np.float32), state["sim_indices"], state["sim_indptr"]), shape=(n, n)
+        )
