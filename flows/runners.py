@@ -8,7 +8,7 @@ tasks exchange artifacts through files, never through Dask.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel
 

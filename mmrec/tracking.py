@@ -677,12 +677,16 @@ def _require_registered(client: MlflowClient, name: str, uri: str) -> None:
         ) from None
 
 
+def _registry_target(ctx: StageContext, tp: TrackingParams | None) -> tuple[TrackingParams, str, str, str]:
+    """(tracking params, tracking URI, registered model name, gate metric) for a dataset's registry."""
+    tp = tp or tracking_params(ctx.params)
+    metric = tp.metric or ctx.params.evaluate.selection_metric
+    return tp, resolve_uri(tp, ctx.workspace), registered_model_name(ctx.spec.name), metric
+
+
 def promote(ctx: StageContext, version: str | None = None, force: bool = False, tp: TrackingParams | None = None) -> Decision:
     """Promote `version` (default: the current `challenger`) through the gate, or unconditionally with `force`."""
-    tp = tp or tracking_params(ctx.params)
-    uri = resolve_uri(tp, ctx.workspace)
-    name = registered_model_name(ctx.spec.name)
-    metric = tp.metric or ctx.params.evaluate.selection_metric
+    tp, uri, name, metric = _registry_target(ctx, tp)
     with _mlflow(uri) as client:
         _require_registered(client, name, uri)
         if version is None:
@@ -711,9 +715,7 @@ def promote(ctx: StageContext, version: str | None = None, force: bool = False, 
 
 def rollback(ctx: StageContext, tp: TrackingParams | None = None) -> Decision:
     """Point `champion` back at the previous champion (the promotion history's previous entry)."""
-    tp = tp or tracking_params(ctx.params)
-    uri = resolve_uri(tp, ctx.workspace)
-    name = registered_model_name(ctx.spec.name)
+    tp, uri, name, _ = _registry_target(ctx, tp)
     with _mlflow(uri) as client:
         _require_registered(client, name, uri)
         current = _alias_version(client, name, CHAMPION)
@@ -739,10 +741,7 @@ def rollback(ctx: StageContext, tp: TrackingParams | None = None) -> Decision:
 
 def registry_state(ctx: StageContext, tp: TrackingParams | None = None) -> dict[str, Any]:
     """Versions, aliases and the decision log of `mmrec-<dataset>` (for the CLI and the demo)."""
-    tp = tp or tracking_params(ctx.params)
-    uri = resolve_uri(tp, ctx.workspace)
-    name = registered_model_name(ctx.spec.name)
-    metric = tp.metric or ctx.params.evaluate.selection_metric
+    tp, uri, name, metric = _registry_target(ctx, tp)
     with _mlflow(uri) as client:
         _require_registered(client, name, uri)
         rm = client.get_registered_model(name)
@@ -766,9 +765,7 @@ def load_champion(ctx: StageContext, alias: str = CHAMPION, tp: TrackingParams |
     Raises:
         ModelError: nothing registered or no such alias; says which command to run.
     """
-    tp = tp or tracking_params(ctx.params)
-    uri = resolve_uri(tp, ctx.workspace)
-    name = registered_model_name(ctx.spec.name)
+    tp, uri, name, _ = _registry_target(ctx, tp)
     spec_hint = ctx.spec.spec_path or "PATH/dataset.yaml"
     with _mlflow(uri) as client:
         import mlflow.pyfunc
