@@ -37,3 +37,17 @@ class ModelError(MMRecError):
 
 class StageError(MMRecError):
     """A pipeline stage cannot run because an input artifact is missing or stale."""
+
+
+class NotFoundError(MMRecError):
+    """A user or item id is not known to the model or store (the API answers 404 with the message).
+
+    Attributes:
+        kind: "user" or "item".
+        key: the id that was asked for.
+    """
+
+    def __init__(self, kind: str, key: str, message: str | None = None) -> None:
+        super().__init__(message or f"unknown {kind} id {key!r}")
+        self.kind = kind
+        self.key = key
