@@ -21,6 +21,7 @@ cold-item score vectors of 200 sampled user pairs; 1 = the same ranking for ever
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -49,7 +50,7 @@ from mmrec.paths import DatasetPaths
 
 KS = (10, 20)
 MODALITIES = ("text", "image")
-DEFAULT_MODELS = ("lightgcn", "content_knn", "vbpr")
+DEFAULT_MODELS = ("lightgcn", "content_knn", "vbpr", "two_tower", "mm_graph")
 DATASET = "ml100k-mm"
 log = logging.getLogger("benchmarks.multimodal")
 
@@ -146,7 +147,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "models": {},
     }
     for name in args.models:
-        model = create_model(name)
+        model = create_model(name, **args.params.get(name, {}))
         model.fit(train, split.valid)
         secs = [h["seconds"] for h in model.history if "seconds" in h]
         entry = evaluate(model.score, split, history)
@@ -212,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default=",".join(DEFAULT_MODELS), type=lambda s: [m for m in s.split(",") if m])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None, help="write the results as JSON here")
+    ap.add_argument(
+        "--params", default="{}", type=json.loads, help='hyper-parameters per model as JSON, e.g. \'{"mm_graph": {"knn_k": 20}}\''
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     results = run(args)

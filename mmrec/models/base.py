@@ -12,6 +12,7 @@ import inspect
 import json
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -131,6 +132,66 @@ class Recommender(ABC):
         if not idx:
             return np.zeros((0, k), np.int64), np.zeros((0, k), np.float32)
         return np.concatenate(idx), np.concatenate(val)
+
+    # -- users the model was not trained on ------------------------------------------------------
+    def history_rows(self, histories: Sequence[Sequence[int]]) -> sp.csr_matrix:
+        """Binary (n, n_items) rows of item indices, validated against the model's catalogue."""
+        n_items = self.n_items
+        indptr = [0]
+        indices: list[int] = []
+        for row, hist in enumerate(histories):
+            idx = np.unique(np.asarray(list(hist), dtype=np.int64))
+            if len(idx) and (idx.min() < 0 or idx.max() >= n_items):
+                raise ModelError(f"history {row} holds item indices outside 0..{n_items - 1}")
+            indices.extend(idx.tolist())
+            indptr.append(len(indices))
+        data = np.ones(len(indices), np.float32)
+        return sp.csr_matrix((data, np.asarray(indices, np.int64), np.asarray(indptr)), shape=(len(indptr) - 1, n_items))
+
+    def score_history(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
+        """Scores of users the model was not trained on, from the items they interacted with.
+
+        This is how a new user (or an anonymous session) gets personalised recommendations from a
+        handful of item ids without retraining. Each model folds the history into its own user
+        representation (`_score_history`); an empty history falls back to popularity.
+
+        Args:
+            histories: per user, item column indices (the model's `item_ids` order).
+
+        Returns:
+            float32 (len(histories), n_items); the history items are not masked here.
+        """
+        from mmrec.models.training import popularity_scores
+
+        self._check_fitted()
+        rows = self.history_rows(histories)
+        scores = np.array(self._score_history(rows), dtype=np.float32, copy=True)
+        empty = np.diff(rows.indptr) == 0
+        if empty.any():
+            assert self.train_matrix is not None
+            scores[empty] = popularity_scores(self.train_matrix)[None, :]
+        return scores
+
+    def _score_history(self, rows: sp.csr_matrix) -> np.ndarray:
+        raise ModelError(f"model {self.name!r} cannot score users outside its training set")
+
+    # -- explanations ------------------------------------------------------------------------------
+    def score_parts(self, user: int, item: int) -> dict[str, float]:
+        """The score of (user, item) split into additive parts by source.
+
+        Keys are "collaborative", "popularity", "content" or modality names; values sum to
+        `score(user, item)`. Models whose score does not decompose report one part.
+        """
+        return {"collaborative": float(self.score(np.asarray([user]), np.asarray([item]))[0, 0])}
+
+    def item_affinity(self, item: int, others: np.ndarray) -> np.ndarray:
+        """How much each of `others` (item indices) supports recommending `item`.
+
+        Used to find the user's past items behind a recommendation. Neighbourhood models return
+        the exact term each item adds to the score; factor models the cosine of item vectors.
+        The default (no item-item structure) is zero.
+        """
+        return np.zeros(len(others), dtype=np.float32)
 
     # -- persistence ----------------------------------------------------------------------------
     @abstractmethod

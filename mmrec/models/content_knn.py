@@ -151,6 +151,21 @@ class ContentKNN(ColdUserFallback, Recommender):
             scores = np.asarray((history @ self.similarity.T).todense(), dtype=np.float32)
         return self._fill_cold(scores, users)
 
+    def _score_history(self, rows: sp.csr_matrix) -> np.ndarray:
+        assert self.similarity is not None
+        out = rows @ self.similarity.T
+        return np.asarray(out if isinstance(out, np.ndarray) else out.todense(), dtype=np.float32)
+
+    def score_parts(self, user: int, item: int) -> dict[str, float]:
+        return {"content": float(self.score(np.asarray([user]), np.asarray([item]))[0, 0])}
+
+    def item_affinity(self, item: int, others: np.ndarray) -> np.ndarray:
+        # score_j = sum over history h of similarity[j, h]: each past item's exact share.
+        assert self.similarity is not None
+        row = self.similarity[item]
+        row = np.asarray(row.todense() if sp.issparse(row) else row, dtype=np.float32).ravel()
+        return row[np.asarray(others, np.int64)]
+
     def _state(self) -> dict[str, np.ndarray]:
         assert self.similarity is not None
         s = self.similarity

@@ -125,6 +125,15 @@ class ItemKNN(ColdUserFallback, Recommender):
         scores = np.asarray((history @ self.weights).toarray(), dtype=np.float32)
         return self._fill_cold(scores, users)
 
+    def _score_history(self, rows: sp.csr_matrix) -> np.ndarray:
+        assert self.weights is not None
+        return np.asarray((rows @ self.weights).toarray(), dtype=np.float32)
+
+    def item_affinity(self, item: int, others: np.ndarray) -> np.ndarray:
+        # score_j = sum over history h of weights[h, j]: each past item's exact share.
+        assert self.weights is not None
+        return np.asarray(self.weights[np.asarray(others, np.int64)][:, [item]].toarray(), np.float32).ravel()
+
     def _state(self) -> dict[str, np.ndarray]:
         assert self.weights is not None
         w = self.weights

@@ -30,6 +30,14 @@ class Popularity(Recommender):
         assert self.item_counts is not None
         return np.broadcast_to(self.item_counts, (len(users), len(self.item_counts)))
 
+    def _score_history(self, rows: sp.csr_matrix) -> np.ndarray:
+        assert self.item_counts is not None
+        return np.broadcast_to(self.item_counts, (rows.shape[0], len(self.item_counts)))
+
+    def score_parts(self, user: int, item: int) -> dict[str, float]:
+        assert self.item_counts is not None
+        return {"popularity": float(self.item_counts[item])}
+
     def _state(self) -> dict[str, np.ndarray]:
         assert self.item_counts is not None
         return {"item_counts": self.item_counts}

@@ -22,6 +22,8 @@ _BUILTIN_MODULES = (
     "mmrec.models.lightgcn",
     "mmrec.models.content_knn",
     "mmrec.models.vbpr",
+    "mmrec.models.two_tower",
+    "mmrec.models.mm_graph",
 )
 _loaded = False
 

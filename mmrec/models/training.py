@@ -11,7 +11,7 @@ import time
 from abc import abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -341,6 +341,34 @@ class FactorModel(ColdUserFallback, Recommender):
         assert self.user_factors is not None and self.item_factors is not None
         scores = self.user_factors[users] @ self.item_factors.T  # (B, n_items)
         return self._fill_cold(scores, users)
+
+    #: ridge strength of the fold-in, relative to the mean eigenvalue of Q^T Q (see _score_history)
+    fold_in_reg: ClassVar[float] = 1.0
+
+    def _fold_in(self, rows: sp.csr_matrix) -> np.ndarray:
+        """User vectors for unseen users: ridge regression of their history row on the item factors.
+
+        p = argmin ||Q p - r||^2 + lam ||p||^2 over all items, r the binary history: the user
+        vector whose scores best reproduce "these items and not the others" (PureSVD/ALS
+        fold-in). It needs no training code, so it works for every dot-product model alike.
+        """
+        assert self.item_factors is not None
+        q = self.item_factors.astype(np.float64)
+        gram = q.T @ q
+        lam = self.fold_in_reg * max(float(np.trace(gram)) / max(gram.shape[0], 1), 1e-6)
+        rhs = np.asarray(rows @ q)  # (n, d)
+        return np.linalg.solve(gram + lam * np.eye(gram.shape[0]), rhs.T).T.astype(np.float32)
+
+    def _score_history(self, rows: sp.csr_matrix) -> np.ndarray:
+        assert self.item_factors is not None
+        return self._fold_in(rows) @ self.item_factors.T
+
+    def item_affinity(self, item: int, others: np.ndarray) -> np.ndarray:
+        assert self.item_factors is not None
+        q = self.item_factors
+        norms = np.linalg.norm(q, axis=1) + 1e-12
+        others = np.asarray(others, np.int64)
+        return (q[others] @ q[item]) / (norms[others] * norms[item])
 
     def _state(self) -> dict[str, np.ndarray]:
         assert self.user_factors is not None and self.item_factors is not None

@@ -106,6 +106,7 @@ class VBPR(FactorModel):
         self._feat_t: list[torch.Tensor] = []
         self._warm: torch.Tensor | None = None
         self._gen: torch.Generator | None = None
+        self.content_parts: dict[str, np.ndarray] = {}  # modality -> (n_items, content_dim + 1)
 
     def _fit(self, train: Interactions, valid: sp.csr_matrix | None) -> None:
         self._feats = []
@@ -178,6 +179,37 @@ class VBPR(FactorModel):
             for m in self.modalities
         )
         return loss + self.reg * penalty + self.content_reg * 0.5 * content / b
+
+    def _export(self) -> None:
+        import torch
+
+        super()._export()
+        # Per-modality item content (projection, content bias) so explanations can split the score.
+        with torch.no_grad():
+            self.content_parts = {
+                m: torch.cat([f @ self._params[f"proj_{m}"], (f @ self._params[f"cbias_{m}"])[:, None]], dim=1)
+                .cpu()
+                .numpy()
+                .astype(np.float32)
+                for m, f in zip(self.modalities, self._feat_t)
+            }
+
+    def score_parts(self, user: int, item: int) -> dict[str, float]:
+        """theta_u . E_m f_im + beta'_m . f_im per modality; the rest (p_u . q_i + beta_i) is collaborative."""
+        assert self.user_factors is not None and self.item_factors is not None
+        total = float(self.score(np.asarray([user]), np.asarray([item]))[0, 0])
+        if not self.train_matrix[user].nnz:  # type: ignore[index]
+            return {"popularity": total}
+        theta = self.user_factors[user, self.dim : self.dim + self.content_dim]
+        parts = {m: float(c[item, :-1] @ theta + c[item, -1]) for m, c in self.content_parts.items()}
+        return {"collaborative": total - sum(parts.values()), **parts}
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return {**super()._state(), **{f"content_{m}": c for m, c in self.content_parts.items()}}
+
+    def _load_state(self, state: dict[str, np.ndarray]) -> None:
+        super()._load_state(state)
+        self.content_parts = {m: np.asarray(state[f"content_{m}"], np.float32) for m in self.modalities if f"content_{m}" in state}
 
     def _factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         import torch

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -85,8 +86,12 @@ def test_multimodal_models_get_their_features_through_the_stages(tiny_dataset: P
     params = dict(FAST_PARAMS)
     params["extract"] = {"text": {"encoder": "tiny_text"}, "image": {"encoder": "tiny_cnn"}}
     params["train"] = {
-        "models": ["content_knn", "vbpr"],
-        "params": {"vbpr": {"max_epochs": 3, "batch_size": 16}},
+        "models": ["content_knn", "vbpr", "two_tower", "mm_graph"],
+        "params": {
+            "vbpr": {"max_epochs": 3, "batch_size": 16},
+            "two_tower": {"max_epochs": 3, "batch_size": 16, "dim": 8, "hidden": 8},
+            "mm_graph": {"max_epochs": 3, "batch_size": 16, "dim": 8, "knn_k": 2},
+        },
     }
     p = tmp_path / "mm_params.yaml"
     p.write_text(yaml.safe_dump(params))
@@ -94,8 +99,20 @@ def test_multimodal_models_get_their_features_through_the_stages(tiny_dataset: P
         res = invoke("stage", stage, "--dataset", str(tiny_dataset), "--params", str(p), "--workspace", str(workspace))
         assert res.exit_code == 0, (stage, res.output)
     metrics = json.loads((workspace / "reports/tiny/metrics.json").read_text())
-    assert set(metrics["models"]) == {"content_knn", "vbpr"}
+    assert set(metrics["models"]) == {"content_knn", "vbpr", "two_tower", "mm_graph"}
     assert all("cold" in entry for entry in metrics["models"].values())
+    common = ["--dataset", str(tiny_dataset), "--params", str(p), "--workspace", str(workspace)]
+    res = invoke("explain", *common, "--model", "two_tower", "--user", "u1", "--item", "i3", "--json")
+    assert res.exit_code == 0, res.output
+    exp = json.loads(res.output)
+    assert set(exp["contributions"]) == {"collaborative", "text", "image"}
+    assert sum(exp["contributions"].values()) == pytest.approx(exp["score"], abs=1e-4)
+    res = invoke("explain", *common, "--model", "mm_graph", "--user", "u1", "--item", "i3")
+    assert res.exit_code == 0 and "contributions:" in res.output and "Item 3" in res.output, res.output
+    res = runner.invoke(app, ["explain", *common, "--model", "mm_graph", "--user", "nobody", "--item", "i3"])
+    assert res.exit_code == 2 and "unknown user id 'nobody'" in res.output
+    res = runner.invoke(app, ["explain", *common, "--model", "bpr", "--user", "u1", "--item", "i3"])
+    assert res.exit_code == 2 and "no trained 'bpr' model" in res.output
 
 
 def test_multimodal_model_without_extracted_features_is_a_clear_error(tiny_dataset: Path, workspace: Path, tmp_path: Path):

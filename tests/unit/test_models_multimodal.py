@@ -75,7 +75,16 @@ def recall(model, target, train, candidates=None) -> float:
     return evaluate_scores(model.score, target, exclude=train.matrix, ks=(K,), candidates=candidates)[f"recall@{K}"]
 
 
-MODELS = [("content_knn", {"k": 20}), ("content_knn", {"k": 0}), ("vbpr", VBPR_FAST)]
+MMG_FAST = {"dim": 16, "knn_k": 5, "lr": 0.02, "batch_size": 128, "max_epochs": 40, "patience": 5}
+TT_FAST = {"dim": 16, "hidden": 32, "lr": 0.01, "batch_size": 128, "max_epochs": 40, "patience": 5}
+MODELS = [
+    ("content_knn", {"k": 20}),
+    ("content_knn", {"k": 0}),
+    ("vbpr", VBPR_FAST),
+    ("two_tower", TT_FAST),
+    ("two_tower", {**TT_FAST, "fusion": "concat", "loss": "infonce"}),
+    ("mm_graph", MMG_FAST),
+]
 
 
 @pytest.mark.parametrize(("name", "params"), MODELS)
@@ -156,7 +165,7 @@ def test_needs_its_modalities(name, params):
     assert model.score(np.arange(3)).shape == (3, train.n_items)
 
 
-@pytest.mark.parametrize("name", ["content_knn", "vbpr"])
+@pytest.mark.parametrize("name", ["content_knn", "vbpr", "two_tower", "mm_graph"])
 def test_bad_modalities_are_rejected(name):
     with pytest.raises(ModelError, match="modalities"):
         create_model(name, modalities=["smell"])
@@ -243,3 +252,43 @@ def test_modalities_of_models():
     assert modalities_of(create_model("vbpr", modalities=["image"])) == ("image",)
     assert modalities_of(create_model("content_knn")) == ("text", "image")
     assert modalities_of(create_model("bpr")) == ()
+
+
+@pytest.mark.parametrize(("name", "params"), MODELS[2:])
+def test_score_parts_sum_to_the_score(name, params):
+    train, valid, _, cold = planted()
+    model = create_model(name, **params).fit(train, valid)
+    for user, item in [(0, 3), (5, int(cold[0])), (41, 70)]:
+        parts = model.score_parts(user, item)
+        assert set(parts) >= {"collaborative", "text", "image"}
+        assert sum(parts.values()) == pytest.approx(float(model.score([user], [item])[0, 0]), rel=1e-4, abs=1e-5)
+    # a cold item has no collaborative signal: its score is content only
+    if name != "vbpr":
+        assert model.score_parts(0, int(cold[0]))["collaborative"] == pytest.approx(0.0, abs=1e-6)
+    back_parts = None
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save(tmp + "/m")
+        back_parts = load_model(tmp + "/m").score_parts(0, 3)
+    assert back_parts == pytest.approx(model.score_parts(0, 3))
+
+
+@pytest.mark.parametrize(("name", "params"), [*MODELS, ("bpr", {"dim": 8, "batch_size": 128, "max_epochs": 30, "lr": 0.05})])
+def test_new_user_from_a_few_items(name, params):
+    """A user unknown to the model, given 5 of a group's items, gets that group's items."""
+    train, valid, _, cold = planted()
+    model = create_model(name, **params).fit(train, valid)
+    histories = [list(range(g * PER_GROUP, g * PER_GROUP + 5)) for g in range(N_GROUPS)]
+    scores = model.score_history(histories)
+    assert scores.shape == (N_GROUPS, train.n_items)
+    warm = np.setdiff1d(np.arange(train.n_items), cold)
+    for g, hist in enumerate(histories):
+        s = scores[g].copy()
+        s[hist] = -np.inf
+        top = warm[np.argsort(-s[warm])[:10]]
+        assert (top // PER_GROUP == g).mean() >= 0.8, (name, g, top)
+    empty = model.score_history([[]])
+    np.testing.assert_allclose(empty[0], np.asarray(train.matrix.sum(axis=0)).ravel())
+    with pytest.raises(ModelError, match="outside"):
+        model.score_history([[train.n_items]])

@@ -1,0 +1,221 @@
+"""MMGraph: LightGCN over the user-item graph plus frozen item-item graphs built from content.
+
+In the FREEDOM / LATTICE family (Zhou & Shen, MM 2023; Zhang et al., MM 2021): for each modality
+an item-item k-nearest-neighbour graph is built once from the (mean-centred, L2-normalised)
+features and frozen; the per-modality graphs are fused by weight. Item ID embeddings propagated
+over the fused item graph are added to the LightGCN representation:
+
+    item_i = LightGCN(E)_i + alpha * sum_j S_ij e_j,    user_u = LightGCN(E)_u
+
+S is row-normalised and its columns are restricted to *warm* items (items with training
+interactions), so every item, including one never seen in training, gets a content-driven vector:
+the weighted mean of the ID embeddings of its nearest warm neighbours. Cold items' own ID
+embeddings are zeroed (they never received a positive gradient), so a cold item is ranked by
+what its content neighbours taught the model.
+
+A modality an item lacks simply contributes no edges for it; the fused row is renormalised over
+the modalities the item has, so a missing poster is not a vote for anything.
+
+The score is a dot product of exported factors, and the item-graph term splits by modality
+(each S_m is a separate sum), which `score_parts` reports for explanations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import scipy.sparse as sp
+
+from mmrec.constants import SEED
+from mmrec.data.interactions import Interactions
+from mmrec.errors import ModelError
+from mmrec.models.bpr import bpr_loss, l2_penalty
+from mmrec.models.content_knn import BLOCK, topk_sparse
+from mmrec.models.features import centred_unit, check_modalities, modality_mask
+from mmrec.models.lightgcn import LightGCN
+from mmrec.models.registry import register_model
+from mmrec.models.training import check_positive
+
+if TYPE_CHECKING:
+    import torch
+
+
+def knn_item_graph(features: np.ndarray, mask: np.ndarray, warm: np.ndarray, k: int) -> sp.csr_matrix:
+    """Row-stochastic kNN graph: row i = item i's k most similar warm items (cosine, > 0, no self).
+
+    Args:
+        features: (n_items, d) centred unit rows (zero where absent).
+        mask: items that have the modality; warm: items with training interactions.
+    """
+    n = features.shape[0]
+    cols = np.flatnonzero(warm & mask)
+    blocks = []
+    for start in range(0, n, BLOCK):
+        sim = features[start : start + BLOCK] @ features[cols].T  # (b, n_cols)
+        rows = np.arange(start, min(start + BLOCK, n))
+        self_hit = np.searchsorted(cols, rows)
+        ok = (self_hit < len(cols)) & (cols[np.minimum(self_hit, len(cols) - 1)] == rows)
+        sim[np.flatnonzero(ok), self_hit[ok]] = 0.0  # no self loops
+        sim[~mask[rows]] = 0.0  # an item without this modality has no edges in its graph
+        blocks.append(topk_sparse(sim, k))
+    g = sp.vstack(blocks, format="csr")
+    g = sp.csr_matrix((g.data, cols[g.indices], g.indptr), shape=(n, n), dtype=np.float32)
+    sums = np.asarray(g.sum(axis=1)).ravel()
+    scale = np.divide(1.0, sums, out=np.zeros_like(sums), where=sums > 0)
+    return sp.csr_matrix(sp.diags(scale.astype(np.float32)) @ g, dtype=np.float32)
+
+
+@register_model
+class MMGraph(LightGCN):
+    """LightGCN plus frozen multimodal item-item graphs (FREEDOM/LATTICE-style).
+
+    Args:
+        modalities: item features the item graphs are built from.
+        weights: per-modality weight in the fused item graph (unnamed modalities weigh 1).
+        knn_k: neighbours per item in each modality graph.
+        item_weight: alpha, the weight of the item-graph term.
+        dim, n_layers, lr, reg, batch_size, max_epochs, eval_every, patience, init_std, seed,
+            device: as in `LightGCN`.
+
+    Users without training interactions are scored by popularity.
+    """
+
+    name = "mm_graph"
+
+    def __init__(
+        self,
+        modalities: Sequence[str] = ("text", "image"),
+        weights: Mapping[str, float] | None = None,
+        knn_k: int = 10,
+        item_weight: float = 1.0,
+        dim: int = 64,
+        n_layers: int = 2,
+        lr: float = 1e-2,
+        reg: float = 1e-4,
+        batch_size: int = 4096,
+        max_epochs: int = 300,
+        eval_every: int = 1,
+        patience: int = 10,
+        init_std: float = 0.1,
+        seed: int = SEED,
+        device: str = "cpu",
+    ) -> None:
+        super().__init__(dim, n_layers, lr, reg, batch_size, max_epochs, eval_every, patience, init_std, seed, device)
+        self.modalities = list(check_modalities(self.name, modalities))
+        self.weights = {str(m): float(w) for m, w in (weights or {}).items()}
+        stray = sorted(set(self.weights) - set(self.modalities))
+        if stray:
+            raise ModelError(f"mm_graph: weights name {stray}, which are not in modalities {self.modalities}")
+        if any(w < 0 for w in self.weights.values()) or not any(self.weights.get(m, 1.0) > 0 for m in self.modalities):
+            raise ModelError(f"mm_graph: weights must be >= 0 with at least one > 0, got {self.weights}")
+        check_positive(knn_k=knn_k)
+        if item_weight < 0:
+            raise ModelError(f"mm_graph: item_weight must be >= 0, got {item_weight}")
+        self.knn_k = int(knn_k)
+        self.item_weight = float(item_weight)
+        self.item_parts: dict[str, np.ndarray] = {}  # "collaborative" / modality -> (n_items, dim)
+        self._graphs: dict[str, sp.csr_matrix] = {}  # modality -> weighted, renormalised graph
+        self._graph_t: dict[str, torch.Tensor] = {}
+        self._warm_t: torch.Tensor | None = None
+
+    def item_graphs(self, train: Interactions) -> dict[str, sp.csr_matrix]:
+        """Per-modality graphs, pre-weighted so that their sum is the fused row-stochastic graph."""
+        warm = np.diff(sp.csc_matrix(train.matrix).indptr) > 0
+        raw, present = {}, {}
+        for m in self.modalities:
+            w = self.weights.get(m, 1.0)
+            if w == 0:
+                continue
+            feats = train.require(m)
+            if feats.shape[0] != train.n_items:
+                raise ModelError(f"mm_graph: {m} features have {feats.shape[0]} rows for {train.n_items} items")
+            mask = modality_mask(train, m)
+            raw[m] = knn_item_graph(centred_unit(feats, mask), mask, warm, self.knn_k)
+            present[m] = w * (np.diff(raw[m].indptr) > 0)
+        total = sum(present.values())
+        norm = np.divide(1.0, total, out=np.zeros(train.n_items), where=total > 0).astype(np.float32)
+        return {m: sp.csr_matrix(sp.diags(present[m] * norm) @ g, dtype=np.float32) for m, g in raw.items()}
+
+    def _fit(self, train: Interactions, valid: sp.csr_matrix | None) -> None:
+        self._graphs = self.item_graphs(train)
+        try:
+            super()._fit(train, valid)
+        finally:
+            self._graphs, self._graph_t, self._warm_t = {}, {}, None
+
+    def _build(
+        self, matrix: sp.csr_matrix, generator: torch.Generator, device: torch.device
+    ) -> dict[str, torch.Tensor]:
+        import torch
+
+        params = super()._build(matrix, generator, device)
+        warm = (np.diff(sp.csc_matrix(matrix).indptr) > 0).astype(np.float32)
+        self._warm_t = torch.from_numpy(warm).to(device)
+        self._graph_t = {}
+        for m, g in self._graphs.items():
+            coo = g.tocoo()
+            self._graph_t[m] = torch.sparse_coo_tensor(
+                np.vstack([coo.row, coo.col]), coo.data, size=coo.shape, device=device, check_invariants=False
+            ).coalesce()
+        return params
+
+    def _parts(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(users, {"collaborative": LightGCN item term, modality: its item-graph term})."""
+        import torch
+
+        assert self._warm_t is not None
+        n_u = self._n_users
+        ego = self._params["ego"]
+        # cold items' ego rows are untrained noise: zero them before any propagation
+        mask = torch.cat([torch.ones(n_u, device=ego.device), self._warm_t])[:, None]
+        ego = ego * mask
+        x, total = ego, ego
+        assert self._adj is not None and self._spmm is not None
+        for _ in range(self.n_layers):
+            x = self._spmm.apply(self._adj, x)
+            total = total + x
+        emb = total / (self.n_layers + 1)
+        item_ego = ego[n_u:]
+        parts = {"collaborative": emb[n_u:]}
+        for m, g in self._graph_t.items():
+            parts[m] = self.item_weight * torch.sparse.mm(g, item_ego)
+        return emb[:n_u], parts
+
+    def _batch_loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        b = users.shape[0]
+        u_all, parts = self._parts()
+        items = sum(parts.values())
+        loss = bpr_loss(u_all[users], items[pos], items[neg])  # type: ignore[index]
+        idx = torch.cat([users, pos + self._n_users, neg + self._n_users])
+        return loss + self.reg * l2_penalty(self._params["ego"][idx], b)
+
+    def _factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        u, parts = self._parts()
+        return u, sum(parts.values())  # type: ignore[return-value]
+
+    def _export(self) -> None:
+        import torch
+
+        super()._export()
+        with torch.no_grad():
+            _, parts = self._parts()
+            self.item_parts = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in parts.items()}
+
+    def score_parts(self, user: int, item: int) -> dict[str, float]:
+        """u . (LightGCN item term) is collaborative; u . (S_m E)_i is modality m's share."""
+        assert self.user_factors is not None and self.train_matrix is not None
+        if not self.train_matrix[user].nnz:
+            return {"popularity": float(self.score(np.asarray([user]), np.asarray([item]))[0, 0])}
+        u = self.user_factors[user]
+        return {k: float(v[item] @ u) for k, v in self.item_parts.items()}
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return {**super()._state(), **{f"part_{k}": v for k, v in self.item_parts.items()}}
+
+    def _load_state(self, state: dict[str, np.ndarray]) -> None:
+        super()._load_state(state)
+        self.item_parts = {k[len("part_") :]: np.asarray(v, np.float32) for k, v in state.items() if k.startswith("part_")}
