@@ -38,7 +38,7 @@ from mmrec.constants import SEED
 from mmrec.data.interactions import Interactions
 from mmrec.errors import ModelError
 from mmrec.models.bpr import l2_penalty
-from mmrec.models.features import centred_unit, check_modalities, modality_mask
+from mmrec.models.features import centred_unit, check_modalities, modality_mask, pca_reduce
 from mmrec.models.registry import register_model
 from mmrec.models.training import FactorModel, check_positive
 
@@ -65,6 +65,9 @@ class TwoTower(FactorModel):
     Args:
         modalities: item features used (each must be provided to `fit`).
         dim: size of the joint space.
+        input_dim: each modality's features are reduced to this many principal components before
+            the projection MLP (0 keeps them whole): 4-6x fewer FLOPs per step on 384-1280-d
+            encoder outputs.
         hidden: hidden width of each modality's projection MLP (0 = a single linear layer).
         fusion: "concat" (linear over the concatenated sources) or "gated" (attention gate).
         loss: "bpr" or "infonce".
@@ -87,7 +90,8 @@ class TwoTower(FactorModel):
         self,
         modalities: Sequence[str] = ("text", "image"),
         dim: int = 64,
-        hidden: int = 256,
+        input_dim: int = 128,
+        hidden: int = 128,
         fusion: str = "gated",
         loss: str = "bpr",
         temperature: float = 0.2,
@@ -98,7 +102,7 @@ class TwoTower(FactorModel):
         lr: float = 1e-3,
         reg: float = 1e-3,
         weight_decay: float = 1e-4,
-        batch_size: int = 2048,
+        batch_size: int = 4096,
         max_epochs: int = 200,
         eval_every: int = 1,
         patience: int = 10,
@@ -117,7 +121,9 @@ class TwoTower(FactorModel):
             raise ModelError("two_tower: hidden, reg, weight_decay and align_weight must be >= 0")
         if not 0.0 <= id_dropout < 1.0:
             raise ModelError(f"two_tower: id_dropout must be in [0, 1), got {id_dropout}")
-        self.dim, self.hidden = int(dim), int(hidden)
+        if input_dim < 0:
+            raise ModelError(f"two_tower: input_dim must be >= 0 (0 = no reduction), got {input_dim}")
+        self.dim, self.hidden, self.input_dim = int(dim), int(hidden), int(input_dim)
         self.fusion, self.loss = fusion, loss
         self.temperature, self.align_weight = float(temperature), float(align_weight)
         self.align_temperature = float(align_temperature)
@@ -148,7 +154,7 @@ class TwoTower(FactorModel):
             mask = modality_mask(train, modality)
             if not mask.any():
                 raise ModelError(f"two_tower: no item has a {modality} vector; drop {modality!r} from modalities")
-            self._feats.append(centred_unit(matrix, mask))
+            self._feats.append(pca_reduce(centred_unit(matrix, mask), mask, self.input_dim))
             self._masks.append(mask)
         try:
             super()._fit(train, valid)
@@ -262,11 +268,17 @@ class TwoTower(FactorModel):
         )
         return p_u + torch.sparse.mm(hist, all_items)
 
+    #: at most this many distinct items of a batch enter the alignment term
+    align_items: int = 512
+
     def _align_loss(self, items: torch.Tensor) -> torch.Tensor:
         """Symmetric InfoNCE between modality projections of the same items (both present)."""
         import torch
         import torch.nn.functional as F
 
+        items = torch.unique(items)
+        if items.shape[0] > self.align_items:  # the B x B logits grow quadratically: subsample
+            items = items[torch.randperm(items.shape[0], generator=self._gen)[: self.align_items].to(items.device)]
         src = self._tower_sources(items, train=False)
         src.pop("id_present")
         total = torch.zeros((), device=items.device)

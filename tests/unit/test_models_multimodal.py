@@ -139,10 +139,45 @@ def test_fused_similarity_ignores_the_absent_modality():
     assert sim[0, 0] == 0.0
 
 
-def test_vbpr_handles_missing_image_rows():
+@pytest.mark.parametrize(("name", "params"), MODELS[2:])
+def test_trained_models_handle_missing_image_rows(name, params):
     train, valid, cold_test, cold = planted(image_missing=0.3)
-    model = create_model("vbpr", **VBPR_FAST).fit(train, valid)
+    model = create_model(name, **params).fit(train, valid)
+    scores = model.score(np.arange(train.n_users))
+    assert np.isfinite(scores).all()
     assert recall(model, cold_test, train, cold) > 3 * K / len(cold)
+
+
+@pytest.mark.parametrize(("name", "params"), MODELS[3:])
+def test_joint_models_are_deterministic(name, params):
+    train, valid, _, _ = planted(image_missing=0.2)
+    a = create_model(name, **{**params, "max_epochs": 3}).fit(train, valid)
+    b = create_model(name, **{**params, "max_epochs": 3}).fit(train, valid)
+    np.testing.assert_array_equal(a.score(np.arange(5)), b.score(np.arange(5)))
+
+
+def test_two_tower_rejects_a_modality_no_item_has():
+    train, valid, _, _ = planted()
+    masks = {**train.feature_masks, "image": np.zeros(train.n_items, bool)}
+    empty = with_features(train, train.features, masks)
+    with pytest.raises(ModelError, match="no item has a image vector"):
+        create_model("two_tower", **TT_FAST).fit(empty, valid)
+    with pytest.raises(ModelError, match="fusion"):
+        create_model("two_tower", fusion="attention-ish")
+    with pytest.raises(ModelError, match="loss"):
+        create_model("two_tower", loss="hinge")
+
+
+def test_mm_graph_cold_items_are_built_from_warm_neighbours():
+    from mmrec.models.mm_graph import MMGraph
+
+    train, _, _, cold = planted()
+    graphs = MMGraph(knn_k=5).item_graphs(train)
+    fused = sum(graphs.values())
+    # every row (cold ones included) is a distribution over warm items only
+    np.testing.assert_allclose(np.asarray(fused.sum(axis=1)).ravel(), 1.0, rtol=1e-5)
+    assert not np.isin(fused.indices, cold).any()
+    assert (fused.diagonal() == 0).all()
 
 
 def test_vbpr_scores_cold_items_from_content_only():
