@@ -1,0 +1,265 @@
+"""The FastAPI application: routes, error bodies, the API key and the web page.
+
+`create_app(holder, settings)` wires a `StateHolder` (which owns the model, index, catalogue
+and online-store reader) to HTTP. Route handlers are thin: they validate input, take the current
+state once and call mmrec/serve/service.py.
+
+Threading: the hot, sub-millisecond handlers (precomputed recommendations, similar items, item
+and user look-ups, probes, dependencies) are `async def` and run on the event loop: their work
+is short and CPU-bound, so a hop to the thread pool would only add latency (and with the GIL,
+no parallelism). Handlers that score the model over the catalogue (sessions, explanations,
+reload) are `def`, so FastAPI runs them in its thread pool and they never stall the loop.
+
+Error bodies are always `{"error": ..., "detail": ...}`; a 500 says only that something failed
+and the request id to look for in the server log, never a traceback or a file path.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the route annotations at registration,
+# and they name classes imported inside create_app (fastapi stays a lazy import).
+import logging
+import re
+from contextlib import asynccontextmanager
+from pathlib import Path as FsPath
+from typing import Annotated, Any
+
+from mmrec.errors import MMRecError, ModelError, NotFoundError, ServiceUnavailable
+from mmrec.serve import service
+from mmrec.serve.schemas import (
+    Error,
+    Explanation,
+    Health,
+    History,
+    Item,
+    MediaModality,
+    Modality,
+    Ready,
+    Recommendations,
+    Reload,
+    SessionRecommendations,
+    SessionRequest,
+    Similar,
+    Users,
+)
+from mmrec.serve.security import API_KEY_COOKIE, API_KEY_HEADER, GuardMiddleware, is_open
+from mmrec.serve.settings import ID_MAX_LENGTH, ID_PATTERN, MAX_K, ServeSettings
+from mmrec.serve.state import ServingState, StateHolder
+
+log = logging.getLogger(__name__)
+
+STATIC = FsPath(__file__).resolve().parent / "static"
+#: absolute paths (two or more segments) are cut out of any message that reaches a client
+_PATH_RE = re.compile(r"(?:[A-Za-z]:)?(?:/[\w.+@-]+){2,}/?")
+
+
+def scrub(message: str) -> str:
+    """A message safe to show a client: no file-system paths, bounded length."""
+    return _PATH_RE.sub("<path>", message)[:500]
+
+
+def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll: bool = True) -> Any:
+    """The API over `holder`'s states.
+
+    Args:
+        holder: owns the current `ServingState` and reloads it.
+        settings: limits and secrets (`ServeSettings.from_env()` when None).
+        poll: start `holder`'s background poll for a new champion while the app runs.
+    """
+    from fastapi import FastAPI, Path, Query, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import FileResponse, JSONResponse
+    from fastapi.staticfiles import StaticFiles
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    settings = settings or ServeSettings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):  # noqa: ANN202 - FastAPI's lifespan protocol
+        if holder.state is None:
+            holder.reload()
+        if poll:
+            holder.start()
+        try:
+            yield
+        finally:
+            holder.stop()
+
+    app = FastAPI(
+        title="mmrec",
+        version="1",
+        summary="Multimodal recommendations: precomputed and real-time top-K, similar items per modality, explanations.",
+        lifespan=lifespan,
+        responses={401: {"model": Error}, 422: {"model": Error}, 503: {"model": Error}},
+    )
+    app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes, log_key=settings.log_key,
+                       api_key=settings.api_key)
+
+    # -- errors -----------------------------------------------------------------------------
+    def error(status: int, code: str, detail: Any, **extra: Any) -> JSONResponse:
+        return JSONResponse({"error": code, "detail": detail, **{k: v for k, v in extra.items() if v is not None}},
+                            status_code=status)
+
+    @app.exception_handler(NotFoundError)
+    async def _not_found(request: Request, exc: NotFoundError) -> JSONResponse:
+        return error(404, "not_found", scrub(str(exc)), kind=exc.kind, id=exc.key)
+
+    @app.exception_handler(ModelError)
+    async def _unavailable(request: Request, exc: ModelError) -> JSONResponse:
+        return error(409, "unavailable", scrub(str(exc)))
+
+    @app.exception_handler(ServiceUnavailable)
+    async def _service_down(request: Request, exc: ServiceUnavailable) -> JSONResponse:
+        # a dependency (the online store) is down: retryable, and the next request reconnects
+        log.warning("request %s: %s", request.scope.get("state", {}).get("request_id"), exc)
+        response = error(503, "service_unavailable", scrub(str(exc)), service=exc.service)
+        response.headers["Retry-After"] = "5"
+        return response
+
+    @app.exception_handler(MMRecError)
+    async def _mmrec(request: Request, exc: MMRecError) -> JSONResponse:
+        log.warning("request %s failed: %s", request.scope.get("state", {}).get("request_id"), exc)
+        return error(409, "unavailable", scrub(str(exc)))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [{"loc": [str(p) for p in e.get("loc", ())], "msg": scrub(str(e.get("msg", ""))), "type": e.get("type")}
+                    for e in exc.errors()[:20]]
+        return error(422, "invalid_request", problems)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "too_large", 503: "not_ready"}
+        detail = exc.detail if isinstance(exc.detail, str) else "request refused"
+        return JSONResponse({"error": codes.get(exc.status_code, "http_error"), "detail": scrub(detail)},
+                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    # Any other exception is a bug: GuardMiddleware logs it and answers a bare 500 with the request id.
+
+    # -- dependencies -------------------------------------------------------------------------
+    # (the API key is checked by GuardMiddleware, before routing)
+    def current() -> ServingState:
+        from fastapi import HTTPException
+
+        state = holder.state
+        if state is None:
+            raise HTTPException(503, "no model loaded yet; see /ready")
+        return state
+
+    UserId = Annotated[str, Path(pattern=ID_PATTERN, max_length=ID_MAX_LENGTH, description="a user id")]
+    ItemId = Annotated[str, Path(pattern=ID_PATTERN, max_length=ID_MAX_LENGTH, description="an item id")]
+    K = Annotated[int | None, Query(ge=1, le=MAX_K, description=f"how many items (default {settings.default_k})")]
+    not_found = {404: {"model": Error, "description": "unknown user or item (the body names it)"}}
+    conflict = {409: {"model": Error, "description": "the served model cannot do this (e.g. no explanations)"}}
+
+    # -- probes ------------------------------------------------------------------------------
+    @app.get("/health", response_model=Health, tags=["probes"])
+    async def health() -> dict[str, Any]:
+        """Liveness: the process answers (no dependency is checked)."""
+        return {"status": "ok"}
+
+    @app.get("/ready", response_model=Ready, tags=["probes"], responses={503: {"model": Ready}})
+    async def ready() -> JSONResponse:
+        """Readiness: a model, index and catalogue are loaded (and which version)."""
+        state = holder.state
+        body: dict[str, Any] = {"status": "ready" if state else "not_ready"}
+        if state is not None:
+            body.update(state.describe())
+        if holder.last_error:
+            body["last_reload_error"] = scrub(holder.last_error)
+        return JSONResponse(body, status_code=200 if state else 503)
+
+    # -- recommendations ---------------------------------------------------------------------
+    @app.get("/users/{user_id}/recommendations", response_model=Recommendations, tags=["recommendations"],
+             responses=not_found)
+    async def user_recommendations(user_id: UserId, k: K = None) -> JSONResponse:
+        """Top-k for a user: the nightly precomputed list from the online store, else live scoring.
+
+        Users the model was not trained on are scored from their history (or get popularity when
+        they have none); a user no source knows is a 404.
+        """
+        return JSONResponse(service.user_recommendations(current(), user_id, k or settings.default_k))
+
+    @app.post("/recommendations", response_model=SessionRecommendations, tags=["recommendations"],
+              responses={**not_found, **conflict, 413: {"model": Error}})
+    def session_recommendations(body: SessionRequest) -> JSONResponse:
+        """Real-time top-k for a session: the items seen so far, scored by the champion's `score_history`."""
+        return JSONResponse(service.session_recommendations(current(), body.item_ids, body.k or settings.default_k))
+
+    @app.get("/users/{user_id}/recommendations/{item_id}/explain", response_model=Explanation, tags=["recommendations"],
+             responses={**not_found, **conflict})
+    def explain(user_id: UserId, item_id: ItemId) -> JSONResponse:
+        """Why the item is recommended to the user: score parts per source and the user's items behind it."""
+        return JSONResponse(service.explain_pair(current(), user_id, item_id))
+
+    # -- items and users -----------------------------------------------------------------------
+    @app.get("/items/{item_id}/similar", response_model=Similar, tags=["items"], responses=not_found)
+    async def similar(item_id: ItemId, k: K = None, modality: Modality = "fused") -> JSONResponse:
+        """Nearest items in one modality's embedding space (text, image, audio, video) or the fused one."""
+        return JSONResponse(service.similar_items(current(), item_id, k or settings.default_k, modality))
+
+    @app.get("/items/{item_id}", response_model=Item, tags=["items"], responses=not_found)
+    async def item(item_id: ItemId) -> JSONResponse:
+        """Title and media of one item (from the warehouse items table)."""
+        return JSONResponse(current().catalog.item(item_id).to_dict())
+
+    @app.get("/users", response_model=Users, tags=["users"])
+    async def users(
+        prefix: Annotated[str, Query(max_length=ID_MAX_LENGTH, pattern=r"^[A-Za-z0-9._:@-]*$")] = "",
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    ) -> JSONResponse:
+        """Users whose id starts with `prefix`, in id order (the page's user picker)."""
+        catalog = current().catalog
+        return JSONResponse({"total": catalog.n_users, "users": catalog.users(prefix, limit, offset)})
+
+    @app.get("/users/{user_id}/history", response_model=History, tags=["users"], responses=not_found)
+    async def history(user_id: UserId, limit: Annotated[int | None, Query(ge=1, le=500)] = None) -> JSONResponse:
+        """The user's most recent interactions, newest first."""
+        return JSONResponse(service.user_history(current(), user_id, limit or settings.history_limit))
+
+    @app.get("/media/items/{item_id}/{modality}", tags=["items"], response_class=FileResponse,
+             responses={**not_found, 200: {"content": {"image/*": {}, "audio/*": {}, "video/*": {}}}})
+    async def media(item_id: ItemId, modality: MediaModality) -> FileResponse:
+        """The item's media file. Only files the catalogue resolved inside the dataset folder are served."""
+        return FileResponse(current().catalog.media_file(item_id, modality), headers={"cache-control": "max-age=3600"})
+
+    # -- operations ----------------------------------------------------------------------------
+    @app.post("/admin/reload", response_model=Reload, tags=["operations"])
+    def reload(force: bool = False) -> JSONResponse:
+        """Load the current champion now (the background poll does the same every few seconds)."""
+        result = holder.reload(force=force)
+        body = result.to_dict()
+        if body.get("error"):
+            body["error"] = scrub(body["error"])
+        return JSONResponse(body, status_code=200 if result.action != "failed" else 503)
+
+    # -- the web page ------------------------------------------------------------------------
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    def openapi() -> dict[str, Any]:
+        """The generated spec plus the API key scheme on every operation GuardMiddleware protects."""
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            spec = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+            spec.setdefault("components", {})["securitySchemes"] = {
+                "apiKey": {"type": "apiKey", "in": "header", "name": API_KEY_HEADER,
+                           "description": f"needed when the server sets MMREC_API_KEY (the page uses the {API_KEY_COOKIE} cookie)"},
+            }
+            if settings.api_key is not None:
+                for path, ops in spec.get("paths", {}).items():
+                    if not is_open(path):
+                        for op in ops.values():
+                            op["security"] = [{"apiKey": []}]
+                            op.setdefault("responses", {})["401"] = {
+                                "description": "missing or wrong API key",
+                                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                            }
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,107 @@
+"""`mmrec serve`: load the champion, then run the API under uvicorn.
+
+The first state is loaded before the server binds its port, so a deployment without a champion
+or without a materialised online store fails at start with the command that fixes it, instead
+of answering 503 forever. uvicorn's own access log is switched off: it prints raw paths, which
+hold user ids; the API's access log (`mmrec.serve.access`) pseudonymises them.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from mmrec.errors import MMRecError
+
+if TYPE_CHECKING:
+    from mmrec.serve.settings import ServeSettings
+    from mmrec.stages import StageContext
+
+log = logging.getLogger(__name__)
+
+
+def build_app(ctx: StageContext, profile: str | None = None, alias: str = "champion",
+              settings: ServeSettings | None = None) -> Any:
+    """The API over the dataset's champion, with its first state already loaded.
+
+    Raises:
+        MMRecError: no champion, no online store, no warehouse (the message names the fix).
+    """
+    from mmrec.serve.app import create_app
+    from mmrec.serve.loader import ChampionSource
+    from mmrec.serve.settings import ServeSettings
+    from mmrec.serve.state import StateHolder
+
+    settings = settings or ServeSettings.from_env()
+    source = ChampionSource(ctx, alias=alias, profile=profile)
+    holder = StateHolder(source, interval_s=settings.reload_interval_s)
+    source.version()  # a clear ModelError when nothing is registered
+    result = holder.reload()
+    if holder.state is None:
+        raise MMRecError(f"cannot start serving {ctx.spec.name!r}: {result.error}")
+    return create_app(holder, settings)
+
+
+#: environment variable carrying `mmrec serve`'s arguments to uvicorn's worker processes
+_WORKER_ARGS = "MMREC_SERVE_WORKER_ARGS"
+
+
+def worker_app() -> Any:
+    """App factory of each uvicorn worker process (`--workers N`): rebuilds the context from the
+    arguments `serve` left in the environment, then loads its own state (and polls on its own)."""
+    import json
+    import os
+    from pathlib import Path
+
+    from threadpoolctl import threadpool_limits
+
+    from mmrec.config import load_params
+    from mmrec.data.contract import load_dataset_spec
+    from mmrec.serve.settings import ServeSettings
+    from mmrec.stages import StageContext
+
+    threadpool_limits(limits=int(os.environ.get("MMREC_SERVE_BLAS_THREADS", "1")))
+    # a spawned worker starts with no logging set up: the same format and level as the CLI's
+    logging.basicConfig(level=os.environ.get("MMREC_LOG_LEVEL", "INFO").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    args = json.loads(os.environ[_WORKER_ARGS])
+    ctx = StageContext(spec=load_dataset_spec(args["dataset"], root=args["root"]), params=load_params(Path(args["params"])),
+                       workspace=Path(args["workspace"]))
+    return build_app(ctx, args["profile"], args["alias"], ServeSettings.from_env(**args["settings"]))
+
+
+def serve(ctx: StageContext, host: str = "127.0.0.1", port: int = 8000, profile: str | None = None,
+          alias: str = "champion", settings: ServeSettings | None = None, workers: int = 1,
+          params_path: str | None = None, root: str | None = None) -> None:
+    """Serve the API until interrupted.
+
+    BLAS is limited to one thread (MMREC_SERVE_BLAS_THREADS to change): a request multiplies one
+    vector by the item matrix, far too little work to split, and on a busy 2-core box OpenBLAS's
+    spinning worker threads made such a product 30x slower (10 ms instead of 0.4 ms).
+    """
+    import os
+
+    import uvicorn
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=int(os.environ.get("MMREC_SERVE_BLAS_THREADS", "1")))
+    if workers > 1:
+        # One process per core: Python serves one request at a time per process (GIL). Each
+        # worker loads its own state; this first load fails fast before any worker starts.
+        import json
+
+        build_app(ctx, profile, alias, settings)
+        overrides = {"reload_interval_s": settings.reload_interval_s} if settings is not None else {}
+        os.environ[_WORKER_ARGS] = json.dumps({
+            "dataset": ctx.spec.spec_path, "root": root, "params": params_path or "params.yaml",
+            "workspace": str(ctx.workspace), "profile": profile, "alias": alias, "settings": overrides,
+        })
+        if settings is not None:
+            os.environ.setdefault("MMREC_LOG_KEY", settings.log_key)  # one pseudonym per user across workers
+        log.info("serving %s on http://%s:%d with %d workers (docs at /docs, page at /)", ctx.spec.name, host, port, workers)
+        uvicorn.run("mmrec.serve.run:worker_app", factory=True, workers=workers, host=host, port=port,
+                    access_log=False, log_level="info", timeout_graceful_shutdown=10)
+        return
+    app = build_app(ctx, profile, alias, settings)
+    log.info("serving %s on http://%s:%d (docs at /docs, page at /)", ctx.spec.name, host, port)
+    uvicorn.run(app, host=host, port=port, access_log=False, log_level="info", timeout_graceful_shutdown=10)

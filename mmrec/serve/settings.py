@@ -1,0 +1,76 @@
+"""Settings of the HTTP API: limits, the optional API key and the log pseudonymisation key.
+
+Values come from the environment (`MMREC_API_KEY`, `MMREC_LOG_KEY`, `MMREC_SERVE_*`) so that a
+secret never has to appear on a command line or in params.yaml, where it would end up in shell
+history, DVC files or MLflow params.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mmrec.constants import DEFAULT_K
+
+#: ids accepted in paths and bodies: a letter or digit, then letters, digits and `._:@-`, at
+#: most 128 characters. Ids of every shipped dataset fit; anything else (slashes, spaces,
+#: control characters, 10 kB strings) is refused before it reaches a store or a log line.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
+ID_MAX_LENGTH = 128
+_ID_RE = re.compile(ID_PATTERN)
+
+#: bounds that are part of the API contract (they appear in the OpenAPI spec)
+MAX_K = 100
+MAX_SESSION_ITEMS = 200
+
+API_KEY_ENV = "MMREC_API_KEY"
+LOG_KEY_ENV = "MMREC_LOG_KEY"
+
+
+def valid_id(value: str) -> bool:
+    """Whether `value` is an id the API accepts (see ID_PATTERN)."""
+    return bool(_ID_RE.match(value))
+
+
+class ServeSettings(BaseModel):
+    """Limits and secrets of one API process.
+
+    Attributes:
+        api_key: when set, every endpoint except /health, /ready, the page shell and the OpenAPI
+            spec needs it in the `X-API-Key` header (or the `mmrec_api_key` cookie the page sets,
+            because <img> requests cannot carry headers).
+        log_key: key of the HMAC that pseudonymises user ids in log lines; a random one per
+            process when unset (ids then cannot be linked across restarts).
+        default_k: `k` when omitted (at most MAX_K).
+        max_body_bytes: request bodies above this are refused with 413 before they are parsed.
+        history_limit: most recent history items returned per user.
+        reload_interval_s: how often the champion alias is polled (0: only POST /admin/reload).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    api_key: str | None = None
+    log_key: str = Field(default_factory=lambda: secrets.token_hex(16))
+    default_k: int = Field(DEFAULT_K, ge=1, le=100)
+    max_body_bytes: int = Field(64 * 1024, ge=256)
+    history_limit: int = Field(50, ge=1)
+    reload_interval_s: float = Field(30.0, ge=0.0)
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> ServeSettings:
+        """Settings from the environment, `overrides` (e.g. command-line options) winning."""
+        values: dict[str, Any] = {}
+        if os.environ.get(API_KEY_ENV):
+            values["api_key"] = os.environ[API_KEY_ENV]
+        if os.environ.get(LOG_KEY_ENV):
+            values["log_key"] = os.environ[LOG_KEY_ENV]
+        for name in ("default_k", "max_body_bytes", "history_limit", "reload_interval_s"):
+            env = f"MMREC_SERVE_{name.upper()}"
+            if os.environ.get(env):
+                values[name] = os.environ[env]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.model_validate(values)
