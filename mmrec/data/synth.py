@@ -734,8 +734,27 @@ def _render_video(r: np.random.Generator, attrs: dict[str, str], n_frames: int, 
     return frames
 
 
+def rgb_to_yuv420p(rgb: np.ndarray) -> np.ndarray:
+    """BT.601 limited-range YUV 4:2:0 planes stacked as PyAV's (h * 3 / 2, w) uint8 layout.
+
+    Converting in numpy fixes the encoder's input exactly, independent of swscale's SIMD paths.
+    """
+    x = np.asarray(rgb, dtype=np.float64)
+    r, g, b = x[..., 0], x[..., 1], x[..., 2]
+    y = 16 + (65.481 * r + 128.553 * g + 24.966 * b) / 255
+    u = 128 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255
+    v = 128 + (112.0 * r - 93.786 * g - 18.214 * b) / 255
+    h, w = y.shape
+
+    def sub(c: np.ndarray) -> np.ndarray:  # 2x2 mean (dimensions are even for the synthetic sizes)
+        return c.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+
+    planes = [np.rint(y), np.rint(sub(u)).reshape(h // 4, w), np.rint(sub(v)).reshape(h // 4, w)]
+    return np.clip(np.concatenate(planes, axis=0), 0, 255).astype(np.uint8)
+
+
 def write_mp4(path: Path, frames: list[np.ndarray], fps: int) -> None:
-    """Encode RGB frames as a small yuv420p MP4 (h264 when available, else MPEG-4 part 2).
+    """Encode RGB frames as a small yuv420p MP4 (MPEG-4 part 2; h264 if that encoder is absent).
 
     One encoder thread and fixed options keep the output reproducible.
     """
@@ -744,9 +763,11 @@ def write_mp4(path: Path, frames: list[np.ndarray], fps: int) -> None:
     height, width = frames[0].shape[:2]
     with av.open(str(path), mode="w", format="mp4") as container:
         stream: Any = None  # av.VideoStream; Any because add_stream's return type is a union
+        # MPEG-4 part 2 first: libx264 gave different bytes for the same frames in different
+        # processes (even single-threaded), which broke "same seed, same files".
         for codec, options in (
-            ("libx264", {"preset": "veryfast", "crf": "18", "threads": "1", "bframes": "0"}),
             ("mpeg4", {"qscale": "2", "threads": "1"}),
+            ("libx264", {"preset": "veryfast", "crf": "18", "threads": "1", "bframes": "0"}),
         ):
             try:
                 stream = container.add_stream(codec, rate=fps, options=options)
@@ -760,7 +781,7 @@ def write_mp4(path: Path, frames: list[np.ndarray], fps: int) -> None:
         stream.pix_fmt = "yuv420p"
         stream.codec_context.thread_count = 1
         for arr in frames:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(rgb_to_yuv420p(arr), format="yuv420p")
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode(None):

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from mmrec.encoders.base import Encoder, ItemFailure, TorchEncoder
+from mmrec.encoders.base import IMPORT_LOCK, Encoder, ItemFailure, TorchEncoder
 from mmrec.encoders.registry import register_encoder
 from mmrec.encoders.text import masked_mean
 from mmrec.encoders.weights import (
@@ -259,10 +259,15 @@ class WhisperTinyEncoder(TorchEncoder):
 
     @property
     def feature_extractor(self) -> Any:
+        # `prepare` runs in decoding threads: transformers' lazy module is not safe to import
+        # from several threads at once ("cannot import name 'WhisperFeatureExtractor'" under load),
+        # so the first creation is serialised.
         if self._fe is None:
-            from transformers import WhisperFeatureExtractor
+            with IMPORT_LOCK:
+                if self._fe is None:
+                    from transformers import WhisperFeatureExtractor
 
-            self._fe = WhisperFeatureExtractor(feature_size=80, sampling_rate=SAMPLE_RATE)
+                    self._fe = WhisperFeatureExtractor(feature_size=80, sampling_rate=SAMPLE_RATE)
         return self._fe
 
     def prepare(self, raw: bytes) -> tuple[np.ndarray, int]:
@@ -344,8 +349,9 @@ class WhisperTinyEncoder(TorchEncoder):
         return state, dims
 
     def build_model(self) -> Any:
-        from transformers import WhisperConfig, WhisperModel
-        from transformers.models.whisper.modeling_whisper import WhisperEncoder
+        with IMPORT_LOCK:
+            from transformers import WhisperConfig, WhisperModel
+            from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
         folder = self._folder()
         if folder is None:  # hub id (online)

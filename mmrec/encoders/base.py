@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +30,12 @@ log = logging.getLogger(__name__)
 EXTRACTION_VERSION = 1
 #: Reduced precision is kept only when every vector of the check batch is this close to fp32.
 MIN_PRECISION_COSINE = 0.99
+
+
+#: Serialises first imports of lazily-loaded libraries (transformers' lazy modules are not safe
+#: to import from several threads at once; Prefect runs the modality extractions in threads and
+#: decoding runs in worker threads). Hold it around `from transformers import ...`.
+IMPORT_LOCK = threading.RLock()
 
 
 class ItemFailure(Exception):

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from mmrec.encoders.base import ItemFailure, TorchEncoder
+from mmrec.encoders.base import IMPORT_LOCK, ItemFailure, TorchEncoder
 from mmrec.encoders.registry import register_encoder
 from mmrec.encoders.weights import WeightSource, files_sha256, package_dir, parse_weight_source, state_dict_sha256
 
@@ -234,13 +234,15 @@ class MiniLMEncoder(TextEncoder):
     @property
     def tokenizer(self) -> Any:
         if self._tokenizer is None:
-            from transformers import AutoTokenizer
+            with IMPORT_LOCK:
+                from transformers import AutoTokenizer
 
             self._tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir()))
         return self._tokenizer
 
     def build_model(self) -> Any:
-        from transformers import AutoModel
+        with IMPORT_LOCK:
+            from transformers import AutoModel
 
         from mmrec.errors import ConfigError
 
