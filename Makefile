@@ -19,7 +19,7 @@ export DO_NOT_TRACK = 1
 export DVC_NO_ANALYTICS = 1
 export GX_ANALYTICS_ENABLED = false
 
-.PHONY: demo test test-all install benchmark clean
+.PHONY: demo serve test test-all install benchmark clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ endif
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest tests -q
+
+# The API and web page over the demo's champion and online store (http://127.0.0.1:8000/).
+serve: $(STAMP)
+	$(BIN)/mmrec serve --dataset $(SYNTH)/dataset.yaml
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/baselines.py

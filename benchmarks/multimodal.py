@@ -15,7 +15,8 @@ the first run ingests, validates and encodes (~2-4 min on 2 cores), later runs r
         [--threads 2] [--out results.json]
 
 Also reported: how personalised the cold rankings are (mean Spearman correlation between the
-cold-item score vectors of 200 sampled user pairs; 1 = the same ranking for everyone).
+cold-item score vectors of 200 sampled user pairs; 1 = the same ranking for everyone). The
+analyses come from `mmrec.analysis`, the same code behind `mmrec evaluate`'s report.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ from mmrec.config import SplitParams
 from mmrec.data.interactions import SplitData, split_data_from_frames
 from mmrec.data.splits import split_hash, split_interactions
 from mmrec.encoders.config import ExtractParams
-from mmrec.evaluate import evaluate_scores
+from mmrec.analysis import expected_random, random_score_fn, rank_personalisation
+from mmrec.evaluate import evaluate_scores, user_metrics
 from mmrec.io import write_json
 from mmrec.models import create_model
 from mmrec.models.features import feature_path, load_item_features, with_features
@@ -95,28 +97,12 @@ def build_split(data: Path) -> SplitData:
     )
 
 
-def personalisation(score_fn: Any, users: np.ndarray, cold: np.ndarray, pairs: int = 200, seed: int = 0) -> float:
-    """Mean Spearman correlation of cold-item scores between random user pairs (1 = identical)."""
-    from scipy.stats import spearmanr
-
-    rng = np.random.default_rng(seed)
-    a, b = rng.choice(users, pairs), rng.choice(users, pairs)
-    sa, sb = score_fn(a)[:, cold], score_fn(b)[:, cold]
-    rhos = []
-    for x, y in zip(sa, sb):
-        if np.ptp(x) == 0 or np.ptp(y) == 0:
-            rhos.append(1.0)  # a constant ranking is the same for everyone
-        else:
-            rhos.append(float(spearmanr(x, y).statistic))
-    return float(np.mean(rhos))
-
-
 def evaluate(score_fn: Any, split: SplitData, history: sp.csr_matrix) -> dict[str, Any]:
     out: dict[str, Any] = {"test": evaluate_scores(score_fn, split.test, exclude=history, ks=KS)}
     assert split.cold_test is not None
     out["cold"] = evaluate_scores(score_fn, split.cold_test, exclude=history, ks=KS, candidates=split.cold_items)
     cold_users = np.flatnonzero(np.diff(split.cold_test.indptr) > 0)
-    out["cold_personalisation"] = personalisation(score_fn, cold_users, split.cold_items)
+    out["cold_personalisation"] = rank_personalisation(score_fn, cold_users, split.cold_items)["mean_spearman"]
     return out
 
 
@@ -166,10 +152,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             entry["cold"]["recall@20"],
             model.train_seconds,
         )
-    rng = np.random.default_rng(0)
-    random_fn = lambda users: rng.random((len(users), train.n_items), dtype=np.float32)
-    rand = evaluate_scores(random_fn, split.cold_test, exclude=history, ks=KS, candidates=split.cold_items)
-    results["random_cold"] = {**rand, "expected_recall@20": min(1.0, 20 / n_cold)}
+    rand = user_metrics(random_score_fn(train.n_items, seed=0), split.cold_test, history, KS, candidates=split.cold_items)
+    expected = expected_random(rand, KS)
+    results["random_cold"] = {**rand.summary(KS), "expected_recall@20": expected["recall@20"], "expected": expected}
     return results
 
 

@@ -2,7 +2,9 @@
 
 Writes `data/<name>/recommendations/latest.parquet` (atomically: a crash keeps the previous
 file) and publishes a summary artifact: users covered, catalogue coverage, score distribution,
-runtime. No champion -> the run fails with a message naming the command that makes one.
+runtime. No champion -> the run fails with a message naming the command that makes one. Then
+(`features.materialize`) the feature tables are re-exported and `materialize_incremental` loads
+the new top-K into Feast's online store; a failure there fails the run.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 from prefect import flow
 from prefect.states import Failed, State
 
-from flows.tasks import artifact_key, recommend_task, run_args
+from flows.tasks import RunArgs, artifact_key, materialize_enabled, materialize_task, recommend_task, run_args
 
 
 @flow(name="nightly-recommendations", log_prints=True)
@@ -27,8 +29,9 @@ def nightly_recommendations(
 
     Args:
         dataset: path of the dataset.yaml.
-        params: path of params.yaml (`recommend:` section: k, batch_size, exclude_seen;
-            `tracking:` section: where the registry is).
+        params: path of params.yaml (`recommend:` section: k, batch_size, exclude_seen, the
+            generation strategy, threshold and item filters; `tracking:` section: where the
+            registry is).
         workspace: folder holding data/, reports/ and the embedded MLflow store.
         root: data root overriding the dataset.yaml `root:`.
         k: overrides `recommend.k` for this run.
@@ -46,11 +49,18 @@ def nightly_recommendations(
     from mmrec.errors import MMRecError
 
     try:
-        op = orchestrate_params(load_context(args).params)
+        ctx = load_context(args)
+        op = orchestrate_params(ctx.params)
     except MMRecError as exc:
         return Failed(message=f"{type(exc).__name__}: {exc}")
-    task = recommend_task.with_options(retries=op.retries, retry_delay_seconds=op.retry_delay_seconds)
-    state = task(args, k, return_state=True)
+    if op.task_runner == "dask":  # user blocks scored across the cluster (mmrec/distributed/scoring.py)
+        from flows.runners import make_task_runner
+
+        sub = score_on_dask.with_options(task_runner=make_task_runner(op), flow_run_name="score-on-dask")
+        state = sub(args, k, op.retries, op.retry_delay_seconds, return_state=True)
+    else:
+        task = recommend_task.with_options(retries=op.retries, retry_delay_seconds=op.retry_delay_seconds)
+        state = task(args, k, return_state=True)
     if not state.is_completed():
         return Failed(message=state.message)
     summary = state.result()
@@ -59,7 +69,23 @@ def nightly_recommendations(
         key=artifact_key("recommendations", summary["dataset"]),
         description=f"nightly recommendations of {summary['dataset']}",
     )
+    if materialize_enabled(ctx):  # the new top-K (and any new champion) into the online store
+        state = materialize_task.with_options(retries=op.retries, retry_delay_seconds=op.retry_delay_seconds)(args, return_state=True)
+        if not state.is_completed():
+            return Failed(message=f"materialize: {state.message}")
+        summary = {**summary, "features": state.result()}
     return summary
+
+
+@flow(name="score-on-dask", log_prints=True)
+def score_on_dask(args: RunArgs, k: int | None, retries: int, retry_delay_seconds: float) -> Any:
+    """The recommend task on the Dask task runner; it partitions the users over the cluster."""
+    task = recommend_task.with_options(retries=retries, retry_delay_seconds=retry_delay_seconds)
+    future = task.submit(args, k, True)
+    future.wait()
+    if not future.state.is_completed():
+        return Failed(message=future.state.message)
+    return future.result()
 
 
 def run_nightly(dataset: str, params: str = "params.yaml", workspace: str = ".", root: str | None = None,

@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from prefect import task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 from prefect.states import Failed, State
 
-from mmrec.errors import MMRecError, ValidationFailed
+from mmrec.errors import MMRecError, ServiceUnavailable, ValidationFailed
 
 #: a run's dataset/params/workspace/root, passed to every task as plain strings (JSON-able, hashable)
 RunArgs = dict[str, str | None]
@@ -105,7 +107,8 @@ def stage_params(ctx: Any, stage: str) -> dict[str, Any]:
         "ingest": {"ingest": dump["ingest"]},
         "validate": {"validate": dump["validate"]},
         "split": {"split": dump["split"]},
-        "train": {"split.kind": p.split.kind, "train": dump["train"]},
+        "train": {"split.kind": p.split.kind, "train": dump["train"],
+                  "features": p.features.model_dump(mode="json", include={"point_in_time_training", "stats_from", "stats_window_days"})},
         "evaluate": {"split.kind": p.split.kind, "train.models": p.train.models, "evaluate": dump["evaluate"]},
     }[stage]
     return {"spec": ctx.spec.model_dump(mode="json"), **keys}
@@ -127,9 +130,14 @@ def outputs_exist(ctx: Any, stage: str) -> bool:
 
 
 def is_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry unless the failure is one of ours (deterministic: retrying cannot help)."""
+    """Retry unless the failure is one of ours (deterministic: retrying cannot help).
+
+    `ServiceUnavailable` (a server such as MLflow lost mid-way) is ours but transient: retried.
+    """
     try:
         state.result()
+    except ServiceUnavailable:
+        return True
     except MMRecError:
         return False
     except Exception:  # noqa: BLE001 - anything else (I/O, worker lost) may pass next time
@@ -178,14 +186,45 @@ def stage_task(stage: str, args: RunArgs, key: str) -> Any:
         return _failed(exc)
 
 
+@contextmanager
+def dask_client() -> Iterator[Any]:
+    """The Dask client of the cluster this task runs on (prefect-dask's `get_dask_client`).
+
+    Only for a task run by a `DaskTaskRunner`: the task fans its work out to the same cluster
+    (shards, user blocks) and waits for it. While it waits it leaves the worker's thread pool
+    (`distributed.secede`, as `worker_client` does); otherwise one waiting task per worker thread
+    (e.g. four modalities on two single-threaded workers) would leave no thread for the shards.
+    """
+    from distributed import rejoin, secede
+    from prefect_dask import get_dask_client
+
+    with get_dask_client() as client:
+        secede()
+        try:
+            yield client
+        finally:
+            rejoin()
+
+
 @task(name="extract", retries=2, retry_delay_seconds=10, retry_condition_fn=is_transient)
-def extract_task(modality: str, args: RunArgs) -> Any:
-    """Features of one modality (`mmrec.extract.extract_modality`); its own cache skips unchanged items."""
+def extract_task(modality: str, args: RunArgs, sharded: bool = False) -> Any:
+    """Features of one modality (`mmrec.extract.extract_modality`); its own cache skips unchanged items.
+
+    `sharded` (under a DaskTaskRunner): the items are encoded in shards across the cluster's
+    workers (`mmrec.distributed.extract.extract_modality_dask`); same feature file.
+    """
     from mmrec.extract import extract_modality
 
     try:
         ctx = load_context(args)
-        return extract_modality(ctx.spec, ctx.paths, modality, getattr(ctx.params, "extract", None))
+        params = getattr(ctx.params, "extract", None)
+        if not sharded:
+            return extract_modality(ctx.spec, ctx.paths, modality, params)
+        from mmrec.distributed.extract import extract_modality_dask
+
+        with dask_client() as client:
+            return extract_modality_dask(ctx.spec, ctx.paths, modality, params, client,
+                                         shard_items=ctx.params.orchestrate.shard_items)
     except MMRecError as exc:
         return _failed(exc)
 
@@ -203,12 +242,37 @@ def register_task(args: RunArgs) -> Any:
 
 
 @task(name="recommend", retries=2, retry_delay_seconds=10, retry_condition_fn=is_transient)
-def recommend_task(args: RunArgs, k: int | None = None) -> Any:
-    """The champion's top-K for every user (`mmrec.recommend.run_recommend`)."""
+def recommend_task(args: RunArgs, k: int | None = None, distributed: bool = False) -> Any:
+    """The champion's top-K for every user (`mmrec.recommend.run_recommend`).
+
+    `distributed` (under a DaskTaskRunner): user blocks are scored on the cluster's workers
+    (`mmrec.distributed.scoring`); same output file.
+    """
     from mmrec.recommend import run_recommend
 
     try:
         ctx = load_context(args)
-        return run_recommend(ctx, k=k)
+        if not distributed:
+            return run_recommend(ctx, k=k)
+        with dask_client() as client:
+            return run_recommend(ctx, k=k, client=client)
     except MMRecError as exc:
         return _failed(exc)
+
+
+@task(name="materialize", retries=2, retry_delay_seconds=10, retry_condition_fn=is_transient)
+def materialize_task(args: RunArgs) -> Any:
+    """Export feature tables, `feast apply`, `materialize_incremental` (`mmrec.features.run_materialize`)."""
+    from mmrec.features import run_materialize
+
+    try:
+        ctx = load_context(args)
+        return run_materialize(ctx)
+    except MMRecError as exc:
+        return _failed(exc)
+
+
+def materialize_enabled(ctx: Any) -> bool:
+    """`features.materialize` of params.yaml (on by default; off for runs without a feature store)."""
+    features = getattr(ctx.params, "features", None)
+    return bool(getattr(features, "materialize", False))

@@ -1,5 +1,5 @@
 """The training pipeline as a Prefect flow: ingest -> validate -> split -> extract[modality] ->
-train -> evaluate -> register/promote.
+train -> evaluate -> register/promote -> materialize (Feast; `features.materialize`).
 
 The flow only composes: every task calls one `mmrec` function (flows/tasks.py). Stages run one
 after the other (each reads the previous one's files); the per-modality extraction fans out in a
@@ -25,6 +25,8 @@ from flows.tasks import (
     artifact_key,
     extract_task,
     load_context,
+    materialize_enabled,
+    materialize_task,
     outputs_exist,
     register_task,
     run_args,
@@ -41,9 +43,13 @@ def extract_available() -> bool:
 
 
 @flow(name="extract-features", log_prints=True)
-def extract_features(modalities: list[str], args: RunArgs) -> dict[str, Any] | State:
-    """One extraction task per modality, in parallel on this subflow's task runner."""
-    futures = {m: extract_task.with_options(task_run_name=f"extract-{m}").submit(m, args) for m in modalities}
+def extract_features(modalities: list[str], args: RunArgs, sharded: bool = False) -> dict[str, Any] | State:
+    """One extraction task per modality, in parallel on this subflow's task runner.
+
+    `sharded` (task runner = Dask): each modality's items are further split into shards encoded
+    across the cluster's workers (mmrec/distributed/extract.py).
+    """
+    futures = {m: extract_task.with_options(task_run_name=f"extract-{m}").submit(m, args, sharded) for m in modalities}
     wait(list(futures.values()))
     failed = {m: f.state.message for m, f in futures.items() if not f.state.is_completed()}
     if failed:
@@ -81,7 +87,8 @@ def training_pipeline(
 
     Returns:
         {"dataset", "best_model", "selection_metric", "metrics", "stages", "extraction",
-         "registry"}; or the Failed state of the stage that failed.
+         "registry", "features"} ("features": the materialize step's summary, None when
+        `features.materialize` is off); or the Failed state of the stage that failed.
     """
     from flows.runners import orchestrate_params
     from mmrec.errors import MMRecError
@@ -112,6 +119,12 @@ def training_pipeline(
         if not state.is_completed():
             return Failed(message=f"register: {state.message}")
         registry = state.result()
+    features = None
+    if materialize_enabled(ctx):  # after registration: the new champion's factors go online too
+        state = materialize_task.with_options(retries=op.retries, retry_delay_seconds=op.retry_delay_seconds)(args, return_state=True)
+        if not state.is_completed():
+            return Failed(message=f"materialize: {state.message}")
+        features = state.result()
     _publish_summary(ctx, report, registry)
     return {
         "dataset": ctx.spec.name,
@@ -121,6 +134,7 @@ def training_pipeline(
         "stages": {s: ("ok" if s in results else "skipped") for s in STAGES},
         "extraction": results.get("extract"),
         "registry": registry,
+        "features": features,
     }
 
 
@@ -138,7 +152,7 @@ def _extract(ctx: Any, args: RunArgs, op: Any, enabled: bool, logger: logging.Lo
         logger.warning("skipping feature extraction: this checkout has no mmrec.extract module")
         return None
     sub = extract_features.with_options(task_runner=make_task_runner(op), flow_run_name=f"extract-{ctx.spec.name}")
-    state = sub(modalities, args, return_state=True)
+    state = sub(modalities, args, op.task_runner == "dask", return_state=True)
     if not state.is_completed():
         return state
     return state.result()

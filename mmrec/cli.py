@@ -89,7 +89,7 @@ def data_synth(
 @app.command("stage")
 @handle_errors
 def stage(
-    name: Annotated[str, typer.Argument(help="ingest | validate | split | extract_text | extract_image | extract_audio | extract_video | train | evaluate")],
+    name: Annotated[str, typer.Argument(help="ingest | validate | split | extract_text | extract_image | extract_audio | extract_video | train | evaluate | materialize")],
     dataset: DatasetOpt,
     root: RootOpt = None,
     params: ParamsOpt = Path("params.yaml"),
@@ -118,7 +118,12 @@ def evaluate(
     params: ParamsOpt = Path("params.yaml"),
     workspace: WorkspaceOpt = Path("."),
 ) -> None:
-    """Train and evaluate models on an existing split; write reports/<name>/metrics.json."""
+    """Train and evaluate models on an existing split; write reports/<name>/metrics.json and report.md.
+
+    The report compares every model on warm test, the sparse-user slice and the cold slice (against
+    random ranking), with bootstrap ratios to `evaluate.reference`, learning curves, and the
+    per-modality ablation of `evaluate.ablation.model` (params.yaml).
+    """
     from mmrec.stages import format_metrics_table, run_evaluate, run_train
 
     ctx = _context(dataset, root, params, workspace)
@@ -126,6 +131,38 @@ def evaluate(
     run_train(ctx, names)
     report = run_evaluate(ctx, names)
     typer.echo(format_metrics_table(report))
+    typer.echo(f"report: {ctx.paths.reports / 'report.md'}")
+
+
+@app.command("train-ddp")
+@handle_errors
+def train_ddp(
+    dataset: DatasetOpt,
+    nproc: Annotated[int, typer.Option("--nproc", help="Processes on this machine (torchrun --nproc-per-node).")] = 2,
+    models: Annotated[str | None, typer.Option("--models", help="Comma-separated model names (default: train.models).")] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu (gloo backend) or cuda (nccl, one GPU per process).")] = "cpu",
+    evaluate: Annotated[bool, typer.Option("--evaluate", help="Also run the evaluate stage (rank 0).")] = False,
+    root: RootOpt = None,
+    params: ParamsOpt = Path("params.yaml"),
+    workspace: WorkspaceOpt = Path("."),
+) -> None:
+    """Train data-parallel (DDP) over N local processes with torchrun; models land where `stage train` puts them.
+
+    Several machines: run `torchrun --nnodes N --nproc-per-node P --rdzv-endpoint HOST:PORT -m
+    mmrec.distributed.train --dataset ...` on each (docs/distributed.md).
+    """
+    import subprocess
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+           "-m", "mmrec.distributed.train", "--dataset", str(dataset), "--params", str(params),
+           "--workspace", str(workspace), "--device", device]
+    if root is not None:
+        cmd += ["--root", str(root)]
+    if models:
+        cmd += ["--models", models]
+    if evaluate:
+        cmd.append("--evaluate")
+    raise typer.Exit(subprocess.call(cmd))
 
 
 @app.command("models")

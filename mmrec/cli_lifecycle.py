@@ -63,7 +63,7 @@ def ui_hints(tracking_uri: str) -> list[str]:
 
 
 def register(app: typer.Typer) -> None:
-    """Add `pipeline`, `recommend`, `promote`, `rollback` and `registry` to `app`."""
+    """Add `pipeline`, `recommend`, `explain`, `serve`, `promote`, `rollback` and `registry` to `app`."""
     from mmrec.cli import DatasetOpt, ParamsOpt, RootOpt, WorkspaceOpt, _context, handle_errors
 
     @app.command("pipeline")
@@ -92,7 +92,10 @@ def register(app: typer.Typer) -> None:
         report = read_metrics(ctx.paths)
         typer.echo(format_metrics_table(report))
         typer.echo(f"\nbest model on validation {report['selection_metric']}: {report['best_model']}")
-        typer.echo(f"reports: {ctx.paths.metrics} and {ctx.paths.reports / 'metrics.md'}; validation: {ctx.paths.validation_markdown}")
+        typer.echo(
+            f"reports: {ctx.paths.metrics}, {ctx.paths.reports / 'metrics.md'} and {ctx.paths.reports / 'report.md'}; "
+            f"validation: {ctx.paths.validation_markdown}"
+        )
         registry = result.get("registry")
         if registry:
             d = registry.get("decision") or {}
@@ -114,20 +117,59 @@ def register(app: typer.Typer) -> None:
         ] = False,
         out: Annotated[Path | None, typer.Option("--out", help="With --users: write the rows here (.parquet/.csv/.tsv) instead of stdout.")] = None,
         alias: Annotated[str, typer.Option("--alias", help="Registry alias to recommend from.")] = "champion",
+        strategy: Annotated[
+            str | None, typer.Option("--strategy", help="model | popularity | content | hybrid (default: params.yaml recommend.strategy).")
+        ] = None,
+        threshold: Annotated[
+            float | None, typer.Option("--threshold", help="Drop recommendations scoring below this (fewer than K per user).")
+        ] = None,
+        metric: Annotated[
+            str | None, typer.Option("--metric", help="Content similarity: cosine | dot | euclidean | pearson.")
+        ] = None,
+        exclude_items: Annotated[
+            Path | None, typer.Option("--exclude-items", help="Never recommend these item ids (one per line, or an item_id column).")
+        ] = None,
+        candidates: Annotated[
+            Path | None, typer.Option("--candidates", help="Recommend only among these item ids (one per line, or an item_id column).")
+        ] = None,
         root: RootOpt = None,
         params: ParamsOpt = Path("params.yaml"),
         workspace: WorkspaceOpt = Path("."),
     ) -> None:
         """Top-K from the registry's champion: every user to data/<name>/recommendations/latest.parquet, or --users to stdout."""
-        from mmrec.recommend import history_matrix, read_user_ids, recommend_for_ids, recommend_params, run_recommend
+        import dataclasses
+
+        from mmrec.recommend import (
+            history_matrix, parse_recommend_params, read_user_ids, recommend_for_ids, recommend_params, run_recommend,
+            strategy_scorer,
+        )
         from mmrec.tracking import load_champion
 
         ctx = _context(dataset, root, params, workspace)
+        overrides: dict[str, Any] = {
+            key: value
+            for key, value in (
+                ("strategy", strategy), ("threshold", threshold),
+                ("exclude_items_file", str(exclude_items.resolve()) if exclude_items else None),
+                ("candidates_file", str(candidates.resolve()) if candidates else None),
+            )
+            if value is not None
+        }
+        if metric is not None:
+            overrides["content"] = {**recommend_params(ctx.params).content.model_dump(), "metric": metric}
+        if overrides:
+            rp_new = parse_recommend_params({**recommend_params(ctx.params).model_dump(), **overrides})
+            ctx = dataclasses.replace(ctx, params=ctx.params.model_copy(update={"recommend": rp_new}))
         if prefect and users is None and not user:
-            if alias != "champion":
-                from mmrec.errors import ConfigError
+            from mmrec.errors import ConfigError
 
+            if alias != "champion":
                 raise ConfigError("--prefect runs the nightly flow, which always uses the champion; drop --alias")
+            if overrides:
+                raise ConfigError(
+                    "--prefect runs the nightly flow with params.yaml's recommend: section; set "
+                    f"{sorted(overrides)} there (or MMREC__RECOMMEND__<KEY>=...) instead of on the command line"
+                )
             state = _flows().nightly.run_nightly(str(dataset), str(params), str(workspace), str(root) if root else None, k)
             if not state.is_completed():
                 typer.echo(f"error: nightly run failed: {state.message}", err=True)
@@ -137,6 +179,11 @@ def register(app: typer.Typer) -> None:
                 f"{summary['rows']} recommendations for {summary['users_covered']}/{summary['users']} users "
                 f"(catalogue coverage {summary['catalogue_coverage']:.3f}) in {summary['seconds']:.1f}s -> {summary['path']}"
             )
+            feats = summary.get("features")
+            if feats:
+                changed = [t for t, v in feats["export"]["tables"].items() if v["changed"]]
+                typer.echo(f"feature store: project {feats['apply']['project']} ({feats['profile']} online store), "
+                           f"materialised incrementally; updated tables: {', '.join(changed) or 'none'}")
             return
         model, info = load_champion(ctx, alias=alias)
         if users is None and not user:
@@ -153,8 +200,11 @@ def register(app: typer.Typer) -> None:
         validated = ctx.paths.validated_table("interactions")
         seen = pd.read_parquet(validated, columns=["user_id", "item_id"]) if validated.is_file() and rp.exclude_seen else None
         wanted = (read_user_ids(users) if users is not None else []) + list(user or [])
-        rows = recommend_for_ids(model, wanted, k=k or rp.k,
-                                 exclude=history_matrix(model, seen) if rp.exclude_seen else None, exclude_seen=rp.exclude_seen)
+        if rp.strategy != "model" and validated.is_file() and seen is None:
+            seen = pd.read_parquet(validated, columns=["user_id", "item_id"])  # content needs the whole history
+        history = history_matrix(model, seen)
+        rows = recommend_for_ids(strategy_scorer(ctx, model, rp, history), wanted, k=k or rp.k,
+                                 exclude=history if rp.exclude_seen else None, exclude_seen=rp.exclude_seen)
         if out is None:
             typer.echo(rows.to_csv(sep="\t", index=False, float_format="%.6g"), nl=False)
         else:
@@ -166,6 +216,81 @@ def register(app: typer.Typer) -> None:
                 else:
                     rows.to_csv(tmp, sep="\t" if out.suffix == ".tsv" else ",", index=False)
             typer.echo(f"wrote {len(rows)} rows to {out}")
+
+    @app.command("explain")
+    @handle_errors
+    def explain(
+        dataset: DatasetOpt,
+        user: Annotated[str, typer.Option("--user", help="User id.")],
+        item: Annotated[str, typer.Option("--item", help="Item id.")],
+        model_name: Annotated[
+            str | None, typer.Option("--model", help="Explain this trained model (artifacts/<name>/models/<model>) instead of the champion.")
+        ] = None,
+        top: Annotated[int, typer.Option("--top", min=1, max=100, help="Supporting past items to show.")] = 5,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the explanation as JSON.")] = False,
+        alias: Annotated[str, typer.Option("--alias", help="Registry alias to explain (without --model).")] = "champion",
+        root: RootOpt = None,
+        params: ParamsOpt = Path("params.yaml"),
+        workspace: WorkspaceOpt = Path("."),
+    ) -> None:
+        """Why a model recommends ITEM to USER: per-modality and collaborative contributions, supporting past items."""
+        import json
+
+        from mmrec.explain import explain as do_explain
+        from mmrec.explain import format_explanation
+
+        ctx = _context(dataset, root, params, workspace)
+        if model_name:
+            from mmrec.errors import ModelError
+            from mmrec.models import load_model
+
+            folder = ctx.paths.model_dir(model_name)
+            if not (folder / "model.json").is_file():
+                raise ModelError(f"{folder}: no trained {model_name!r} model; run `mmrec stage train --dataset {dataset}`")
+            model = load_model(folder)
+        else:
+            from mmrec.tracking import load_champion
+
+            model, _ = load_champion(ctx, alias=alias)
+        result = do_explain(model, user, item, top_n=top)
+        if as_json:
+            typer.echo(json.dumps(result, indent=2))
+            return
+        titles: dict[str, str] = {}
+        items_table = ctx.paths.validated_table("items")
+        if items_table.is_file():
+            import pandas as pd
+
+            from mmrec.explain import item_titles
+
+            titles = item_titles(pd.read_parquet(items_table))
+        typer.echo(format_explanation(result, titles))
+
+    @app.command("serve")
+    @handle_errors
+    def serve(
+        dataset: DatasetOpt,
+        host: Annotated[str, typer.Option("--host", help="Interface to bind (0.0.0.0 to serve beyond this machine).")] = "127.0.0.1",
+        port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 8000,
+        profile: Annotated[
+            str | None, typer.Option("--profile", help="Feast online store profile: sqlite or redis (default: params.yaml features.profile).")
+        ] = None,
+        alias: Annotated[str, typer.Option("--alias", help="Registry alias to serve; a new version behind it is picked up live.")] = "champion",
+        reload_interval: Annotated[
+            float | None, typer.Option("--reload-interval", min=0, help="Seconds between registry polls (0: only POST /admin/reload).")
+        ] = None,
+        workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Server processes (one per core).")] = 1,
+        root: RootOpt = None,
+        params: ParamsOpt = Path("params.yaml"),
+        workspace: WorkspaceOpt = Path("."),
+    ) -> None:
+        """Serve the HTTP API and web page: recommendations, similar items, explanations (MMREC_API_KEY protects it)."""
+        from mmrec.serve.run import serve as run_server
+        from mmrec.serve.settings import ServeSettings
+
+        settings = ServeSettings.from_env(reload_interval_s=reload_interval)
+        run_server(_context(dataset, root, params, workspace), host=host, port=port, profile=profile, alias=alias, settings=settings,
+                   workers=workers, params_path=str(params.resolve()), root=str(root) if root else None)
 
     @app.command("promote")
     @handle_errors

@@ -3,6 +3,11 @@
 `params.yaml` is what DVC tracks, so every tunable lives there; an environment variable
 `MMREC__<SECTION>__<KEY>=value` (value parsed as YAML) overrides one key for a single run
 without editing the file, e.g. `MMREC__SPLIT__KIND=random`.
+
+`profile` picks where the services live: `embedded` (default: sqlite MLflow store in the
+workspace, Prefect's ephemeral server, Feast's sqlite online store, threads) or `production`
+(infra/: every endpoint comes from the environment variables in `PRODUCTION_ENV`, and a missing
+one is a ConfigError naming it, never a silent fall-back to the embedded stores).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from mmrec.constants import DEFAULT_KS, SEED
 from mmrec.encoders.config import ExtractParams
 from mmrec.errors import ConfigError
+from mmrec.features import FeaturesParams
 from mmrec.recommend import RecommendParams
 from mmrec.tracking import TrackingParams
 
@@ -106,10 +112,53 @@ class TrainParams(_Section):
     params: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
+class AblationParams(_Section):
+    """Per-modality ablation of one multimodal model (trained by the evaluate stage).
+
+    Attributes:
+        model: the registered model to ablate (it must take a `modalities` argument); None: off.
+        variants: each one trained and evaluated: a modality name (that modality alone), `all`
+            (the model's configured modalities), `random_<modality>` (that modality replaced by
+            seeded Gaussian vectors, `mmrec.models.features.random_control_features`) or
+            `random` (every used modality replaced): the controls separate content from capacity.
+        params: overrides of the model's `train.params` for the ablation runs (e.g. fewer epochs).
+    """
+
+    model: str | None = None
+    variants: list[str] = Field(default_factory=lambda: ["text", "image", "all", "random_text", "random_image", "random"])
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
 class EvaluateParams(_Section):
+    """Evaluation and the report (ARCHITECTURE.md §6, §11).
+
+    Attributes:
+        ks: cut-offs of every metric.
+        selection_metric: validation metric that picks the best model.
+        batch_size: users scored per batch.
+        sparse_max_train: the sparse-user slice: test users with at most this many training
+            interactions.
+        reference: the model every other one is compared with (ratio + bootstrap CI).
+        bootstrap_resamples: paired bootstrap resamples over users for those CIs.
+        confidence: the CIs' coverage.
+        seed: seed of the bootstrap, the random scorer, the user pairs and the random control.
+        personalisation_pairs: user pairs sampled for the cold-slice rank correlation.
+        cold_lift_target: the cold-slice Recall@20 over random ranking a multimodal model should
+            reach (the report's quality-target check).
+        ablation: the per-modality ablation (off unless `ablation.model` is set).
+    """
+
     ks: list[int] = Field(default_factory=lambda: list(DEFAULT_KS))
     selection_metric: str = "recall@20"
     batch_size: int = 1024
+    sparse_max_train: int = Field(20, ge=0)
+    reference: str = "lightgcn"
+    bootstrap_resamples: int = Field(1000, ge=1)
+    confidence: float = Field(0.95, gt=0.0, lt=1.0)
+    seed: int = SEED
+    personalisation_pairs: int = Field(200, ge=1)
+    cold_lift_target: float = Field(3.5, gt=0.0)
+    ablation: AblationParams = Field(default_factory=AblationParams)
 
 
 class OrchestrateParams(_Section):
@@ -125,6 +174,9 @@ class OrchestrateParams(_Section):
         retries: retries of a task that failed for a transient reason (I/O, network, OOM-kill of
             a worker); errors of the MMRecError family are deterministic and never retried.
         retry_delay_seconds: wait before each retry.
+        shard_items: items per Dask extraction task (mmrec/distributed/extract.py).
+        score_block_users: users per Dask scoring task, rounded up to a multiple of the scoring
+            chunk (mmrec/distributed/scoring.py).
     """
 
     task_runner: Literal["threads", "dask"] = "threads"
@@ -134,11 +186,58 @@ class OrchestrateParams(_Section):
     dask_processes: bool = True
     retries: int = Field(2, ge=0)
     retry_delay_seconds: float = Field(10.0, ge=0)
+    shard_items: int = Field(2048, ge=1)
+    score_block_users: int = Field(16_384, ge=1)
+
+
+Profile = Literal["embedded", "production"]
+
+#: what the production profile reads from the environment (infra/.env.example sets each one)
+PRODUCTION_ENV: dict[str, str] = {
+    "MLFLOW_TRACKING_URI": "MLflow tracking server, e.g. http://mlflow:5000",
+    "PREFECT_API_URL": "Prefect server API, e.g. http://prefect-server:4200/api",
+    "MMREC_REDIS_URL": "Redis of the Feast online store, e.g. redis://:PASSWORD@redis:6379/0",
+    "DASK_SCHEDULER_ADDRESS": "Dask scheduler of the task runner, e.g. tcp://dask-scheduler:8786",
+}
+
+
+class Endpoints(BaseModel):
+    """Where the production profile's services are (resolved from `PRODUCTION_ENV`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tracking_uri: str
+    prefect_api_url: str
+    redis_url: str
+    dask_address: str
+
+
+def production_endpoints(environ: dict[str, str] | None = None) -> Endpoints:
+    """The production services from the environment.
+
+    Raises:
+        ConfigError: one or more variables missing (all of them listed, with an example each),
+            or a tracking URI that points at an embedded store.
+    """
+    env = dict(os.environ if environ is None else environ)
+    missing = [f"{k} ({why})" for k, why in PRODUCTION_ENV.items() if not env.get(k, "").strip()]
+    if missing:
+        raise ConfigError(
+            "profile production needs these environment variables: " + "; ".join(missing)
+            + ". Set them (infra/.env.example lists them) or use MMREC__PROFILE=embedded"
+        )
+    uri = env["MLFLOW_TRACKING_URI"].strip()
+    if uri.startswith(("sqlite:", "file:")) or "://" not in uri:
+        raise ConfigError(f"MLFLOW_TRACKING_URI={uri!r}: profile production needs a tracking server (http(s)://...), "
+                          "not an embedded store")
+    return Endpoints(tracking_uri=uri, prefect_api_url=env["PREFECT_API_URL"].strip(),
+                     redis_url=env["MMREC_REDIS_URL"].strip(), dask_address=env["DASK_SCHEDULER_ADDRESS"].strip())
 
 
 class Params(_Section):
     """The whole of params.yaml."""
 
+    profile: Profile = "embedded"
     dataset: DatasetParams = Field(default_factory=DatasetParams)
     synth: SynthParams = Field(default_factory=SynthParams)
     ingest: IngestParams = Field(default_factory=IngestParams)
@@ -149,6 +248,7 @@ class Params(_Section):
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
     recommend: RecommendParams = Field(default_factory=RecommendParams)
+    features: FeaturesParams = Field(default_factory=FeaturesParams)
     orchestrate: OrchestrateParams = Field(default_factory=OrchestrateParams)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -184,9 +284,31 @@ def load_params(path: str | os.PathLike[str] | None = "params.yaml", environ: di
             raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping of sections")
-    raw = _apply_env(raw, dict(os.environ if environ is None else environ))
+    env = dict(os.environ if environ is None else environ)
+    raw = _apply_env(raw, env)
     try:
-        return Params.model_validate(raw)
+        params = Params.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"{where}: invalid params: {problems}") from exc
+    return apply_profile(params, env)
+
+
+def apply_profile(params: Params, environ: dict[str, str] | None = None) -> Params:
+    """Point `params` at the profile's services; embedded: unchanged.
+
+    Production: tracking goes to `MLFLOW_TRACKING_URI`, tasks to the Dask scheduler at
+    `DASK_SCHEDULER_ADDRESS` (unless params.yaml names another server/scheduler explicitly) and
+    Feast's online store to the Redis at `MMREC_REDIS_URL`. Prefect reads `PREFECT_API_URL`
+    itself; requiring it here stops a run from silently using a temporary server.
+    """
+    if params.profile == "embedded":
+        return params
+    ep = production_endpoints(environ)
+    update: dict[str, Any] = {
+        "tracking": params.tracking.model_copy(update={"uri": params.tracking.uri or ep.tracking_uri}),
+        "orchestrate": params.orchestrate.model_copy(
+            update={"task_runner": "dask", "dask_address": params.orchestrate.dask_address or ep.dask_address}),
+        "features": params.features.model_copy(update={"profile": "redis", "redis_url": ep.redis_url}),
+    }
+    return params.model_copy(update=update)

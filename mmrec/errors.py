@@ -51,3 +51,21 @@ class NotFoundError(MMRecError):
         super().__init__(message or f"unknown {kind} id {key!r}")
         self.kind = kind
         self.key = key
+
+
+class ServiceUnavailable(MMRecError):
+    """A server mmrec depends on (MLflow, Redis, Prefect) cannot be reached right now.
+
+    Unlike the other errors this one is transient: orchestrators may retry it, and the API
+    answers 503 (not 500) while it lasts. The message names the service, its address and
+    what state the operation left behind.
+
+    Attributes:
+        service: "mlflow", "redis", ...
+        address: the URI or host:port that failed.
+    """
+
+    def __init__(self, service: str, address: str, message: str) -> None:
+        super().__init__(message)
+        self.service = service
+        self.address = address

@@ -5,18 +5,21 @@
 - Only users with at least one target item are evaluated.
 - The cold-start slice ranks only the cold items (never seen in training) as candidates.
 - Scores are computed in user batches, so memory is O(batch x n_items), never O(users x items).
+- `user_metrics` keeps every user's values (`UserMetrics`): slices (sparse users) and paired
+  bootstrap comparisons between models are computed from them; `evaluate_scores` is their mean.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 
 from mmrec.constants import DEFAULT_KS
-from mmrec.metrics import compute_all
+from mmrec.metrics import METRICS, per_user_metrics
 
 if TYPE_CHECKING:
     from mmrec.models.base import Recommender
@@ -86,18 +89,63 @@ def rank_users(
     return np.concatenate(out)
 
 
-def evaluate_scores(
+@dataclass(frozen=True)
+class UserMetrics:
+    """Per-user metric values of one ranking run, kept so slices and paired tests can be computed.
+
+    Means over users hide both *who* a model helps (sparse users, cold items) and how sure a
+    difference between two models is; both need the per-user vectors, aligned across models
+    because the users evaluated depend only on the target and the mask, never on the model.
+
+    Attributes:
+        users: evaluated user indices (those with a non-empty fair target), ascending.
+        values: `name@k` -> (len(users),) float64, for every metric of `mmrec.metrics`.
+        top: (len(users), max k) ranked item indices, -1 where no rankable item is left.
+        n_relevant: (len(users),) size of each user's fair target.
+        n_items: the number of rankable items (the candidate count when candidates were given),
+            the denominator of coverage.
+    """
+
+    users: np.ndarray
+    values: dict[str, np.ndarray]
+    top: np.ndarray
+    n_relevant: np.ndarray
+    n_items: int
+
+    def subset(self, keep: np.ndarray) -> UserMetrics:
+        """The same run restricted to the users where `keep` (aligned with `users`) is True."""
+        keep = np.asarray(keep, dtype=bool)
+        if keep.shape != self.users.shape:
+            raise ValueError(f"keep must have shape {self.users.shape} (one flag per evaluated user), got {keep.shape}")
+        values = {m: v[keep] for m, v in self.values.items()}
+        return UserMetrics(self.users[keep], values, self.top[keep], self.n_relevant[keep], self.n_items)
+
+    def summary(self, ks: Sequence[int]) -> dict[str, float]:
+        """Means over users plus `coverage@k` and the user count: the shape of metrics.json blocks."""
+        if len(self.users) == 0:
+            res: dict[str, float] = {f"{m}@{k}": 0.0 for k in ks for m in (*METRICS, "coverage")}
+            res["users"] = 0
+            return res
+        res = {name: float(v.mean()) for name, v in self.values.items()}
+        filled = self.top >= 0
+        for k in ks:
+            res[f"coverage@{k}"] = float(np.unique(self.top[:, :k][filled[:, :k]]).size) / self.n_items
+        res["users"] = int(len(self.users))
+        return res
+
+
+def user_metrics(
     score_fn: ScoreFn,
     target: sp.csr_matrix,
     exclude: sp.csr_matrix | None,
     ks: Sequence[int] = DEFAULT_KS,
     candidates: np.ndarray | None = None,
     batch_size: int = 1024,
-) -> dict[str, float]:
-    """Mean metrics over users with a non-empty target.
+) -> UserMetrics:
+    """Rank every user with a non-empty fair target and keep each user's metric values.
 
-    Returns:
-        `{"recall@20": .., "ndcg@20": .., ..., "coverage@20": .., "users": n}`.
+    A target item that is also in `exclude` cannot be ranked, and one outside `candidates` is
+    not in play, so both are dropped from the target before users are selected.
     """
     target = sp.csr_matrix(target)
     if candidates is not None:
@@ -114,17 +162,28 @@ def evaluate_scores(
     kmax = max(ks)
     n_items = target.shape[1] if candidates is None else len(candidates)
     if len(users) == 0:
-        res = {f"{m}@{k}": 0.0 for k in ks for m in ("recall", "ndcg", "precision", "map", "hit", "coverage")}
-        res["users"] = 0
-        return res
+        empty = {f"{m}@{k}": np.zeros(0) for k in ks for m in METRICS}
+        return UserMetrics(users, empty, np.zeros((0, kmax), np.int64), np.zeros(0, np.int64), n_items)
     top = rank_users(score_fn, users, kmax, exclude=exclude, candidates=candidates, batch_size=batch_size)
     filled = top >= 0
     hits = (np.asarray(target[users[:, None], np.where(filled, top, 0)].todense()) > 0) & filled
-    res = compute_all(hits, n_rel[users], tuple(ks))
-    for k in ks:
-        res[f"coverage@{k}"] = float(np.unique(top[:, :k][filled[:, :k]]).size) / n_items
-    res["users"] = int(len(users))
-    return res
+    return UserMetrics(users, per_user_metrics(hits, n_rel[users], tuple(ks)), top, n_rel[users], n_items)
+
+
+def evaluate_scores(
+    score_fn: ScoreFn,
+    target: sp.csr_matrix,
+    exclude: sp.csr_matrix | None,
+    ks: Sequence[int] = DEFAULT_KS,
+    candidates: np.ndarray | None = None,
+    batch_size: int = 1024,
+) -> dict[str, float]:
+    """Mean metrics over users with a non-empty target.
+
+    Returns:
+        `{"recall@20": .., "ndcg@20": .., ..., "coverage@20": .., "users": n}`.
+    """
+    return user_metrics(score_fn, target, exclude, ks, candidates, batch_size).summary(ks)
 
 
 def evaluate_model(
@@ -137,3 +196,4 @@ def evaluate_model(
 ) -> dict[str, float]:
     """`evaluate_scores` with a fitted model's `score` as the score function."""
     return evaluate_scores(model.score, target, exclude, ks=ks, candidates=candidates, batch_size=batch_size)
+

@@ -15,6 +15,7 @@ import logging
 import re
 from collections import Counter
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -151,8 +152,56 @@ def extract_modality(spec: DatasetSpec, paths: DatasetPaths, modality: str, para
         ConfigError: unknown modality/encoder or bad encoder settings.
     """
     from mmrec.encoders.runner import run_extraction
-    from mmrec.encoders.store import FeatureCache, write_features
+    from mmrec.encoders.store import FeatureCache
 
+    job = plan_extraction(spec, paths, modality, params)
+    ex, encoder = job.params, job.encoder
+    cache = FeatureCache(job.cache_folder, job.info)
+    result = run_extraction(
+        encoder,
+        job.values if job.declared else [(i, None) for i, _ in job.values],
+        cache,
+        batch_size=ex.modality(modality).batch_size,
+        workers=ex.workers,
+        checkpoint_items=ex.checkpoint_items,
+        retry_failed=ex.retry_failed,
+        progress=ex.progress,
+        sort_by_length=modality == "text",
+    )
+    return finish_extraction(job, result, encoder.runtime())
+
+
+@dataclass
+class ExtractionJob:
+    """What one modality's extraction works on, resolved once (by the driver when it is distributed).
+
+    Attributes:
+        values: (item_id, text or absolute media path or None) in the items table's order.
+        declared: whether the dataset declares the modality (undeclared: an empty feature file).
+        info: the encoder's identity (`Encoder.info()`), cache key included.
+        cache_folder: the content-hash cache of that key.
+        out_path: data/<name>/features/<modality>/<encoder>.parquet.
+    """
+
+    spec: DatasetSpec
+    paths: DatasetPaths
+    modality: str
+    params: ExtractParams
+    encoder: Any
+    values: list[tuple[str, Any]]
+    declared: bool
+    info: dict[str, Any]
+    cache_folder: Path
+    out_path: Path
+
+
+def plan_extraction(spec: DatasetSpec, paths: DatasetPaths, modality: str, params: Any = None) -> ExtractionJob:
+    """Resolve the items, encoder and cache of one modality (no model is loaded).
+
+    Raises:
+        StageError: the validated items table is missing.
+        ConfigError: unknown modality/encoder or bad encoder settings.
+    """
     if modality not in MODALITIES:
         raise ConfigError(f"unknown modality {modality!r}; expected one of {list(MODALITIES)}")
     ex = _extract_params(params)
@@ -161,24 +210,26 @@ def extract_modality(spec: DatasetSpec, paths: DatasetPaths, modality: str, para
         raise StageError(f"{table}: validated items table missing; run `mmrec stage validate` first")
     items = pd.read_parquet(table)
     encoder = build_encoder(modality, ex)
-    out_path = paths.features(modality, encoder.id)
-    values = _item_values(items, spec, modality)
-    declared = modality in spec.modalities
     info = encoder.info()
-    cache = FeatureCache(feature_cache_root(paths, ex) / modality / encoder.id / info["cache_key"][:16], info)
-    section = ex.modality(modality)
-    result = run_extraction(
-        encoder,
-        values if declared else [(i, None) for i, _ in values],
-        cache,
-        batch_size=section.batch_size,
-        workers=ex.workers,
-        checkpoint_items=ex.checkpoint_items,
-        retry_failed=ex.retry_failed,
-        progress=ex.progress,
-        sort_by_length=modality == "text",
+    return ExtractionJob(
+        spec=spec, paths=paths, modality=modality, params=ex, encoder=encoder,
+        values=_item_values(items, spec, modality), declared=modality in spec.modalities, info=info,
+        cache_folder=feature_cache_root(paths, ex) / modality / encoder.id / info["cache_key"][:16],
+        out_path=paths.features(modality, encoder.id),
     )
-    runtime = encoder.runtime()
+
+
+def finish_extraction(job: ExtractionJob, result: Any, runtime: dict[str, Any]) -> dict[str, Any]:
+    """Write the feature file (atomically), its sidecar and the report entry of a finished extraction.
+
+    Args:
+        result: an `ExtractionResult` over all of `job.values` (one run, or shards merged in order).
+        runtime: device/precision actually used (`Encoder.runtime()`).
+    """
+    from mmrec.encoders.store import write_features
+
+    spec, paths, modality, info, out_path = job.spec, job.paths, job.modality, job.info, job.out_path
+    declared, values = job.declared, job.values
     meta = {**info, "dataset": spec.name, "items": len(result.item_ids)}
     write_features(out_path, result.item_ids, result.vectors, meta)
     kinds = Counter(_reason_kind(f["reason"]) for f in result.failures)
@@ -197,17 +248,17 @@ def extract_modality(spec: DatasetSpec, paths: DatasetPaths, modality: str, para
         "model_seconds": round(result.model_seconds, 3),
         "items_per_second": round(result.items_per_second, 2),
         "output": str(out_path),
-        "cache": str(cache.folder),
+        "cache": str(job.cache_folder),
     }
     if not declared:
         entry["note"] = f"dataset {spec.name!r} declares no {modality}; the feature file is empty"
     if result.failed > MAX_REPORTED_FAILURES:
         entry["failures_truncated"] = True
     write_json(out_path.with_suffix(".json"), {**entry, "failures": result.failures})
-    merge_report(paths, modality, encoder.id, entry)
+    merge_report(paths, modality, info["encoder"], entry)
     log.info(
         "extract %s/%s: %d encoded, %d cached, %d missing, %d failed in %.1fs (%.1f items/s) -> %s",
-        modality, encoder.id, result.encoded, result.cached, result.missing, result.failed,
+        modality, info["encoder"], result.encoded, result.cached, result.missing, result.failed,
         result.seconds, result.items_per_second, out_path,
     )
     for f in result.failures[:20]:

@@ -76,6 +76,40 @@ def coverage_at_k(top_items: np.ndarray, n_items: int, k: int) -> float:
     return float(np.unique(top_items[:, :k]).size) / n_items
 
 
+def expected_random_at_k(n_relevant: np.ndarray, n_candidates: int, k: int) -> dict[str, np.ndarray]:
+    """Each metric's expected value per user when the candidates are ranked uniformly at random.
+
+    With r relevant among n candidates every position is relevant with probability r/n, and two
+    positions both with probability r(r-1)/(n(n-1)); so, with k' = min(k, n):
+    recall = k'/n, precision = k' r / (n k), hit = 1 - C(n-r, k')/C(n, k'),
+    ndcg = (r/n) sum_{j<=k'} 1/log2(j+1) / IDCG, and
+    map = sum_{j<=k'} (1/j) [r/n + (j-1) r(r-1)/(n(n-1))] / min(r, k).
+    This is the "random ranking" reference of a cold-start slice, exact rather than sampled.
+    """
+    n_rel = np.asarray(n_relevant, dtype=np.float64)
+    if n_rel.ndim != 1 or np.any(n_rel <= 0) or np.any(n_rel > n_candidates):
+        raise ValueError(f"n_relevant must be 1-D with values in [1, n_candidates={n_candidates}]")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    n = float(n_candidates)
+    kk = min(k, n_candidates)
+    j = np.arange(1, kk + 1, dtype=np.float64)
+    p1 = n_rel / n
+    p2 = n_rel * (n_rel - 1) / (n * (n - 1)) if n > 1 else np.zeros_like(n_rel)
+    miss = np.ones_like(n_rel)
+    for i in range(kk):  # P(no relevant item in the first k') = prod (n-r-i)/(n-i)
+        miss *= np.clip(n - n_rel - i, 0, None) / (n - i)
+    discounts = 1.0 / np.log2(j + 1)
+    idcg = np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))[np.minimum(n_rel, k).astype(int) - 1]
+    return {
+        "recall": np.full_like(n_rel, kk / n),
+        "precision": p1 * kk / k,
+        "hit": 1.0 - miss,
+        "ndcg": p1 * discounts.sum() / idcg,
+        "map": ((p1[:, None] + (j[None, :] - 1) * p2[:, None]) / j[None, :]).sum(axis=1) / np.minimum(n_rel, k),
+    }
+
+
 METRIC_FUNCTIONS = {
     "recall": recall_at_k,
     "ndcg": ndcg_at_k,
@@ -83,6 +117,13 @@ METRIC_FUNCTIONS = {
     "map": map_at_k,
     "hit": hit_at_k,
 }
+
+
+def per_user_metrics(hits: np.ndarray, n_relevant: np.ndarray, ks: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """Every metric at every k for each user, keyed `name@k`: (n_users,) float64 arrays."""
+    return {
+        f"{name}@{k}": fn(hits, n_relevant, k).astype(np.float64) for k in ks for name, fn in METRIC_FUNCTIONS.items()
+    }
 
 
 def compute_all(

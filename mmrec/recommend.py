@@ -22,15 +22,15 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mmrec.constants import DEFAULT_K, ITEM_ID, USER_ID
-from mmrec.errors import DataError, ModelError
+from mmrec.errors import ConfigError, DataError, ModelError
 
 if TYPE_CHECKING:
     from mmrec.models.base import Recommender
@@ -45,6 +45,68 @@ OUTPUT_COLUMNS = (USER_ID, ITEM_ID, RANK, SCORE)
 _SCORE_SAMPLE = 200_000
 
 
+class ContentParams(BaseModel):
+    """`recommend.content`: the feature space of the `content` strategy (mmrec/generation.py).
+
+    Attributes:
+        metric: cosine | dot | euclidean | pearson (mmrec/retrieval.py; euclidean = -distance).
+        modalities: the modalities compared; empty = every modality whose features exist.
+        weights: per-modality weight in the fused similarity (unnamed: 1).
+        centre: mean-centre and L2-normalise each modality first (as content_knn does).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    metric: str = "cosine"
+    modalities: list[str] = Field(default_factory=list)
+    weights: dict[str, float] = Field(default_factory=dict)
+    centre: bool = True
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, v: str) -> str:
+        from mmrec.retrieval import METRICS
+
+        if v not in METRICS:
+            raise ValueError(f"unknown similarity metric {v!r}; expected one of {list(METRICS)}")
+        return v
+
+    @field_validator("modalities")
+    @classmethod
+    def _modalities(cls, v: list[str]) -> list[str]:
+        from mmrec.constants import MODALITIES
+
+        unknown = [m for m in v if m not in MODALITIES]
+        if unknown:
+            raise ValueError(f"unknown modality {unknown}; expected some of {list(MODALITIES)}")
+        return v
+
+
+class HybridParams(BaseModel):
+    """`recommend.hybrid`: the blend of the `hybrid` strategy (mmrec/generation.py).
+
+    Attributes:
+        weights: component -> weight, components among model, popularity, content.
+        normalise: per-user `rank` (default: robust to the components' unrelated scales) or
+            `minmax` normalisation before the weighted sum.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    weights: dict[str, float] = Field(default_factory=lambda: {"model": 0.7, "content": 0.3})
+    normalise: Literal["rank", "minmax"] = "rank"
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, v: dict[str, float]) -> dict[str, float]:
+        from mmrec.generation import check_hybrid_weights
+
+        try:
+            return check_hybrid_weights(v)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+
 class RecommendParams(BaseModel):
     """The `recommend:` section of params.yaml (batch top-K generation).
 
@@ -57,6 +119,15 @@ class RecommendParams(BaseModel):
         exclude_seen: mask every item the user already interacted with (all validated
             interactions, not only the training part: a user should not be re-shown what they
             already consumed).
+        strategy: model (the champion's scores) | popularity | content | hybrid; see
+            mmrec/generation.py.
+        threshold: drop recommendations scoring below this (a user then gets fewer than k);
+            None keeps the top k whatever they score. On the strategy's own scale: content =
+            the metric's similarity, hybrid = [0, 1].
+        content, hybrid: settings of those strategies.
+        exclude_items / exclude_items_file: item ids never recommended (file: one id per line
+            or a table with an item_id column; relative to the workspace).
+        candidates_file: recommend only among these item ids (same formats).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -65,6 +136,22 @@ class RecommendParams(BaseModel):
     batch_size: int = Field(1024, ge=1)
     max_chunk_mb: int = Field(512, ge=1)
     exclude_seen: bool = True
+    strategy: str = "model"
+    threshold: float | None = None
+    content: ContentParams = Field(default_factory=ContentParams)
+    hybrid: HybridParams = Field(default_factory=HybridParams)
+    exclude_items: list[str] = Field(default_factory=list)
+    exclude_items_file: str | None = None
+    candidates_file: str | None = None
+
+    @field_validator("strategy")
+    @classmethod
+    def _strategy(cls, v: str) -> str:
+        from mmrec.generation import STRATEGIES
+
+        if v not in STRATEGIES:
+            raise ValueError(f"unknown recommendation strategy {v!r}; expected one of {list(STRATEGIES)}")
+        return v
 
     def chunk_users(self, n_items: int) -> int:
         """Users per chunk for a catalogue of `n_items`: `batch_size`, shrunk to fit `max_chunk_mb`."""
@@ -80,7 +167,16 @@ def recommend_params(params: Any) -> RecommendParams:
         return section
     if isinstance(section, BaseModel):
         section = section.model_dump()
-    return RecommendParams.model_validate(section)
+    return parse_recommend_params(section)
+
+
+def parse_recommend_params(section: dict[str, Any]) -> RecommendParams:
+    """A `recommend:` mapping validated; bad keys or values are a ConfigError naming them."""
+    try:
+        return RecommendParams.model_validate(section)
+    except ValidationError as exc:
+        problems = "; ".join(f"recommend.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid recommend params: {problems}") from exc
 
 
 # -- core: chunked scoring -------------------------------------------------------------------
@@ -270,6 +366,13 @@ class _Stats:
 # -- writing ----------------------------------------------------------------------------------
 
 
+def _schema() -> Any:  # -> pa.Schema
+    """The arrow schema of latest.parquet (shared with the Dask writer, so both write the same bytes)."""
+    import pyarrow as pa
+
+    return pa.schema([(USER_ID, pa.string()), (ITEM_ID, pa.string()), (RANK, pa.int32()), (SCORE, pa.float32())])
+
+
 def write_recommendations(
     model: Recommender,
     path: str | Path,
@@ -300,7 +403,7 @@ def write_recommendations(
     assert model.item_ids is not None
     start = time.perf_counter()
     stats = _Stats(n_items=len(model.item_ids), rng=np.random.default_rng(0))
-    schema = pa.schema([(USER_ID, pa.string()), (ITEM_ID, pa.string()), (RANK, pa.int32()), (SCORE, pa.float32())])
+    schema = _schema()
     with atomic_path(path) as tmp:
         with pq.ParquetWriter(tmp, schema) as writer:
             for n, (batch, idx, val) in enumerate(iter_topk(model, users, k, batch_size, exclude)):
@@ -354,7 +457,12 @@ def recommend_for_ids(
 
         train = model.train_matrix
         pop = popularity_scores(train) if train is not None else np.zeros(len(model.item_ids), np.float32)
+        cold_user_scores = getattr(model, "cold_user_scores", None)  # a StrategyScorer applies its filters
+        if cold_user_scores is not None:
+            pop = cold_user_scores()
         idx, val = topk(pop[None, :], k)
+        keep = np.isfinite(val[0])
+        idx, val = idx[:, keep], val[:, keep]
         item_ids = np.asarray(model.item_ids, dtype=object)[idx[0]]
         for u in unknown:
             frames.append(
@@ -370,31 +478,41 @@ def recommend_for_ids(
 
 def read_user_ids(path: str | Path) -> list[str]:
     """User ids from a file: one per line, or a CSV/TSV/parquet with a `user_id` column."""
+    return read_ids(path, USER_ID, what="users")
+
+
+def read_ids(path: str | Path, column: str, what: str = "ids") -> list[str]:
+    """Ids from a file: one per line, or a CSV/TSV/parquet with a `column` column."""
     p = Path(path)
     if not p.is_file():
-        raise DataError(f"{p}: users file not found (one user id per line, or a table with a {USER_ID!r} column)")
+        raise DataError(f"{p}: {what} file not found (one id per line, or a table with a {column!r} column)")
     if p.suffix == ".parquet":
         df = pd.read_parquet(p)
     else:
         first = p.read_text(encoding="utf-8").splitlines()[:1]
         sep = "\t" if first and "\t" in first[0] else ","
-        if first and USER_ID in [c.strip() for c in first[0].split(sep)]:
+        if first and column in [c.strip() for c in first[0].split(sep)]:
             df = pd.read_csv(p, sep=sep, dtype=str)
         else:
             return [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if USER_ID not in df.columns:
-        raise DataError(f"{p}: no {USER_ID!r} column; columns are {list(df.columns)}")
-    return df[USER_ID].astype(str).tolist()
+    if column not in df.columns:
+        raise DataError(f"{p}: no {column!r} column; columns are {list(df.columns)}")
+    return df[column].astype(str).tolist()
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:
     """The nightly run's summary as markdown (the Prefect artifact and the report file)."""
     model = summary.get("model", {})
+    how = ""
+    if summary.get("strategy", "model") != "model":
+        how += f", strategy `{summary['strategy']}`"
+    if summary.get("threshold") is not None:
+        how += f", scores >= {summary['threshold']}"
     lines = [
         f"# Recommendations: {summary.get('dataset', '')}",
         "",
         f"Model **{model.get('name', '?')}** (registry `{model.get('registered_model', '-')}` version "
-        f"{model.get('version', '-')}, alias `{model.get('alias', '-')}`), top-{summary['k']} per user.",
+        f"{model.get('version', '-')}, alias `{model.get('alias', '-')}`), top-{summary['k']} per user{how}.",
         "",
         "| users | covered | with full top-K | rows | items recommended | catalogue coverage | seconds | users/s |",
         "|---|---|---|---|---|---|---|---|",
@@ -415,18 +533,38 @@ def summary_markdown(summary: dict[str, Any]) -> str:
 # -- the stage ----------------------------------------------------------------------------------
 
 
+def strategy_scorer(ctx: StageContext, model: Recommender, rp: RecommendParams, history: sp.csr_matrix | None = None) -> Any:
+    """What to rank with under `rp` (mmrec/generation.py): the model itself with the defaults.
+
+    Content features are read from the dataset's extracted features, aligned with the model's
+    item index; relative filter files are resolved against the workspace.
+    """
+    from mmrec.generation import build_scorer
+    from mmrec.models.features import load_item_features
+
+    assert model.item_ids is not None
+
+    def load_features(modalities: list[str] | None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        return load_item_features(ctx.paths, ctx.params.extract, model.item_ids, modalities)  # type: ignore[arg-type]
+
+    return build_scorer(model, rp, history=history, load_features=load_features, base_dir=ctx.workspace)
+
+
 def run_recommend(
     ctx: StageContext,
     k: int | None = None,
     model: Recommender | None = None,
     model_info: dict[str, Any] | None = None,
     fail_after_batches: int | None = None,
+    client: Any = None,
 ) -> dict[str, Any]:
     """The nightly job: the registry's champion's top-K for every user, to latest.parquet.
 
     Args:
         model: use this model instead of loading the champion (tests, ad-hoc runs).
         k: overrides `recommend.k`.
+        client: a `distributed.Client`: score user blocks on its workers
+            (`mmrec.distributed.scoring`, same file as without it); None scores in this process.
 
     Returns:
         The summary (also written to reports/<name>/recommendations.json and .md).
@@ -444,15 +582,36 @@ def run_recommend(
         model, model_info = load_champion(ctx)
     interactions = None
     validated = ctx.paths.validated_table("interactions")
-    if rp.exclude_seen and validated.is_file():
+    if (rp.exclude_seen or rp.strategy != "model") and validated.is_file():
         interactions = pd.read_parquet(validated, columns=[USER_ID, ITEM_ID])
-    exclude = history_matrix(model, interactions) if rp.exclude_seen else None
-    log.info("recommending top-%d for %d users over %d items", k, len(model.user_ids) if model.user_ids is not None else 0, model.n_items)
-    summary = write_recommendations(
-        model, ctx.paths.recommendations, k=k, batch_size=rp.chunk_users(model.n_items), exclude=exclude,
-        fail_after_batches=fail_after_batches,
+    history = history_matrix(model, interactions)
+    exclude = history if rp.exclude_seen else None
+    scorer = strategy_scorer(ctx, model, rp, history)
+    log.info(
+        "recommending top-%d (%s) for %d users over %d items",
+        k, rp.strategy, len(model.user_ids) if model.user_ids is not None else 0, model.n_items,
     )
-    summary = {"dataset": ctx.spec.name, "model": {"name": model.name, **(model_info or {})}, **summary}
+    # a hybrid holds each component's chunk of scores besides the blend: shrink the chunk to match
+    parts = 1 + len([w for w in rp.hybrid.weights.values() if w > 0]) if rp.strategy == "hybrid" else 1
+    chunk = max(1, rp.chunk_users(model.n_items) // parts)
+    if client is not None:
+        from mmrec.distributed.scoring import DEFAULT_BLOCK_USERS, write_recommendations_dask
+
+        block = getattr(getattr(ctx.params, "orchestrate", None), "score_block_users", DEFAULT_BLOCK_USERS)
+        summary = write_recommendations_dask(scorer, ctx.paths.recommendations, client, k=k, batch_size=chunk,
+                                             exclude=exclude, block_users=block)
+    else:
+        summary = write_recommendations(
+            scorer, ctx.paths.recommendations, k=k, batch_size=chunk,  # type: ignore[arg-type]
+            exclude=exclude, fail_after_batches=fail_after_batches,
+        )
+    summary = {
+        "dataset": ctx.spec.name,
+        "model": {"name": model.name, **(model_info or {})},
+        "strategy": rp.strategy,
+        **({"threshold": rp.threshold} if rp.threshold is not None else {}),
+        **summary,
+    }
     write_json(ctx.paths.reports / "recommendations.json", summary)
     write_text(ctx.paths.reports / "recommendations.md", summary_markdown(summary))
     log.info(

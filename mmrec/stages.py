@@ -38,6 +38,7 @@ STAGES = (  # in pipeline order (what `mmrec stage` accepts)
     "extract_video",
     "train",
     "evaluate",
+    "materialize",
 )
 
 
@@ -127,6 +128,7 @@ def _model_names(ctx: StageContext, models: Sequence[str] | None) -> list[str]:
 
 def run_train(ctx: StageContext, models: Sequence[str] | None = None) -> dict[str, Any]:
     """Fit every configured model on train (early stopping on valid) and save it."""
+    from mmrec.distributed.ddp import is_main_process
     from mmrec.models import create_model
     from mmrec.models.features import load_item_features, modalities_of, with_features
 
@@ -144,7 +146,8 @@ def run_train(ctx: StageContext, models: Sequence[str] | None = None) -> dict[st
         seed_everything(ctx.params.train.seed)
         log.info("training %s %s", name, model.get_params())
         model.fit(train, data.valid)
-        model.save(ctx.paths.model_dir(name))
+        if is_main_process():  # under torchrun every rank holds the same model; one writes it
+            model.save(ctx.paths.model_dir(name))
         summary["models"][name] = {
             "params": model.get_params(),
             "train_seconds": round(model.train_seconds, 3),
@@ -152,25 +155,68 @@ def run_train(ctx: StageContext, models: Sequence[str] | None = None) -> dict[st
             "best_epoch": model.best_epoch,
         }
         log.info("trained %s in %.1fs (%d epochs)", name, model.train_seconds, model.epochs)
+    if not is_main_process():
+        return summary
+    if ctx.params.features.point_in_time_training:
+        summary["point_in_time"] = write_point_in_time_training_set(ctx)
     write_json(ctx.paths.models / "train_summary.json", summary)
     return summary
 
 
+def write_point_in_time_training_set(ctx: StageContext) -> dict[str, Any]:
+    """The training interactions joined with item/user statistics as of each one (Feast's
+    `get_historical_features`), written beside the models for training code to read."""
+    from mmrec.features import point_in_time_training_set
+    from mmrec.io import write_parquet
+
+    df = point_in_time_training_set(ctx)
+    path = ctx.paths.models / "training_set.parquet"
+    write_parquet(path, df)
+    return {"path": str(path), "rows": int(len(df)), "columns": [str(c) for c in df.columns]}
+
+
 def run_evaluate(ctx: StageContext, models: Sequence[str] | None = None) -> dict[str, Any]:
-    """Evaluate the saved models: valid (selection), test (touched once), cold slice; write reports."""
+    """Evaluate the saved models and write metrics.json, metrics.md and the report.
+
+    Per model: valid (selection), test (touched once), the sparse-user slice of test, the cold
+    slice with its random reference and personalisation, the learning curve and timings; then
+    paired bootstrap ratios against `evaluate.reference` and, when configured, the per-modality
+    ablation (`mmrec.ablation`). The report is rendered from the metrics dict (`mmrec.report`).
+    """
     import scipy.sparse as sp
 
-    from mmrec.evaluate import evaluate_model
+    from mmrec import analysis
+    from mmrec.evaluate import UserMetrics, user_metrics
     from mmrec.models import load_model
+    from mmrec.report import write_report
 
     data = load_split_data(ctx)
-    ks = tuple(ctx.params.evaluate.ks)
-    bs = ctx.params.evaluate.batch_size
+    ev = ctx.params.evaluate
+    ks = tuple(ev.ks)
+    bs = ev.batch_size
     train = data.train.matrix
     history = sp.csr_matrix(train + data.valid)
     history.data[:] = 1.0
+    has_cold = data.cold_test is not None and data.cold_test.nnz > 0 and len(data.cold_items) > 0
+    k_main = 20 if 20 in ks else max(ks)
+    lift_keys = [f"{m}@{k}" for m in ("recall", "ndcg") for k in ks]
+    names = _model_names(ctx, models)
+
+    def slices(score_fn: Any) -> dict[str, UserMetrics]:
+        test = user_metrics(score_fn, data.test, history, ks, batch_size=bs)
+        out = {"test": test, "sparse": test.subset(analysis.sparse_user_mask(train, test.users, ev.sparse_max_train))}
+        if has_cold:
+            assert data.cold_test is not None
+            out["cold"] = user_metrics(score_fn, data.cold_test, history, ks, candidates=data.cold_items, batch_size=bs)
+        return out
+
+    rand = slices(analysis.random_score_fn(len(data.item_ids), ev.seed))
+    random_ref: dict[str, Any] = {part: {"measured": um.summary(ks)} for part, um in rand.items()}
+    if has_cold:
+        random_ref["cold"]["expected"] = analysis.expected_random(rand["cold"], ks)
     results: dict[str, Any] = {}
-    for name in _model_names(ctx, models):
+    per_user: dict[str, dict[str, UserMetrics]] = {}
+    for name in names:
         folder = ctx.paths.model_dir(name)
         if not (folder / "model.json").is_file():
             raise StageError(f"{folder}: model {name!r} not trained; run `mmrec stage train` first")
@@ -178,30 +224,73 @@ def run_evaluate(ctx: StageContext, models: Sequence[str] | None = None) -> dict
         if list(model.item_ids) != list(data.item_ids):
             raise StageError(f"{folder}: model {name!r} was trained on another split; re-run `mmrec stage train`")
         start = time.perf_counter()
+        per_user[name] = slices(model.score)
         entry: dict[str, Any] = {
-            "valid": evaluate_model(model, data.valid, train, ks, batch_size=bs),
-            "test": evaluate_model(model, data.test, history, ks, batch_size=bs),
+            "valid": user_metrics(model.score, data.valid, train, ks, batch_size=bs).summary(ks),
+            **{part: um.summary(ks) for part, um in per_user[name].items()},
         }
-        if data.cold_test is not None and data.cold_test.nnz and len(data.cold_items):
-            entry["cold"] = evaluate_model(model, data.cold_test, history, ks, candidates=data.cold_items, batch_size=bs)
+        entry["sparse"]["max_train_interactions"] = ev.sparse_max_train
+        if has_cold:
+            entry["cold_random_lift"] = analysis.lift(entry["cold"], random_ref["cold"]["expected"], lift_keys)
+            entry["cold_personalisation"] = analysis.rank_personalisation(
+                model.score, per_user[name]["cold"].users, data.cold_items, ev.personalisation_pairs, ev.seed
+            )
         entry["train_seconds"] = round(model.train_seconds, 3)
         entry["epochs"] = model.epochs
         entry["best_epoch"] = model.best_epoch
+        speed = analysis.seconds_per_epoch(model.history, model.train_seconds, model.epochs)
+        entry["seconds_per_epoch"] = round(speed, 4)
         entry["eval_seconds"] = round(time.perf_counter() - start, 3)
+        entry["history"] = analysis.compact_history(model.history)
         entry["params"] = model.get_params()
         results[name] = entry
-    metric = ctx.params.evaluate.selection_metric
+    metric = ev.selection_metric
     best = max(results, key=lambda m: results[m]["valid"].get(metric, float("-inf"))) if results else None
-    report = {
+    comparisons: dict[str, Any] = {
+        "reference": ev.reference,
+        "metrics": [f"recall@{k_main}", f"ndcg@{k_main}"],
+        "confidence": ev.confidence,
+        "resamples": ev.bootstrap_resamples,
+        "seed": ev.seed,
+    }
+    if ev.reference in per_user:
+        for part in per_user[ev.reference]:
+            comparisons[part] = analysis.compare_to_reference(
+                {n: pu[part] for n, pu in per_user.items()}, ev.reference, comparisons["metrics"],
+                ev.bootstrap_resamples, ev.seed, ev.confidence,
+            )["models"]
+    else:
+        comparisons["skipped"] = f"reference model {ev.reference!r} is not among the evaluated models {names}"
+    report: dict[str, Any] = {
         "dataset": ctx.spec.name,
         "split": {"kind": data.kind, "hash": data.split_hash},
+        "counts": {
+            "users": int(data.train.n_users),
+            "items": int(data.train.n_items),
+            "cold_items": int(len(data.cold_items)),
+        },
         "selection_metric": metric,
         "best_model": best,
         "models": results,
+        "random": random_ref,
+        "comparisons": comparisons,
     }
+    report["targets"] = analysis.quality_targets(report, ev.cold_lift_target)
+    if ev.ablation.model:
+        from mmrec.ablation import run_ablation
+
+        report["ablation"] = run_ablation(ctx.params, ctx.paths, data, history)
     write_json(ctx.paths.metrics, report)
     write_text(ctx.paths.reports / "metrics.md", format_metrics_markdown(report))
+    write_report(report, ctx.paths.reports)
     return report
+
+
+def run_materialize(ctx: StageContext) -> dict[str, Any]:
+    """Export the feature tables, apply the Feast repo and materialise the online store (mmrec.features)."""
+    from mmrec.features import run_materialize as materialize
+
+    return materialize(ctx)
 
 
 def format_metrics_table(report: dict[str, Any], k: int = 20) -> str:
@@ -210,7 +299,7 @@ def format_metrics_table(report: dict[str, Any], k: int = 20) -> str:
     head = f"{'model':<12} {'part':<6} " + " ".join(f"{c:>13}" for c in cols) + f" {'train s':>8} {'epochs':>6}"
     lines = [head, "-" * len(head)]
     for name, entry in report["models"].items():
-        for part in ("valid", "test", "cold"):
+        for part in ("valid", "test", "sparse", "cold"):
             if part not in entry:
                 continue
             vals = " ".join(f"{entry[part].get(c, float('nan')):>13.4f}" for c in cols)
@@ -248,6 +337,7 @@ STAGE_FUNCTIONS: dict[str, Callable[[StageContext], dict[str, Any]]] = {
     **{f"extract_{m}": functools.partial(run_extract, modality=m) for m in MODALITIES},
     "train": run_train,
     "evaluate": run_evaluate,
+    "materialize": run_materialize,
 }
 
 

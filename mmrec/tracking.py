@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mmrec.errors import ConfigError, ModelError, StageError
+from mmrec.errors import ConfigError, MMRecError, ModelError, ServiceUnavailable, StageError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -390,6 +390,8 @@ def log_model_run(
         if uri or not log_model:
             log.info("model %s already logged in run %s (same content); reusing it", name, found.info.run_id)
             return LoggedRun(name, found.info.run_id, uri, digest, valid_value, reused=True)
+        if found.info.status == "RUNNING":  # an attempt that lost the server mid-way: close it
+            client.set_terminated(found.info.run_id, status="FAILED")
     model = load_model(folder)
     split = report.get("split", {})
     tags = {
@@ -416,7 +418,7 @@ def log_model_run(
             for key, value in row.items():
                 if key != "epoch" and isinstance(value, int | float):
                     metrics.append(Metric(mlflow_key(f"epoch_{key}"), float(value), now, step))
-        for part in ("valid", "test", "cold"):
+        for part in ("valid", "test", "sparse", "cold"):
             for key, value in entry.get(part, {}).items():
                 if isinstance(value, int | float):
                     metrics.append(Metric(mlflow_key(f"{part}_{key}"), float(value), now, 0))
@@ -439,6 +441,7 @@ def log_model_run(
         for f in (
             ctx.paths.metrics,
             ctx.paths.reports / "metrics.md",
+            ctx.paths.reports / "report.md",
             ctx.paths.validation_report,
             ctx.paths.validation_markdown,
             ctx.paths.reports / "extraction.json",
@@ -648,19 +651,71 @@ def track_training(ctx: StageContext, report: dict[str, Any] | None = None, tp: 
     name = registered_model_name(ctx.spec.name)
     out: dict[str, Any] = {"tracking_uri": uri, "experiment": experiment_name(ctx.spec.name), "runs": {},
                            "registered_model": name, "version": None, "decision": None}
-    with _mlflow(uri) as client:
-        exp_id = _experiment_id(client, experiment_name(ctx.spec.name), uri, tp, ctx.workspace)
-        logged: dict[str, LoggedRun] = {}
-        for model_name, entry in report["models"].items():
-            logged[model_name] = log_model_run(ctx, client, exp_id, model_name, entry, report,
-                                               log_model=tp.log_all_models or model_name == best, metric=metric)
-            out["runs"][model_name] = logged[model_name].run_id
-        if tp.register_best and best in logged:
-            mv = register(client, name, ctx.spec.name, logged[best], report["models"][best], report)
-            out["version"] = str(mv.version)
-            if tp.auto_promote:
-                out["decision"] = evaluate_gate(client, name, str(mv.version), metric, tp).to_dict()
+    # Order matters for a server that dies mid-way: every run and its model artifacts are
+    # uploaded first; a version is created only for a fully uploaded model; aliases move last.
+    step = "connecting"
+    try:
+        with _mlflow(uri) as client:
+            exp_id = _experiment_id(client, experiment_name(ctx.spec.name), uri, tp, ctx.workspace)
+            logged: dict[str, LoggedRun] = {}
+            for model_name, entry in report["models"].items():
+                step = f"logging the run of model {model_name!r}"
+                logged[model_name] = log_model_run(ctx, client, exp_id, model_name, entry, report,
+                                                   log_model=tp.log_all_models or model_name == best, metric=metric)
+                out["runs"][model_name] = logged[model_name].run_id
+            if tp.register_best and best in logged:
+                step = f"registering model {best!r}"
+                mv = register(client, name, ctx.spec.name, logged[best], report["models"][best], report)
+                out["version"] = str(mv.version)
+                if tp.auto_promote:
+                    step = f"applying the promotion gate to version {mv.version}"
+                    out["decision"] = evaluate_gate(client, name, str(mv.version), metric, tp).to_dict()
+    except Exception as exc:
+        if _is_local(uri) or isinstance(exc, MMRecError) or _server_alive(uri):
+            raise
+        raise _unreachable(uri, name, step, exc) from exc
     return out
+
+
+def _server_alive(uri: str, timeout: float = 3.0) -> bool:
+    """Whether the tracking server answers `/health` (tells a dead server from an MLflow error)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def _unreachable(uri: str, name: str, step: str, exc: BaseException) -> ServiceUnavailable:
+    """The error for a tracking server lost mid-way, saying what state the registry was left in."""
+    if step.startswith(("connecting", "logging")):
+        state = (f"this attempt created no version of {name!r} and moved no alias (runs logged before the failure stay "
+                 "in the experiment; an unfinished one is marked FAILED by the next attempt)")
+    elif step.startswith("registering"):
+        state = (f"no alias moved; a version of {name!r} exists only if the server committed it before failing, and "
+                 "then with its complete artifacts (the model was uploaded first); the next attempt reuses it")
+    else:
+        state = (f"the version is registered with complete artifacts; the champion alias may not have moved; "
+                 f"check with `mmrec promote` / the MLflow UI")
+    return ServiceUnavailable(
+        "mlflow", uri,
+        f"MLflow tracking server {uri} became unreachable while {step} ({_cause(exc)}). Registry state: {state}. "
+        "Re-run the pipeline once the server is back (finished stages are cached).",
+    )
+
+
+def _cause(exc: BaseException) -> str:
+    """A one-line reason (MLflow's own message embeds a whole urllib3 retry report)."""
+    import re
+
+    text = " ".join(str(e) for e in (exc, exc.__cause__, exc.__context__) if e is not None)
+    reason = next((label for pattern, label in (("refused", "connection refused"), ("timed out", "timed out"),
+                                                ("aborted|reset|RemoteDisconnected|closed", "connection dropped"))
+                   if re.search(pattern, text, re.IGNORECASE)), type(exc).__name__)
+    call = re.search(r"API request to \S+?(/api/\S+?)[?\s]", text)
+    return f"{reason} on {call.group(1)}" if call else reason
 
 
 # -- commands: promote, rollback, load ----------------------------------------------------------
@@ -792,6 +847,17 @@ def load_champion(ctx: StageContext, alias: str = CHAMPION, tp: TrackingParams |
             raise ModelError(f"{model_uri} (version {str(mv.version)}) could not be loaded: {exc}") from exc
         model = pyfunc.unwrap_python_model().model
     return model, {"registered_model": name, "version": str(mv.version), "alias": alias, "run_id": mv.run_id, "model_uri": model_uri}
+
+
+def alias_version(ctx: StageContext, alias: str = CHAMPION, tp: TrackingParams | None = None) -> str | None:
+    """The version `alias` points at (None when nothing is registered or the alias is unset).
+
+    Cheap (one registry query, no artifact download): the API polls it to notice a promotion.
+    """
+    tp, uri, name, _ = _registry_target(ctx, tp)
+    with _mlflow(uri) as client:
+        mv = _alias_version(client, name, alias)
+    return str(mv.version) if mv is not None else None
 
 
 def check_uri(uri: str) -> None:

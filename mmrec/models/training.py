@@ -286,6 +286,10 @@ class FactorModel(ColdUserFallback, Recommender):
             raise ModelError(f"{self.name}: bad device {self.device!r} ({exc}); use 'cpu' or 'cuda'") from exc
         matrix = sp.csr_matrix(train.matrix)
         self._params = self._build(matrix, generator, device)
+        # under torchrun: DDP over the processes, each taking a share of every batch (None otherwise)
+        from mmrec.distributed.ddp import DataParallel
+
+        dp = DataParallel.wrap(self, device)
         optimiser = torch.optim.Adam(list(self._params.values()), lr=self.lr)
         users, items = positive_pairs(matrix)
         if len(users) == 0:
@@ -295,14 +299,18 @@ class FactorModel(ColdUserFallback, Recommender):
         def train_epoch(epoch: int) -> float:
             total = 0.0
             for u, p, n in bpr_batches(users, items, sampler, self.batch_size, rng):
-                loss = self._batch_loss(
-                    torch.from_numpy(u).to(device), torch.from_numpy(p).to(device), torch.from_numpy(n).to(device)
-                )
+                if dp is not None:
+                    loss, share = dp.loss(u, p, n)
+                else:
+                    loss = self._batch_loss(
+                        torch.from_numpy(u).to(device), torch.from_numpy(p).to(device), torch.from_numpy(n).to(device)
+                    )
+                    share = float(loss.detach()) * len(u)
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
-                total += float(loss.detach()) * len(u)
-            return total / len(users)
+                total += share
+            return (total if dp is None else dp.all_sum(total)) / len(users)
 
         def evaluate() -> float:
             self._export()
@@ -318,7 +326,7 @@ class FactorModel(ColdUserFallback, Recommender):
 
         self.history, self.epochs, self.best_epoch = run_epochs(
             train_epoch,
-            evaluate if valid is not None and valid.nnz else None,
+            (evaluate if dp is None else dp.on_main(evaluate)) if valid is not None and valid.nnz else None,
             snapshot,
             restore,
             self.max_epochs,

@@ -56,6 +56,7 @@ def merge(base: dict, extra: dict) -> dict:
 def dvc_repo(tmp_path_factory) -> Path:
     repo = tmp_path_factory.mktemp("dvcrepo")
     shutil.copytree(REPO / "mmrec", repo / "mmrec", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "feature_repo", repo / "feature_repo", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", repo / "dvc.yaml")
     shutil.copy(REPO / ".gitignore", repo / ".gitignore")
     params = merge(yaml.safe_load((REPO / "params.yaml").read_text()), SMALL_PARAMS)
@@ -80,6 +81,8 @@ def test_repro_from_clean_repo_then_incremental(dvc_repo: Path):
     for modality in ("text", "image", "audio", "video"):
         assert list((dvc_repo / f"data/synth/features/{modality}").glob("*.parquet")), modality
     assert (dvc_repo / "dvc.lock").is_file()
+    features = json.loads((dvc_repo / "reports/synth/features.json").read_text())
+    assert features["apply"]["project"] == "mmrec_synth" and (dvc_repo / "data/synth/feast/sqlite/online.db").is_file()
 
     # nothing changed: nothing runs
     out = run([sys.executable, "-m", "dvc", "repro"], dvc_repo).stdout
@@ -91,7 +94,7 @@ def test_repro_from_clean_repo_then_incremental(dvc_repo: Path):
     (dvc_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = run([sys.executable, "-m", "dvc", "repro"], dvc_repo).stdout
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    assert ran == {"evaluate"}, out
+    assert ran == {"evaluate", "materialize"}, out  # materialize reads metrics.json (the best model)
     again = json.loads((dvc_repo / "reports/synth/metrics.json").read_text())
     assert "recall@5" in again["models"]["bpr"]["test"]
     assert again["models"]["bpr"]["test"]["recall@20"] == metrics["models"]["bpr"]["test"]["recall@20"]

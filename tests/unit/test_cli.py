@@ -52,6 +52,19 @@ def test_every_stage_on_tiny_dataset(tiny_dataset: Path, workspace: Path, tmp_pa
         assert list(df.columns) == ["user_id", "item_id", "timestamp"]
     assert (workspace / "reports/tiny/validation.json").is_file()
     assert (workspace / "reports/tiny/metrics.md").read_text().startswith("# Evaluation: tiny")
+    # the report blocks: sparse slice, cold random reference, bootstrap ratios, learning curves
+    bpr = metrics["models"]["bpr"]
+    assert bpr["sparse"]["max_train_interactions"] == 20 and bpr["sparse"]["users"] <= bpr["test"]["users"]
+    assert bpr["history"] and bpr["seconds_per_epoch"] > 0
+    expected = metrics["random"]["cold"]["expected"]
+    assert expected["recall@20"] == min(20, expected["candidates"]) / expected["candidates"]
+    assert "mean_spearman" in bpr["cold_personalisation"] and "recall@20" in bpr["cold_random_lift"]
+    ci = metrics["comparisons"]["test"]["bpr"]["recall@20"]
+    assert ci["ratio"] is None or ci["low"] <= ci["ratio"] <= ci["high"]
+    assert "lightgcn" not in metrics["comparisons"]["test"] and metrics["comparisons"]["reference"] == "lightgcn"
+    report = (workspace / "reports/tiny/report.md").read_text()
+    assert "## Warm test" in report and "## Against lightgcn" in report
+    assert (workspace / "reports/tiny/figures/learning_curves.png").is_file()
 
 
 def test_single_stage_needs_its_inputs(tiny_dataset: Path, workspace: Path):

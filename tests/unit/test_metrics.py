@@ -77,3 +77,26 @@ def test_compute_all_keys_and_means():
 def test_bad_input(hits, nrel, k, msg):
     with pytest.raises(ValueError, match=msg):
         M.recall_at_k(hits, nrel, k)
+
+
+def test_per_user_metrics_keeps_users_apart():
+    res = M.per_user_metrics(HITS, NREL, (2, 4))
+    np.testing.assert_allclose(res["recall@4"], [2 / 3, 1.0])
+    np.testing.assert_allclose(res["ndcg@2"], [0.613147, 0.0], atol=1e-6)
+    assert set(res) == {f"{m}@{k}" for m in M.METRICS for k in (2, 4)}
+
+
+def test_expected_random_by_hand():
+    """4 candidates, k=2. r=1: recall 2/4, precision 1/4, hit 1 - C(3,2)/C(4,2) = 1/2,
+    ndcg (1/4)(1 + 1/log2 3) = 0.407732, map (1/4)/1 + (1/4)/2 = 0.375.
+    r=2: recall 1/2, precision 1/2, hit 1 - 1/6, ndcg 1/2, map (1/2 + (1/2 + 1/6)/2) / 2 = 5/12."""
+    exp = M.expected_random_at_k(np.array([1, 2]), 4, 2)
+    np.testing.assert_allclose(exp["recall"], [0.5, 0.5])
+    np.testing.assert_allclose(exp["precision"], [0.25, 0.5])
+    np.testing.assert_allclose(exp["hit"], [0.5, 5 / 6])
+    np.testing.assert_allclose(exp["ndcg"], [0.407732, 0.5], atol=1e-6)
+    np.testing.assert_allclose(exp["map"], [0.375, 5 / 12])
+    # k beyond the candidates: everything is ranked, recall is 1
+    np.testing.assert_allclose(M.expected_random_at_k(np.array([1]), 3, 10)["recall"], [1.0])
+    with pytest.raises(ValueError, match="n_relevant"):
+        M.expected_random_at_k(np.array([5]), 4, 2)
