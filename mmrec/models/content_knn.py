@@ -31,7 +31,7 @@ import scipy.sparse as sp
 from mmrec.data.interactions import Interactions
 from mmrec.errors import ModelError
 from mmrec.models.base import Recommender
-from mmrec.models.features import centred_unit, check_modalities, modality_mask
+from mmrec.models.features import centred_unit, check_modalities, check_weights, modality_mask
 from mmrec.models.registry import register_model
 from mmrec.models.training import ColdUserFallback
 
@@ -111,12 +111,7 @@ class ContentKNN(ColdUserFallback, Recommender):
     ) -> None:
         super().__init__()
         self.modalities = list(check_modalities(self.name, modalities))
-        self.weights = {str(m): float(w) for m, w in (weights or {}).items()}
-        stray = sorted(set(self.weights) - set(self.modalities))
-        if stray:
-            raise ModelError(f"content_knn: weights name {stray}, which are not in modalities {self.modalities}")
-        if any(w < 0 for w in self.weights.values()) or not any(self.weight(m) > 0 for m in self.modalities):
-            raise ModelError(f"content_knn: weights must be >= 0 with at least one > 0, got {self.weights}")
+        self.weights = check_weights(self.name, weights, self.modalities)
         if int(k) < 0:
             raise ModelError(f"content_knn: k must be >= 0 (0 = every item), got {k}")
         if shrink < 0:

@@ -177,6 +177,20 @@ def check_modalities(model: str, modalities: Sequence[str]) -> tuple[str, ...]:
     return mods
 
 
+def check_weights(model: str, weights: Mapping[str, float] | None, modalities: Sequence[str]) -> dict[str, float]:
+    """Validate per-modality fusion weights: only used modalities, >= 0, at least one > 0.
+
+    Unnamed modalities weigh 1, so `{}` means "all equal".
+    """
+    out = {str(m): float(w) for m, w in (weights or {}).items()}
+    stray = sorted(set(out) - set(modalities))
+    if stray:
+        raise ModelError(f"{model}: weights name {stray}, which are not in modalities {list(modalities)}")
+    if any(w < 0 for w in out.values()) or not any(out.get(m, 1.0) > 0 for m in modalities):
+        raise ModelError(f"{model}: weights must be >= 0 with at least one > 0, got {out}")
+    return out
+
+
 def modalities_of(model: Any) -> tuple[str, ...]:
     """The modalities a (constructed) model needs: its class's `required_modalities` plus its
     `modalities` hyper-parameter when it has one. The train stage loads exactly these."""

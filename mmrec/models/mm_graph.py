@@ -33,7 +33,7 @@ from mmrec.data.interactions import Interactions
 from mmrec.errors import ModelError
 from mmrec.models.bpr import bpr_loss, l2_penalty
 from mmrec.models.content_knn import BLOCK, topk_sparse
-from mmrec.models.features import centred_unit, check_modalities, modality_mask
+from mmrec.models.features import centred_unit, check_modalities, check_weights, modality_mask
 from mmrec.models.lightgcn import LightGCN
 from mmrec.models.registry import register_model
 from mmrec.models.training import check_positive
@@ -107,12 +107,7 @@ class MMGraph(LightGCN):
     ) -> None:
         super().__init__(dim, n_layers, lr, reg, batch_size, max_epochs, eval_every, patience, init_std, seed, device)
         self.modalities = list(check_modalities(self.name, modalities))
-        self.weights = {str(m): float(w) for m, w in (weights or {}).items()}
-        stray = sorted(set(self.weights) - set(self.modalities))
-        if stray:
-            raise ModelError(f"mm_graph: weights name {stray}, which are not in modalities {self.modalities}")
-        if any(w < 0 for w in self.weights.values()) or not any(self.weights.get(m, 1.0) > 0 for m in self.modalities):
-            raise ModelError(f"mm_graph: weights must be >= 0 with at least one > 0, got {self.weights}")
+        self.weights = check_weights(self.name, weights, self.modalities)
         check_positive(knn_k=knn_k)
         if item_weight < 0:
             raise ModelError(f"mm_graph: item_weight must be >= 0, got {item_weight}")
