@@ -77,7 +77,9 @@ def champion_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     ws = tmp_path / "ws"
     shutil.copytree(FIXTURES / "tiny", ws / "tiny")
-    (ws / "params.yaml").write_text("")  # all defaults
+    # defaults, but no feature-store refresh after the nightly run: this workspace has a champion
+    # and nothing else (no split or features to export), and the test is about the schedule
+    (ws / "params.yaml").write_text("features: {materialize: false}\n")
     spec = load_dataset_spec(ws / "tiny" / "dataset.yaml")
     ctx = StageContext(spec=spec, params=Params(), workspace=ws)
     users = np.array([f"u{i}" for i in range(1, 7)], dtype=object)
