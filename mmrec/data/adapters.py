@@ -186,10 +186,27 @@ def row_hashes(df: pd.DataFrame, columns: list[str]) -> pd.Series:
     return joined.map(lambda s: hashlib.sha1(s.encode("utf-8")).hexdigest())
 
 
+def epoch_to_utc(num: pd.Series, unit: str = "s") -> pd.Series:
+    """Epoch numbers to UTC timestamps; NaN and out-of-range values become NaT.
+
+    Only the finite values reach pandas' float-epoch conversion: given NaNs it casts them to
+    int64 (undefined values) and, depending on what memory held, its rounding step overflowed
+    with a FloatingPointError (seen intermittently in CI on a table with 200+ bad timestamps),
+    and a value beyond datetime64's range raised OverflowError despite errors="coerce".
+    """
+    num = pd.to_numeric(num, errors="coerce").astype("float64")
+    out = pd.Series(pd.NaT, index=num.index, dtype="datetime64[ns, UTC]")
+    limit = 9.2e9 if unit == "s" else 9.2e12  # datetime64[ns] spans about +-292 years
+    values = num.to_numpy()
+    ok = np.isfinite(values) & (np.abs(np.nan_to_num(values)) < limit)
+    if ok.any():
+        out[ok] = pd.to_datetime(num[ok], unit=unit, utc=True, errors="coerce")
+    return out
+
+
 def _parse_timestamps(raw: pd.Series, fmt: str) -> pd.Series:
     if fmt in ("unix_s", "unix_ms"):
-        num = pd.to_numeric(raw, errors="coerce")
-        return pd.to_datetime(num, unit="s" if fmt == "unix_s" else "ms", utc=True, errors="coerce")
+        return epoch_to_utc(pd.to_numeric(raw, errors="coerce"), "s" if fmt == "unix_s" else "ms")
     return pd.to_datetime(raw, utc=True, errors="coerce", format="ISO8601")
 
 

@@ -142,3 +142,15 @@ def test_outputs_are_readable_by_others(tiny_dataset, workspace):
     paths = ingest(tiny_dataset, workspace)
     assert paths.table("items").stat().st_mode & 0o044 == 0o044
     assert paths.warehouse.stat().st_mode & 0o055 == 0o055
+
+
+def test_epoch_timestamps_out_of_range_or_bad_become_nat():
+    import pandas as pd
+
+    from mmrec.data.adapters import epoch_to_utc
+
+    out = epoch_to_utc(pd.Series(["1600000000", "x", "1600000000.5", "", "1e30", "-1e30", "nan"]))
+    assert out.iloc[0] == pd.Timestamp("2020-09-13 12:26:40", tz="UTC")
+    assert out.iloc[2] == pd.Timestamp("2020-09-13 12:26:40.5", tz="UTC")
+    assert out.isna().tolist() == [False, True, False, True, True, True, True]
+    assert epoch_to_utc(pd.Series([1600000000123.0]), "ms").iloc[0] == pd.Timestamp("2020-09-13 12:26:40.123", tz="UTC")

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from mmrec.config import ValidateParams
+from mmrec.data.adapters import epoch_to_utc
 from mmrec.data.contract import DatasetSpec, load_dataset_spec
 from mmrec.errors import ValidationFailed
 from mmrec.paths import DatasetPaths
@@ -71,7 +72,7 @@ def _hash(values: tuple) -> str:
 def interactions_frame(rows: list[tuple]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp_raw", "rating"])
     df[["user_id", "item_id", "timestamp_raw"]] = df[["user_id", "item_id", "timestamp_raw"]].astype(object)
-    ts = pd.to_datetime(pd.to_numeric(df["timestamp_raw"], errors="coerce"), unit="s", utc=True)
+    ts = epoch_to_utc(df["timestamp_raw"], "s")  # as the adapter parses them
     df.insert(2, "timestamp", ts.astype("datetime64[ns, UTC]"))
     df["rating"] = df["rating"].astype("float64")
     df["row_hash"] = [_hash(r) for r in rows]
