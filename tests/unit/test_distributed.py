@@ -82,8 +82,13 @@ def test_sharded_extraction_equals_single_process(tmp_path: Path, client: Any):
         e2 = extract_modality_dask(spec, dist, modality, params(), client, shard_items=3)
         # image: runs of 3 table rows; text: the single process's length order, whole batches of 2
         assert e2["shards"] == {"text": 4, "image": 6}[modality]
-        for key in ("items", "encoded", "cached", "missing", "failed"):
+        for key in ("items", "missing", "failed"):
             assert e1[key] == e2[key], (modality, key)
+        # Duplicate content in two shards running at the same time may be encoded by both (the
+        # second finds it cached only if the first committed first): the split between encoded
+        # and cached can differ, never the total, and the vectors below are identical.
+        assert e1["encoded"] + e1["cached"] == e2["encoded"] + e2["cached"], modality
+        assert e2["encoded"] >= e1["encoded"], modality
         assert [f["item_id"] for f in e1["failures"]] == [f["item_id"] for f in e2["failures"]]
         f1 = single.features(modality, e1["encoder"])
         f2 = dist.features(modality, e2["encoder"])
