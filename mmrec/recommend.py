@@ -412,7 +412,12 @@ def write_recommendations(
                 stats.add(idx, val, k)
                 table = pa.Table.from_pandas(_frame(model, batch, idx, val), schema=schema, preserve_index=False)
                 writer.write_table(table)
-    seconds = time.perf_counter() - start
+    return run_summary(stats, model, k, time.perf_counter() - start, path)
+
+
+def run_summary(stats: _Stats, model: Recommender, k: int, seconds: float, path: Path, **extra: Any) -> dict[str, Any]:
+    """The summary of one batch-scoring run (single process or Dask), as the nightly job reports it."""
+    assert model.item_ids is not None
     out = stats.summary()
     out.update(
         k=k,
@@ -420,6 +425,7 @@ def write_recommendations(
         seconds=round(seconds, 3),
         users_per_second=round(out["users"] / seconds, 1) if seconds > 0 else None,
         path=str(path),
+        **extra,
     )
     return out
 

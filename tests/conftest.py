@@ -55,6 +55,17 @@ def require_ml100k() -> Path:
 
 
 @pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test (tiny models: threads only add overhead and jitter)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def tiny_dataset(tmp_path: Path) -> Path:
     """A writable copy of tests/fixtures/tiny (6 users, 8 items, 36 interactions); returns dataset.yaml."""
     dst = tmp_path / "tiny"

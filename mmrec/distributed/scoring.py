@@ -90,7 +90,7 @@ def write_recommendations_dask(
     import pyarrow.parquet as pq
 
     from mmrec.io import atomic_path
-    from mmrec.recommend import OUTPUT_COLUMNS, _frame, _Stats, _schema
+    from mmrec.recommend import OUTPUT_COLUMNS, _frame, _schema, _Stats, run_summary
 
     if model.item_ids is None or model.user_ids is None:
         raise ModelError(f"model {model.name!r} is not fitted; nothing to recommend from")
@@ -137,15 +137,4 @@ def write_recommendations_dask(
     finally:
         client.cancel(list(pending.values()))
         client.cancel([remote_model])
-    seconds = time.perf_counter() - start
-    out = stats.summary()
-    out.update(
-        k=k,
-        n_items=len(model.item_ids),
-        seconds=round(seconds, 3),
-        users_per_second=round(out["users"] / seconds, 1) if seconds > 0 else None,
-        path=str(path),
-        blocks=len(blocks),
-        workers=sorted(workers),
-    )
-    return out
+    return run_summary(stats, model, k, time.perf_counter() - start, path, blocks=len(blocks), workers=sorted(workers))

@@ -159,10 +159,10 @@ class LightGCN(FactorModel):
         ego = torch.randn(n_users + n_items, self.dim, generator=generator) * self.init_std
         return {"ego": ego.to(device).requires_grad_()}
 
-    def _propagate(self) -> torch.Tensor:
-        """Mean of the layer embeddings, (n_users + n_items, dim)."""
+    def _propagate(self, ego: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean of the layer embeddings, (n_users + n_items, dim), from `ego` (default: the parameters)."""
         assert self._adj is not None and self._spmm is not None
-        x = self._params["ego"]
+        x = self._params["ego"] if ego is None else ego
         total = x
         for _ in range(self.n_layers):
             x = self._spmm.apply(self._adj, x)

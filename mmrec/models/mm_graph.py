@@ -169,12 +169,7 @@ class MMGraph(LightGCN):
         # cold items' ego rows are untrained noise: zero them before any propagation
         mask = torch.cat([torch.ones(n_u, device=ego.device), self._warm_t])[:, None]
         ego = ego * mask
-        x, total = ego, ego
-        assert self._adj is not None and self._spmm is not None
-        for _ in range(self.n_layers):
-            x = self._spmm.apply(self._adj, x)
-            total = total + x
-        emb = total / (self.n_layers + 1)
+        emb = self._propagate(ego)
         item_ego = ego[n_u:]
         parts = {"collaborative": emb[n_u:]}
         for m, g in self._graph_t.items():

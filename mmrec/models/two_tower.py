@@ -334,13 +334,19 @@ class TwoTower(FactorModel):
         return self._users(None, items), items
 
     def _export(self) -> None:
+        """Factors and per-source item parts from one pass of the item tower (every validation)."""
         import torch
 
-        super()._export()
         with torch.no_grad():
-            self.item_parts = {
-                s: t.detach().cpu().numpy().astype(np.float32) for s, t in self._fused_parts(None, False).items()
-            }
+            parts = self._fused_parts(None, False)
+            items = sum(parts.values())
+            users = self._users(None, items)  # type: ignore[arg-type]
+
+        def host(t: torch.Tensor) -> np.ndarray:
+            return t.detach().to("cpu", torch.float32).numpy().copy()
+
+        self.user_factors, self.item_factors = host(users), host(items)  # type: ignore[arg-type]
+        self.item_parts = {s: host(t) for s, t in parts.items()}
 
     def _score_history(self, rows: sp.csr_matrix) -> np.ndarray:
         """A user known only by a few items: the history half of the user tower (no ID part)."""

@@ -16,14 +16,7 @@ from mmrec.errors import ConfigError, ModelError
 MEDIA = Path(__file__).resolve().parents[1] / "fixtures" / "media"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def media(name: str) -> bytes:

@@ -35,14 +35,7 @@ AUDIO = {"i1": "low_tone.wav", "i2": "tone.m4a", "i3": None, "i4": "silent.wav",
 VIDEO = {"i1": "ok.mp4", "i2": None, "i3": None, "i4": "no_frames.mp4", "i5": "audio_only.mp4", "i6": None}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def params(**over) -> ExtractParams:

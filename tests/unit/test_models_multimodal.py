@@ -27,14 +27,7 @@ K = 5
 VBPR_FAST = {"dim": 8, "content_dim": 8, "lr": 0.03, "batch_size": 128, "max_epochs": 40, "patience": 5}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def planted(seed: int = 0, image_missing: float = 0.0):
