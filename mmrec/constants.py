@@ -13,6 +13,11 @@ ROW_HASH = "row_hash"  # content hash of a normalised row, recorded at ingestion
 REASON = "reason"  # why a row was quarantined
 SOURCE_ROW = "source_row"  # 1-based data-row number in the raw file (header excluded)
 
+#: The platform's one image size limit (width x height, Pillow's own MAX_IMAGE_PIXELS default):
+#: validation quarantines larger images from their header alone, extraction refuses them before
+#: decoding and the API does not serve them. `extract.image.max_pixels` sets it per project.
+MAX_IMAGE_PIXELS = 89_478_485
+
 MODALITIES = ("text", "image", "audio", "video")
 MEDIA_COLUMNS = ("image", "audio", "video")  # item columns holding paths relative to the dataset
 TEXT = "text"  # the item's text document: field names + values, in configured order

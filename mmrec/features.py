@@ -654,6 +654,13 @@ def _connection_lost(exc: BaseException) -> bool:
     return isinstance(exc, RedisConnectionError | RedisTimeoutError)  # BusyLoadingError is a ConnectionError
 
 
+def _sqlite_broken(exc: BaseException) -> bool:
+    """Whether `exc` means the sqlite online store file is unusable (corrupt, not a database, no tables)."""
+    import sqlite3
+
+    return isinstance(exc, sqlite3.DatabaseError)
+
+
 def _redacted(url: str | None) -> str:
     """host:port/db of a redis:// URL, without the password."""
     from urllib.parse import urlsplit
@@ -677,6 +684,9 @@ class OnlineFeatures:
         StageError: nothing applied for this dataset and profile yet (names the command to run).
     """
 
+    _db: Path | None = None
+    _db_id: tuple[int, int] | None = None
+
     def __init__(self, dataset: str, workspace: str | os.PathLike[str] = ".", profile: str | None = None,
                  params: Any = None) -> None:
         if params is None:
@@ -695,6 +705,8 @@ class OnlineFeatures:
         from feast import FeatureStore
 
         self.store = FeatureStore(repo_path=str(config.repo_path), config=config)
+        # sqlite: the file this reader serves, by identity (a deleted or replaced file is noticed)
+        self._db = Path(str(config.online_store.path)) if self.profile == "sqlite" else None
 
     @classmethod
     def from_context(cls, ctx: StageContext, profile: str | None = None) -> OnlineFeatures:
@@ -707,9 +719,17 @@ class OnlineFeatures:
         Nothing is cached across a failure: Feast's Redis client reconnects on the next read, so
         a restarted Redis is picked up without restarting the reader.
         """
+        if self._db is not None:
+            self._check_sqlite_file()
         try:
             return self.store.get_online_features(features=list(features), entity_rows=list(entity_rows)).to_dict()
         except Exception as exc:
+            if self._db is not None and _sqlite_broken(exc):
+                raise ServiceUnavailable(
+                    "sqlite", self._shown_db(),
+                    f"Feast online store {self._shown_db()} cannot be read ({type(exc).__name__}: {str(exc)[:200]}); "
+                    "rebuild it with `mmrec stage materialize` (the API reopens it by itself, or POST /admin/reload?force=true)",
+                ) from exc
             if not _connection_lost(exc):
                 raise
             where = _redacted(self.params.redis_url) if self.profile == "redis" else self.profile
@@ -718,6 +738,40 @@ class OnlineFeatures:
                 f"Feast online store ({self.profile} at {where}) is unreachable: {type(exc).__name__}: "
                 f"{str(exc)[:200]}; retry shortly (the reader reconnects on its own)",
             ) from exc
+
+    def _shown_db(self) -> str:
+        """The sqlite file as messages show it: relative to the workspace when inside it."""
+        assert self._db is not None
+        try:
+            return str(self._db.resolve().relative_to(self.paths.workspace.resolve()))
+        except ValueError:
+            return self._db.name
+
+    def _check_sqlite_file(self) -> None:
+        """Refuse reads while the online store file is missing; reopen it when it was replaced.
+
+        Feast keeps one sqlite connection open: after the file is deleted it would go on reading
+        the unlinked copy (and after a replace, the old one), and opening a missing path would
+        silently create an empty database. A stat per read (~1 us) notices both.
+        """
+        assert self._db is not None
+        try:
+            st = os.stat(self._db)
+        except FileNotFoundError:
+            raise ServiceUnavailable(
+                "sqlite", self._shown_db(),
+                f"Feast online store {self._shown_db()} is missing (deleted?); rebuild it with "
+                "`mmrec stage materialize` (the API picks it up by itself)",
+            ) from None
+        identity = (st.st_dev, st.st_ino)
+        if self._db_id is None:
+            self._db_id = identity
+        elif identity != self._db_id:
+            log.warning("Feast online store %s was replaced: reopening it", self._shown_db())
+            online_store = self.store._get_provider().online_store
+            if hasattr(online_store, "_conn"):
+                online_store._conn = None  # not closed: a read in another thread may still use it
+            self._db_id = identity
 
     def _read(self, key: str, ids: Sequence[str], view: str, fields: Sequence[str]) -> dict[str, list[Any]]:
         ids = [str(i) for i in ids]

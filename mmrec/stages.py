@@ -66,7 +66,7 @@ def run_validate(ctx: StageContext) -> dict[str, Any]:
     from mmrec.validation import validate_dataset
 
     read_manifest(ctx.paths)  # clear error when ingest has not run
-    return validate_dataset(ctx.spec, ctx.paths, ctx.params.validate_).to_dict()
+    return validate_dataset(ctx.spec, ctx.paths, ctx.params.validate_, ctx.params.extract.image.max_pixels).to_dict()
 
 
 def _validated(ctx: StageContext, table: str) -> pd.DataFrame:

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mmrec.constants import MAX_IMAGE_PIXELS
+
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 FitMode = Literal["crop", "pad"]
 
@@ -72,13 +74,14 @@ class ImageExtractParams(_ModalityParams):
         fit: `pad` resizes the whole image into the model's square input and pads the rest (a
             portrait poster keeps its full height); `crop` is the classic resize + centre crop
             of the model's pretrained config, which cuts ~40% of a 2:3 poster.
-        max_pixels: images with more pixels fail as decompression bombs before decoding.
+        max_pixels: images with more pixels fail as decompression bombs before decoding; the same
+            limit makes validation quarantine them and the API refuse to serve them.
     """
 
     encoder: str = "efficientnet_lite0"
     batch_size: int = Field(32, ge=1)
     fit: FitMode = "pad"
-    max_pixels: int = Field(89_478_485, ge=1)
+    max_pixels: int = Field(MAX_IMAGE_PIXELS, ge=1)
 
     def encoder_kwargs(self) -> dict[str, Any]:
         kwargs = super().encoder_kwargs()

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from mmrec.constants import MAX_IMAGE_PIXELS
 from mmrec.encoders.base import ItemFailure, TorchEncoder
 from mmrec.encoders.registry import register_encoder
 from mmrec.encoders.weights import (
@@ -38,7 +39,7 @@ from mmrec.encoders.weights import (
 )
 from mmrec.errors import ConfigError
 
-DEFAULT_MAX_PIXELS = 89_478_485  # PIL's own Image.MAX_IMAGE_PIXELS default
+DEFAULT_MAX_PIXELS = MAX_IMAGE_PIXELS  # the platform's one limit (mmrec/constants.py)
 _HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
 

@@ -40,7 +40,11 @@ from mmrec.serve.schemas import (
     Similar,
     Users,
 )
-from mmrec.serve.security import API_KEY_COOKIE, API_KEY_HEADER, GuardMiddleware, is_open
+from mmrec.ids import check_id
+from mmrec.serve.guards import BrowserGuards
+from mmrec.serve.media import MEDIA_CSP
+from mmrec.serve.paths import IdConvertor  # noqa: F401 - registers the `id` path convertor
+from mmrec.serve.security import API_KEY_COOKIE, API_KEY_HEADER, GuardMiddleware, is_open, session_token
 from mmrec.serve.settings import ID_MAX_LENGTH, ID_PATTERN, MAX_K, ServeSettings
 from mmrec.serve.state import ServingState, StateHolder
 
@@ -49,10 +53,16 @@ log = logging.getLogger(__name__)
 STATIC = FsPath(__file__).resolve().parent / "static"
 #: absolute paths (two or more segments) are cut out of any message that reaches a client
 _PATH_RE = re.compile(r"(?:[A-Za-z]:)?(?:/[\w.+@-]+){2,}/?")
+#: the user-info part of any URI (`postgresql://user:pass@`, `redis://:pass@`, `s3://KEY:SECRET@`)
+_URI_CREDENTIALS_RE = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@?#]*@")
+#: `password=...` style pairs (DSNs, query strings)
+_SECRET_PAIR_RE = re.compile(r"(?i)\b(password|passwd|pwd|secret|token|api_key|access_key)=([^\s&;,'\"]+)")
 
 
 def scrub(message: str) -> str:
-    """A message safe to show a client: no file-system paths, bounded length."""
+    """A message safe to show a client: no credentials in URIs, no file-system paths, bounded length."""
+    message = _URI_CREDENTIALS_RE.sub(r"\1***@", message)
+    message = _SECRET_PAIR_RE.sub(r"\1=***", message)
     return _PATH_RE.sub("<path>", message)[:500]
 
 
@@ -66,8 +76,9 @@ def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll:
     """
     from fastapi import FastAPI, Path, Query, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import FileResponse, JSONResponse
+    from fastapi.responses import FileResponse, JSONResponse, Response
     from fastapi.staticfiles import StaticFiles
+    from pydantic import AfterValidator
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     settings = settings or ServeSettings.from_env()
@@ -89,7 +100,13 @@ def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll:
         summary="Multimodal recommendations: precomputed and real-time top-K, similar items per modality, explanations.",
         lifespan=lifespan,
         responses={401: {"model": Error}, 422: {"model": Error}, 503: {"model": Error}},
+        docs_url=None,  # served below from local assets (no CDN script on this origin)
+        redoc_url=None,
     )
+    # inner: Host allow-list, cross-site POSTs, HEAD, Cache-Control and ids in paths (guards.py);
+    # outer: API key, body size, request id, access log and security headers (security.py)
+    app.add_middleware(BrowserGuards, allowed_hosts=settings.allowed_hosts, api_key_set=settings.api_key is not None,
+                       open_path=is_open)
     app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes, log_key=settings.log_key,
                        api_key=settings.api_key)
 
@@ -127,7 +144,8 @@ def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "too_large", 503: "not_ready"}
+        codes = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "too_large",
+                 503: "not_ready"}
         detail = exc.detail if isinstance(exc.detail, str) else "request refused"
         return JSONResponse({"error": codes.get(exc.status_code, "http_error"), "detail": scrub(detail)},
                             status_code=exc.status_code, headers=getattr(exc, "headers", None))
@@ -144,8 +162,11 @@ def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll:
             raise HTTPException(503, "no model loaded yet; see /ready")
         return state
 
-    UserId = Annotated[str, Path(pattern=ID_PATTERN, max_length=ID_MAX_LENGTH, description="a user id")]
-    ItemId = Annotated[str, Path(pattern=ID_PATTERN, max_length=ID_MAX_LENGTH, description="an item id")]
+    # ids: any id the pipeline accepts (mmrec/ids.py), one percent-encoded path segment each
+    UserId = Annotated[str, Path(pattern=ID_PATTERN, max_length=ID_MAX_LENGTH, description="a user id, percent-encoded"),
+                       AfterValidator(check_id)]
+    ItemId = Annotated[str, Path(pattern=ID_PATTERN, max_length=ID_MAX_LENGTH, description="an item id, percent-encoded"),
+                       AfterValidator(check_id)]
     K = Annotated[int | None, Query(ge=1, le=MAX_K, description=f"how many items (default {settings.default_k})")]
     not_found = {404: {"model": Error, "description": "unknown user or item (the body names it)"}}
     conflict = {409: {"model": Error, "description": "the served model cannot do this (e.g. no explanations)"}}
@@ -157,18 +178,28 @@ def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll:
         return {"status": "ok"}
 
     @app.get("/ready", response_model=Ready, tags=["probes"], responses={503: {"model": Ready}})
-    async def ready() -> JSONResponse:
-        """Readiness: a model, index and catalogue are loaded (and which version)."""
+    def ready() -> JSONResponse:
+        """Readiness: a model, index and catalogue are loaded (and which version), and the online
+        store answers (a deleted, replaced or corrupt store makes this 503 until it is fixed)."""
         state = holder.state
         body: dict[str, Any] = {"status": "ready" if state else "not_ready"}
+        ok = state is not None
         if state is not None:
             body.update(state.describe())
+            store_error = _store_problem(state)
+            if store_error is not None:
+                ok = False
+                body["status"] = "not_ready"
+                body["store_error"] = scrub(store_error)
         if holder.last_error:
             body["last_reload_error"] = scrub(holder.last_error)
-        return JSONResponse(body, status_code=200 if state else 503)
+        response = JSONResponse(body, status_code=200 if ok else 503)
+        if not ok:
+            response.headers["Retry-After"] = "5"
+        return response
 
     # -- recommendations ---------------------------------------------------------------------
-    @app.get("/users/{user_id}/recommendations", response_model=Recommendations, tags=["recommendations"],
+    @app.get("/users/{user_id:id}/recommendations", response_model=Recommendations, tags=["recommendations"],
              responses=not_found)
     async def user_recommendations(user_id: UserId, k: K = None) -> JSONResponse:
         """Top-k for a user: the nightly precomputed list from the online store, else live scoring.
@@ -184,26 +215,26 @@ def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll:
         """Real-time top-k for a session: the items seen so far, scored by the champion's `score_history`."""
         return JSONResponse(service.session_recommendations(current(), body.item_ids, body.k or settings.default_k))
 
-    @app.get("/users/{user_id}/recommendations/{item_id}/explain", response_model=Explanation, tags=["recommendations"],
+    @app.get("/users/{user_id:id}/recommendations/{item_id:id}/explain", response_model=Explanation, tags=["recommendations"],
              responses={**not_found, **conflict})
     def explain(user_id: UserId, item_id: ItemId) -> JSONResponse:
         """Why the item is recommended to the user: score parts per source and the user's items behind it."""
         return JSONResponse(service.explain_pair(current(), user_id, item_id))
 
     # -- items and users -----------------------------------------------------------------------
-    @app.get("/items/{item_id}/similar", response_model=Similar, tags=["items"], responses=not_found)
+    @app.get("/items/{item_id:id}/similar", response_model=Similar, tags=["items"], responses=not_found)
     async def similar(item_id: ItemId, k: K = None, modality: Modality = "fused") -> JSONResponse:
         """Nearest items in one modality's embedding space (text, image, audio, video) or the fused one."""
         return JSONResponse(service.similar_items(current(), item_id, k or settings.default_k, modality))
 
-    @app.get("/items/{item_id}", response_model=Item, tags=["items"], responses=not_found)
+    @app.get("/items/{item_id:id}", response_model=Item, tags=["items"], responses=not_found)
     async def item(item_id: ItemId) -> JSONResponse:
         """Title and media of one item (from the warehouse items table)."""
         return JSONResponse(current().catalog.item(item_id).to_dict())
 
     @app.get("/users", response_model=Users, tags=["users"])
     async def users(
-        prefix: Annotated[str, Query(max_length=ID_MAX_LENGTH, pattern=r"^[A-Za-z0-9._:@-]*$")] = "",
+        prefix: Annotated[str, Query(max_length=ID_MAX_LENGTH, pattern=r"^[^\x00-\x1f\x7f-\x9f]*$")] = "",
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     ) -> JSONResponse:
@@ -211,26 +242,59 @@ def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll:
         catalog = current().catalog
         return JSONResponse({"total": catalog.n_users, "users": catalog.users(prefix, limit, offset)})
 
-    @app.get("/users/{user_id}/history", response_model=History, tags=["users"], responses=not_found)
+    @app.get("/users/{user_id:id}/history", response_model=History, tags=["users"], responses=not_found)
     async def history(user_id: UserId, limit: Annotated[int | None, Query(ge=1, le=500)] = None) -> JSONResponse:
         """The user's most recent interactions, newest first."""
         return JSONResponse(service.user_history(current(), user_id, limit or settings.history_limit))
 
-    @app.get("/media/items/{item_id}/{modality}", tags=["items"], response_class=FileResponse,
+    @app.get("/media/items/{item_id:id}/{modality}", tags=["items"], response_class=FileResponse,
              responses={**not_found, 200: {"content": {"image/*": {}, "audio/*": {}, "video/*": {}}}})
     async def media(item_id: ItemId, modality: MediaModality) -> FileResponse:
-        """The item's media file. Only files the catalogue resolved inside the dataset folder are served."""
-        return FileResponse(current().catalog.media_file(item_id, modality), headers={"cache-control": "max-age=3600"})
+        """The item's media file, typed by its content (image/png, audio/wav, video/mp4, ...).
+
+        Only files the catalogue resolved inside the dataset folder, still inside it now, in a
+        recognised media format and within the image pixel limit are served (mmrec/serve/media.py).
+        """
+        path, content_type = current().catalog.servable_media(item_id, modality)
+        return FileResponse(path, media_type=content_type,
+                            headers={"cache-control": "max-age=3600", "content-security-policy": MEDIA_CSP})
 
     # -- operations ----------------------------------------------------------------------------
-    @app.post("/admin/reload", response_model=Reload, tags=["operations"])
+    @app.post("/admin/reload", response_model=Reload, tags=["operations"], responses={415: {"model": Error}})
     def reload(force: bool = False) -> JSONResponse:
-        """Load the current champion now (the background poll does the same every few seconds)."""
+        """Load the current champion now (the background poll does the same every few seconds).
+
+        `force=true` reloads even an unchanged version, reopening the online store (after it was
+        replaced or repaired). Needs `Content-Type: application/json` or the X-API-Key header, which
+        a cross-site form cannot send.
+        """
         result = holder.reload(force=force)
         body = result.to_dict()
         if body.get("error"):
             body["error"] = scrub(body["error"])
         return JSONResponse(body, status_code=200 if result.action != "failed" else 503)
+
+    @app.post("/session", status_code=204, tags=["operations"], responses={401: {"model": Error}})
+    def session(request: Request) -> Response:
+        """Trade the API key (X-API-Key header) for the page's session cookie.
+
+        The cookie is HttpOnly and SameSite=Strict and holds a digest of the key, not the key: no
+        script (of this page or another port of the host) can read it, cross-site requests do not
+        carry it, and `<img>` requests of the page are authenticated by it. Without an API key
+        configured there is nothing to trade (204, no cookie).
+        """
+        response = Response(status_code=204)
+        if settings.api_key is not None:
+            response.set_cookie(API_KEY_COOKIE, session_token(settings.api_key).decode(), httponly=True, samesite="strict",
+                                secure=request.url.scheme == "https", path="/")
+        return response
+
+    @app.delete("/session", status_code=204, tags=["operations"])
+    def end_session() -> Response:
+        """Forget the page's session cookie."""
+        response = Response(status_code=204)
+        response.delete_cookie(API_KEY_COOKIE, path="/", httponly=True, samesite="strict")
+        return response
 
     # -- the web page ------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)
@@ -238,6 +302,7 @@ def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll:
         return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    _docs(app, StaticFiles)
 
     def openapi() -> dict[str, Any]:
         """The generated spec plus the API key scheme on every operation GuardMiddleware protects."""
@@ -263,3 +328,40 @@ def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll:
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def _store_problem(state: ServingState) -> str | None:
+    """Why the state's online store cannot be read now (its reader's `check()`), or None."""
+    check = getattr(state.recs, "check", None)
+    if check is None:
+        return None
+    try:
+        check()
+    except MMRecError as exc:
+        return str(exc)
+    except Exception as exc:  # noqa: BLE001 - any failure of the probe means not ready
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _docs(app: Any, static_files: Any) -> None:
+    """/docs with swagger-ui served from this server (the `swagger-ui-bundle` package), no CDN.
+
+    Without the package there is no /docs page (the spec stays at /openapi.json): loading a
+    script from a CDN onto the API's origin would hand that CDN the page.
+    """
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:
+        log.info("swagger-ui-bundle is not installed: no /docs page (the spec is at /openapi.json)")
+        return
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    app.mount("/docs-assets", static_files(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Any:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="mmrec API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs-assets/favicon-32x32.png")

@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mmrec.constants import ITEM_ID, MEDIA_COLUMNS, TIMESTAMP, USER_ID
+from mmrec.constants import ITEM_ID, MAX_IMAGE_PIXELS, MEDIA_COLUMNS, TIMESTAMP, USER_ID
 from mmrec.errors import NotFoundError, StageError
+from mmrec.ids import id_segment
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,8 @@ class ItemInfo:
 
 
 def media_url(item_id: str, modality: str) -> str:
-    """The API path of an item's media file (the media route)."""
-    return f"/media/items/{item_id}/{modality}"
+    """The API path of an item's media file (the media route), the id percent-encoded."""
+    return f"/media/items/{id_segment(item_id)}/{modality}"
 
 
 def inside(root: Path, rel: str | None) -> Path | None:
@@ -73,6 +74,7 @@ class Catalog:
         interactions: (user_id, item_id[, timestamp]); each user's history in time order.
         users: optional ids of users known from the users table but possibly without history.
         root: the dataset folder media paths are relative to.
+        max_pixels: images above this are not served (the platform's one limit).
     """
 
     def __init__(
@@ -81,7 +83,10 @@ class Catalog:
         interactions: pd.DataFrame | None = None,
         users: Iterable[str] = (),
         root: Path | None = None,
+        max_pixels: int = MAX_IMAGE_PIXELS,
     ) -> None:
+        self.root = root.resolve() if root is not None else None
+        self.max_pixels = max_pixels
         self._items: dict[str, ItemInfo] = {}
         title_col = next((f"text_{f}" for f in _TITLE_FIELDS if f"text_{f}" in items.columns), None)
         if title_col is None:
@@ -137,6 +142,14 @@ class Catalog:
             raise NotFoundError("media", f"{item_id}/{modality}", f"item {item_id!r} has no {modality} file")
         return path
 
+    def servable_media(self, item_id: str, modality: str) -> tuple[Path, str]:
+        """(file, content type) of the item's media, re-checked now (mmrec/serve/media.py), or NotFoundError."""
+        from mmrec.serve.media import checked_media
+
+        path = self.media_file(item_id, modality)
+        assert self.root is not None  # media exist only when a root was given
+        return checked_media(path, self.root, modality, item_id, self.max_pixels)
+
     # -- users ------------------------------------------------------------------------------------
     def has_user(self, user_id: str) -> bool:
         return user_id in self._user_set
@@ -175,12 +188,13 @@ def _str(value: Any) -> str | None:
     return s or None
 
 
-def load_catalog(paths: Any, root: Path) -> Catalog:
+def load_catalog(paths: Any, root: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> Catalog:
     """The catalogue of a dataset from its validated tables (the warehouse when not validated).
 
     Args:
         paths: the dataset's `DatasetPaths`.
         root: the dataset folder (media paths are relative to it).
+        max_pixels: images above this are not served (`extract.image.max_pixels`).
 
     Raises:
         StageError: no items table; says which stage to run.
@@ -196,4 +210,4 @@ def load_catalog(paths: Any, root: Path) -> Catalog:
         raise StageError(f"{paths.table('items')}: no items table; run `mmrec stage ingest` (and validate) first")
     inter = table("interactions", [USER_ID, ITEM_ID, TIMESTAMP])
     users = table("users", [USER_ID])
-    return Catalog(items, inter, users[USER_ID].astype(str).tolist() if users is not None else (), root)
+    return Catalog(items, inter, users[USER_ID].astype(str).tolist() if users is not None else (), root, max_pixels)

@@ -78,6 +78,10 @@ class OnlineRecs:
     def __init__(self, online: Any) -> None:
         self.online = online
 
+    def check(self) -> None:
+        """Raise unless the store answers now (for /ready)."""
+        self.online.ping()
+
     def get(self, user_id: str) -> list[tuple[str, float]] | None:
         rec = self.online.recommendations([user_id])[0]
         if rec is None or not rec.item_ids:
@@ -113,13 +117,12 @@ class ChampionSource:
         return version
 
     def online(self) -> Any:
-        """The Feast online reader (created once; its registry is re-read on every load)."""
+        """A fresh Feast online reader for each load: the registry is read again and the store
+        reopened, so `POST /admin/reload?force=true` recovers from a replaced or repaired store
+        (the state being replaced keeps its own reader until its requests finish)."""
         from mmrec.features import OnlineFeatures
 
-        if self._online is None:
-            self._online = OnlineFeatures.from_context(self.ctx, self.profile)
-        else:
-            self._online.refresh()
+        self._online = OnlineFeatures.from_context(self.ctx, self.profile)
         return self._online
 
     def load(self) -> ServingState:
@@ -128,7 +131,7 @@ class ChampionSource:
         from mmrec.tracking import load_champion
 
         model, info = load_champion(self.ctx, alias=self.alias)
-        catalog = load_catalog(self.ctx.paths, self.ctx.spec.root_path)
+        catalog = load_catalog(self.ctx.paths, self.ctx.spec.root_path, self.ctx.params.extract.image.max_pixels)
         online = self.online()
         online.ping()
         return ServingState(

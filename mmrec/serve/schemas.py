@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from mmrec.ids import check_id
 from mmrec.serve.settings import ID_MAX_LENGTH, ID_PATTERN, MAX_K, MAX_SESSION_ITEMS
 
-Id = Annotated[str, StringConstraints(pattern=ID_PATTERN, max_length=ID_MAX_LENGTH)]
+Id = Annotated[str, StringConstraints(pattern=ID_PATTERN, max_length=ID_MAX_LENGTH), AfterValidator(check_id)]
 Modality = Literal["fused", "text", "image", "audio", "video"]
 MediaModality = Literal["image", "audio", "video"]
 
@@ -54,7 +55,8 @@ class Recommendations(BaseModel):
 class SessionRequest(BaseModel):
     """Recently seen items of an anonymous or new user, oldest first."""
 
-    model_config = ConfigDict(extra="forbid")
+    # strict: `"k": "5"` and `"k": true` are type errors (422), not silently coerced
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     item_ids: list[Id] = Field(min_length=1, max_length=MAX_SESSION_ITEMS, description="item ids seen in this session")
     k: int | None = Field(None, ge=1, le=MAX_K, description="how many recommendations (default: the server's default_k)")

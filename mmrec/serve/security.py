@@ -45,13 +45,24 @@ def pseudonymise(user_id: str, key: str) -> str:
     return "u_" + hmac.new(key.encode(), user_id.encode(), hashlib.sha256).hexdigest()[:16]
 
 
+#: control characters (C0, DEL, C1) and the backslash, written as `\xNN` in log lines: a
+#: `%0a` in a path must not start a forged log line, nor `%1b` drive the operator's terminal
+_LOG_ESCAPES = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0), ord("\\")]}
+_LOG_ESCAPES.update({0x2028: "\\u2028", 0x2029: "\\u2029"})  # Unicode line/paragraph separators
+
+
+def log_safe(text: str, limit: int = 2000) -> str:
+    """`text` on one line with every control character escaped, at most `limit` characters."""
+    return text.translate(_LOG_ESCAPES)[:limit]
+
+
 def log_path(path: str, key: str) -> str:
-    """`path` with every user id segment pseudonymised (`/users/<id>/...`)."""
+    """`path` with every user id segment pseudonymised (`/users/<id>/...`) and control characters escaped."""
     parts = path.split("/")
     for i in range(1, len(parts) - 1):
         if parts[i] == "users" and parts[i + 1]:
             parts[i + 1] = pseudonymise(parts[i + 1], key)
-    return "/".join(parts)
+    return log_safe("/".join(parts))
 
 
 def _json_error(status: int, error: str, detail: str) -> tuple[list[tuple[bytes, bytes]], bytes]:
@@ -62,28 +73,34 @@ def _json_error(status: int, error: str, detail: str) -> tuple[list[tuple[bytes,
 #: paths any client may read without the API key: probes, the page shell, the API's own docs
 OPEN_PATHS = frozenset({"/health", "/ready", "/", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/favicon.ico"})
 API_KEY_HEADER = "X-API-Key"
-API_KEY_COOKIE = "mmrec_api_key"
+#: the page's session cookie (HttpOnly, SameSite=Strict, set by POST /session): it holds
+#: `session_token(key)`, never the key itself, and no script can read it
+API_KEY_COOKIE = "mmrec_session"
 
 
 def is_open(path: str) -> bool:
-    return path in OPEN_PATHS or path.startswith("/static/")
+    return path in OPEN_PATHS or path.startswith(("/static/", "/docs-assets/"))
 
 
-def _presented_key(scope: Scope) -> bytes:
-    """The API key of the request: the X-API-Key header, else the page's cookie."""
-    cookie = b""
+def session_token(api_key: str | bytes) -> bytes:
+    """The session cookie's value for `api_key`: a keyed digest, the same in every worker."""
+    key = api_key if isinstance(api_key, bytes) else api_key.encode()
+    return hmac.new(key, b"mmrec-session-v1", hashlib.sha256).hexdigest().encode()
+
+
+def _presented_key(scope: Scope) -> tuple[bytes | None, bytes]:
+    """(the X-API-Key header or None, the session cookie or b""), every Cookie header read."""
+    header: bytes | None = None
+    session = b""
     for name, value in scope.get("headers", []):
         if name == b"x-api-key":
-            return value
-        if name == b"cookie":
-            cookie = value
-    for part in cookie.split(b";"):
-        key, _, value = part.strip().partition(b"=")
-        if key == API_KEY_COOKIE.encode():
-            from urllib.parse import unquote_to_bytes
-
-            return unquote_to_bytes(value)
-    return b""
+            header = value
+        elif name == b"cookie":
+            for part in value.split(b";"):
+                key, _, val = part.strip().partition(b"=")
+                if key == API_KEY_COOKIE.encode():
+                    session = val
+    return header, session
 
 
 class GuardMiddleware:
@@ -98,6 +115,7 @@ class GuardMiddleware:
         self.max_body_bytes = max_body_bytes
         self.log_key = log_key
         self.api_key = api_key.encode() if api_key else None
+        self.session = session_token(self.api_key) if self.api_key else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -124,7 +142,9 @@ class GuardMiddleware:
 
         try:
             if self.api_key is not None and not is_open(scope["path"]):
-                if not hmac.compare_digest(_presented_key(scope), self.api_key):
+                header, cookie = _presented_key(scope)
+                if not (hmac.compare_digest(header, self.api_key) if header is not None
+                        else hmac.compare_digest(cookie, self.session or b"")):
                     headers, payload = _json_error(
                         401, "unauthorized", f"missing or wrong API key: send it in the {API_KEY_HEADER} header"
                     )
@@ -155,7 +175,7 @@ class GuardMiddleware:
             await send({"type": "http.response.body", "body": payload})
         finally:
             access_log.info(
-                "%s %s %d %.1fms id=%s", scope["method"], log_path(scope["path"], self.log_key), status,
+                "%s %s %d %.1fms id=%s", log_safe(scope["method"], 20), log_path(scope["path"], self.log_key), status,
                 (time.perf_counter() - start) * 1000, request_id,
             )
 

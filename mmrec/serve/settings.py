@@ -8,20 +8,20 @@ history, DVC files or MLflow params.
 from __future__ import annotations
 
 import os
-import re
 import secrets
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mmrec import ids
 from mmrec.constants import DEFAULT_K
 
-#: ids accepted in paths and bodies: a letter or digit, then letters, digits and `._:@-`, at
-#: most 128 characters. Ids of every shipped dataset fit; anything else (slashes, spaces,
-#: control characters, 10 kB strings) is refused before it reaches a store or a log line.
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
-ID_MAX_LENGTH = 128
-_ID_RE = re.compile(ID_PATTERN)
+#: ids accepted in paths and bodies: the platform's one id rule (mmrec/ids.py), the same that
+#: validation applies, so every id the pipeline accepts can be asked for (percent-encoded in
+#: paths); control characters, `.`/`..` and overlong ids are refused before they reach a store
+#: or a log line.
+ID_PATTERN = ids.ID_PATTERN
+ID_MAX_LENGTH = ids.ID_MAX_LENGTH
 
 #: bounds that are part of the API contract (they appear in the OpenAPI spec)
 MAX_K = 100
@@ -32,8 +32,8 @@ LOG_KEY_ENV = "MMREC_LOG_KEY"
 
 
 def valid_id(value: str) -> bool:
-    """Whether `value` is an id the API accepts (see ID_PATTERN)."""
-    return bool(_ID_RE.match(value))
+    """Whether `value` is an id the API accepts (mmrec/ids.py)."""
+    return ids.id_problem(value) is None
 
 
 class ServeSettings(BaseModel):
@@ -49,6 +49,9 @@ class ServeSettings(BaseModel):
         max_body_bytes: request bodies above this are refused with 413 before they are parsed.
         history_limit: most recent history items returned per user.
         reload_interval_s: how often the champion alias is polled (0: only POST /admin/reload).
+        allowed_hosts: Host header names the API answers (`*`: any; `.example.com`: the domain
+            and its subdomains); None: the loopback names without an API key, any host with one
+            (DNS-rebinding guard, mmrec/serve/guards.py). `MMREC_SERVE_ALLOWED_HOSTS=a,b`.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -59,6 +62,7 @@ class ServeSettings(BaseModel):
     max_body_bytes: int = Field(64 * 1024, ge=256)
     history_limit: int = Field(50, ge=1)
     reload_interval_s: float = Field(30.0, ge=0.0)
+    allowed_hosts: tuple[str, ...] | None = None
 
     @classmethod
     def from_env(cls, **overrides: Any) -> ServeSettings:
@@ -72,5 +76,7 @@ class ServeSettings(BaseModel):
             env = f"MMREC_SERVE_{name.upper()}"
             if os.environ.get(env):
                 values[name] = os.environ[env]
+        if os.environ.get("MMREC_SERVE_ALLOWED_HOSTS"):
+            values["allowed_hosts"] = tuple(h for h in os.environ["MMREC_SERVE_ALLOWED_HOSTS"].split(",") if h.strip())
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(values)

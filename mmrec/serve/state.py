@@ -145,6 +145,8 @@ class StateHolder:
                 version = self.source.version()
                 self.last_check = time.time()
                 if not force and self._state is not None and version == previous:
+                    # what is served is current: an error of an earlier load is no longer true
+                    self.last_error = None
                     return ReloadResult("unchanged", version, previous)
                 new = self.source.load()
             except Exception as exc:  # keep serving the old state, whatever broke

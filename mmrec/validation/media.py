@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from mmrec.constants import ITEM_ID, MEDIA_COLUMNS, REASON, SOURCE_ROW
+from mmrec.constants import ITEM_ID, MAX_IMAGE_PIXELS, MEDIA_COLUMNS, REASON, SOURCE_ROW
 from mmrec.data.contract import DatasetSpec
 
 MODALITY = "modality"
@@ -37,11 +37,25 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
 
 
-def decode_image(path: Path) -> None:
-    """Open and fully decode an image (at reduced scale for JPEG)."""
+def decode_image(path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
+    """Open an image, refuse it from its header when above `max_pixels`, else decode it fully
+    (at reduced scale for JPEG).
+
+    The size comes from the header, before a single pixel is decoded: a 20 000 x 20 000 PNG
+    would otherwise take ~1 GB to check (Pillow itself only refuses twice its own limit).
+    """
+    import warnings
+
     from PIL import Image
 
-    with Image.open(path) as im:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        im = Image.open(path)
+    with im:
+        width, height = im.size
+        if width * height > max_pixels:
+            raise ValueError(f"{im.format or 'image'} is {width}x{height} = {width * height:,} pixels, above the limit of "
+                             f"{max_pixels:,} (extract.image.max_pixels); shrink the image or raise the limit")
         im.draft("RGB", (64, 64))  # JPEG: DCT-domain downscale; other formats ignore it
         im.load()
         if im.width <= 0 or im.height <= 0:
@@ -73,13 +87,18 @@ def decode_audio(path: Path) -> None:
             raise ValueError("no audio frames could be read")
 
 
-def decode_video(path: Path) -> None:
-    """Open a video container and decode its first frame (PyAV / FFmpeg)."""
+def decode_video(path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
+    """Open a video container and decode its first frame (PyAV / FFmpeg); frames above
+    `max_pixels` are refused from the stream header, as extraction does."""
     import av
 
     with av.open(str(path)) as container:
         if not container.streams.video:
             raise ValueError("no video stream")
+        ctx = container.streams.video[0].codec_context
+        if ctx.width * ctx.height > max_pixels:
+            raise ValueError(f"video frames are {ctx.width}x{ctx.height}, above the limit of {max_pixels:,} pixels "
+                             "(extract.image.max_pixels)")
         for _frame in container.decode(video=0):
             return
     raise ValueError("no frame could be decoded")
@@ -88,17 +107,22 @@ def decode_video(path: Path) -> None:
 DECODERS: dict[str, Callable[[Path], None]] = {"image": decode_image, "audio": decode_audio, "video": decode_video}
 
 
-def check_file(path: Path, modality: str, shown: str | None = None) -> tuple[str, str] | None:
+def check_file(path: Path, modality: str, shown: str | None = None,
+               max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[str, str] | None:
     """None when the file exists and decodes; else (check name, human-readable reason).
 
     Args:
         shown: the path as the data names it (relative to the dataset root), for the reason.
+        max_pixels: images (and video frames) above this are refused from their header.
     """
     name = repr(shown) if shown is not None else str(path)
     if not path.is_file():
         return "media_exists", f"{modality} file {name} does not exist (looked for {path})"
     try:
-        DECODERS[modality](path)
+        if modality == "audio":
+            DECODERS[modality](path)
+        else:
+            DECODERS[modality](path, max_pixels)  # type: ignore[call-arg]
     except Exception as exc:  # noqa: BLE001 - any decoder failure means the file is unusable
         return "media_decodes", f"{modality} file {name} does not decode ({_short(exc)})"
     return None
@@ -136,10 +160,12 @@ def default_workers() -> int:
     return min(32, 4 * (os.cpu_count() or 2))
 
 
-def check_media(spec: DatasetSpec, items: pd.DataFrame, workers: int | None = None) -> MediaResult:
+def check_media(spec: DatasetSpec, items: pd.DataFrame, workers: int | None = None,
+                max_pixels: int = MAX_IMAGE_PIXELS) -> MediaResult:
     """Check every non-null media path of `items`; null the failing ones.
 
-    URIs (scheme://...) are counted as skipped: validation runs offline.
+    URIs (scheme://...) are counted as skipped: validation runs offline. Images above
+    `max_pixels` (extraction's own limit) fail from their header.
     """
     tasks: list[tuple[int, str, str, Path]] = []  # (row position, modality, value, resolved path)
     summary: dict[str, dict[str, int]] = {}
@@ -163,9 +189,9 @@ def check_media(spec: DatasetSpec, items: pd.DataFrame, workers: int | None = No
     results: list[tuple[str, str] | None]
     if len(tasks) > 1:
         with ThreadPoolExecutor(max_workers=workers or default_workers(), thread_name_prefix="mmrec-media") as pool:
-            results = list(pool.map(lambda t: check_file(t[3], t[1], t[2]), tasks))
+            results = list(pool.map(lambda t: check_file(t[3], t[1], t[2], max_pixels), tasks))
     else:
-        results = [check_file(t[3], t[1], t[2]) for t in tasks]
+        results = [check_file(t[3], t[1], t[2], max_pixels) for t in tasks]
 
     rows: list[dict[str, Any]] = []
     out = items

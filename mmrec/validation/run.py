@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from mmrec.config import ValidateParams
-from mmrec.constants import ITEM_ID, REASON, ROW_HASH, SOURCE_ROW, USER_ID
+from mmrec.constants import ITEM_ID, MAX_IMAGE_PIXELS, REASON, ROW_HASH, SOURCE_ROW, USER_ID
 from mmrec.data.contract import DatasetSpec
 from mmrec.errors import DataError, StageError, ValidationFailed
 from mmrec.io import atomic_dir, write_json, write_text
@@ -369,11 +369,12 @@ def _interactions_left_check(inter: _TableRun, source: str) -> None:
 
 
 def _media_checks(
-    spec: DatasetSpec, params: ValidateParams, items: pd.DataFrame, report: ValidationReport, paths: DatasetPaths
+    spec: DatasetSpec, params: ValidateParams, items: pd.DataFrame, report: ValidationReport, paths: DatasetPaths,
+    max_pixels: int = MAX_IMAGE_PIXELS,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Decode every media file of the valid items; returns (items with failing paths nulled, quarantine)."""
     started = time.perf_counter()
-    media = check_media(spec, items)
+    media = check_media(spec, items, max_pixels=max_pixels)
     totals = {k: sum(m[k] for m in media.summary.values()) for k in ("checked", "ok", "failed")}
     report.media = {
         "enabled": True,
@@ -401,8 +402,12 @@ def _media_checks(
 # The entry point.
 
 
-def validate_dataset(spec: DatasetSpec, paths: DatasetPaths, params: ValidateParams | None = None) -> ValidationReport:
+def validate_dataset(spec: DatasetSpec, paths: DatasetPaths, params: ValidateParams | None = None,
+                     max_pixels: int = MAX_IMAGE_PIXELS) -> ValidationReport:
     """Validate the warehouse tables of `spec`; write validated tables, quarantine and report.
+
+    `max_pixels` is extraction's image size limit (`extract.image.max_pixels`): larger images
+    are quarantined here, from their header, instead of failing later in extraction.
 
     Returns:
         The report (also written to `paths.validation_report` and `paths.validation_markdown`).
@@ -464,7 +469,7 @@ def validate_dataset(spec: DatasetSpec, paths: DatasetPaths, params: ValidatePar
     valid_items_frame = items.valid_frame() if items.schema_ok else items.frame.iloc[:0]
     media_q = empty_media_quarantine()
     if params.check_media and items.schema_ok and spec.items.media:
-        valid_items_frame, media_q = _media_checks(spec, params, valid_items_frame, report, paths)
+        valid_items_frame, media_q = _media_checks(spec, params, valid_items_frame, report, paths, max_pixels)
     else:
         report.media = {"enabled": False, "checked": 0, "ok": 0, "failed": 0, "modalities": {}, "examples": []}
 

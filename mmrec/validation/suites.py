@@ -35,6 +35,7 @@ from mmrec.constants import (
     WEIGHT,
 )
 from mmrec.data.contract import DatasetSpec
+from mmrec.ids import UNUSABLE_ID_REGEX, id_problem
 
 TIMESTAMP_RAW = "timestamp_raw"  # the raw timestamp text kept by ingest, quoted in reasons
 RATING_RAW_SUFFIX = "_raw"  # `rating_raw` / `weight_raw`, when ingest keeps them, are quoted too
@@ -157,6 +158,14 @@ def _null_reason(column: str) -> Reason:
 
 def _empty_reason(column: str) -> Reason:
     return lambda frame, pos, value: f"{column} {show(value)} is empty"
+
+
+def _id_reason(column: str) -> Reason:
+    def reason(frame: pd.DataFrame, pos: int, value: Any) -> str:
+        shown = show(value)
+        return f"{column} {shown if len(shown) <= 80 else shown[:77] + '...'} cannot be used as an id: {id_problem(str(value))}"
+
+    return reason
 
 
 def _raw_of(frame: pd.DataFrame, pos: int, column: str) -> Any:
@@ -282,6 +291,15 @@ def _id_checks(column: str, unique: bool) -> list[Check]:
             column,
             gxe.ExpectColumnValuesToNotMatchRegex(column=column, regex=r"^\s*$"),
             _empty_reason(column),
+        ),
+        # The one id rule shared with the API (mmrec/ids.py): every id that passes can be asked
+        # for over HTTP; control characters, `.`/`..` and overlong ids cannot, so their rows stop here.
+        Check(
+            f"{column}_usable",
+            "row",
+            column,
+            gxe.ExpectColumnValuesToNotMatchRegex(column=column, regex=UNUSABLE_ID_REGEX),
+            _id_reason(column),
         ),
     ]
     if unique:

@@ -82,7 +82,7 @@ def _client(ctx: StageContext) -> Any:
     from mmrec.serve.run import build_app
     from mmrec.serve.settings import ServeSettings
 
-    return TestClient(build_app(ctx, settings=ServeSettings(log_key="k", reload_interval_s=0)))
+    return TestClient(build_app(ctx, settings=ServeSettings(log_key="k", reload_interval_s=0)), base_url="http://localhost")
 
 
 @pytest.mark.parametrize("ctx", PROFILES, indirect=True)
@@ -137,7 +137,7 @@ def test_a_promoted_champion_is_served_after_reload_without_failed_requests(ctx:
         for t in threads:
             t.start()
         try:
-            result = c.post("/admin/reload").json()
+            result = c.post("/admin/reload", json={}).json()
         finally:
             stop.set()
             for t in threads:
@@ -146,4 +146,4 @@ def test_a_promoted_champion_is_served_after_reload_without_failed_requests(ctx:
         ready = c.get("/ready").json()
         assert ready["version"] == "2" and ready["model"] == "popularity"
         assert statuses and set(statuses) == {200}
-        assert c.post("/admin/reload").json()["action"] == "unchanged"
+        assert c.post("/admin/reload", json={}).json()["action"] == "unchanged"

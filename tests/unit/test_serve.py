@@ -33,7 +33,7 @@ def state():
 def client_for(state, **settings) -> TestClient:
     holder = StateHolder(ListSource([state]), interval_s=0)
     app = create_app(holder, ServeSettings(log_key=LOG_KEY, **settings), poll=False)
-    return TestClient(app, raise_server_exceptions=False)
+    return TestClient(app, raise_server_exceptions=False, base_url="http://localhost")
 
 
 @pytest.fixture
@@ -162,15 +162,16 @@ def test_catalogue_never_resolves_media_outside_the_dataset(tmp_path: Path):
 
 def test_bad_input_is_422_and_never_leaks(client: TestClient):
     cases = [
-        client.get("/users/" + "x" * 200 + "/recommendations"),
-        client.get("/users/bad%20id/recommendations"),
+        client.get("/users/" + "x" * 300 + "/recommendations"),
+        client.get("/users/bad%0Aid/recommendations"),  # control characters are never ids (mmrec/ids.py)
         client.get("/users/u1/recommendations?k=0"),
         client.get("/users/u1/recommendations?k=101"),
         client.get("/users/u1/recommendations?k=abc"),
         client.post("/recommendations", content=b"{not json", headers={"content-type": "application/json"}),
         client.post("/recommendations", json={"item_ids": []}),
         client.post("/recommendations", json={"item_ids": ["i1"], "k": 10_000}),
-        client.post("/recommendations", json={"item_ids": ["../../etc"]}),
+        client.post("/recommendations", json={"item_ids": ["a\x00b"]}),
+        client.post("/recommendations", json={"item_ids": [".."]}),
         client.post("/recommendations", json={"item_ids": ["i1"] * 201}),
         client.post("/recommendations", json={"item_ids": ["i1"], "extra": 1}),
     ]
@@ -221,9 +222,16 @@ def test_api_key(state):
             assert c.get(path, headers={"X-API-Key": "wrong"}).status_code == 401
             assert c.get(path, headers={"X-API-Key": "s3cret"}).status_code == 200, path
         assert c.post("/recommendations", json={"item_ids": ["i1"]}).status_code == 401
-        assert c.post("/admin/reload").status_code == 401
-        c.cookies.set("mmrec_api_key", "s3cret")
-        assert c.get("/media/items/i1/image").status_code == 200
+        assert c.post("/admin/reload", json={}).status_code == 401
+        assert c.post("/session").status_code == 401  # the session cookie is only traded for the key
+        c.cookies.set("mmrec_session", "s3cret")  # the raw key is not a session
+        assert c.get("/media/items/i1/image").status_code == 401
+        c.cookies.clear()
+        r = c.post("/session", headers={"X-API-Key": "s3cret"})
+        assert r.status_code == 204
+        cookie = r.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "s3cret" not in cookie
+        assert c.get("/media/items/i1/image").status_code == 200  # <img> requests: the cookie suffices
 
 
 def test_logs_pseudonymise_user_ids(client: TestClient, caplog):
@@ -248,9 +256,9 @@ def test_reload_swaps_state_without_failing_requests(state):
     statuses: list[int] = []
     versions: set[str] = set()
     stop = threading.Event()
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://localhost") as c:
         assert c.get("/ready").json()["version"] == "1"
-        assert c.post("/admin/reload").json()["action"] == "unchanged"
+        assert c.post("/admin/reload", json={}).json()["action"] == "unchanged"
 
         def hammer() -> None:
             while not stop.is_set():
@@ -262,7 +270,7 @@ def test_reload_swaps_state_without_failing_requests(state):
         for t in threads:
             t.start()
         source.advance()
-        result = c.post("/admin/reload").json()
+        result = c.post("/admin/reload", json={}).json()
         for _ in range(20):
             c.get("/health")
         stop.set()

@@ -27,9 +27,12 @@ class FlakyRecs:
         self.inner = inner
         self.down = False
 
-    def get(self, user_id: str) -> Any:
+    def check(self) -> None:
         if self.down:
             raise ServiceUnavailable("redis", "127.0.0.1:6379/0", "Feast online store (redis at 127.0.0.1:6379/0) is unreachable")
+
+    def get(self, user_id: str) -> Any:
+        self.check()
         return self.inner.get(user_id)
 
 
@@ -45,17 +48,22 @@ def test_api_answers_503_while_the_online_store_is_down_and_recovers_by_itself(t
     state = tiny_state(tiny_dataset)
     recs = FlakyRecs(state.recs)
     holder = StateHolder(ListSource([dataclasses.replace(state, recs=recs)]), interval_s=0)
-    with TestClient(create_app(holder, ServeSettings(log_key="k"), poll=False), raise_server_exceptions=False) as client:
+    with TestClient(create_app(holder, ServeSettings(log_key="k"), poll=False), raise_server_exceptions=False,
+                    base_url="http://localhost") as client:
         assert client.get("/users/u1/recommendations?k=3").json()["source"] == "precomputed"
         recs.down = True
         r = client.get("/users/u1/recommendations?k=3")
         assert r.status_code == 503 and r.headers["retry-after"] == "5"
         assert r.json()["error"] == "service_unavailable" and r.json()["service"] == "redis"
         assert "unreachable" in r.json()["detail"]
-        assert client.get("/health").status_code == 200 and client.get("/ready").status_code == 200
+        assert client.get("/health").status_code == 200
+        ready = client.get("/ready")  # not ready while the store is down: a balancer sends traffic elsewhere
+        assert ready.status_code == 503 and ready.headers["retry-after"] == "5"
+        assert ready.json()["status"] == "not_ready" and "unreachable" in ready.json()["store_error"]
         recs.down = False  # Redis is back: the very next request is served, nothing reloaded
         r = client.get("/users/u1/recommendations?k=3")
         assert r.status_code == 200 and r.json()["source"] == "precomputed"
+        assert client.get("/ready").status_code == 200
 
 
 def test_feast_connection_errors_become_service_unavailable_without_the_password():
