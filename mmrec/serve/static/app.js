@@ -1,19 +1,18 @@
 // mmrec web page: pick a user, see history and recommendations, click an item for similar items.
 // Plain DOM code, no build step. Everything shown comes from the JSON API of this server; text is
 // always inserted with textContent (never innerHTML), so item titles cannot inject markup.
+// Ids go into paths through encodeURIComponent (the server decodes one segment per id), and
+// the API key is never kept by the page: it is traded once for an HttpOnly session cookie
+// (POST /session) that no script can read and that authenticates fetch and <img> alike.
 "use strict";
 
-const KEY_STORE = "mmrec_api_key";
 const state = { modalities: [], item: null, modality: "fused", user: null };
 const $ = (id) => document.getElementById(id);
-
-function apiKey() { return sessionStorage.getItem(KEY_STORE); }
+const seg = encodeURIComponent;
 
 async function api(path, options = {}) {
   const headers = Object.assign({ Accept: "application/json" }, options.headers || {});
-  const key = apiKey();
-  if (key) headers["X-API-Key"] = key;
-  const response = await fetch(path, Object.assign({}, options, { headers }));
+  const response = await fetch(path, Object.assign({ credentials: "same-origin" }, options, { headers }));
   let body = null;
   try { body = await response.json(); } catch (e) { body = null; }
   if (response.status === 401) {
@@ -83,8 +82,8 @@ async function showUser() {
   const k = Math.max(1, Math.min(100, parseInt($("k").value, 10) || 10));
   try {
     const [history, recs] = await Promise.all([
-      api(`/users/${encodeURIComponent(user)}/history?limit=20`),
-      api(`/users/${encodeURIComponent(user)}/recommendations?k=${k}`),
+      api(`/users/${seg(user)}/history?limit=20`),
+      api(`/users/${seg(user)}/recommendations?k=${k}`),
     ]);
     $("history-count").textContent = `(${history.total} interactions, newest first)`;
     fill($("history"), history.items);
@@ -125,7 +124,7 @@ async function loadSimilar() {
   box.replaceChildren(el("p", { class: "empty" }, "loading…"));
   box.dataset.modality = state.modality;
   try {
-    const body = await api(`/items/${encodeURIComponent(state.item.item_id)}/similar?k=8&modality=${state.modality}`);
+    const body = await api(`/items/${seg(state.item.item_id)}/similar?k=8&modality=${seg(state.modality)}`);
     fill(box, body.items, (i) => `similarity ${i.similarity.toFixed(3)}`);
   } catch (err) {
     box.replaceChildren(el("p", { class: "empty" }, err.message));
@@ -138,7 +137,7 @@ async function explain(user, itemId) {
   box.hidden = false;
   box.replaceChildren(el("p", { class: "empty" }, "explaining…"));
   try {
-    const body = await api(`/users/${encodeURIComponent(user)}/recommendations/${encodeURIComponent(itemId)}/explain`);
+    const body = await api(`/users/${seg(user)}/recommendations/${seg(itemId)}/explain`);
     const table = el("table");
     for (const [part, value] of Object.entries(body.contributions)) {
       const row = el("tr");
@@ -153,20 +152,26 @@ async function explain(user, itemId) {
   } catch (err) { box.replaceChildren(el("p", { class: "error" }, err.message)); }
 }
 
-async function start() {
+function init() {
   $("key-form").addEventListener("submit", async (e) => {
     e.preventDefault();
-    const key = $("api-key").value;
-    sessionStorage.setItem(KEY_STORE, key);
-    // <img> requests cannot send headers: the key also goes into a same-site cookie
-    document.cookie = `${KEY_STORE}=${encodeURIComponent(key)}; path=/; SameSite=Strict`;
+    const input = $("api-key");
+    // traded for the server's HttpOnly session cookie, then forgotten (the field is cleared)
+    const response = await fetch("/session", { method: "POST", credentials: "same-origin", headers: { "X-API-Key": input.value } });
+    input.value = "";
+    if (!response.ok) { showError("wrong API key"); return; }
+    showError("");
     $("key-form").hidden = true;
-    await start();
+    await load();
   });
   $("load-user").addEventListener("click", showUser);
   $("user-select").addEventListener("change", showUser);
   $("user-filter").addEventListener("input", () => loadUsers().catch((err) => showError(err.message)));
   $("close-similar").addEventListener("click", () => { $("similar-panel").hidden = true; });
+  return load();
+}
+
+async function load() {
   try {
     const ready = await api("/ready");
     state.modalities = (ready.modalities || []).slice().sort((a, b) => (a === "fused" ? -1 : b === "fused" ? 1 : a.localeCompare(b)));
@@ -177,4 +182,4 @@ async function start() {
   } catch (err) { showError(err.message); $("status").textContent = "not ready"; }
 }
 
-document.addEventListener("DOMContentLoaded", start, { once: true });
+document.addEventListener("DOMContentLoaded", init, { once: true });
