@@ -11,7 +11,9 @@ and, through DNS rebinding, read its answers under its own host name. So:
   or the `X-API-Key` header, neither of which a cross-site form can send;
 - HEAD is answered for every GET route (the headers of the GET, no body);
 - with an API key, every protected answer is `Cache-Control: private`, so a shared cache never
-  hands one user's (or the key holder's) responses to another.
+  hands one user's (or the key holder's) responses to another;
+- `Content-Length` together with `Transfer-Encoding` (a request-smuggling shape h11 accepts) is
+  refused with 400.
 Ids in paths are decoded segment by segment first (mmrec/serve/paths.py).
 
 One plain ASGI class (not Starlette's BaseHTTPMiddleware) so the hot path pays one call and a
@@ -50,13 +52,6 @@ def host_allowed(name: str, allowed: Iterable[str]) -> bool:
     return False
 
 
-def _reject(status: int, error: str, detail: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    body = json.dumps({"error": error, "detail": detail}).encode()
-    start = {"type": "http.response.start", "status": status,
-             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]}
-    return start, {"type": "http.response.body", "body": body}
-
-
 def _is_json(content_type: bytes) -> bool:
     media = content_type.split(b";", 1)[0].strip().lower()
     return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
@@ -90,29 +85,36 @@ class BrowserGuards:
             scope["path"] = segment_path(raw)
         path = scope["path"]
         method = scope["method"]
-        if not self.any_host and path not in PROBE_PATHS:
-            host = next((v for k, v in scope["headers"] if k == b"host"), None)
-            if host is None or not host_allowed(host_name(host), self.allowed):
-                shown = repr(host.decode("latin-1")[:100]) if host is not None else "(none)"
-                start, body = _reject(421, "misdirected_request",
-                                      f"Host {shown} is not served here; allowed: {', '.join(self.allowed)} "
-                                      "(set MMREC_SERVE_ALLOWED_HOSTS to add names)")
-                await send(start)
-                await send(body)
-                return
-        if method in _UNSAFE:
-            ok = False
-            for k, v in scope["headers"]:
-                if k == b"x-api-key" or (k == b"content-type" and _is_json(v)):
-                    ok = True
-                    break
-            if not ok:
-                start, body = _reject(415, "unsupported_media_type",
-                                      f"{method} requests need Content-Type: application/json (or the X-API-Key header); "
-                                      "send a JSON body, e.g. curl -H 'Content-Type: application/json' -d '{}'")
-                await send(start)
-                await send(body)
-                return
+        host = content_type = None
+        has_key = has_length = has_chunked = False
+        for k, v in scope["headers"]:  # one pass over the headers
+            if k == b"host":
+                host = v
+            elif k == b"content-type":
+                content_type = v
+            elif k == b"x-api-key":
+                has_key = True
+            elif k == b"content-length":
+                has_length = True
+            elif k == b"transfer-encoding":
+                has_chunked = True
+        if has_length and has_chunked:
+            # h11 frames by Transfer-Encoding and ignores the length; a proxy in front may do the
+            # opposite (request smuggling), so the ambiguous shape is refused outright
+            await self._reject(send, 400, "bad_request", "Content-Length together with Transfer-Encoding is ambiguous "
+                               "framing (a request-smuggling shape); send one of them")
+            return
+        if not self.any_host and path not in PROBE_PATHS and (host is None or not host_allowed(host_name(host), self.allowed)):
+            shown = repr(host.decode("latin-1")[:100]) if host is not None else "(none)"
+            await self._reject(send, 421, "misdirected_request",
+                               f"Host {shown} is not served here; allowed: {', '.join(self.allowed)} "
+                               "(set MMREC_SERVE_ALLOWED_HOSTS to add names)")
+            return
+        if method in _UNSAFE and not has_key and (content_type is None or not _is_json(content_type)):
+            await self._reject(send, 415, "unsupported_media_type",
+                               f"{method} requests need Content-Type: application/json (or the X-API-Key header); "
+                               "send a JSON body, e.g. curl -H 'Content-Type: application/json' -d '{}'")
+            return
         private = self.private and not self.open_path(path)
         head = method == "HEAD"
         if not private and not head:
@@ -132,3 +134,10 @@ class BrowserGuards:
             await send(message)
 
         await self.app(scope, receive, send_wrapped)
+
+    @staticmethod
+    async def _reject(send: Any, status: int, error: str, detail: str) -> None:
+        body = json.dumps({"error": error, "detail": detail}).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})

@@ -3,7 +3,8 @@
 The first state is loaded before the server binds its port, so a deployment without a champion
 or without a materialised online store fails at start with the command that fixes it, instead
 of answering 503 forever. uvicorn's own access log is switched off: it prints raw paths, which
-hold user ids; the API's access log (`mmrec.serve.access`) pseudonymises them.
+hold user ids; the API's access log (`mmrec.serve.access`) pseudonymises them. Requests h11
+cannot parse get the API's JSON error body too (mmrec/serve/protocol.py).
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ def build_app(ctx: StageContext, profile: str | None = None, alias: str = "champ
         raise MMRecError(f"cannot start serving {ctx.spec.name!r}: {result.error}")
     return create_app(holder, settings)
 
+
+#: uvicorn's h11 protocol answering unparsable requests with the API's JSON error body
+HTTP_PROTOCOL = "mmrec.serve.protocol:JsonErrorH11Protocol"
 
 #: environment variable carrying `mmrec serve`'s arguments to uvicorn's worker processes
 _WORKER_ARGS = "MMREC_SERVE_WORKER_ARGS"
@@ -100,8 +104,9 @@ def serve(ctx: StageContext, host: str = "127.0.0.1", port: int = 8000, profile:
             os.environ.setdefault("MMREC_LOG_KEY", settings.log_key)  # one pseudonym per user across workers
         log.info("serving %s on http://%s:%d with %d workers (docs at /docs, page at /)", ctx.spec.name, host, port, workers)
         uvicorn.run("mmrec.serve.run:worker_app", factory=True, workers=workers, host=host, port=port,
-                    access_log=False, log_level="info", timeout_graceful_shutdown=10)
+                    access_log=False, log_level="info", timeout_graceful_shutdown=10, http=HTTP_PROTOCOL)
         return
     app = build_app(ctx, profile, alias, settings)
     log.info("serving %s on http://%s:%d (docs at /docs, page at /)", ctx.spec.name, host, port)
-    uvicorn.run(app, host=host, port=port, access_log=False, log_level="info", timeout_graceful_shutdown=10)
+    uvicorn.run(app, host=host, port=port, access_log=False, log_level="info", timeout_graceful_shutdown=10,
+                http=HTTP_PROTOCOL)
