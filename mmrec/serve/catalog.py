@@ -38,11 +38,15 @@ class ItemInfo:
     text: str | None = None
     media: Mapping[str, Path] = field(default_factory=dict)  # modality -> absolute file inside the root
 
+    def __post_init__(self) -> None:
+        # encoded once here, not on every response that lists the item
+        object.__setattr__(self, "_image_url", media_url(self.item_id, "image") if "image" in self.media else None)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "item_id": self.item_id,
             "title": self.title,
-            "image_url": media_url(self.item_id, "image") if "image" in self.media else None,
+            "image_url": self._image_url,  # type: ignore[attr-defined]
             "media": sorted(self.media),
         }
 
