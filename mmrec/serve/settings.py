@@ -41,8 +41,8 @@ class ServeSettings(BaseModel):
 
     Attributes:
         api_key: when set, every endpoint except /health, /ready, the page shell and the OpenAPI
-            spec needs it in the `X-API-Key` header (or the `mmrec_api_key` cookie the page sets,
-            because <img> requests cannot carry headers).
+            spec needs it in the `X-API-Key` header (or the HttpOnly `mmrec_session` cookie that
+            `POST /session` trades for it, because <img> requests cannot carry headers).
         log_key: key of the HMAC that pseudonymises user ids in log lines; a random one per
             process when unset (ids then cannot be linked across restarts).
         default_k: `k` when omitted (at most MAX_K).
