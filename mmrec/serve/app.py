@@ -23,7 +23,11 @@ from pathlib import Path as FsPath
 from typing import Annotated, Any
 
 from mmrec.errors import MMRecError, ModelError, NotFoundError, ServiceUnavailable
+from mmrec.ids import check_id
 from mmrec.serve import service
+from mmrec.serve.guards import BrowserGuards
+from mmrec.serve.media import MEDIA_CSP
+from mmrec.serve.paths import IdConvertor  # noqa: F401 - registers the `id` path convertor
 from mmrec.serve.schemas import (
     Error,
     Explanation,
@@ -40,10 +44,6 @@ from mmrec.serve.schemas import (
     Similar,
     Users,
 )
-from mmrec.ids import check_id
-from mmrec.serve.guards import BrowserGuards
-from mmrec.serve.media import MEDIA_CSP
-from mmrec.serve.paths import IdConvertor  # noqa: F401 - registers the `id` path convertor
 from mmrec.serve.security import API_KEY_COOKIE, API_KEY_HEADER, GuardMiddleware, is_open, session_token
 from mmrec.serve.settings import ID_MAX_LENGTH, ID_PATTERN, MAX_K, ServeSettings
 from mmrec.serve.state import ServingState, StateHolder

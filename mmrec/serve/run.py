@@ -88,7 +88,13 @@ def serve(ctx: StageContext, host: str = "127.0.0.1", port: int = 8000, profile:
     import uvicorn
     from threadpoolctl import threadpool_limits
 
+    from mmrec.serve.settings import ServeSettings
+
     threadpool_limits(limits=int(os.environ.get("MMREC_SERVE_BLAS_THREADS", "1")))
+    effective = settings or ServeSettings.from_env()
+    if effective.api_key is None and effective.allowed_hosts is None and host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("serving on %s without an API key: only requests naming Host localhost, 127.0.0.1 or [::1] are "
+                    "answered (DNS-rebinding guard); set MMREC_SERVE_ALLOWED_HOSTS=name1,name2 or MMREC_API_KEY", host)
     if workers > 1:
         # One process per core: Python serves one request at a time per process (GIL). Each
         # worker loads its own state; this first load fails fast before any worker starts.

@@ -125,9 +125,9 @@ def _encode_uri_component(values: list[str]) -> list[str]:
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed (the page's encodeURIComponent is checked with it)")
-    out = subprocess.run([node, "-e", "const v=JSON.parse(require('fs').readFileSync(0,'utf8'));"
-                          "process.stdout.write(JSON.stringify(v.map(encodeURIComponent)))"],
-                         input=json.dumps(values), capture_output=True, text=True, check=True)
+    script = ("const v=JSON.parse(require('fs').readFileSync(0,'utf8'));"
+              "process.stdout.write(JSON.stringify(v.map(encodeURIComponent)))")
+    out = subprocess.run([node, "-e", script], input=json.dumps(values), capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
 
 

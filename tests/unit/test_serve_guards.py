@@ -20,15 +20,15 @@ import pandas as pd
 import pytest
 
 pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from mmrec.constants import MAX_IMAGE_PIXELS  # noqa: E402
-from mmrec.serve.app import create_app, scrub  # noqa: E402
-from mmrec.serve.catalog import Catalog  # noqa: E402
-from mmrec.serve.guards import host_allowed, host_name  # noqa: E402
-from mmrec.serve.settings import ServeSettings  # noqa: E402
-from mmrec.serve.state import StateHolder  # noqa: E402
-from tests.serving import ListSource, tiny_state  # noqa: E402
+from mmrec.constants import MAX_IMAGE_PIXELS
+from mmrec.serve.app import create_app, scrub
+from mmrec.serve.catalog import Catalog
+from mmrec.serve.guards import host_allowed, host_name
+from mmrec.serve.settings import ServeSettings
+from mmrec.serve.state import StateHolder
+from tests.serving import ListSource, tiny_state
 
 WAV = b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00\x40\x1f\x00\x00\x80\x3e\x00\x00\x02\x00\x10\x00data\x00\x00\x00\x00"
 
@@ -216,6 +216,14 @@ def test_docs_are_served_from_this_server(client: TestClient):
     assert js.status_code == 200 and len(js.content) > 100_000
     assert client.get("/redoc").status_code == 404  # no local redoc assets: no page
     assert client.get("/openapi.json").status_code == 200
+
+
+def test_the_page_keeps_no_key_where_scripts_can_read_it():
+    from mmrec.serve.app import STATIC
+
+    js = (STATIC / "app.js").read_text()
+    assert "document.cookie" not in js and "sessionStorage" not in js and "localStorage" not in js
+    assert 'fetch("/session", { method: "POST"' in js  # traded for the HttpOnly cookie instead
 
 
 def test_serve_binds_loopback_by_default():
