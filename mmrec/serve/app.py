@@ -54,7 +54,7 @@ STATIC = FsPath(__file__).resolve().parent / "static"
 #: absolute paths (two or more segments) are cut out of any message that reaches a client
 _PATH_RE = re.compile(r"(?:[A-Za-z]:)?(?:/[\w.+@-]+){2,}/?")
 #: the user-info part of any URI (`postgresql://user:pass@`, `redis://:pass@`, `s3://KEY:SECRET@`)
-_URI_CREDENTIALS_RE = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@?#]*@")
+_URI_CREDENTIALS_RE = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s?#]*@")  # up to the last `@` of the authority
 #: `password=...` style pairs (DSNs, query strings)
 _SECRET_PAIR_RE = re.compile(r"(?i)\b(password|passwd|pwd|secret|token|api_key|access_key)=([^\s&;,'\"]+)")
 

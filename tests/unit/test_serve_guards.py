@@ -247,9 +247,10 @@ def test_access_log_escapes_control_characters(client: TestClient, caplog):
 
 def test_scrub_removes_credentials_from_uris():
     msg = ("could not connect to postgresql://mlflow:hunter2@db.internal:5432/mlflow and "
-           "redis://:s3cret@10.0.0.5:6379/0 nor s3://AKIA:SECRETKEY@bucket/x (password=pw1 token=abc)")
+           "redis://:s3cret@10.0.0.5:6379/0 nor s3://AKIA:SECRETKEY@bucket/x (password=pw1 token=abc) "
+           "nor mysql://u:p@ss@w0rd@db/x")  # an unescaped `@` inside the password
     out = scrub(msg)
-    for secret in ("hunter2", "s3cret", "SECRETKEY", "AKIA", "mlflow:", "pw1", "abc"):
+    for secret in ("hunter2", "s3cret", "SECRETKEY", "AKIA", "mlflow:", "pw1", "abc", "ss@w0rd", "w0rd"):
         assert secret not in out, secret
     assert "postgresql://***@db.internal:5432/mlflow" in out and "redis://***@10.0.0.5:6379/0" in out
 
