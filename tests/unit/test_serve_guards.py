@@ -303,6 +303,16 @@ def test_further_attacks(client: TestClient):
     for seg in ("%ZZ", "%FF%FE", "%C0%AF"):
         r = client.get(f"/users/{seg}/history")
         assert r.status_code == 404 and r.json()["error"] == "not_found", seg
+    # JSON oddities: NaN, 1e400, duplicate keys (the last wins, then validated), an escaped NUL in an id
+    for raw_body in (b'{"item_ids": ["i1"], "k": NaN}', b'{"item_ids": ["i1"], "k": 1e400}',
+                     b'{"item_ids": ["i1"], "k": 1, "k": 500}', b'{"item_ids": ["i\\u0000"]}'):
+        r = client.post("/recommendations", content=raw_body, headers={"content-type": "application/json"})
+        assert r.status_code == 422 and r.json()["error"] == "invalid_request", raw_body
+    # other methods and a path-ish modality: JSON 405/422, never a route or file
+    r = client.request("OPTIONS", "/users/u1/recommendations")
+    assert r.status_code == 405 and r.json()["error"] == "method_not_allowed"
+    assert client.get("/items/i1/similar?modality=../../etc").status_code == 422
+    assert client.get("/media/items/i1/..").status_code == 404  # the client normalises it to /media/items/
     # an X-Forwarded-Host cannot smuggle a host past the allow-list
     r = client.get("/users/u1/history", headers={"host": "evil.example", "x-forwarded-host": "localhost"})
     assert r.status_code == 421
