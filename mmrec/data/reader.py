@@ -140,12 +140,13 @@ def physical_lines(path: Path, encoding: str, block: int = BLOCK_BYTES) -> Itera
 
 def bad_byte_reason(line: str, encoding: str) -> str | None:
     """Why a decoded line is not text: undecodable bytes (with the byte offset) or a NUL."""
+    encoding = encoding.removesuffix("-sig")  # offsets within the line: no byte-order mark
     m = _BAD_BYTE.search(line)
     if m is not None:
         offset = len(line[: m.start()].encode(encoding, errors="surrogateescape")) + 1
         byte = ord(m.group()) - 0xDC00
         return (
-            f"invalid {encoding.removesuffix('-sig')} at byte {offset} (0x{byte:02x}); set `encoding:` for this "
+            f"invalid {encoding} at byte {offset} (0x{byte:02x}); set `encoding:` for this "
             f"table in dataset.yaml (e.g. latin-1, cp1252)"
         )
     nul = line.find("\x00")

@@ -400,7 +400,8 @@ def _accounting_check(run: _TableRun, source: str) -> None:
                 None,
                 [],
                 f"rows were lost between {source} and {rep.warehouse}: {details}",
-                f"re-run `mmrec stage ingest` (the warehouse does not match its source); {_REINGEST}",
+                "re-run `mmrec stage ingest` (the warehouse no longer matches its source); if the gap "
+                "persists, it is a bug in mmrec: report it with the file",
             )
         )
 
