@@ -124,8 +124,8 @@ class ChampionSource:
 
     def load(self) -> ServingState:
         from mmrec.explain import explain
-        from mmrec.serve.catalog import load_catalog
         from mmrec.provenance import check_split, current_split_hash
+        from mmrec.serve.catalog import load_catalog
         from mmrec.tracking import load_champion
 
         model, info = load_champion(self.ctx, alias=self.alias)

@@ -128,8 +128,10 @@ def test_unclosed_quote_in_items_cascades_root_cause(tmp_path):
     q = ds.quarantine("interactions")
     assert len(q) == (ds.table("interactions")["item_id"] == "i04").sum() > 0
     assert set(q["reason"]) == {
-        "item 'i04' quarantined (items line 5: unclosed quote (opened at character 5; no following line closes it "
-        "into a record of 3 fields))"
+        (
+            "item 'i04' quarantined (items line 5: unclosed quote (opened at character 5; no following line closes "
+            "it into a record of 3 fields))"
+        )
     }
 
 
@@ -243,8 +245,11 @@ def test_invalid_utf8_names_byte_and_cascades(tmp_path):
     assert rej["reason"].iloc[0].startswith("line 5: invalid utf-8 at byte 8 (0xe9); set `encoding:`")
     assert rej["item_id"].iloc[0] == "i04" and "\ufffd" in rej["raw"].iloc[0]
     reasons = set(ds.quarantine("interactions")["reason"])
-    assert reasons == {"item 'i04' quarantined (items line 5: invalid utf-8 at byte 8 (0xe9); set `encoding:` for "
-                       "this table in dataset.yaml (e.g. latin-1, cp1252))"}  # fmt: skip
+    expected = (
+        "item 'i04' quarantined (items line 5: invalid utf-8 at byte 8 (0xe9); set `encoding:` for "
+        "this table in dataset.yaml (e.g. latin-1, cp1252))"
+    )
+    assert reasons == {expected}
 
 
 def test_latin1_file_with_encoding_set(tmp_path):
@@ -421,7 +426,7 @@ def test_corrupt_parquet_names_the_file(tmp_path):
 def test_far_future_timestamp_is_quarantined(tmp_path):
     ds = DS(tmp_path)
     soon = int(time.time()) + 3600  # within the default 1-day tolerance: fine
-    lines = _set(INTERACTIONS, 3, f"u1,i03,4070908800,4")  # 2099-01-01
+    lines = _set(INTERACTIONS, 3, "u1,i03,4070908800,4")  # 2099-01-01
     ds.write_inter(_set(lines, 4, f"u1,i04,{soon},4"))
     ds.ingest().validate()
     q = ds.quarantine("interactions")
