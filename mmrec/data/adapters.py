@@ -200,9 +200,14 @@ def _require_columns(raw: RawTable, needed: dict[str, str], table: str) -> None:
     available = [c for c in raw.frame.columns if c != SOURCE_ROW]
     for what, col in needed.items():
         if col not in raw.frame.columns:
+            hint = ""
+            if len(available) == 1:  # one column holding the others: the file has another delimiter
+                found = [d for d in (";", "\t", "|", ",") if d in str(available[0])]
+                if found:
+                    hint = f" (the file looks {found[0]!r}-separated: set `delimiter: {found[0]!r}` for this table)"
             raise ConfigError(
                 f"dataset.yaml {table}.{what} maps to column {col!r}, which {raw.path.name} does not have; "
-                f"its columns are {available}"
+                f"its columns are {available}{hint}"
             )
 
 

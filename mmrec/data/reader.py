@@ -232,6 +232,11 @@ def read_delimited_records(
     counts.header_lines += 1
     bad = bad_byte_reason(first, codec)
     header = _parse(first, sep, strict=False)
+    if "\r" in first.rstrip("\r"):
+        raise DataError(
+            f"{path}: lines end with a bare carriage return (\\r, old Mac style), so the whole file reads as one "
+            f"line; convert it to \\n or \\r\\n line endings (e.g. `tr '\\r' '\\n'`)"
+        )
     if bad or isinstance(header, str):
         raise DataError(f"{path}: cannot read the header (line {lines.next_no - 1}): {bad or header}; fix the file")
     header = [h.strip() for h in header]

@@ -349,6 +349,31 @@ def test_missing_mapped_column(tmp_path):
         ds.ingest()
 
 
+def test_cr_only_line_endings(tmp_path):
+    ds = DS(tmp_path)
+    ds.write_inter(INTERACTIONS, end="\r")
+    with pytest.raises(DataError, match=r"interactions.csv: lines end with a bare carriage return .* convert it"):
+        ds.ingest()
+
+
+def test_wrong_delimiter_names_the_one_the_file_uses(tmp_path):
+    ds = DS(tmp_path)
+    ds.write_inter([x.replace(",", ";") for x in INTERACTIONS])
+    with pytest.raises(ConfigError, match=r"its columns are \['user_id;item_id;timestamp;rating'\] .*set `delimiter: ';'`"):
+        ds.ingest()
+
+
+def test_mixed_encodings_cost_only_the_odd_lines(tmp_path):
+    ds = DS(tmp_path)
+    data = [x.encode() for x in ITEMS]
+    data[2] = "i02,Cr\u00e8me,blue".encode("cp1252")  # a cp1252 line among UTF-8 ones (one with UTF-8 accents)
+    data[3] = "i03,\u00c9t\u00e9,red".encode()
+    ds.items.write_bytes(b"\n".join(data) + b"\n")
+    ds.ingest()
+    assert ds.rejects("items")["line"].tolist() == [3]
+    assert ds.table("items").set_index("item_id").loc["i03", "text_title"] == "\u00c9t\u00e9"
+
+
 def test_duplicate_header_column(tmp_path):
     ds = DS(tmp_path)
     ds.write_items(["item_id,title,title", *ITEMS[1:]])
