@@ -245,9 +245,13 @@ def read_delimited_records(
 
     def records() -> Iterator[tuple[int, int, list[str] | Reject]]:
         row = 0
+        size = 64  # lines offered to the fast path: doubles while it takes them all, so a file
+        # of mostly bad lines is not re-scanned 4096 lines at a time for each of them
         while (line := lines.peek(0)) is not None:
             line_no = lines.next_no
-            good = _fast_rows(lines.peek_many(FAST_LINES), n_fields, sep)
+            chunk = lines.peek_many(size)
+            good = _fast_rows(chunk, n_fields, sep)
+            size = min(FAST_LINES, size * 2) if len(good) == len(chunk) else max(1, len(good))
             if good:  # a run of one-line records: parsed by one reader, each checked for its line
                 lines.take(len(good))
                 counts.records += len(good)
@@ -284,8 +288,9 @@ def _fast_rows(chunk: list[str], n_fields: int, sep: str) -> list[list[str]]:
     One csv reader over many lines is several times faster than one reader per line, but it
     would let a line that ends inside a quoted field run on into the next ones. So each row is
     checked to have consumed exactly one line (`reader.line_num`), to have the header's field
-    count and balanced quotes; the run stops before the first line that is not plainly fine (undecodable bytes, NUL,
-    blank, parser error, an open quote, wrong field count), which the careful path then reads.
+    count and balanced quotes; the run stops before the first line that is not plainly fine
+    (undecodable bytes, NUL, blank, parser error, an open quote, wrong field count), which the
+    careful path (`_one_record`) then reads.
     """
     if not chunk:
         return []
