@@ -472,3 +472,15 @@ def test_lost_rows_fail_validation(tmp_path):
     assert data["tables"]["interactions"]["accounting"]["unaccounted"] == 12
     assert next(c for c in data["tables"]["interactions"]["checks"] if c["name"] == "line_accounting")["success"] is False
     assert "| interactions |" in ds.paths.validation_markdown.read_text()
+
+
+def test_recommend_users_file_with_a_stray_quote_fails_loudly(tmp_path):
+    """`mmrec recommend --users FILE`: pandas would swallow the lines after the quote (no recs, no error)."""
+    from mmrec.recommend import read_user_ids
+
+    f = tmp_path / "users.csv"
+    f.write_text("user_id,segment\nu1,a\nu2,\"b\nu3,c\nu4,d\n")
+    with pytest.raises(DataError, match=r"users.csv: 1 unreadable line\(s\), e.g. line 3: unclosed quote"):
+        read_user_ids(f)
+    f.write_text("user_id,segment\nu1,a\nu2,\"b, c\"\n")
+    assert read_user_ids(f) == ["u1", "u2"]
