@@ -120,3 +120,42 @@ def test_serving_check_compares_with_the_split_on_disk(trained: StageContext, mo
         check_split(model, "f" * 64, "champion", "retrain")
     model.provenance = {}  # a model saved before provenance existed: allowed, with a warning
     check_split(model, "f" * 64, "champion", "retrain")
+
+
+KILL_SCRIPT = """
+import os, signal, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from mmrec.models.base import Recommender
+from mmrec.stages import run_train
+from tests.unit.test_train_swap import _ctx
+
+original, calls = Recommender.save, []
+
+def save(self, path):
+    calls.append(self.name)
+    if len(calls) == 2:  # the first model is on disk in the temp folder: die like `kill -9`
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(self, path)
+
+Recommender.save = save
+run_train(_ctx(Path(sys.argv[2]), Path(sys.argv[3])))
+"""
+
+
+def test_sigkill_during_save_then_next_run_cleans_up(trained: StageContext, tiny_dataset: Path, workspace: Path):
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    before = _files(trained.paths.models)
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_SCRIPT, str(repo), str(tiny_dataset), str(workspace)],
+        capture_output=True, text=True, timeout=300, cwd=repo,
+    )  # fmt: skip
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert list(trained.paths.models.parent.glob(".models.*.tmp"))  # what the kill left behind
+    assert _files(trained.paths.models) == before  # the previous run's models, whole
+    run_train(trained)
+    assert not list(trained.paths.models.parent.glob(".models.*"))
+    assert {p.name for p in trained.paths.models.iterdir()} == {"popularity", "itemknn", "train_summary.json"}
