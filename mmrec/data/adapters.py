@@ -10,8 +10,10 @@ file, the column and the fix.
 from __future__ import annotations
 
 import hashlib
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,7 +36,7 @@ from mmrec.errors import ConfigError, DataError
 
 RAW = "raw"
 LINE = "line"  # 1-based physical line of a reject in its file (the header is line 1)
-_CHUNK_ROWS = 200_000  # rows are collected into frames of this size while the file streams
+_CHUNK_ROWS = 50_000  # rows are moved into the column lists in chunks of this size
 TIMESTAMP_RAW = "timestamp_raw"  # raw values kept next to parsed ones: errors quote what the file said
 REJECT_COLUMNS = [SOURCE_ROW, LINE, RAW, REASON]
 _RESERVED = {USER_ID, ITEM_ID, TIMESTAMP, TIMESTAMP_RAW, RATING, WEIGHT, EVENT, ROW_HASH, SOURCE_ROW, TEXT, "image", "audio", "video"}
@@ -118,18 +120,19 @@ def _read_delimited(path: Path, spec: TableSpec) -> RawTable:
     if len(set(header)) != len(header):
         dupes = sorted({h for h in header if header.count(h) > 1})
         raise DataError(f"{path}: duplicate column name(s) {dupes} in the header")
-    chunks: list[pd.DataFrame] = []
+    # Rows arrive in chunks and are moved into one list per column (C-level zip), so memory is
+    # the strings themselves plus one pointer per cell, not a second copy of every row.
+    columns: list[list[str]] = [[] for _ in header]
     rows: list[list[str]] = []
-    source_rows: list[int] = []
+    source_rows = array("q")  # 8 bytes per row, not a Python int each
     rejects: list[Reject] = []
 
     def flush() -> None:
-        if rows:
-            chunk = pd.DataFrame(rows, columns=header, dtype=object)
-            chunk[SOURCE_ROW] = np.asarray(source_rows, dtype=np.int64)
-            chunks.append(chunk)
-            rows.clear()
-            source_rows.clear()
+        if not rows:
+            return
+        for col, values in zip(columns, zip(*rows, strict=True), strict=True):
+            col.extend(values)
+        rows.clear()
 
     for row_no, _line, result in records:
         if isinstance(result, Reject):
@@ -140,11 +143,15 @@ def _read_delimited(path: Path, spec: TableSpec) -> RawTable:
         if len(rows) >= _CHUNK_ROWS:
             flush()
     flush()
-    if chunks:
-        frame = pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0]
-    else:
-        frame = pd.DataFrame(columns=header, dtype=object)
-        frame[SOURCE_ROW] = np.asarray([], dtype=np.int64)
+    data: dict[str, Any] = {}
+    for name in header:
+        col = columns.pop(0)
+        values = np.empty(len(col), dtype=object)
+        values[:] = col
+        data[name] = values
+        del col
+    frame = pd.DataFrame(data, copy=False)
+    frame[SOURCE_ROW] = np.frombuffer(source_rows, dtype=np.int64).copy()
     return RawTable(frame, _rejects_frame(rejects, _id_columns(spec), header), path, counts)
 
 
