@@ -13,8 +13,14 @@ the declared encoding), and a line-splitting pre-pass groups them into candidate
   opening line alone is rejected ("unclosed quote") and reading restarts on the next line.
 
 Each candidate record is handed to the csv module on its own, so a bad record costs exactly its
-own line(s). Every physical line ends up in exactly one bucket (header, blank, parsed record,
-rejected record), and `LineCounts.check()` proves it before anything is written.
+own line(s); runs of plain one-line records (the common case) go through one csv reader, each row
+checked to have consumed exactly its own line (`_fast_rows`). Every physical line ends up in
+exactly one bucket (header, blank, parsed record, rejected record), and `LineCounts.check()`
+proves it before anything is written.
+
+Limitation: a quoted value spanning more than `csv.field_size_limit()` characters (128 KiB) is
+not joined; its first line is rejected as an unclosed quote and its continuation lines are read
+as records of their own (usually rejected for their field count).
 """
 
 from __future__ import annotations
