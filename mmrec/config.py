@@ -67,17 +67,37 @@ class ValidateParams(_Section):
     Attributes:
         max_quarantine_fraction: above this share of quarantined rows in a table, the table
             fails as a whole (something systematic is wrong; quarantining would hide it).
-        timestamp_min/max: the sane range for interaction timestamps (ISO dates, UTC).
+        timestamp_min/max: the sane range for interaction timestamps (ISO dates, UTC). With
+            timestamp_max unset (the default) the upper bound is the time of the run plus
+            `future_tolerance`: an event cannot have happened after the data was validated, and
+            one far-future row would otherwise become the data's end (zeroing every window
+            counted back from it).
+        future_tolerance: clock skew allowed beyond "now" (a pandas Timedelta, e.g. "1 day", "6h").
         check_media: open every media file and check it decodes (image/audio/video).
         min_text_chars/max_text_chars: document length bounds for items with text.
     """
 
     max_quarantine_fraction: float = Field(0.2, ge=0.0, le=1.0)
     timestamp_min: str = "1990-01-01"
-    timestamp_max: str = "2100-01-01"
+    timestamp_max: str | None = None
+    future_tolerance: str = "1 day"
     check_media: bool = True
     min_text_chars: int = 1
     max_text_chars: int = 20_000
+
+    @model_validator(mode="after")
+    def _tolerance(self) -> ValidateParams:
+        import pandas as pd
+
+        try:
+            tol = pd.Timedelta(self.future_tolerance)
+        except ValueError as exc:
+            raise ValueError(
+                f"validate.future_tolerance {self.future_tolerance!r} is not a duration (e.g. '1 day', '6h')"
+            ) from exc
+        if tol < pd.Timedelta(0):
+            raise ValueError(f"validate.future_tolerance {self.future_tolerance!r} must not be negative")
+        return self
 
 
 class SplitParams(_Section):

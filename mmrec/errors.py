@@ -69,3 +69,12 @@ class ServiceUnavailable(MMRecError):
         super().__init__(message)
         self.service = service
         self.address = address
+
+
+class TrackingStoreError(MMRecError):
+    """The MLflow tracking/registry store is unusable (corrupt, read-only, unopenable file).
+
+    Not transient, unlike `ServiceUnavailable`: retrying does not help; the message names the
+    store and the fix (restore or move the file aside, make it writable, or point tracking.uri
+    elsewhere).
+    """

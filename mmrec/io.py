@@ -82,3 +82,29 @@ def write_parquet(path: str | os.PathLike[str], df: pd.DataFrame) -> None:
 def write_tsv(path: str | os.PathLike[str], df: pd.DataFrame) -> None:
     with atomic_path(path) as tmp:
         df.to_csv(tmp, sep="\t", index=False, lineterminator="\n")
+
+
+def clean_interrupted(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove what a killed `atomic_dir`/`atomic_path` write left around `path`; returns what went.
+
+    A kill leaves `.<name>.*.tmp` beside the target (and, inside a folder that was being filled,
+    `.<entry>.*.tmp` / `.<entry>.old`). A kill between `atomic_dir`'s two renames leaves the
+    previous content as `.<name>.old` with no `<name>`: that is put back first, so the last
+    complete output survives. Call it before writing `path` again (one writer at a time).
+    """
+    target = Path(path)
+    parent = target.parent
+    if not parent.is_dir():
+        return []
+    old = parent / f".{target.name}.old"
+    if old.exists() and not target.exists():
+        os.replace(old, target)
+    leftovers = [*parent.glob(f".{target.name}.*.tmp"), *([old] if old.exists() else [])]
+    if target.is_dir():
+        leftovers += [*target.glob(".*.tmp"), *target.glob(".*.old")]
+    for p in leftovers:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return leftovers

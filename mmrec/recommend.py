@@ -498,12 +498,36 @@ def read_ids(path: str | Path, column: str, what: str = "ids") -> list[str]:
         first = p.read_text(encoding="utf-8").splitlines()[:1]
         sep = "\t" if first and "\t" in first[0] else ","
         if first and column in [c.strip() for c in first[0].split(sep)]:
-            df = pd.read_csv(p, sep=sep, dtype=str)
+            return _ids_from_table(p, sep, column)
         else:
             return [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
     if column not in df.columns:
         raise DataError(f"{p}: no {column!r} column; columns are {list(df.columns)}")
     return df[column].astype(str).tolist()
+
+
+def _ids_from_table(p: Path, sep: str, column: str) -> list[str]:
+    """The `column` of a delimited file, read line by line: a bad line fails loudly, naming it.
+
+    pandas' reader would let one stray quote swallow the following lines (those users would
+    silently get no recommendations); the line-accounting reader stops at nothing and reports.
+    """
+    from mmrec.data.reader import Reject, read_delimited_records
+
+    header, records, _ = read_delimited_records(p, "utf-8", sep)
+    pos = header.index(column)
+    ids: list[str] = []
+    bad: list[Reject] = []
+    for _, _, fields in records:
+        if isinstance(fields, Reject):
+            bad.append(fields)
+        else:
+            ids.append(fields[pos].strip())
+    if bad:
+        raise DataError(
+            f"{p}: {len(bad)} unreadable line(s), e.g. line {bad[0].line}: {bad[0].reason}; fix them and run again"
+        )
+    return [i for i in ids if i]
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -23,7 +24,7 @@ from mmrec.config import Params
 from mmrec.constants import ITEM_ID, MODALITIES, RATING
 from mmrec.data.contract import DatasetSpec
 from mmrec.errors import ConfigError, StageError
-from mmrec.io import write_json, write_text
+from mmrec.io import atomic_dir, clean_interrupted, write_json, write_text
 from mmrec.paths import DatasetPaths
 
 log = logging.getLogger(__name__)
@@ -127,14 +128,26 @@ def _model_names(ctx: StageContext, models: Sequence[str] | None) -> list[str]:
 
 
 def run_train(ctx: StageContext, models: Sequence[str] | None = None) -> dict[str, Any]:
-    """Fit every configured model on train (early stopping on valid) and save it."""
+    """Fit every configured model on train (early stopping on valid) and save them as one swap.
+
+    The models folder is rebuilt aside (`.models.*.tmp`) and replaces the old one whole, so a
+    killed run leaves the previous models, `train_summary.json` and training set together, never
+    a mix of new and old. Models of an earlier run that this one does not train are carried over
+    (hard links). Each model.json records the split, data and feature hashes it was trained from
+    (`mmrec.provenance`); leftovers of a killed run are removed first.
+    """
     from mmrec.distributed.ddp import is_main_process
     from mmrec.models import create_model
-    from mmrec.models.features import load_item_features, modalities_of, with_features
+    from mmrec.models.features import feature_path, load_item_features, modalities_of, with_features
+    from mmrec.provenance import training_provenance
 
+    if is_main_process():
+        for leftover in clean_interrupted(ctx.paths.models):
+            log.info("removed %s (left by an interrupted run)", leftover)
     data = load_split_data(ctx)
     summary: dict[str, Any] = {"split": {"kind": data.kind, "hash": data.split_hash}, "models": {}}
-    built = [(name, create_model(name, **ctx.params.train.params.get(name, {}))) for name in _model_names(ctx, models)]
+    names = _model_names(ctx, models)
+    built = [(name, create_model(name, **ctx.params.train.params.get(name, {}))) for name in names]
     # Multimodal models get the item features they declare, aligned with the item index; items
     # without a vector are masked, never a zero vector taken as signal.
     needed = sorted({m for _, model in built for m in modalities_of(model)})
@@ -146,8 +159,8 @@ def run_train(ctx: StageContext, models: Sequence[str] | None = None) -> dict[st
         seed_everything(ctx.params.train.seed)
         log.info("training %s %s", name, model.get_params())
         model.fit(train, data.valid)
-        if is_main_process():  # under torchrun every rank holds the same model; one writes it
-            model.save(ctx.paths.model_dir(name))
+        files = {m: feature_path(ctx.paths, ctx.params.extract, m) for m in modalities_of(model)}
+        model.provenance = training_provenance(ctx.paths, data.kind, data.split_hash, files)
         summary["models"][name] = {
             "params": model.get_params(),
             "train_seconds": round(model.train_seconds, 3),
@@ -155,22 +168,48 @@ def run_train(ctx: StageContext, models: Sequence[str] | None = None) -> dict[st
             "best_epoch": model.best_epoch,
         }
         log.info("trained %s in %.1fs (%d epochs)", name, model.train_seconds, model.epochs)
-    if not is_main_process():
+    if not is_main_process():  # under torchrun every rank holds the same models; one writes them
         return summary
-    if ctx.params.features.point_in_time_training:
-        summary["point_in_time"] = write_point_in_time_training_set(ctx)
-    write_json(ctx.paths.models / "train_summary.json", summary)
+    own = {"train_summary.json", "training_set.parquet", *names}
+    with atomic_dir(ctx.paths.models) as tmp:
+        if ctx.paths.models.is_dir():
+            for entry in sorted(ctx.paths.models.iterdir()):
+                if entry.name not in own and not entry.name.startswith("."):
+                    _link_copy(entry, tmp / entry.name)
+        for name, model in built:
+            model.save(tmp / name)
+        if ctx.params.features.point_in_time_training:
+            summary["point_in_time"] = write_point_in_time_training_set(ctx, tmp)
+        write_json(tmp / "train_summary.json", summary)
+    if ctx.params.features.point_in_time_training:  # report where it ended up, not the temp folder
+        summary["point_in_time"]["path"] = str(ctx.paths.models / "training_set.parquet")
     return summary
 
 
-def write_point_in_time_training_set(ctx: StageContext) -> dict[str, Any]:
+def _link_copy(src: Path, dst: Path) -> None:
+    """Copy a file or folder by hard links (instant, no extra space); plain copy where linking fails."""
+    import shutil
+
+    def link(a: str, b: str) -> None:
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    if src.is_dir():
+        shutil.copytree(src, dst, copy_function=link)
+    else:
+        link(str(src), str(dst))
+
+
+def write_point_in_time_training_set(ctx: StageContext, folder: Path | None = None) -> dict[str, Any]:
     """The training interactions joined with item/user statistics as of each one (Feast's
     `get_historical_features`), written beside the models for training code to read."""
     from mmrec.features import point_in_time_training_set
     from mmrec.io import write_parquet
 
     df = point_in_time_training_set(ctx)
-    path = ctx.paths.models / "training_set.parquet"
+    path = (ctx.paths.models if folder is None else folder) / "training_set.parquet"
     write_parquet(path, df)
     return {"path": str(path), "rows": int(len(df)), "columns": [str(c) for c in df.columns]}
 
@@ -188,6 +227,7 @@ def run_evaluate(ctx: StageContext, models: Sequence[str] | None = None) -> dict
     from mmrec import analysis
     from mmrec.evaluate import UserMetrics, user_metrics
     from mmrec.models import load_model
+    from mmrec.provenance import check_split
     from mmrec.report import write_report
 
     data = load_split_data(ctx)
@@ -221,6 +261,7 @@ def run_evaluate(ctx: StageContext, models: Sequence[str] | None = None) -> dict
         if not (folder / "model.json").is_file():
             raise StageError(f"{folder}: model {name!r} not trained; run `mmrec stage train` first")
         model = load_model(folder)
+        check_split(model, data.split_hash, f"{folder} ({name!r})", "re-run `mmrec stage train`")
         if list(model.item_ids) != list(data.item_ids):
             raise StageError(f"{folder}: model {name!r} was trained on another split; re-run `mmrec stage train`")
         start = time.perf_counter()

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mmrec.errors import ConfigError, MMRecError, ModelError, ServiceUnavailable, StageError
+from mmrec.errors import ConfigError, MMRecError, ModelError, ServiceUnavailable, StageError, TrackingStoreError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -129,6 +129,53 @@ def _is_local(uri: str) -> bool:
     return uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri
 
 
+_READ_ONLY = ("readonly database", "read-only", "permission denied")
+_CORRUPT = ("file is not a database", "database disk image is malformed", "file is encrypted", "malformed")
+_UNOPENABLE = ("unable to open database file",)
+
+
+def store_error(uri: str, exc: BaseException) -> TrackingStoreError | None:
+    """A one-line error naming the store and the fix, when `exc` comes from a broken sqlite store.
+
+    MLflow lets SQLAlchemy/sqlite errors through (sometimes wrapped in an MlflowException); the
+    chain of causes is searched for them. Other errors (a server down, a bug) return None.
+    """
+    import sqlite3
+
+    messages = []
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        db_error = isinstance(cur, sqlite3.Error) or type(cur).__module__.startswith("sqlalchemy")
+        if db_error or "sqlite" in str(cur).lower():
+            messages.append(str(cur).splitlines()[0] if str(cur) else type(cur).__name__)
+        cur = cur.__cause__ or cur.__context__
+    if not messages:
+        return None
+    text = " ".join(messages).lower()
+    where = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else uri
+    first = next((m for m in messages if any(k in m.lower() for k in (*_READ_ONLY, *_CORRUPT, *_UNOPENABLE))), messages[0])
+    if any(k in text for k in _READ_ONLY):
+        fix = f"make it and its folder writable (e.g. chmod u+w {where}), or set tracking.uri / MLFLOW_TRACKING_URI to a writable store"
+        what = "is read-only"
+    elif any(k in text for k in _CORRUPT):
+        fix = (
+            f"restore it from a backup, or move it aside (mv {where} {where}.corrupt) and re-run `mmrec pipeline` "
+            f"to register the models again; or set tracking.uri / MLFLOW_TRACKING_URI to another store"
+        )
+        what = "is corrupt"
+    elif any(k in text for k in _UNOPENABLE):
+        fix = "check that the path exists and its folder is writable, or set tracking.uri / MLFLOW_TRACKING_URI"
+        what = "cannot be opened"
+    elif uri.startswith("sqlite:"):
+        fix = "check the file (sqlite3 FILE 'PRAGMA integrity_check'), or set tracking.uri / MLFLOW_TRACKING_URI"
+        what = "failed"
+    else:
+        return None
+    return TrackingStoreError(f"MLflow store {where} {what} ({first}); fix: {fix}")
+
+
 @contextlib.contextmanager
 def _mlflow(uri: str) -> Iterator[MlflowClient]:
     """Point the mlflow module at `uri` for the block, then put everything back.
@@ -150,6 +197,13 @@ def _mlflow(uri: str) -> Iterator[MlflowClient]:
     mlflow.set_registry_uri(uri)
     try:
         yield MlflowClient(tracking_uri=uri, registry_uri=uri)
+    except MMRecError:
+        raise
+    except Exception as exc:
+        store = store_error(uri, exc)
+        if store is None:
+            raise
+        raise store from exc
     finally:
         mlflow.set_tracking_uri(saved[0])
         registry_utils._registry_uri = saved[1]

@@ -9,12 +9,11 @@ file, the column and the fix.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
-import json
-from dataclasses import dataclass
+from array import array
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,119 +31,164 @@ from mmrec.constants import (
     WEIGHT,
 )
 from mmrec.data.contract import DatasetSpec, InteractionsSpec, ItemsSpec, TableSpec, UsersSpec
+from mmrec.data.reader import LineCounts, Reject, read_delimited_records, read_jsonl_records, recover_json_field
 from mmrec.errors import ConfigError, DataError
 
 RAW = "raw"
+LINE = "line"  # 1-based physical line of a reject in its file (the header is line 1)
+_CHUNK_ROWS = 50_000  # rows are moved into the column lists in chunks of this size
 TIMESTAMP_RAW = "timestamp_raw"  # raw values kept next to parsed ones: errors quote what the file said
-REJECT_COLUMNS = [SOURCE_ROW, RAW, REASON]
+REJECT_COLUMNS = [SOURCE_ROW, LINE, RAW, REASON]
 _RESERVED = {USER_ID, ITEM_ID, TIMESTAMP, TIMESTAMP_RAW, RATING, WEIGHT, EVENT, ROW_HASH, SOURCE_ROW, TEXT, "image", "audio", "video"}
 
 
 @dataclass(frozen=True)
 class RawTable:
-    """A file read as strings: `frame` has the file's columns + source_row; `rejects` the bad lines."""
+    """A file read as strings: `frame` has the file's columns + source_row; `rejects` the bad lines.
+
+    `counts` says where every line of the file went (see `mmrec.data.reader.LineCounts`);
+    `counts.records == len(frame) + len(rejects)` always.
+    """
 
     frame: pd.DataFrame
     rejects: pd.DataFrame
     path: Path
+    counts: LineCounts = field(default_factory=LineCounts)
 
 
 def _empty_rejects() -> pd.DataFrame:
-    return pd.DataFrame({SOURCE_ROW: pd.Series(dtype="int64"), RAW: pd.Series(dtype=str), REASON: pd.Series(dtype=str)})
+    return pd.DataFrame(
+        {
+            SOURCE_ROW: pd.Series(dtype="int64"),
+            LINE: pd.Series(dtype="int64"),
+            RAW: pd.Series(dtype=object),
+            REASON: pd.Series(dtype=object),
+        }
+    )
 
 
-def _has_bad_bytes(s: str) -> bool:
-    return any("\udc80" <= ch <= "\udcff" for ch in s)
+def _id_columns(spec: TableSpec) -> dict[str, str]:
+    """Contract id column -> the file's column, for the ids a reject's line may still reveal."""
+    return {c: spec.columns[c] for c in (USER_ID, ITEM_ID) if c in spec.columns}
+
+
+def _recovered_id(value: object) -> str | None:
+    """An id taken from a bad line, if it is clean enough to name the row (no bad bytes, short)."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    if not text or len(text) > 256 or "\ufffd" in text or "\n" in text or "\\0" in text:
+        return None
+    return text
+
+
+def _rejects_frame(rejects: list[Reject], ids: dict[str, str], header: list[str] | None) -> pd.DataFrame:
+    """Rejects with their line numbers and, where the line allows it, the ids of the row.
+
+    Recovering the id lets validation tell a user *why* the rows that refer to it were
+    quarantined (the root cause) instead of "not in items table".
+    """
+    if not rejects:
+        out = _empty_rejects()
+        for contract in ids:
+            out[contract] = pd.Series(dtype=object)
+        return out
+    out = pd.DataFrame(
+        {
+            SOURCE_ROW: np.asarray([r.source_row for r in rejects], dtype=np.int64),
+            LINE: np.asarray([r.line for r in rejects], dtype=np.int64),
+            RAW: pd.Series([r.raw for r in rejects], dtype=object),
+            REASON: pd.Series([f"line {r.line}: {r.reason}" for r in rejects], dtype=object),
+        }
+    )
+    for contract, col in ids.items():
+        values: list[str | None] = []
+        for r in rejects:
+            value = None
+            if header is not None and r.fields is not None and col in header:
+                pos = header.index(col)
+                value = r.fields[pos] if pos < len(r.fields) else None
+            elif header is None:
+                value = recover_json_field(r.raw, col)
+            values.append(_recovered_id(value))
+        out[contract] = pd.Series(values, dtype=object)
+    return out
 
 
 def _read_delimited(path: Path, spec: TableSpec) -> RawTable:
-    data = path.read_bytes()
-    if not data.strip():
-        raise DataError(f"{path}: file is empty (expected a header row and data rows)")
-    encoding = "utf-8-sig" if spec.encoding.lower().replace("_", "-") in ("utf-8", "utf8") else spec.encoding
-    try:
-        text = data.decode(encoding, errors="surrogateescape")
-    except LookupError as exc:
-        raise ConfigError(f"{path}: unknown encoding {spec.encoding!r} in dataset.yaml") from exc
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=spec.sep())
-    try:
-        header = next(reader)
-    except StopIteration as exc:  # pragma: no cover - guarded by the empty check above
-        raise DataError(f"{path}: no header row") from exc
-    header = [h.strip() for h in header]
+    header, records, counts = read_delimited_records(path, spec.encoding, spec.sep())
     if len(set(header)) != len(header):
         dupes = sorted({h for h in header if header.count(h) > 1})
         raise DataError(f"{path}: duplicate column name(s) {dupes} in the header")
+    # Rows arrive in chunks and are moved into one list per column (C-level zip), so memory is
+    # the strings themselves plus one pointer per cell, not a second copy of every row.
+    columns: list[list[str]] = [[] for _ in header]
     rows: list[list[str]] = []
-    source_rows: list[int] = []
-    rejects: list[tuple[int, str, str]] = []
-    n_fields = len(header)
-    row_no = 0
-    while True:
-        try:
-            fields = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            row_no += 1
-            rejects.append((row_no, "", f"unparseable line: {exc}"))
+    source_rows = array("q")  # 8 bytes per row, not a Python int each
+    rejects: list[Reject] = []
+
+    def flush() -> None:
+        if not rows:
+            return
+        for col, values in zip(columns, zip(*rows, strict=True), strict=True):
+            col.extend(values)
+        rows.clear()
+
+    for row_no, _line, result in records:
+        if isinstance(result, Reject):
+            rejects.append(result)
             continue
-        row_no += 1
-        if not fields or all(not f.strip() for f in fields):
-            continue  # blank line
-        raw = spec.sep().join(fields)
-        if len(fields) != n_fields:
-            rejects.append((row_no, raw, f"malformed row: expected {n_fields} fields ({spec.sep()!r}-separated), found {len(fields)}"))
-            continue
-        if _has_bad_bytes(raw):
-            rejects.append(
-                (
-                    row_no,
-                    raw.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace"),
-                    f"bytes not valid {spec.encoding}; set `encoding:` for this table in dataset.yaml (e.g. latin-1)",
-                )
-            )
-            continue
-        rows.append(fields)
+        rows.append(result)
         source_rows.append(row_no)
-    frame = pd.DataFrame(rows, columns=header, dtype=object) if rows else pd.DataFrame(columns=header, dtype=object)
-    frame[SOURCE_ROW] = np.asarray(source_rows, dtype=np.int64)
-    rej = pd.DataFrame(rejects, columns=REJECT_COLUMNS) if rejects else _empty_rejects()
-    rej[SOURCE_ROW] = rej[SOURCE_ROW].astype("int64")
-    return RawTable(frame, rej, path)
+        if len(rows) >= _CHUNK_ROWS:
+            flush()
+    flush()
+    data: dict[str, Any] = {}
+    for name in header:
+        col = columns.pop(0)
+        values = np.empty(len(col), dtype=object)
+        values[:] = col
+        data[name] = values
+        del col
+    frame = pd.DataFrame(data, copy=False)
+    frame[SOURCE_ROW] = np.frombuffer(source_rows, dtype=np.int64).copy()
+    return RawTable(frame, _rejects_frame(rejects, _id_columns(spec), header), path, counts)
 
 
 def _read_jsonl(path: Path, spec: TableSpec) -> RawTable:
     records, source_rows, rejects = [], [], []
-    with path.open("rb") as fh:
-        for row_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line.decode(spec.encoding))
-                if not isinstance(obj, dict):
-                    raise ValueError("not a JSON object")
-            except (ValueError, UnicodeDecodeError) as exc:
-                rejects.append((row_no, line.decode("utf-8", errors="replace").rstrip("\n"), f"invalid JSON line: {exc}"))
-                continue
-            records.append({k: (None if v is None else str(v)) for k, v in obj.items()})
-            source_rows.append(row_no)
+    stream, counts = read_jsonl_records(path, spec.encoding)
+    for line_no, obj in stream:
+        if isinstance(obj, Reject):
+            rejects.append(obj)
+            continue
+        records.append({k: (None if v is None else str(v)) for k, v in obj.items()})
+        source_rows.append(line_no)
     if not records and not rejects:
         raise DataError(f"{path}: file is empty (expected one JSON object per line)")
     frame = pd.DataFrame.from_records(records).astype(object) if records else pd.DataFrame()
     frame[SOURCE_ROW] = np.asarray(source_rows, dtype=np.int64)
-    rej = pd.DataFrame(rejects, columns=REJECT_COLUMNS) if rejects else _empty_rejects()
-    return RawTable(frame, rej, path)
+    return RawTable(frame, _rejects_frame(rejects, _id_columns(spec), None), path, counts)
 
 
-def _read_parquet(path: Path) -> RawTable:
+def _read_parquet(path: Path, spec: TableSpec) -> RawTable:
+    """Stream the row groups; the file's own row count is checked against the rows read."""
+    import pyarrow.parquet as pq
+
+    what = "re-export it, or point `path:` in dataset.yaml at a valid parquet file"
     try:
-        frame = pd.read_parquet(path)
+        pf = pq.ParquetFile(path)
+        expected = pf.metadata.num_rows
+        batches = [b.to_pandas() for b in pf.iter_batches(batch_size=_CHUNK_ROWS)]
     except Exception as exc:  # pyarrow raises several types for corrupt files
-        raise DataError(f"{path}: cannot read parquet file: {exc}") from exc
+        raise DataError(f"{path}: cannot read parquet file (corrupt or not parquet: {exc}); {what}") from exc
+    frame = pd.concat(batches, ignore_index=True) if batches else pf.schema_arrow.empty_table().to_pandas()
+    if len(frame) != expected:
+        raise DataError(f"{path}: parquet metadata says {expected} rows but {len(frame)} were read; {what}")
     frame = frame.astype(object).where(frame.notna(), None)
     frame[SOURCE_ROW] = np.arange(1, len(frame) + 1, dtype=np.int64)
-    return RawTable(frame, _empty_rejects(), path)
+    counts = LineCounts(lines=expected, records=expected, record_lines=expected, parsed=expected)
+    return RawTable(frame, _rejects_frame([], _id_columns(spec), None), path, counts)
 
 
 def read_raw(path: Path, spec: TableSpec) -> RawTable:
@@ -156,16 +200,21 @@ def read_raw(path: Path, spec: TableSpec) -> RawTable:
         return _read_delimited(path, spec)
     if fmt == "jsonl":
         return _read_jsonl(path, spec)
-    return _read_parquet(path)
+    return _read_parquet(path, spec)
 
 
 def _require_columns(raw: RawTable, needed: dict[str, str], table: str) -> None:
     available = [c for c in raw.frame.columns if c != SOURCE_ROW]
     for what, col in needed.items():
         if col not in raw.frame.columns:
+            hint = ""
+            if len(available) == 1:  # one column holding the others: the file has another delimiter
+                found = [d for d in (";", "\t", "|", ",") if d in str(available[0])]
+                if found:
+                    hint = f" (the file looks {found[0]!r}-separated: set `delimiter: {found[0]!r}` for this table)"
             raise ConfigError(
                 f"dataset.yaml {table}.{what} maps to column {col!r}, which {raw.path.name} does not have; "
-                f"its columns are {available}"
+                f"its columns are {available}{hint}"
             )
 
 
@@ -291,14 +340,19 @@ def normalise_users(raw: RawTable, spec: UsersSpec) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def read_tables(spec: DatasetSpec) -> dict[str, tuple[pd.DataFrame, pd.DataFrame, Path]]:
-    """Every table of the dataset: name -> (normalised frame, rejects, source path)."""
-    out: dict[str, tuple[pd.DataFrame, pd.DataFrame, Path]] = {}
+def read_tables_counted(spec: DatasetSpec) -> dict[str, tuple[pd.DataFrame, pd.DataFrame, Path, LineCounts]]:
+    """Every table of the dataset: name -> (normalised frame, rejects, source path, line counts)."""
+    out: dict[str, tuple[pd.DataFrame, pd.DataFrame, Path, LineCounts]] = {}
     plan = [("interactions", spec.interactions, normalise_interactions), ("items", spec.items, normalise_items)]
     if spec.users is not None:
         plan.append(("users", spec.users, normalise_users))
     for name, table_spec, normalise in plan:
         path = spec.table_path(name)
         raw = read_raw(path, table_spec)
-        out[name] = (normalise(raw, table_spec), raw.rejects, path)  # type: ignore[operator]
+        out[name] = (normalise(raw, table_spec), raw.rejects, path, raw.counts)  # type: ignore[operator]
     return out
+
+
+def read_tables(spec: DatasetSpec) -> dict[str, tuple[pd.DataFrame, pd.DataFrame, Path]]:
+    """Every table of the dataset: name -> (normalised frame, rejects, source path)."""
+    return {name: (frame, rej, path) for name, (frame, rej, path, _) in read_tables_counted(spec).items()}

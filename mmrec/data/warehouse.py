@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmrec.config import IngestParams
-from mmrec.data.adapters import read_tables
+from mmrec.data.adapters import read_tables_counted
 from mmrec.data.contract import DatasetSpec
 from mmrec.errors import StageError
 from mmrec.io import atomic_dir
@@ -52,10 +52,15 @@ def ingest_dataset(spec: DatasetSpec, paths: DatasetPaths, params: IngestParams 
     Raises:
         DataError / ConfigError: a file is missing, empty or lacks a mapped column (nothing written).
     """
-    tables = read_tables(spec)
+    tables = read_tables_counted(spec)
     report = IngestReport(spec.name)
     with atomic_dir(paths.warehouse) as tmp:
-        for name, (frame, rejects, source) in tables.items():
+        for name, (frame, rejects, source, counts) in tables.items():
+            if counts.records != len(frame) + len(rejects):  # the reader's own books must balance
+                raise StageError(
+                    f"{source}: {counts.records} data records read but {len(frame)} rows + {len(rejects)} rejects "
+                    f"came out of normalisation; this is a bug in mmrec"
+                )
             frame.to_parquet(tmp / f"{name}.parquet", index=False)
             if len(rejects):
                 rejects.to_parquet(tmp / f"{name}_rejects.parquet", index=False)
@@ -64,6 +69,10 @@ def ingest_dataset(spec: DatasetSpec, paths: DatasetPaths, params: IngestParams 
                 "sha256": file_sha256(source),
                 "rows": int(len(frame)),
                 "rejected": int(len(rejects)),
+                # Where every line of the source went; validation checks its rows against
+                # `source_rows` (data records the reader saw, counted apart from the parser).
+                "source_rows": int(counts.records),
+                "lines": counts.to_dict(),
             }
             log.info("ingested %s: %d rows, %d rejected (%s)", name, len(frame), len(rejects), source)
         manifest = {

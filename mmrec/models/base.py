@@ -45,6 +45,8 @@ class Recommender(ABC):
         self.item_ids: np.ndarray | None = None
         self.train_matrix: sp.csr_matrix | None = None
         self.history: list[dict[str, float]] = []
+        #: what the model was trained from (split/data/feature hashes; see mmrec.provenance)
+        self.provenance: dict[str, Any] = {}
         self.train_seconds: float = 0.0
         self.epochs: int = 0
         self.best_epoch: int = 0
@@ -213,6 +215,7 @@ class Recommender(ABC):
                 "epochs": self.epochs,
                 "best_epoch": self.best_epoch,
                 "history": self.history,
+                "provenance": getattr(self, "provenance", {}),
             }
             (tmp / "model.json").write_text(json.dumps(meta, indent=2, default=float))
             arrays = {f"state__{k}": v for k, v in self._state().items()}
@@ -251,4 +254,5 @@ class Recommender(ABC):
         model.epochs = meta.get("epochs", 0)
         model.best_epoch = meta.get("best_epoch", 0)
         model.history = meta.get("history", [])
+        model.provenance = meta.get("provenance", {})
         return model

@@ -127,10 +127,18 @@ class ChampionSource:
 
     def load(self) -> ServingState:
         from mmrec.explain import explain
+        from mmrec.provenance import check_split, current_split_hash
         from mmrec.serve.catalog import load_catalog
         from mmrec.tracking import load_champion
 
         model, info = load_champion(self.ctx, alias=self.alias)
+        # A champion trained on another split would mask the wrong "seen" items: say so, refuse.
+        check_split(
+            model,
+            current_split_hash(self.ctx.paths, self.ctx.params.split.kind),
+            f"{info['registered_model']} v{info['version']} ({self.alias})",
+            "re-run `mmrec pipeline` (train + register on the current split)",
+        )
         catalog = load_catalog(self.ctx.paths, self.ctx.spec.root_path, self.ctx.params.extract.image.max_pixels)
         online = self.online()
         online.ping()

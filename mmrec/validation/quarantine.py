@@ -4,8 +4,9 @@
 for rows ingest could not read at all), `reason` (human readable, naming the column and value)
 and `check` (the check name(s) from the report). A row that failed several checks appears once,
 with the reasons joined by "; " and the checks by ", ". Ingest rejects
-(`warehouse/<table>_rejects.parquet`) are folded in with check `ingest_parse`, so the
-quarantine is the one place to look for every row that did not make it.
+(`warehouse/<table>_rejects.parquet`) are folded in with check `ingest_parse` (their reason
+starts with the file's line number, and their ids are filled in where ingest could recover them
+from the line), so the quarantine is the one place to look for every row that did not make it.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mmrec.constants import REASON, SOURCE_ROW
+from mmrec.constants import ITEM_ID, REASON, SOURCE_ROW, USER_ID
 from mmrec.errors import DataError
 
 RAW = "raw"
 CHECK = "check"
 INGEST_CHECK = "ingest_parse"
 QUARANTINE_EXTRA = [RAW, REASON, CHECK]
+RECOVERED_IDS = (USER_ID, ITEM_ID)  # id columns an ingest reject may carry, recovered from its line
 
 RowFailures = Mapping[int, Sequence[tuple[str, str]]]
 """Row position -> [(check name, reason), ...] in check order."""
@@ -63,6 +65,10 @@ def _rejects_as_rows(columns: pd.Index, dtypes: pd.Series, rejects: pd.DataFrame
     for col in columns:
         if col == SOURCE_ROW:
             data[col] = rejects[SOURCE_ROW].astype("int64").reset_index(drop=True)
+        elif col in RECOVERED_IDS and col in rejects.columns:
+            # The id ingest recovered from the bad line (None where the line did not allow it).
+            ids = rejects[col].astype(object).reset_index(drop=True)
+            data[col] = ids.where(ids.notna(), None).astype(object)
         else:
             data[col] = _nulls_like(dtypes[col], n)
     out = pd.DataFrame(data, index=range(n))

@@ -114,6 +114,11 @@ class TableReport:
         rows: rows in: warehouse rows plus the lines ingest rejected.
         valid_rows: rows that passed (None when table-level checks failed and rows were not judged).
         quarantined: rows quarantined, ingest rejects included.
+        deduplicated: rows merged into another row or dropped by the duplicate policy; they are
+            accounted for, but neither valid rows nor quarantined.
+        source_rows: data records the ingest reader counted in the source file, apart from the
+            parser (None for a warehouse written without that count).
+        lines: where every physical line of the source went (header, blank, records...).
     """
 
     name: str
@@ -123,12 +128,29 @@ class TableReport:
     ingest_rejects: int = 0
     valid_rows: int | None = None
     quarantined: int = 0
+    deduplicated: int = 0
+    source_rows: int | None = None
+    lines: dict[str, int] | None = None
     checks: list[CheckReport] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
 
     @property
     def success(self) -> bool:
         return not self.failures
+
+    def accounting(self) -> dict[str, Any]:
+        """source rows = valid + quarantined + deduplicated, with each term (see `line_accounting`)."""
+        expected = self.rows if self.source_rows is None else self.source_rows
+        valid = self.valid_rows or 0
+        accounted = valid + self.quarantined + self.deduplicated
+        return {
+            "source_rows": self.source_rows,
+            "valid": self.valid_rows,
+            "quarantined": self.quarantined,
+            "deduplicated": self.deduplicated,
+            "unaccounted": None if self.valid_rows is None else expected - accounted,
+            "lines": self.lines,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -139,6 +161,8 @@ class TableReport:
             "ingest_rejects": self.ingest_rejects,
             "valid_rows": self.valid_rows,
             "quarantined": self.quarantined,
+            "deduplicated": self.deduplicated,
+            "accounting": self.accounting(),
             "checks": [c.to_dict() for c in self.checks],
             "failures": [f.to_dict() for f in self.failures],
         }
@@ -180,14 +204,18 @@ class ValidationReport:
         status = "passed" if self.success else "FAILED"
         lines = [f"# Validation of `{self.dataset}`: {status}", ""]
         lines += [
-            "| table | source | rows | valid | quarantined | ingest rejects | status |",
-            "|---|---|---:|---:|---:|---:|---|",
+            "| table | source | source rows | valid | quarantined | duplicates | ingest rejects | unaccounted | status |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---|",
         ]
         for name, t in self.tables.items():
             valid = "-" if t.valid_rows is None else str(t.valid_rows)
             ok = "ok" if t.success else "**failed**"
+            acc = t.accounting()
+            src = t.rows if t.source_rows is None else t.source_rows
+            gap = "-" if acc["unaccounted"] is None else str(acc["unaccounted"])
             lines.append(
-                f"| {name} | `{t.source}` | {t.rows} | {valid} | {t.quarantined} | {t.ingest_rejects} | {ok} |"
+                f"| {name} | `{t.source}` | {src} | {valid} | {t.quarantined} | {t.deduplicated} | "
+                f"{t.ingest_rejects} | {gap} | {ok} |"
             )
         lines.append("")
         if self.failures:

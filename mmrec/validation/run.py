@@ -76,15 +76,25 @@ class _TableRun:
     def valid_frame(self) -> pd.DataFrame:
         return self.frame.iloc[self.valid_positions()].reset_index(drop=True)
 
-    def quarantined_ids(self, column: str) -> dict[str, int]:
-        """Ids whose every row was quarantined -> the source row of their first quarantined row."""
+    def quarantined_ids(self, column: str) -> dict[str, str]:
+        """Ids whose every row was quarantined -> where and why (their first quarantined row).
+
+        Ingest rejects count too, by the id ingest recovered from the bad line (if it could):
+        rows of other tables that refer to the id then show this root cause.
+        """
         valid = set(self.frame[column].iloc[self.valid_positions()].dropna())
-        out: dict[str, int] = {}
+        found: dict[str, tuple[int, str]] = {}
         for pos in sorted(self.failures):
             value = self.frame[column].iat[pos]
-            if isinstance(value, str) and value not in valid and value not in out:
-                out[value] = source_row(self.frame, pos)
-        return out
+            if isinstance(value, str) and value not in valid and value not in found:
+                row = source_row(self.frame, pos)
+                found[value] = (row, f"row {row}: " + "; ".join(r for _, r in self.failures[pos]))
+        rej = self.rejects
+        if rej is not None and column in rej.columns:
+            for row, value, reason in zip(rej[SOURCE_ROW], rej[column], rej[REASON], strict=True):
+                if isinstance(value, str) and value not in valid and (value not in found or found[value][0] > row):
+                    found[value] = (int(row), str(reason))
+        return {k: v for k, (_, v) in found.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,15 +111,29 @@ def _read_table(paths: DatasetPaths, table: str) -> pd.DataFrame:
         raise DataError(f"{f}: cannot read the warehouse table ({exc}); re-run `mmrec stage ingest`") from exc
 
 
-def _sources(spec: DatasetSpec, paths: DatasetPaths, tables: Sequence[str]) -> dict[str, str]:
-    """Raw source file of each table: from the warehouse manifest, else from the spec."""
-    manifest: dict[str, Any] = {}
+def _manifest_tables(paths: DatasetPaths) -> dict[str, Any]:
     f = paths.warehouse / "manifest.json"
     if f.is_file():
         try:
-            manifest = json.loads(f.read_text(encoding="utf-8")).get("tables", {})
+            tables = json.loads(f.read_text(encoding="utf-8")).get("tables", {})
+            return tables if isinstance(tables, dict) else {}
         except (ValueError, AttributeError):
-            manifest = {}
+            return {}
+    return {}
+
+
+def _source_counts(paths: DatasetPaths, table: str) -> tuple[int | None, dict[str, int] | None]:
+    """(data records ingest counted in the source, its line buckets), from the manifest."""
+    entry = _manifest_tables(paths).get(table)
+    if not isinstance(entry, dict) or not isinstance(entry.get("source_rows"), int):
+        return None, None
+    lines = entry.get("lines")
+    return int(entry["source_rows"]), lines if isinstance(lines, dict) else None
+
+
+def _sources(spec: DatasetSpec, paths: DatasetPaths, tables: Sequence[str]) -> dict[str, str]:
+    """Raw source file of each table: from the warehouse manifest, else from the spec."""
+    manifest = _manifest_tables(paths)
     out = {}
     for t in tables:
         src = manifest.get(t, {}).get("source") if isinstance(manifest.get(t), dict) else None
@@ -255,7 +279,10 @@ def _rejects_report(run: _TableRun) -> CheckReport:
     examples = []
     if rej is not None:
         for _, r in rej.head(MAX_EXAMPLES).iterrows():
-            examples.append({"source_row": int(r[SOURCE_ROW]), "value": jsonable(r[RAW])})
+            # The reason first ("line 9: unclosed quote ..."): the raw text alone does not say what is wrong.
+            raw = r[RAW] if isinstance(r[RAW], str) and r[RAW] else None
+            value = f"{r[REASON]} | raw: {raw}" if raw else str(r[REASON])
+            examples.append({"source_row": int(r[SOURCE_ROW]), "value": jsonable(value)})
     return CheckReport(INGEST_CHECK, "row", None, success=n == 0, unexpected=n, examples=examples)
 
 
@@ -344,6 +371,41 @@ def _run_table(
     run.report.valid_rows = len(run.frame) - len(run.failures)
 
 
+def _accounting_check(run: _TableRun, source: str) -> None:
+    """Every data row of the source is valid, quarantined or merged as a duplicate: prove it.
+
+    `source_rows` is counted by the ingest reader line by line, apart from the parser; a gap
+    means rows were lost on the way (a parser that swallowed lines, a truncated warehouse), which
+    is exactly what must never pass silently.
+    """
+    rep = run.report
+    acc = rep.accounting()
+    if acc["unaccounted"] is None:
+        return  # rows were not judged (table-level failure already reported)
+    counted = "counted by ingest" if rep.source_rows is not None else "warehouse rows + ingest rejects"
+    details = (
+        f"{rep.source_rows if rep.source_rows is not None else rep.rows} source rows ({counted}) = "
+        f"{rep.valid_rows} valid + {rep.quarantined} quarantined + {rep.deduplicated} duplicates merged/dropped"
+    )
+    ok = acc["unaccounted"] == 0
+    if not ok:
+        details = details.replace(" = ", " != ", 1) + f" ({acc['unaccounted']} unaccounted)"
+    rep.checks.append(CheckReport("line_accounting", "table", None, success=ok, unexpected=abs(acc["unaccounted"]), details=details))
+    if not ok:
+        rep.failures.append(
+            Failure(
+                run.name,
+                "line_accounting",
+                source,
+                None,
+                [],
+                f"rows were lost between {source} and {rep.warehouse}: {details}",
+                "re-run `mmrec stage ingest` (the warehouse no longer matches its source); if the gap "
+                "persists, it is a bug in mmrec: report it with the file",
+            )
+        )
+
+
 def _interactions_left_check(inter: _TableRun, source: str) -> None:
     """With no valid interaction there is nothing to split or train on: fail, pointing at why."""
     rep = inter.report
@@ -426,7 +488,16 @@ def validate_dataset(spec: DatasetSpec, paths: DatasetPaths, params: ValidatePar
     for t in names:
         rejects = read_rejects(paths.warehouse / f"{t}_rejects.parquet")
         n_rej = 0 if rejects is None else len(rejects)
-        rep = TableReport(t, sources[t], str(paths.table(t)), rows=len(frames[t]) + n_rej, ingest_rejects=n_rej)
+        source_rows, lines = _source_counts(paths, t)
+        rep = TableReport(
+            t,
+            sources[t],
+            str(paths.table(t)),
+            rows=len(frames[t]) + n_rej,
+            ingest_rejects=n_rej,
+            source_rows=source_rows,
+            lines=lines,
+        )
         runs[t] = _TableRun(t, frames[t], rep, rejects)
 
     runner = SuiteRunner()
@@ -453,6 +524,7 @@ def validate_dataset(spec: DatasetSpec, paths: DatasetPaths, params: ValidatePar
     log.info("great_expectations suites ran in %.1fs", time.perf_counter() - t_ge)
 
     for run in runs.values():
+        _accounting_check(run, sources[run.name])
         if run.schema_ok and not (run.name == "interactions" and run.report.valid_rows == 0):
             _fraction_check(run, params, sources[run.name])
     if inter.schema_ok:

@@ -180,15 +180,34 @@ def _timestamp_parse_reason(frame: pd.DataFrame, pos: int, value: Any) -> str:
     return f"timestamp {raw!r} does not parse (check interactions.timestamp_format in dataset.yaml)"
 
 
-def _timestamp_range_reason(lo: pd.Timestamp, hi: pd.Timestamp) -> Reason:
+def _timestamp_range_reason(lo: pd.Timestamp, hi: pd.Timestamp, future: str | None = None) -> Reason:
+    """Reason for a timestamp outside [lo, hi]; `future` names the tolerance when hi is "now + it"."""
+
     def reason(frame: pd.DataFrame, pos: int, value: Any) -> str:
         raw = _raw_of(frame, pos, TIMESTAMP)
         ts = pd.Timestamp(value)
-        shown = (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).isoformat()
+        ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+        shown = ts.isoformat()
         src = f" (raw {raw!r})" if raw is not None else ""
-        return f"timestamp {shown}{src} outside [{lo.date()}, {hi.date()}] (validate.timestamp_min/timestamp_max)"
+        if future is not None and ts > hi:
+            # No date in the text: the bound moves with the clock, the report must not.
+            return (
+                f"timestamp {shown}{src} is in the future: later than the validation time + "
+                f"validate.future_tolerance ({future}); set validate.timestamp_max to accept it"
+            )
+        upper = "now + validate.future_tolerance" if future is not None else str(hi.date())
+        return f"timestamp {shown}{src} outside [{lo.date()}, {upper}] (validate.timestamp_min/timestamp_max)"
 
     return reason
+
+
+def timestamp_bounds(params: ValidateParams, now: pd.Timestamp | None = None) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The accepted timestamp range: timestamp_min .. timestamp_max, or now + future_tolerance."""
+    lo = parse_bound(params.timestamp_min)
+    if params.timestamp_max is not None:
+        return lo, parse_bound(params.timestamp_max)
+    now = pd.Timestamp.now(tz="UTC") if now is None else now
+    return lo, now + pd.Timedelta(params.future_tolerance)
 
 
 def _number_reason(column: str) -> Reason:
@@ -218,10 +237,12 @@ def _unique_reason(column: str) -> Reason:
     return lambda frame, pos, value: f"duplicate {column} {show(value)}"
 
 
-def _in_set_reason(column: str, table: str, quarantined: dict[str, int]) -> Reason:
+def _in_set_reason(column: str, table: str, quarantined: dict[str, str]) -> Reason:
+    """Unknown id; when its row in `table` was quarantined, the root cause (where and why) instead."""
+
     def reason(frame: pd.DataFrame, pos: int, value: Any) -> str:
         if value in quarantined:
-            return f"{column} {show(value)} refers to a quarantined {table[:-1]} ({table} row {quarantined[value]})"
+            return f"{table[:-1]} {show(value)} quarantined ({table} {quarantined[value]})"
         return f"{column} {show(value)} not in {table} table"
 
     return reason
@@ -350,15 +371,16 @@ def interactions_checks(
     columns: Sequence[str],
     valid_items: Sequence[str] | None,
     valid_users: Sequence[str] | None,
-    quarantined_items: dict[str, int] | None = None,
-    quarantined_users: dict[str, int] | None = None,
+    quarantined_items: dict[str, str] | None = None,
+    quarantined_users: dict[str, str] | None = None,
 ) -> list[Check]:
     """Row-level rules for the interaction log, referential integrity included.
 
     Args:
         valid_items/valid_users: ids that passed their own table's checks (None: skip the rule,
             e.g. no users table); run after those tables so a quarantined item cascades.
-        quarantined_items/users: id -> source row of quarantined rows, to phrase the cascade.
+        quarantined_items/users: id -> where and why its row was quarantined ("row 4: ...",
+            "line 10: unclosed quote ..."), so dependent rows carry the root cause.
     """
     gxe = _gxe()
     checks = _id_checks(USER_ID, unique=False) + _id_checks(ITEM_ID, unique=False)
@@ -385,9 +407,10 @@ def interactions_checks(
             example_column=TIMESTAMP_RAW if TIMESTAMP_RAW in columns else TIMESTAMP,
         )
     )
-    lo, hi = parse_bound(params.timestamp_min), parse_bound(params.timestamp_max)
+    lo, hi = timestamp_bounds(params)
     # Timestamps outside the sane range are unit mistakes (ms read as s) or placeholder dates;
-    # they would put events in the wrong split.
+    # they would put events in the wrong split. One far-future row would also become the data's
+    # end, and every window counted back from it (30-day popularity, ...) would be empty.
     checks.append(
         Check(
             "timestamp_in_range",
@@ -396,7 +419,7 @@ def interactions_checks(
             gxe.ExpectColumnValuesToBeBetween(
                 column=TIMESTAMP, min_value=lo.tz_localize(None), max_value=hi.tz_localize(None)
             ),
-            _timestamp_range_reason(lo, hi),
+            _timestamp_range_reason(lo, hi, None if params.timestamp_max is not None else params.future_tolerance),
         )
     )
     for col in (RATING, WEIGHT):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -207,7 +208,15 @@ ROW_CASES: list[RowCase] = [
     ("bad_timestamp", lambda w: _mutate(w.interactions, 1, 2, "abc"), {},
      "interactions", [2], "timestamp_parses", "timestamp 'abc' does not parse"),
     ("old_timestamp", lambda w: _mutate(w.interactions, 2, 2, "315532800"), {},
+     "interactions", [3], "timestamp_in_range", "outside [1990-01-01, now + validate.future_tolerance]"),
+    ("old_timestamp_fixed_max", lambda w: _mutate(w.interactions, 2, 2, "315532800"), {"timestamp_max": "2100-01-01"},
      "interactions", [3], "timestamp_in_range", "outside [1990-01-01, 2100-01-01]"),
+    ("future_timestamp", lambda w: _mutate(w.interactions, 2, 2, "4070908800"), {},  # 2099-01-01
+     "interactions", [3], "timestamp_in_range",
+     "timestamp 2099-01-01T00:00:00+00:00 (raw '4070908800') is in the future: later than the validation time + "
+     "validate.future_tolerance (1 day)"),
+    ("future_beyond_tolerance", lambda w: _mutate(w.interactions, 2, 2, str(int(time.time()) + 3 * 3600)),
+     {"future_tolerance": "1h"}, "interactions", [3], "timestamp_in_range", "validate.future_tolerance (1h)"),
     ("nan_rating", lambda w: _mutate(w.interactions, 6, 3, float("nan")), {},
      "interactions", [7], "rating_is_number", "rating is not a number"),
     ("inf_rating", lambda w: _mutate(w.interactions, 7, 3, float("inf")), {},
@@ -252,7 +261,8 @@ def test_quarantined_item_cascades_to_its_interactions(world: World) -> None:
     world.validate(min_text_chars=9, max_quarantine_fraction=0.5)
     q = world.quarantine("interactions")
     assert q["source_row"].tolist() == [5, 9]  # the two interactions with i4
-    assert set(q["reason"]) == {"item_id 'i4' refers to a quarantined item (items row 4)"}
+    # The root cause travels with the cascade: where the item was quarantined and why.
+    assert set(q["reason"]) == {"item 'i4' quarantined (items row 4: text has 8 characters, fewer than validate.min_text_chars=9)"}
     assert set(q["check"]) == {"item_id_in_items"}
     valid = world.validated("interactions")
     assert "i4" not in set(valid["item_id"]) and (valid["item_id"] == "i3").sum() == 2
