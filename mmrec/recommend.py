@@ -5,10 +5,10 @@ The nightly job scores all users x all items. The full score matrix (100k users 
 already interacted with are masked, the top K survive and the chunk's scores are dropped before
 the next chunk. Peak memory is O(batch_size x n_items) plus the output rows.
 
-Top-K selection uses `torch.topk` (multi-threaded, partial selection) on a zero-copy view of the
-numpy scores; that is what makes the batch path at least as fast as FAISS `IndexFlatIP` exact
-search on the same embeddings (`benchmarks/batch_scoring.py` measures both in one run). Ties are
-ordered by lower item index, so the output is reproducible.
+Scoring, masking and top-K selection run through `mmrec.ranking` (the same core as evaluation,
+retrieval and the API): `torch.topk` on big float chunks, so the batch path stays at least as fast
+as FAISS `IndexFlatIP` exact search on the same embeddings (`benchmarks/batch_scoring.py` measures
+both in one run), with ties ordered by lower item index at every position, the cut at K included.
 
 Results are streamed to `data/<name>/recommendations/latest.parquet` (user_id, item_id,
 rank 1..K, score) through `mmrec.io.atomic_path`: the new file is written aside and renamed over
@@ -29,6 +29,7 @@ import pandas as pd
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mmrec import ranking
 from mmrec.constants import DEFAULT_K, ITEM_ID, USER_ID
 from mmrec.errors import ConfigError, DataError, ModelError
 
@@ -182,36 +183,6 @@ def parse_recommend_params(section: dict[str, Any]) -> RecommendParams:
 # -- core: chunked scoring -------------------------------------------------------------------
 
 
-def topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k column indices and values per row, best first, ties by lower index.
-
-    Args:
-        scores: (B, n) float32; may hold -inf for masked entries. Not modified.
-
-    Returns:
-        (indices (B, k) int64, values (B, k) float32), k clipped to n.
-    """
-    import torch
-
-    n = scores.shape[1]
-    k = min(k, n)
-    if scores.shape[0] == 0 or k == 0:
-        return np.zeros((scores.shape[0], k), np.int64), np.zeros((scores.shape[0], k), np.float32)
-    t = torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32))
-    with torch.inference_mode():
-        val, idx = torch.topk(t, k, dim=1, largest=True, sorted=True)
-    idx_np = idx.numpy().astype(np.int64, copy=False)
-    val_np = val.numpy()
-    # torch leaves the order of equal scores unspecified: sort by (-score, index) for
-    # reproducibility, only in the rows that have ties (most rows of real scores have none)
-    tied = np.flatnonzero((val_np[:, 1:] == val_np[:, :-1]).any(axis=1)) if k > 1 else np.zeros(0, np.int64)
-    if len(tied):
-        order = np.lexsort((idx_np[tied], -val_np[tied]), axis=1)
-        idx_np[tied] = np.take_along_axis(idx_np[tied], order, axis=1)
-        val_np[tied] = np.take_along_axis(val_np[tied], order, axis=1)
-    return idx_np, val_np
-
-
 def iter_topk(
     model: Recommender,
     users: np.ndarray | None = None,
@@ -236,37 +207,7 @@ def iter_topk(
         exclude = sp.csr_matrix(exclude)
         if exclude.shape != (len(model.user_ids), len(model.item_ids)):
             raise ModelError(f"exclude matrix shape {exclude.shape} does not match the model's index")
-    for start in range(0, len(users), batch_size):
-        batch = users[start : start + batch_size]
-        scores = _writable(model.score(batch))  # (B, n_items)
-        if exclude is not None:
-            mask_seen(scores, exclude, batch)
-        idx, val = topk(scores, k)
-        del scores
-        yield batch, idx, val
-
-
-def _writable(scores: np.ndarray) -> np.ndarray:
-    """The scores as a C-contiguous float32 array we may overwrite.
-
-    A fresh array the model computed for this call (it owns its memory) is used as is; views
-    (popularity's broadcast row, slices of a cached matrix) are copied so masking never writes
-    into a model's state. Skipping the copy saves a pass over B x n_items floats per chunk.
-    """
-    if scores.dtype == np.float32 and scores.flags.owndata and scores.flags.writeable and scores.flags.c_contiguous:
-        return scores
-    return np.array(scores, dtype=np.float32, order="C", copy=True)
-
-
-def mask_seen(scores: np.ndarray, exclude: sp.csr_matrix, batch: np.ndarray) -> None:
-    """Set the scores of each batch user's seen items to -inf, in place (flat indexing, no COO)."""
-    n_items = scores.shape[1]
-    if len(batch) and batch[-1] - batch[0] + 1 == len(batch) and np.all(np.diff(batch) == 1):
-        sub = exclude[int(batch[0]) : int(batch[-1]) + 1]  # contiguous rows: a cheap slice
-    else:
-        sub = exclude[batch]
-    rows = np.repeat(np.arange(len(batch), dtype=np.int64), np.diff(sub.indptr))
-    scores.reshape(-1)[rows * n_items + sub.indices] = -np.inf
+    yield from ranking.iter_topk(model.score, users, k, batch_size, seen=exclude)
 
 
 def history_matrix(model: Recommender, interactions: pd.DataFrame | None) -> sp.csr_matrix:
@@ -466,7 +407,7 @@ def recommend_for_ids(
         cold_user_scores = getattr(model, "cold_user_scores", None)  # a StrategyScorer applies its filters
         if cold_user_scores is not None:
             pop = cold_user_scores()
-        idx, val = topk(pop[None, :], k)
+        idx, val = ranking.topk(pop[None, :], k)
         keep = np.isfinite(val[0])
         idx, val = idx[:, keep], val[:, keep]
         item_ids = np.asarray(model.item_ids, dtype=object)[idx[0]]

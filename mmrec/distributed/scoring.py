@@ -48,16 +48,10 @@ def score_block(model: Any, lo: int, hi: int, k: int, chunk: int, exclude: sp.cs
     Returns:
         (item indices (hi-lo, k'), scores (hi-lo, k')), k' = min(k, n_items); masked entries -inf.
     """
-    from mmrec.recommend import _writable, mask_seen, topk
+    from mmrec.ranking import iter_topk
 
     idx_parts, val_parts = [], []
-    for start in range(lo, hi, chunk):
-        users = np.arange(start, min(start + chunk, hi), dtype=np.int64)
-        scores = _writable(model.score(users))  # (B, n_items)
-        if exclude is not None:
-            mask_seen(scores, exclude, users - lo)
-        idx, val = topk(scores, k)
-        del scores
+    for _, idx, val in iter_topk(model.score, np.arange(lo, hi, dtype=np.int64), k, chunk, seen=exclude, seen_offset=lo):
         idx_parts.append(idx)
         val_parts.append(val)
     return np.concatenate(idx_parts), np.concatenate(val_parts)
