@@ -19,7 +19,7 @@ from mmrec import ranking
 from mmrec.data.interactions import Interactions
 from mmrec.models.base import Recommender
 
-SETTINGS = settings(max_examples=150, deadline=None, derandomize=True)
+SETTINGS = settings(max_examples=150, deadline=None, derandomize=True, database=None)
 
 
 def reference(scores: np.ndarray, k: int) -> np.ndarray:
