@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -231,7 +232,7 @@ def history_matrix(model: Recommender, interactions: pd.DataFrame | None) -> sp.
     return out
 
 
-def _frame(model: Recommender, users: np.ndarray, idx: np.ndarray, val: np.ndarray) -> pd.DataFrame:
+def chunk_frame(model: Recommender, users: np.ndarray, idx: np.ndarray, val: np.ndarray) -> pd.DataFrame:
     """Long format (user_id, item_id, rank, score) of one chunk; masked (-inf) entries dropped."""
     assert model.user_ids is not None and model.item_ids is not None
     b, k = idx.shape
@@ -307,11 +308,65 @@ class _Stats:
 # -- writing ----------------------------------------------------------------------------------
 
 
-def _schema() -> Any:  # -> pa.Schema
-    """The arrow schema of latest.parquet (shared with the Dask writer, so both write the same bytes)."""
+def output_schema() -> Any:  # -> pa.Schema
+    """The arrow schema of latest.parquet (`OUTPUT_COLUMNS`, typed)."""
     import pyarrow as pa
 
     return pa.schema([(USER_ID, pa.string()), (ITEM_ID, pa.string()), (RANK, pa.int32()), (SCORE, pa.float32())])
+
+
+class RecommendationWriter:
+    """Streams top-K chunks into latest.parquet, swapped into place atomically, with the run's statistics.
+
+    The one writer of the recommendations file: the single-process path (`write_recommendations`)
+    and the Dask driver (`mmrec.distributed.scoring`) both feed it chunks in user order, so both
+    write the same rows, row groups and summary.
+
+        with RecommendationWriter(model, path, k) as out:
+            for users, idx, val in chunks:
+                out.write(users, idx, val)
+        summary = out.summary(seconds)
+
+    A failure inside the `with` block leaves the previous file untouched (`mmrec.io.atomic_path`).
+    """
+
+    def __init__(self, model: Recommender, path: str | Path, k: int) -> None:
+        assert model.item_ids is not None
+        self.model, self.path, self.k = model, Path(path), k
+        self.stats = _Stats(n_items=len(model.item_ids), rng=np.random.default_rng(0))
+        self.schema = output_schema()
+        self._stack: ExitStack | None = None
+        self._writer: Any = None
+
+    def __enter__(self) -> RecommendationWriter:
+        import pyarrow.parquet as pq
+
+        from mmrec.io import atomic_path
+
+        with ExitStack() as stack:
+            tmp = stack.enter_context(atomic_path(self.path))
+            self._writer = stack.enter_context(pq.ParquetWriter(tmp, self.schema))
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(self, *exc: Any) -> bool | None:
+        assert self._stack is not None
+        stack, self._stack, self._writer = self._stack, None, None
+        return stack.__exit__(*exc)
+
+    def write(self, users: np.ndarray, idx: np.ndarray, val: np.ndarray) -> None:
+        """One chunk: (B,) user rows, (B, k) item indices and scores; -inf entries are dropped."""
+        import pyarrow as pa
+
+        if self._writer is None:
+            raise RuntimeError("RecommendationWriter.write outside its `with` block")
+        self.stats.add(idx, val, self.k)
+        table = pa.Table.from_pandas(chunk_frame(self.model, users, idx, val), schema=self.schema, preserve_index=False)
+        self._writer.write_table(table)
+
+    def summary(self, seconds: float, **extra: Any) -> dict[str, Any]:
+        """`run_summary` of what was written."""
+        return run_summary(self.stats, self.model, self.k, seconds, self.path, **extra)
 
 
 def write_recommendations(
@@ -334,26 +389,16 @@ def write_recommendations(
         The summary: users, users_covered, users_full, rows, items_recommended,
         catalogue_coverage, score/top1_score distributions, seconds, users_per_second, path.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from mmrec.io import atomic_path
-
     import torch  # noqa: F401 - imported before the clock starts: the runtime reports scoring, not imports
 
     assert model.item_ids is not None
     start = time.perf_counter()
-    stats = _Stats(n_items=len(model.item_ids), rng=np.random.default_rng(0))
-    schema = _schema()
-    with atomic_path(path) as tmp:
-        with pq.ParquetWriter(tmp, schema) as writer:
-            for n, (batch, idx, val) in enumerate(iter_topk(model, users, k, batch_size, exclude)):
-                if fail_after_batches is not None and n >= fail_after_batches:
-                    raise RuntimeError(f"simulated crash after {n} batches (fail_after_batches)")
-                stats.add(idx, val, k)
-                table = pa.Table.from_pandas(_frame(model, batch, idx, val), schema=schema, preserve_index=False)
-                writer.write_table(table)
-    return run_summary(stats, model, k, time.perf_counter() - start, path)
+    with RecommendationWriter(model, path, k) as out:
+        for n, (batch, idx, val) in enumerate(iter_topk(model, users, k, batch_size, exclude)):
+            if fail_after_batches is not None and n >= fail_after_batches:
+                raise RuntimeError(f"simulated crash after {n} batches (fail_after_batches)")
+            out.write(batch, idx, val)
+    return out.summary(time.perf_counter() - start)
 
 
 def run_summary(stats: _Stats, model: Recommender, k: int, seconds: float, path: Path, **extra: Any) -> dict[str, Any]:
@@ -397,7 +442,7 @@ def recommend_for_ids(
     frames = []
     if known.any():
         for batch, idx, val in iter_topk(model, rows[known], k, batch_size, exclude):
-            frames.append(_frame(model, batch, idx, val))
+            frames.append(chunk_frame(model, batch, idx, val))
     unknown = [u for u, ok in zip(wanted, known, strict=True) if not ok]
     if unknown:
         from mmrec.models.training import popularity_scores
