@@ -27,7 +27,7 @@ def _flows() -> Any:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API call otherwise
     try:
-        import flows.training  # noqa: F401
+        import flows.training
     except ModuleNotFoundError as exc:
         if exc.name not in ("flows", "flows.training"):
             raise
@@ -140,7 +140,12 @@ def register(app: typer.Typer) -> None:
         import dataclasses
 
         from mmrec.recommend import (
-            history_matrix, parse_recommend_params, read_user_ids, recommend_for_ids, recommend_params, run_recommend,
+            history_matrix,
+            parse_recommend_params,
+            read_user_ids,
+            recommend_for_ids,
+            recommend_params,
+            run_recommend,
             strategy_scorer,
         )
         from mmrec.tracking import load_champion

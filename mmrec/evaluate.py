@@ -98,7 +98,7 @@ class UserMetrics:
         filled = self.top >= 0
         for k in ks:
             res[f"coverage@{k}"] = float(np.unique(self.top[:, :k][filled[:, :k]]).size) / self.n_items
-        res["users"] = int(len(self.users))
+        res["users"] = len(self.users)
         return res
 
 

@@ -161,12 +161,12 @@ def mask(scores: np.ndarray, seen: sp.spmatrix | sp.sparray | Sequence[int] | np
             scores[..., cols] = -np.inf
         return scores
     view = scores if scores.ndim == 2 else scores[None, :]
-    if seen.shape[1] != view.shape[1]:
-        raise ValueError(f"seen matrix has {seen.shape[1]} items but the scores have {view.shape[1]}")
+    csr = sp.csr_matrix(seen)
+    if csr.shape[1] != view.shape[1]:
+        raise ValueError(f"seen matrix has {csr.shape[1]} items but the scores have {view.shape[1]}")
     rows = np.arange(len(view), dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
     if len(rows) != len(view):
         raise ValueError(f"{len(rows)} seen rows given for {len(view)} score rows")
-    csr = sp.csr_matrix(seen)
     if len(rows) and rows[-1] - rows[0] + 1 == len(rows) and np.all(np.diff(rows) == 1):
         sub = csr[int(rows[0]) : int(rows[-1]) + 1]  # contiguous rows: a cheap slice
     else:

@@ -594,7 +594,7 @@ def run_recommend(
                                              exclude=exclude, block_users=block)
     else:
         summary = write_recommendations(
-            scorer, ctx.paths.recommendations, k=k, batch_size=chunk,  # type: ignore[arg-type]
+            scorer, ctx.paths.recommendations, k=k, batch_size=chunk,
             exclude=exclude, fail_after_batches=fail_after_batches,
         )
     summary = {

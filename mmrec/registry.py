@@ -16,6 +16,7 @@ from typing import Generic, TypeVar
 from mmrec.errors import MMRecError
 
 C = TypeVar("C", bound=type)
+R = TypeVar("R", bound=type)
 
 
 class Registry(Generic[C]):
@@ -39,12 +40,12 @@ class Registry(Generic[C]):
         self._classes: dict[str, C] = {}
         self._loaded = False
 
-    def register(self, cls: C) -> C:
+    def register(self, cls: R) -> R:
         """Class decorator: make `cls` available under `cls.name`; a second class with that name is an error."""
         name = cls.name  # type: ignore[attr-defined]
         if name in self._classes and self._classes[name] is not cls:
             raise self.error(f"{self.kind} name {name!r} is registered twice ({self._classes[name].__module__} and {cls.__module__})")
-        self._classes[name] = cls
+        self._classes[name] = cls  # type: ignore[assignment]  # R is a subclass of what C stands for
         return cls
 
     def _load_builtins(self) -> None:

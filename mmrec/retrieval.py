@@ -484,7 +484,7 @@ class ItemIndex:
         out_v = np.full((len(q), k), -np.inf, np.float32)
         if fetch == 0 or len(q) == 0:
             return out_i, out_v
-        params = faiss.SearchParametersHNSW(efSearch=max(self.params["ef_search"], fetch))
+        params = faiss.SearchParametersHNSW(efSearch=max(self.params["ef_search"], fetch))  # type: ignore[attr-defined]  # SWIG class, absent from the stubs
         dist, lab = self._ann.search(np.ascontiguousarray(q, dtype=np.float32), fetch, params=params)
         for r in range(len(q)):
             ok = lab[r] >= 0

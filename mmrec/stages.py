@@ -86,7 +86,7 @@ def run_split(ctx: StageContext) -> dict[str, Any]:
     sp_params = ctx.params.split
     frames = split_interactions(inter, sp_params)
     digest = write_split(frames, ctx.paths, sp_params.kind, sp_params)
-    counts = {k: int(len(v)) for k, v in frames.parts().items()}
+    counts = {k: len(v) for k, v in frames.parts().items()}
     log.info("split %s: %s, hash %s", sp_params.kind, counts, digest[:12])
     return {"kind": sp_params.kind, "hash": digest, "counts": counts}
 
@@ -172,7 +172,7 @@ def write_point_in_time_training_set(ctx: StageContext) -> dict[str, Any]:
     df = point_in_time_training_set(ctx)
     path = ctx.paths.models / "training_set.parquet"
     write_parquet(path, df)
-    return {"path": str(path), "rows": int(len(df)), "columns": [str(c) for c in df.columns]}
+    return {"path": str(path), "rows": len(df), "columns": [str(c) for c in df.columns]}
 
 
 def run_evaluate(ctx: StageContext, models: Sequence[str] | None = None) -> dict[str, Any]:
@@ -221,7 +221,7 @@ def run_evaluate(ctx: StageContext, models: Sequence[str] | None = None) -> dict
         if not (folder / "model.json").is_file():
             raise StageError(f"{folder}: model {name!r} not trained; run `mmrec stage train` first")
         model = load_model(folder)
-        if list(model.item_ids) != list(data.item_ids):
+        if model.item_ids is None or list(model.item_ids) != list(data.item_ids):
             raise StageError(f"{folder}: model {name!r} was trained on another split; re-run `mmrec stage train`")
         start = time.perf_counter()
         per_user[name] = slices(model.score)
@@ -267,7 +267,7 @@ def run_evaluate(ctx: StageContext, models: Sequence[str] | None = None) -> dict
         "counts": {
             "users": int(data.train.n_users),
             "items": int(data.train.n_items),
-            "cold_items": int(len(data.cold_items)),
+            "cold_items": len(data.cold_items),
         },
         "selection_metric": metric,
         "best_model": best,

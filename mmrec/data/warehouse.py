@@ -62,8 +62,8 @@ def ingest_dataset(spec: DatasetSpec, paths: DatasetPaths, params: IngestParams 
             report.tables[name] = {
                 "source": str(source),
                 "sha256": file_sha256(source),
-                "rows": int(len(frame)),
-                "rejected": int(len(rejects)),
+                "rows": len(frame),
+                "rejected": len(rejects),
             }
             log.info("ingested %s: %d rows, %d rejected (%s)", name, len(frame), len(rejects), source)
         manifest = {

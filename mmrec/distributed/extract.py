@@ -103,10 +103,9 @@ def encode_shard(
         ModelError: the worker's encoder has another cache key than the driver's (different
             weights or code on that worker), or the model fails on every item.
     """
+    from mmrec.distributed.workers import worker_state
     from mmrec.encoders.runner import run_extraction
     from mmrec.extract import build_encoder
-
-    from mmrec.distributed.workers import worker_state
 
     state = worker_state()
     ekey = _encoder_key(modality, params)

@@ -67,9 +67,7 @@ def is_missing(value: Any) -> bool:
     """None, NaN, or an empty/blank media path."""
     if value is None:
         return True
-    if isinstance(value, float) and math.isnan(value):
-        return True
-    return False
+    return isinstance(value, float) and math.isnan(value)
 
 
 def _progress(total: int, desc: str, enabled: bool) -> Any:
@@ -182,7 +180,7 @@ def run_extraction(
             if errors and len(errors) == len(preps) and result.encoded == 0:
                 raise ModelError(f"{encoder.id}: the model fails on every item: {errors[0]}") from errors[0]
         result.model_seconds += time.perf_counter() - t0
-        for (item_id, digest, _), vec in zip(batch, rows):
+        for (item_id, digest, _), vec in zip(batch, rows, strict=True):
             if vec is None:
                 fail(item_id, "the model failed on this item (see the log)")
                 content.pop(item_id, None)

@@ -218,7 +218,7 @@ class Recommender(ABC):
                 item_ids=np.asarray(self.item_ids, dtype=str),
                 train_indptr=m.indptr,
                 train_indices=m.indices,
-                **arrays,
+                **arrays,  # type: ignore[arg-type]  # numpy's stub reads ** as allow_pickle
             )
         return path
 

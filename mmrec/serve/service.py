@@ -69,7 +69,7 @@ def _seen(state: ServingState, user_id: str) -> set[int]:
     """Model columns of everything the user interacted with (training row + catalogue history)."""
     u = state.user_pos[user_id]
     seen: set[int] = set()
-    tm = state.model.train_matrix
+    tm = state.model.train_matrix if state.model is not None else None
     if tm is not None:
         seen.update(tm.indices[tm.indptr[u] : tm.indptr[u + 1]].tolist())
     if state.catalog.has_user(user_id):
