@@ -25,6 +25,11 @@ from mmrec.io import atomic_dir
 from mmrec.ranking import iter_topk
 
 
+def popularity_scores(matrix: sp.csr_matrix) -> np.ndarray:
+    """Training interaction count per item (float32): what users without history are shown."""
+    return np.asarray(sp.csr_matrix(matrix).sum(axis=0), dtype=np.float32).ravel()
+
+
 class Recommender(ABC):
     """Base class of every model.
 
@@ -155,8 +160,6 @@ class Recommender(ABC):
         Returns:
             float32 (len(histories), n_items); the history items are not masked here.
         """
-        from mmrec.models.training import popularity_scores
-
         self._check_fitted()
         rows = self.history_rows(histories)
         scores = np.array(self._score_history(rows), dtype=np.float32, copy=True)
