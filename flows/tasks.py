@@ -28,6 +28,7 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE
 from prefect.states import Failed, State
 
 from flows.dvc_stages import dep_paths, param_values
+from mmrec.context import StageContext
 from mmrec.errors import MMRecError, ServiceUnavailable, ValidationFailed
 
 #: a run's dataset/params/workspace/root, passed to every task as plain strings (JSON-able, hashable)
@@ -45,13 +46,8 @@ def run_args(dataset: str | os.PathLike[str], params: str | os.PathLike[str] = "
     }
 
 
-def load_context(args: RunArgs) -> Any:  # -> mmrec.stages.StageContext
-    from mmrec.config import load_params
-    from mmrec.data.contract import load_dataset_spec
-    from mmrec.stages import StageContext
-
-    spec = load_dataset_spec(str(args["dataset"]), root=args.get("root"))
-    return StageContext(spec=spec, params=load_params(args["params"]), workspace=Path(args["workspace"] or "."))
+def load_context(args: RunArgs) -> StageContext:
+    return StageContext.from_files(str(args["dataset"]), args["params"], args["workspace"] or ".", args.get("root"))
 
 
 def artifact_key(*parts: str) -> str:

@@ -19,7 +19,7 @@ import typer
 from mmrec.errors import MMRecError, ValidationFailed
 
 if TYPE_CHECKING:
-    from mmrec.stages import StageContext
+    from mmrec.context import StageContext
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -59,9 +59,6 @@ def handle_errors(fn: F) -> F:
 
 def load_context(dataset: Path, root: Path | None, params: Path, workspace: Path) -> StageContext:
     """The dataset spec, the params and the workspace of one command (bad files fail here, early)."""
-    from mmrec.config import load_params
-    from mmrec.data.contract import load_dataset_spec
-    from mmrec.stages import StageContext
+    from mmrec.context import StageContext
 
-    spec = load_dataset_spec(dataset, root=root)
-    return StageContext(spec=spec, params=load_params(params), workspace=workspace)
+    return StageContext.from_files(dataset, params, workspace, root)

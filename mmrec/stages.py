@@ -12,16 +12,13 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from mmrec.config import Params
 from mmrec.constants import ITEM_ID, MODALITIES, RATING
-from mmrec.data.contract import DatasetSpec
+from mmrec.context import StageContext
 from mmrec.errors import ConfigError, StageError
 from mmrec.io import write_json, write_text
 from mmrec.paths import DatasetPaths
@@ -40,19 +37,6 @@ STAGES = (  # in pipeline order (what `mmrec stage` accepts)
     "evaluate",
     "materialize",
 )
-
-
-@dataclass(frozen=True)
-class StageContext:
-    """Everything a stage needs: the dataset, the params and where to write."""
-
-    spec: DatasetSpec
-    params: Params
-    workspace: Path = Path(".")
-
-    @property
-    def paths(self) -> DatasetPaths:
-        return DatasetPaths(self.spec.name, self.workspace)
 
 
 def run_ingest(ctx: StageContext) -> dict[str, Any]:
