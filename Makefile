@@ -19,7 +19,7 @@ export DO_NOT_TRACK = 1
 export DVC_NO_ANALYTICS = 1
 export GX_ANALYTICS_ENABLED = false
 
-.PHONY: demo serve test test-all install benchmark clean
+.PHONY: demo serve test test-all lint install benchmark clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ ifeq ($(CI),true)
 else
 	$(BIN)/python -m pytest tests -q -m "not slow and not integration"
 endif
+
+# Lint and types (pyproject.toml: [tool.ruff], [tool.mypy]); CI runs this before the tests.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest tests -q

@@ -21,7 +21,6 @@ Cases:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import threading
 import time

@@ -40,8 +40,7 @@ if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().p
     sys.path.pop(0)
 
 WORKERS = 2
-WORDS = ("movie story family war love city night music light river space game crime father heart dark school "
-         "king road friend secret ocean summer island ghost truth power money dream fire winter train doctor").split()
+WORDS = ["movie", "story", "family", "war", "love", "city", "night", "music", "light", "river", "space", "game", "crime", "father", "heart", "dark", "school", "king", "road", "friend", "secret", "ocean", "summer", "island", "ghost", "truth", "power", "money", "dream", "fire", "winter", "train", "doctor"]
 
 
 def peak_rss_mb() -> float:
@@ -61,10 +60,10 @@ def cluster(n: int = WORKERS) -> Any:
 def _warm() -> None:
     import torch
 
-    import mmrec.distributed.extract  # noqa: F401
-    import mmrec.distributed.scoring  # noqa: F401
-    import mmrec.encoders.text  # noqa: F401
-    import mmrec.models.bpr  # noqa: F401
+    import mmrec.distributed.extract
+    import mmrec.distributed.scoring
+    import mmrec.encoders.text
+    import mmrec.models.bpr
     import mmrec.recommend  # noqa: F401
 
     torch.set_num_threads(1)

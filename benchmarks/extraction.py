@@ -77,7 +77,7 @@ def synth_items(folder: Path, n_items: int) -> dict[str, list[tuple[str, Any]]]:
     out: dict[str, list[tuple[str, Any]]] = {}
     for modality, col in spec["items"].get("media", {}).items():
         out[modality] = [
-            (str(i), folder / p if isinstance(p, str) and p else None) for i, p in zip(items[id_col], items[col])
+            (str(i), folder / p if isinstance(p, str) and p else None) for i, p in zip(items[id_col], items[col], strict=True)
         ]
     return out
 

@@ -39,11 +39,11 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from baselines import DEFAULT_DATA, load_ml100k
 
+from mmrec.analysis import expected_random, random_score_fn, rank_personalisation
 from mmrec.config import SplitParams
 from mmrec.data.interactions import SplitData, split_data_from_frames
 from mmrec.data.splits import split_hash, split_interactions
 from mmrec.encoders.config import ExtractParams
-from mmrec.analysis import expected_random, random_score_fn, rank_personalisation
 from mmrec.evaluate import evaluate_scores, user_metrics
 from mmrec.io import write_json
 from mmrec.models import create_model

@@ -32,8 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from batch_scoring import PeakRSS, factor_model, random_seen  # noqa: E402
-from extraction import BATCH, DEFAULT_DATA, MODALITY_OF, ml100k_items, prepare_all, synth_items  # noqa: E402
+from batch_scoring import PeakRSS, factor_model, random_seen
+from extraction import BATCH, DEFAULT_DATA, MODALITY_OF, ml100k_items, prepare_all, synth_items
 
 
 def rss_mb() -> float:
@@ -71,7 +71,7 @@ def encoder_costs(name: str, items: list[tuple[str, Any]], limit: int, num_frame
     before = rss_mb()
     encoder = create_encoder(name, **kwargs)
     items = [it for it in items if it[1] is not None][:limit]
-    w, c = time.perf_counter(), time.thread_time()
+    c = time.thread_time()
     prepared, _ = prepare_all(encoder, items)
     decode_cpu = (time.thread_time() - c) / max(len(prepared), 1)
     if modality == "text":
@@ -158,13 +158,13 @@ def ann_costs(items: int, dim: int, queries: int, k: int) -> dict[str, Any]:
     _, truth = exact.search(user_f, k)
     hnsw = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
     hnsw.hnsw.efConstruction = 80
-    build_wall, build_cpu = clocked(lambda: hnsw.add(item_f))
+    _build_wall, build_cpu = clocked(lambda: hnsw.add(item_f))
     hnsw.hnsw.efSearch = 128
     holder: dict[str, Any] = {}
-    q_wall, q_cpu = clocked(lambda: holder.setdefault("res", hnsw.search(user_f, k)))
+    _q_wall, q_cpu = clocked(lambda: holder.setdefault("res", hnsw.search(user_f, k)))
     _, found = holder["res"]
     recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(found, truth, strict=True)]))
-    e_wall, e_cpu = clocked(lambda: exact.search(user_f, k))
+    _e_wall, e_cpu = clocked(lambda: exact.search(user_f, k))
     row = {"items": items, "dim": dim, "queries": queries, "k": k, "M": 32, "ef_search": 128,
            "build_cpu_s_per_item": build_cpu / items, "query_cpu_s_per_user": q_cpu / queries,
            "exact_cpu_s_per_user": e_cpu / queries, f"recall_at_{k}": recall,

@@ -186,12 +186,10 @@ def main() -> None:
 
     import pandas as pd
 
-    from mmrec.config import load_params
-    from mmrec.data.contract import load_dataset_spec
+    from mmrec.context import StageContext
     from mmrec.features import OnlineFeatures
-    from mmrec.stages import StageContext
 
-    ctx = StageContext(load_dataset_spec(args.dataset), load_params(args.params), args.workspace)
+    ctx = StageContext.from_files(args.dataset, args.params, args.workspace)
     recs = pd.read_parquet(ctx.paths.recommendations, columns=["user_id", "item_id"])
     rng = random.Random(0)
     all_users = sorted(recs["user_id"].astype(str).unique())

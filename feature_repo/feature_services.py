@@ -15,10 +15,9 @@ name that this repo does not define is an error (the export and the repo disagre
 import json
 from pathlib import Path
 
+import feature_views
 from data_sources import DATA
 from feast import FeatureService
-
-import feature_views
 
 # beside the tables folder; a relative DATA is relative to this repo (as Feast reads sources)
 MODELS_FILE = (DATA if DATA.is_absolute() else Path(__file__).resolve().parent / DATA).parent / "models.json"

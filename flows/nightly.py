@@ -57,7 +57,7 @@ def nightly_recommendations(
         from flows.runners import make_task_runner
 
         sub = score_on_dask.with_options(task_runner=make_task_runner(op), flow_run_name="score-on-dask")
-        state = sub(args, k, op.retries, op.retry_delay_seconds, return_state=True)
+        state: State[Any] = sub(args, k, op.retries, op.retry_delay_seconds, return_state=True)  # type: ignore[assignment]  # a sync flow returns its state
     else:
         task = recommend_task.with_options(retries=op.retries, retry_delay_seconds=op.retry_delay_seconds)
         state = task(args, k, return_state=True)

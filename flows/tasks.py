@@ -1,9 +1,11 @@
 """Prefect tasks: each calls one `mmrec` function; what they add is retries, caching and states.
 
 - Caching: a stage task's cache key is its inputs, which include a fingerprint of the files the
-  stage reads (path, size, mtime) and the params keys it uses (the same keys dvc.yaml lists), plus
-  the task's source. Unchanged inputs -> the finished result is reused and the stage does not run;
-  a stage whose outputs were deleted is re-run (`refresh_cache`).
+  stage reads (path, size, mtime) and the values of the params keys it uses, both read from the
+  stage's `deps`/`params` in dvc.yaml (flows/dvc_stages.py: one definition, so `dvc repro` and a
+  Prefect re-run cannot disagree), plus the task's source. Unchanged inputs -> the finished
+  result is reused and the stage does not run; a stage whose outputs were deleted is re-run
+  (`refresh_cache`).
 - Retries: only for transient failures. An `MMRecError` (bad config, bad data, missing artifact)
   would fail the same way again, so it is not retried: it ends the task in a Failed state whose
   message is the error's (no traceback), and the flow returns that state.
@@ -25,6 +27,8 @@ from prefect import task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 from prefect.states import Failed, State
 
+from flows.dvc_stages import dep_paths, param_values
+from mmrec.context import StageContext
 from mmrec.errors import MMRecError, ServiceUnavailable, ValidationFailed
 
 #: a run's dataset/params/workspace/root, passed to every task as plain strings (JSON-able, hashable)
@@ -42,13 +46,8 @@ def run_args(dataset: str | os.PathLike[str], params: str | os.PathLike[str] = "
     }
 
 
-def load_context(args: RunArgs) -> Any:  # -> mmrec.stages.StageContext
-    from mmrec.config import load_params
-    from mmrec.data.contract import load_dataset_spec
-    from mmrec.stages import StageContext
-
-    spec = load_dataset_spec(str(args["dataset"]), root=args.get("root"))
-    return StageContext(spec=spec, params=load_params(args["params"]), workspace=Path(args["workspace"] or "."))
+def load_context(args: RunArgs) -> StageContext:
+    return StageContext.from_files(str(args["dataset"]), args["params"], args["workspace"] or ".", args.get("root"))
 
 
 def artifact_key(*parts: str) -> str:
@@ -56,7 +55,12 @@ def artifact_key(*parts: str) -> str:
     return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", "-".join(parts).lower())).strip("-")
 
 
-# -- fingerprints: what each stage reads and writes (mirrors dvc.yaml) ---------------------------
+# -- fingerprints: what each stage reads (dvc.yaml's deps and params) and writes -------------------
+
+
+def _ignored(rel: Path) -> bool:
+    """Hidden files and Python's bytecode cache (written on import) are not inputs."""
+    return any(part.startswith(".") or part == "__pycache__" for part in rel.parts) or rel.suffix == ".pyc"
 
 
 def fingerprint(paths: list[Path]) -> str:
@@ -68,7 +72,7 @@ def fingerprint(paths: list[Path]) -> str:
             st = p.stat()
             h.update(f":{st.st_size}:{st.st_mtime_ns}".encode())
         elif p.is_dir():
-            for f in sorted(x for x in p.rglob("*") if x.is_file() and not x.name.startswith(".")):
+            for f in sorted(x for x in p.rglob("*") if x.is_file() and not _ignored(x.relative_to(p))):
                 st = f.stat()
                 h.update(f"{f.relative_to(p)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
         else:
@@ -77,15 +81,11 @@ def fingerprint(paths: list[Path]) -> str:
 
 
 def stage_inputs(ctx: Any, stage: str) -> list[Path]:
-    paths, kind = ctx.paths, ctx.params.split.kind
-    raw = [Path(ctx.spec.spec_path)] if ctx.spec.spec_path else []
-    return {
-        "ingest": raw + [ctx.spec.root_path],
-        "validate": [paths.warehouse, ctx.spec.root_path],  # media files are checked here
-        "split": [paths.validated_table("interactions")],
-        "train": [paths.splits(kind), paths.validated_table("items"), paths.data / "features"],
-        "evaluate": [paths.models, paths.splits(kind), paths.validated_table("items")],
-    }[stage]
+    """The files `stage` reads: its `deps` in dvc.yaml, resolved for this run (flows/dvc_stages.py)."""
+    inputs = dep_paths(ctx, stage)
+    if stage == "ingest" and ctx.spec.spec_path:  # the dataset.yaml may live outside its data folder
+        inputs.insert(0, Path(ctx.spec.spec_path))
+    return inputs
 
 
 def stage_outputs(ctx: Any, stage: str) -> list[Path]:
@@ -100,18 +100,8 @@ def stage_outputs(ctx: Any, stage: str) -> list[Path]:
 
 
 def stage_params(ctx: Any, stage: str) -> dict[str, Any]:
-    p = ctx.params
-    dump = {k: v.model_dump(mode="json") for k, v in (("ingest", p.ingest), ("validate", p.validate_), ("split", p.split),
-                                                       ("train", p.train), ("evaluate", p.evaluate))}
-    keys = {
-        "ingest": {"ingest": dump["ingest"]},
-        "validate": {"validate": dump["validate"]},
-        "split": {"split": dump["split"]},
-        "train": {"split.kind": p.split.kind, "train": dump["train"],
-                  "features": p.features.model_dump(mode="json", include={"point_in_time_training", "stats_from", "stats_window_days"})},
-        "evaluate": {"split.kind": p.split.kind, "train.models": p.train.models, "evaluate": dump["evaluate"]},
-    }[stage]
-    return {"spec": ctx.spec.model_dump(mode="json"), **keys}
+    """The params keys `stage` lists in dvc.yaml with this run's values, plus the dataset spec."""
+    return {"spec": ctx.spec.model_dump(mode="json"), **param_values(ctx, stage)}
 
 
 def stage_key(ctx: Any, stage: str) -> str:

@@ -6,6 +6,6 @@ are imported inside the functions that need them.
 
 __version__ = "0.1.0"
 
-from mmrec.errors import MMRecError  # noqa: E402  (cheap, and the one thing every caller needs)
+from mmrec.errors import MMRecError  # cheap, and the one thing every caller needs
 
 __all__ = ["MMRecError", "__version__"]

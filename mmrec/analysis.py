@@ -141,7 +141,7 @@ def expected_random(um: UserMetrics, ks: Sequence[int]) -> dict[str, float]:
         exp = expected_random_at_k(um.n_relevant, um.n_items, k)
         out.update({f"{m}@{k}": float(exp[m].mean()) for m in METRICS})
     out["candidates"] = int(um.n_items)
-    out["users"] = int(len(um.users))
+    out["users"] = len(um.users)
     return out
 
 
@@ -178,7 +178,7 @@ def rank_personalisation(
     users = np.unique(np.asarray(users, dtype=np.int64))
     candidates = np.asarray(candidates, dtype=np.int64)
     out: dict[str, float | int | None] = {
-        "mean_spearman": None, "pairs": 0, "users": int(len(users)), "constant_share": None,
+        "mean_spearman": None, "pairs": 0, "users": len(users), "constant_share": None,
     }
     if len(users) < 2 or len(candidates) < 2 or pairs < 1:
         return out

@@ -6,63 +6,19 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-import functools
-import logging
-import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
-from mmrec.errors import MMRecError, ValidationFailed
+from mmrec.cli_common import DatasetOpt, ParamsOpt, RootOpt, WorkspaceOpt, handle_errors
+from mmrec.cli_common import load_context as _context
+from mmrec.cli_lifecycle import register as _register_lifecycle
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="mmrec: multimodal recommendation, from raw catalogue to nightly recommendations.")
 data_app = typer.Typer(no_args_is_help=True, help="Dataset tools (synthetic default dataset, checks).")
 app.add_typer(data_app, name="data")
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-DatasetOpt = Annotated[Path, typer.Option("--dataset", "-d", help="PATH/dataset.yaml of the dataset to use.")]
-RootOpt = Annotated[
-    Path | None,
-    typer.Option("--root", help="Data root overriding the dataset.yaml `root:` (or set MMREC_DATA_ROOT_<NAME>)."),
-]
-ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml with every tunable.")]
-WorkspaceOpt = Annotated[Path, typer.Option("--workspace", help="Folder under which data/, artifacts/ and reports/ are written.")]
-
-
-def _setup_logging() -> None:
-    level = os.environ.get("MMREC_LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-
-
-def handle_errors(fn: F) -> F:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        _setup_logging()
-        try:
-            return fn(*args, **kwargs)
-        except ValidationFailed as exc:
-            typer.echo(f"error: validation failed: {exc}", err=True)
-            if exc.report_path:
-                typer.echo(f"report: {exc.report_path}", err=True)
-            raise typer.Exit(2) from None
-        except MMRecError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _context(dataset: Path, root: Path | None, params: Path, workspace: Path):
-    from mmrec.config import load_params
-    from mmrec.data.contract import load_dataset_spec
-    from mmrec.stages import StageContext
-
-    spec = load_dataset_spec(dataset, root=root)
-    return StageContext(spec=spec, params=load_params(params), workspace=workspace)
 
 
 @data_app.command("synth")
@@ -174,14 +130,7 @@ def list_models() -> None:
         typer.echo(name)
 
 
-def _register_lifecycle() -> None:
-    # `pipeline` (through Prefect), `recommend`, `promote`, `rollback`, `registry`
-    from mmrec.cli_lifecycle import register
-
-    register(app)
-
-
-_register_lifecycle()
+_register_lifecycle(app)  # `pipeline` (through the orchestrator), `recommend`, `promote`, `rollback`, `registry`
 
 
 def main() -> None:  # console-script entry point
@@ -189,4 +138,4 @@ def main() -> None:  # console-script entry point
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

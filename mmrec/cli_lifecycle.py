@@ -1,48 +1,20 @@
 """Lifecycle commands of the `mmrec` CLI: pipeline (through Prefect), recommend, promote, rollback, registry.
 
-`register(app)` adds them to the main typer app (mmrec/cli.py calls it). Prefect is imported
-only inside `mmrec pipeline`, which is the one command that runs the orchestrated flow; the
-library itself never imports it.
+`register(app)` adds them to the main typer app (mmrec/cli.py calls it). The flows are reached
+through the orchestrator entry point (mmrec/orchestrator.py) only inside `mmrec pipeline` and
+`mmrec recommend --prefect`; the library never imports Prefect or the `flows` package.
 """
 
-# No `from __future__ import annotations`: typer reads the option annotations at registration,
-# and they name types imported inside `register` (from mmrec.cli, to avoid a circular import).
+# No `from __future__ import annotations`: typer reads the option annotations at registration.
 import json
-import logging
 import os
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-
-def _flows() -> Any:
-    """Import the `flows` package (repo root), also when `mmrec` runs as an installed console script.
-
-    Without `PREFECT_API_URL` Prefect starts a temporary API server for the run; its default
-    20 s start-up budget is too short on a busy laptop or CI box, so it is raised (the
-    environment still wins) before Prefect reads its settings.
-    """
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API call otherwise
-    try:
-        import flows.training  # noqa: F401
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("flows", "flows.training"):
-            raise
-        repo = Path(__file__).resolve().parents[1]
-        if not (repo / "flows" / "training.py").is_file():
-            from mmrec.errors import ConfigError
-
-            raise ConfigError(
-                "the Prefect flows (flows/ in the mmrec repository) are not importable; run from a checkout of the repo"
-            ) from None
-        sys.path.insert(0, str(repo))
-    import flows.nightly
-    import flows.training
-
-    return flows
+from mmrec.cli_common import DatasetOpt, ParamsOpt, RootOpt, WorkspaceOpt, handle_errors
+from mmrec.cli_common import load_context as _context
 
 
 def ui_hints(tracking_uri: str) -> list[str]:
@@ -64,8 +36,6 @@ def ui_hints(tracking_uri: str) -> list[str]:
 
 def register(app: typer.Typer) -> None:
     """Add `pipeline`, `recommend`, `explain`, `serve`, `promote`, `rollback` and `registry` to `app`."""
-    from mmrec.cli import DatasetOpt, ParamsOpt, RootOpt, WorkspaceOpt, _context, handle_errors
-
     @app.command("pipeline")
     @handle_errors
     def pipeline(
@@ -79,11 +49,11 @@ def register(app: typer.Typer) -> None:
         ] = True,
     ) -> None:
         """Run the whole training pipeline through Prefect: ingest, validate, split, extract, train, evaluate, register."""
+        from mmrec.orchestrator import load_orchestrator
         from mmrec.stages import format_metrics_table, read_metrics
 
-        flows = _flows()
         ctx = _context(dataset, root, params, workspace)  # fail fast on a bad dataset.yaml/params.yaml
-        state = flows.training.run_training(str(dataset), str(params), str(workspace), str(root) if root else None,
+        state = load_orchestrator().run_training(str(dataset), str(params), str(workspace), str(root) if root else None,
                                             extract=extract, register_best=register_models)
         if not state.is_completed():
             typer.echo(f"error: pipeline failed: {state.message}", err=True)
@@ -140,7 +110,12 @@ def register(app: typer.Typer) -> None:
         import dataclasses
 
         from mmrec.recommend import (
-            history_matrix, parse_recommend_params, read_user_ids, recommend_for_ids, recommend_params, run_recommend,
+            history_matrix,
+            parse_recommend_params,
+            read_user_ids,
+            recommend_for_ids,
+            recommend_params,
+            run_recommend,
             strategy_scorer,
         )
         from mmrec.tracking import load_champion
@@ -170,7 +145,9 @@ def register(app: typer.Typer) -> None:
                     "--prefect runs the nightly flow with params.yaml's recommend: section; set "
                     f"{sorted(overrides)} there (or MMREC__RECOMMEND__<KEY>=...) instead of on the command line"
                 )
-            state = _flows().nightly.run_nightly(str(dataset), str(params), str(workspace), str(root) if root else None, k)
+            from mmrec.orchestrator import load_orchestrator
+
+            state = load_orchestrator().run_nightly(str(dataset), str(params), str(workspace), str(root) if root else None, k)
             if not state.is_completed():
                 typer.echo(f"error: nightly run failed: {state.message}", err=True)
                 raise typer.Exit(2)

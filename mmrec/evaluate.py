@@ -20,35 +20,12 @@ import scipy.sparse as sp
 
 from mmrec.constants import DEFAULT_KS
 from mmrec.metrics import METRICS, per_user_metrics
+from mmrec.ranking import iter_topk
 
 if TYPE_CHECKING:
     from mmrec.models.base import Recommender
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]  # user indices (B,) -> scores (B, n_items)
-
-
-def topk_indices(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k highest scores per row, best first; ties broken by lower item index.
-
-    Uses argpartition (O(n) per row) and sorts only the k survivors.
-    """
-    n = scores.shape[1]
-    k = min(k, n)
-    if k == n:
-        part = np.argsort(-scores, axis=1, kind="stable")
-        return part[:, :k]
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    part.sort(axis=1)  # ties: prefer lower index, deterministic across runs
-    vals = np.take_along_axis(scores, part, axis=1)
-    order = np.argsort(-vals, axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1)
-
-
-def mask_rows(scores: np.ndarray, mask: sp.csr_matrix, rows: np.ndarray) -> None:
-    """Set scores of the items in `mask[rows]` to -inf, in place."""
-    sub = mask[rows]
-    r, c = sub.nonzero()
-    scores[r, c] = -np.inf
 
 
 def rank_users(
@@ -70,17 +47,8 @@ def rank_users(
         candidates: when given, only these item indices may be ranked.
     """
     out = []
-    for start in range(0, len(users), batch_size):
-        batch = users[start : start + batch_size]
-        scores = np.array(score_fn(batch), dtype=np.float32, copy=True)
-        if exclude is not None:
-            mask_rows(scores, exclude, batch)
-        if candidates is not None:
-            allowed = np.zeros(scores.shape[1], dtype=bool)
-            allowed[candidates] = True
-            scores[:, ~allowed] = -np.inf
-        top = topk_indices(scores, k)
-        top = np.where(np.isneginf(np.take_along_axis(scores, top, axis=1)), -1, top)
+    for _, top, val in iter_topk(score_fn, users, k, batch_size, seen=exclude, allowed=candidates):
+        top = np.where(np.isneginf(val), -1, top)
         if top.shape[1] < k:
             top = np.pad(top, ((0, 0), (0, k - top.shape[1])), constant_values=-1)
         out.append(top)
@@ -130,7 +98,7 @@ class UserMetrics:
         filled = self.top >= 0
         for k in ks:
             res[f"coverage@{k}"] = float(np.unique(self.top[:, :k][filled[:, :k]]).size) / self.n_items
-        res["users"] = int(len(self.users))
+        res["users"] = len(self.users)
         return res
 
 

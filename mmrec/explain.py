@@ -20,7 +20,7 @@ from mmrec.models.base import Recommender
 
 
 def _index(ids: np.ndarray | None, key: str, kind: str) -> int:
-    hits = np.flatnonzero(np.asarray(ids, dtype=object) == key) if ids is not None else []
+    hits = np.flatnonzero(np.asarray(ids, dtype=object) == key) if ids is not None else np.zeros(0, np.int64)
     if not len(hits):
         raise NotFoundError(kind, key, f"unknown {kind} id {key!r}: not in the model's training index")
     return int(hits[0])
@@ -73,7 +73,7 @@ def explain(model: Recommender, user_id: str, item_id: str, top_n: int = 5) -> d
         "contributions": {k: round(float(v), 6) for k, v in parts.items()},
         "shares": {k: round(abs(float(v)) / total, 4) for k, v in parts.items()},
         "supporting_items": support,
-        "history_size": int(len(seen)),
+        "history_size": len(seen),
     }
 
 
@@ -88,7 +88,7 @@ def item_titles(items: Any) -> dict[str, str]:
     col = (preferred or cols or [None])[0]
     if col is None:
         return {}
-    return dict(zip(items["item_id"].astype(str), items[col].fillna("").astype(str)))
+    return dict(zip(items["item_id"].astype(str), items[col].fillna("").astype(str), strict=True))
 
 
 def format_explanation(exp: dict[str, Any], titles: dict[str, str] | None = None) -> str:

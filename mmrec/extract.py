@@ -86,7 +86,7 @@ def _item_values(items: pd.DataFrame, spec: DatasetSpec, modality: str) -> list[
     if column not in items.columns:
         return [(i, None) for i in ids]
     out: list[tuple[str, Any]] = []
-    for iid, value in zip(ids, items[column].tolist()):
+    for iid, value in zip(ids, items[column].tolist(), strict=True):
         if value is None or (isinstance(value, float) and pd.isna(value)):
             out.append((iid, None))
         elif modality == "text":

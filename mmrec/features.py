@@ -34,7 +34,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -186,7 +186,7 @@ def store_config(paths: DatasetPaths, fp: FeaturesParams, profile: str | None = 
     raw["online_store"] = online
     try:
         config = RepoConfig(**raw)
-    except Exception as exc:  # noqa: BLE001 - pydantic / Feast config errors: name the file
+    except Exception as exc:  # pydantic / Feast config errors: name the file
         raise ConfigError(f"{yaml_file}: invalid Feast configuration: {exc}") from exc
     config.repo_path = repo
     return config
@@ -259,7 +259,7 @@ def load_objects(paths: DatasetPaths, fp: FeaturesParams) -> RepoObjects:
                 module = importlib.import_module(name)
             except MMRecError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - a broken definition file: say which
+            except Exception as exc:  # a broken definition file: say which
                 raise ConfigError(f"{repo / (name + '.py')}: cannot load Feast definitions: {type(exc).__name__}: {exc}") from exc
             for attr in dir(module):
                 obj = getattr(module, attr)
@@ -274,7 +274,7 @@ def load_objects(paths: DatasetPaths, fp: FeaturesParams) -> RepoObjects:
 
 
 def _now() -> pd.Timestamp:
-    return pd.Timestamp(datetime.now(timezone.utc)).floor("s")
+    return pd.Timestamp(datetime.now(UTC)).floor("s")
 
 
 def _content_hash(df: pd.DataFrame, table: str) -> str:
@@ -395,7 +395,7 @@ def _factors(model: Recommender) -> tuple[list[str], list[str], np.ndarray, np.n
 def export_tables(
     ctx: StageContext,
     parts: Sequence[str] = ("embeddings", "stats", "model", "recommendations"),
-    model: tuple[Recommender, dict[str, Any]] | None | Literal["champion"] = "champion",
+    model: tuple[Recommender, dict[str, Any]] | Literal["champion"] | None = "champion",
     versions: list[dict[str, Any]] | None = None,
     now: pd.Timestamp | None = None,
 ) -> dict[str, Any]:
@@ -467,8 +467,8 @@ def export_tables(
             df[ft.EVENT_TIMESTAMP] = df[ft.EVENT_TIMESTAMP].fillna(stamp)
             df[ft.CREATED] = now
             _write_table(path, df, table)
-            manifest["tables"][table] = {"hash": digest, "event_timestamp": stamp.isoformat(), "rows": int(len(df))}
-        summary["tables"][table] = {"rows": int(len(df)), "changed": changed,
+            manifest["tables"][table] = {"hash": digest, "event_timestamp": stamp.isoformat(), "rows": len(df)}
+        summary["tables"][table] = {"rows": len(df), "changed": changed,
                                     "event_timestamp": manifest["tables"][table]["event_timestamp"]}
     if "model" in parts or versions is not None:
         if versions is None:
@@ -507,7 +507,7 @@ def _recommendations(ctx: StageContext) -> pd.DataFrame:
         model, version = str(info.get("name", model)), str(info.get("version", version))
     try:
         recs = pd.read_parquet(f)
-    except Exception as exc:  # noqa: BLE001 - unreadable parquet
+    except Exception as exc:  # unreadable parquet
         raise DataError(f"{f}: cannot read recommendations ({exc}); re-run `mmrec recommend`") from exc
     return ft.recommendations_table(recs, model, version)
 
@@ -547,7 +547,7 @@ def materialize(ctx: StageContext, profile: str | None = None, full: bool = Fals
     end = max([end, *[pd.Timestamp(t["event_timestamp"]) + pd.Timedelta(seconds=1) for t in manifest["tables"].values()]])
     start = time.perf_counter()
     if full:
-        store.materialize(start_date=datetime(1970, 1, 2, tzinfo=timezone.utc), end_date=end.to_pydatetime())
+        store.materialize(start_date=datetime(1970, 1, 2, tzinfo=UTC), end_date=end.to_pydatetime())
     else:
         store.materialize_incremental(end_date=end.to_pydatetime())
     if manifest_file.is_file():
@@ -789,7 +789,7 @@ class OnlineFeatures:
         try:
             self.store.get_feature_view("user_recommendations")
             self._read(USER_ID, ["__mmrec_ping__"], "user_recommendations", ["model"])
-        except Exception as exc:  # noqa: BLE001 - any backend failure means not ready
+        except Exception as exc:  # any backend failure means not ready
             raise StageError(f"Feast store for {self.paths.name!r} ({self.profile}) is not usable: {type(exc).__name__}: {exc}") from exc
 
     # -- the reads the API uses

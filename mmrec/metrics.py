@@ -47,7 +47,7 @@ def precision_at_k(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarr
 
 def hit_at_k(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
     h, _ = _check(hits, n_relevant, k)
-    return h.any(axis=1).astype(np.float64)
+    return np.asarray(h.any(axis=1), dtype=np.float64)
 
 
 def ndcg_at_k(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:

@@ -5,10 +5,10 @@ The nightly job scores all users x all items. The full score matrix (100k users 
 already interacted with are masked, the top K survive and the chunk's scores are dropped before
 the next chunk. Peak memory is O(batch_size x n_items) plus the output rows.
 
-Top-K selection uses `torch.topk` (multi-threaded, partial selection) on a zero-copy view of the
-numpy scores; that is what makes the batch path at least as fast as FAISS `IndexFlatIP` exact
-search on the same embeddings (`benchmarks/batch_scoring.py` measures both in one run). Ties are
-ordered by lower item index, so the output is reproducible.
+Scoring, masking and top-K selection run through `mmrec.ranking` (the same core as evaluation,
+retrieval and the API): `torch.topk` on big float chunks, so the batch path stays at least as fast
+as FAISS `IndexFlatIP` exact search on the same embeddings (`benchmarks/batch_scoring.py` measures
+both in one run), with ties ordered by lower item index at every position, the cut at K included.
 
 Results are streamed to `data/<name>/recommendations/latest.parquet` (user_id, item_id,
 rank 1..K, score) through `mmrec.io.atomic_path`: the new file is written aside and renamed over
@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -29,6 +30,7 @@ import pandas as pd
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mmrec import ranking
 from mmrec.constants import DEFAULT_K, ITEM_ID, USER_ID
 from mmrec.errors import ConfigError, DataError, ModelError
 
@@ -182,36 +184,6 @@ def parse_recommend_params(section: dict[str, Any]) -> RecommendParams:
 # -- core: chunked scoring -------------------------------------------------------------------
 
 
-def topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k column indices and values per row, best first, ties by lower index.
-
-    Args:
-        scores: (B, n) float32; may hold -inf for masked entries. Not modified.
-
-    Returns:
-        (indices (B, k) int64, values (B, k) float32), k clipped to n.
-    """
-    import torch
-
-    n = scores.shape[1]
-    k = min(k, n)
-    if scores.shape[0] == 0 or k == 0:
-        return np.zeros((scores.shape[0], k), np.int64), np.zeros((scores.shape[0], k), np.float32)
-    t = torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32))
-    with torch.inference_mode():
-        val, idx = torch.topk(t, k, dim=1, largest=True, sorted=True)
-    idx_np = idx.numpy().astype(np.int64, copy=False)
-    val_np = val.numpy()
-    # torch leaves the order of equal scores unspecified: sort by (-score, index) for
-    # reproducibility, only in the rows that have ties (most rows of real scores have none)
-    tied = np.flatnonzero((val_np[:, 1:] == val_np[:, :-1]).any(axis=1)) if k > 1 else np.zeros(0, np.int64)
-    if len(tied):
-        order = np.lexsort((idx_np[tied], -val_np[tied]), axis=1)
-        idx_np[tied] = np.take_along_axis(idx_np[tied], order, axis=1)
-        val_np[tied] = np.take_along_axis(val_np[tied], order, axis=1)
-    return idx_np, val_np
-
-
 def iter_topk(
     model: Recommender,
     users: np.ndarray | None = None,
@@ -236,37 +208,7 @@ def iter_topk(
         exclude = sp.csr_matrix(exclude)
         if exclude.shape != (len(model.user_ids), len(model.item_ids)):
             raise ModelError(f"exclude matrix shape {exclude.shape} does not match the model's index")
-    for start in range(0, len(users), batch_size):
-        batch = users[start : start + batch_size]
-        scores = _writable(model.score(batch))  # (B, n_items)
-        if exclude is not None:
-            mask_seen(scores, exclude, batch)
-        idx, val = topk(scores, k)
-        del scores
-        yield batch, idx, val
-
-
-def _writable(scores: np.ndarray) -> np.ndarray:
-    """The scores as a C-contiguous float32 array we may overwrite.
-
-    A fresh array the model computed for this call (it owns its memory) is used as is; views
-    (popularity's broadcast row, slices of a cached matrix) are copied so masking never writes
-    into a model's state. Skipping the copy saves a pass over B x n_items floats per chunk.
-    """
-    if scores.dtype == np.float32 and scores.flags.owndata and scores.flags.writeable and scores.flags.c_contiguous:
-        return scores
-    return np.array(scores, dtype=np.float32, order="C", copy=True)
-
-
-def mask_seen(scores: np.ndarray, exclude: sp.csr_matrix, batch: np.ndarray) -> None:
-    """Set the scores of each batch user's seen items to -inf, in place (flat indexing, no COO)."""
-    n_items = scores.shape[1]
-    if len(batch) and batch[-1] - batch[0] + 1 == len(batch) and np.all(np.diff(batch) == 1):
-        sub = exclude[int(batch[0]) : int(batch[-1]) + 1]  # contiguous rows: a cheap slice
-    else:
-        sub = exclude[batch]
-    rows = np.repeat(np.arange(len(batch), dtype=np.int64), np.diff(sub.indptr))
-    scores.reshape(-1)[rows * n_items + sub.indices] = -np.inf
+    yield from ranking.iter_topk(model.score, users, k, batch_size, seen=exclude)
 
 
 def history_matrix(model: Recommender, interactions: pd.DataFrame | None) -> sp.csr_matrix:
@@ -290,7 +232,7 @@ def history_matrix(model: Recommender, interactions: pd.DataFrame | None) -> sp.
     return out
 
 
-def _frame(model: Recommender, users: np.ndarray, idx: np.ndarray, val: np.ndarray) -> pd.DataFrame:
+def chunk_frame(model: Recommender, users: np.ndarray, idx: np.ndarray, val: np.ndarray) -> pd.DataFrame:
     """Long format (user_id, item_id, rank, score) of one chunk; masked (-inf) entries dropped."""
     assert model.user_ids is not None and model.item_ids is not None
     b, k = idx.shape
@@ -366,11 +308,65 @@ class _Stats:
 # -- writing ----------------------------------------------------------------------------------
 
 
-def _schema() -> Any:  # -> pa.Schema
-    """The arrow schema of latest.parquet (shared with the Dask writer, so both write the same bytes)."""
+def output_schema() -> Any:  # -> pa.Schema
+    """The arrow schema of latest.parquet (`OUTPUT_COLUMNS`, typed)."""
     import pyarrow as pa
 
     return pa.schema([(USER_ID, pa.string()), (ITEM_ID, pa.string()), (RANK, pa.int32()), (SCORE, pa.float32())])
+
+
+class RecommendationWriter:
+    """Streams top-K chunks into latest.parquet, swapped into place atomically, with the run's statistics.
+
+    The one writer of the recommendations file: the single-process path (`write_recommendations`)
+    and the Dask driver (`mmrec.distributed.scoring`) both feed it chunks in user order, so both
+    write the same rows, row groups and summary.
+
+        with RecommendationWriter(model, path, k) as out:
+            for users, idx, val in chunks:
+                out.write(users, idx, val)
+        summary = out.summary(seconds)
+
+    A failure inside the `with` block leaves the previous file untouched (`mmrec.io.atomic_path`).
+    """
+
+    def __init__(self, model: Recommender, path: str | Path, k: int) -> None:
+        assert model.item_ids is not None
+        self.model, self.path, self.k = model, Path(path), k
+        self.stats = _Stats(n_items=len(model.item_ids), rng=np.random.default_rng(0))
+        self.schema = output_schema()
+        self._stack: ExitStack | None = None
+        self._writer: Any = None
+
+    def __enter__(self) -> RecommendationWriter:
+        import pyarrow.parquet as pq
+
+        from mmrec.io import atomic_path
+
+        with ExitStack() as stack:
+            tmp = stack.enter_context(atomic_path(self.path))
+            self._writer = stack.enter_context(pq.ParquetWriter(tmp, self.schema))
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(self, *exc: Any) -> bool | None:
+        assert self._stack is not None
+        stack, self._stack, self._writer = self._stack, None, None
+        return stack.__exit__(*exc)
+
+    def write(self, users: np.ndarray, idx: np.ndarray, val: np.ndarray) -> None:
+        """One chunk: (B,) user rows, (B, k) item indices and scores; -inf entries are dropped."""
+        import pyarrow as pa
+
+        if self._writer is None:
+            raise RuntimeError("RecommendationWriter.write outside its `with` block")
+        self.stats.add(idx, val, self.k)
+        table = pa.Table.from_pandas(chunk_frame(self.model, users, idx, val), schema=self.schema, preserve_index=False)
+        self._writer.write_table(table)
+
+    def summary(self, seconds: float, **extra: Any) -> dict[str, Any]:
+        """`run_summary` of what was written."""
+        return run_summary(self.stats, self.model, self.k, seconds, self.path, **extra)
 
 
 def write_recommendations(
@@ -393,26 +389,16 @@ def write_recommendations(
         The summary: users, users_covered, users_full, rows, items_recommended,
         catalogue_coverage, score/top1_score distributions, seconds, users_per_second, path.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from mmrec.io import atomic_path
-
     import torch  # noqa: F401 - imported before the clock starts: the runtime reports scoring, not imports
 
     assert model.item_ids is not None
     start = time.perf_counter()
-    stats = _Stats(n_items=len(model.item_ids), rng=np.random.default_rng(0))
-    schema = _schema()
-    with atomic_path(path) as tmp:
-        with pq.ParquetWriter(tmp, schema) as writer:
-            for n, (batch, idx, val) in enumerate(iter_topk(model, users, k, batch_size, exclude)):
-                if fail_after_batches is not None and n >= fail_after_batches:
-                    raise RuntimeError(f"simulated crash after {n} batches (fail_after_batches)")
-                stats.add(idx, val, k)
-                table = pa.Table.from_pandas(_frame(model, batch, idx, val), schema=schema, preserve_index=False)
-                writer.write_table(table)
-    return run_summary(stats, model, k, time.perf_counter() - start, path)
+    with RecommendationWriter(model, path, k) as out:
+        for n, (batch, idx, val) in enumerate(iter_topk(model, users, k, batch_size, exclude)):
+            if fail_after_batches is not None and n >= fail_after_batches:
+                raise RuntimeError(f"simulated crash after {n} batches (fail_after_batches)")
+            out.write(batch, idx, val)
+    return out.summary(time.perf_counter() - start)
 
 
 def run_summary(stats: _Stats, model: Recommender, k: int, seconds: float, path: Path, **extra: Any) -> dict[str, Any]:
@@ -456,7 +442,7 @@ def recommend_for_ids(
     frames = []
     if known.any():
         for batch, idx, val in iter_topk(model, rows[known], k, batch_size, exclude):
-            frames.append(_frame(model, batch, idx, val))
+            frames.append(chunk_frame(model, batch, idx, val))
     unknown = [u for u, ok in zip(wanted, known, strict=True) if not ok]
     if unknown:
         from mmrec.models.training import popularity_scores
@@ -466,7 +452,7 @@ def recommend_for_ids(
         cold_user_scores = getattr(model, "cold_user_scores", None)  # a StrategyScorer applies its filters
         if cold_user_scores is not None:
             pop = cold_user_scores()
-        idx, val = topk(pop[None, :], k)
+        idx, val = ranking.topk(pop[None, :], k)
         keep = np.isfinite(val[0])
         idx, val = idx[:, keep], val[:, keep]
         item_ids = np.asarray(model.item_ids, dtype=object)[idx[0]]
@@ -632,7 +618,7 @@ def run_recommend(
                                              exclude=exclude, block_users=block)
     else:
         summary = write_recommendations(
-            scorer, ctx.paths.recommendations, k=k, batch_size=chunk,  # type: ignore[arg-type]
+            scorer, ctx.paths.recommendations, k=k, batch_size=chunk,
             exclude=exclude, fail_after_batches=fail_after_batches,
         )
     summary = {

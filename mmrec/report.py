@@ -265,7 +265,7 @@ def plot_learning_curves(report: dict[str, Any], path: Path) -> bool:
     fig = _canvas(7, 4)
     ax = fig.add_subplot()
     for name, points in curves.items():
-        xs, ys = zip(*points)
+        xs, ys = zip(*points, strict=True)
         ax.plot(xs, ys, marker="o", markersize=3, label=name)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation Recall@20")
@@ -287,7 +287,7 @@ def plot_ablation(report: dict[str, Any], path: Path) -> bool:
     parts = [p for p in ("test", "cold") if all(p in v for v in ab["variants"].values())]
     fig = _canvas(max(5.0, 1.1 * len(names) + 2), 4)
     axes = [fig.add_subplot(1, len(parts), i + 1) for i in range(len(parts))]
-    for ax, part in zip(axes, parts):
+    for ax, part in zip(axes, parts, strict=True):
         values = [ab["variants"][n][part].get(metric, 0.0) for n in names]
         colours = ["#bbbbbb" if ab["variants"][n]["random"] else "#4c72b0" for n in names]
         ax.bar(range(len(names)), values, color=colours)

@@ -37,6 +37,7 @@ from typing import Any, Literal
 import numpy as np
 
 from mmrec.errors import ConfigError, DataError, NotFoundError
+from mmrec.ranking import topk
 
 log = logging.getLogger(__name__)
 
@@ -199,23 +200,6 @@ def similarity(
     return out
 
 
-def _select(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k columns per row of a score block, best first, ties by lower column; -inf/NaN last."""
-    n = scores.shape[1]
-    k = min(k, n)
-    s = np.where(np.isnan(scores), -np.inf, scores)
-    if k == 0:
-        return np.zeros((len(s), 0), np.int64), np.zeros((len(s), 0), np.float32)
-    if n <= 4 * k:
-        idx = np.argsort(-s, axis=1, kind="stable")[:, :k]
-    else:
-        idx = np.argpartition(-s, k - 1, axis=1)[:, :k]
-        vals = np.take_along_axis(s, idx, axis=1)
-        order = np.lexsort((idx, -vals), axis=-1)
-        idx = np.take_along_axis(idx, order, axis=1)
-    return idx.astype(np.int64), np.take_along_axis(s, idx, axis=1).astype(np.float32)
-
-
 def exact_topk(
     queries: np.ndarray,
     items: np.ndarray,
@@ -289,13 +273,13 @@ def exact_topk(
                     hit = p < len(c)
                     hit[hit] &= c[p[hit]] == ex[hit]
                     s[r - qs, p[hit]] = -np.inf
-            bi, bv = _select(s, k)
-            # running best first: its columns are lower, so a stable sort keeps ties by lower index
+            bi, bv = topk(s, k)  # NaN (no vector) comes back as -inf
+            # running best first: its columns are lower than this tile's, and each part is in
+            # (score desc, column asc) order, so ties by position are ties by item index
             cand_i = np.concatenate([best_i, c[bi]], axis=1)
-            cand_v = np.concatenate([best_v, bv], axis=1)
-            order = np.argsort(-cand_v, axis=1, kind="stable")[:, :k]
-            best_i = np.take_along_axis(cand_i, order, axis=1)
-            best_v = np.take_along_axis(cand_v, order, axis=1)
+            cand_v = np.concatenate([best_v, bv.astype(np.float32, copy=False)], axis=1)
+            pos, best_v = topk(cand_v, k)
+            best_i = np.take_along_axis(cand_i, pos, axis=1)
         best_i = np.where(np.isfinite(best_v), best_i, -1)
         out_idx[qs:qe, : best_i.shape[1]] = best_i
         out_val[qs:qe, : best_v.shape[1]] = best_v
@@ -500,7 +484,7 @@ class ItemIndex:
         out_v = np.full((len(q), k), -np.inf, np.float32)
         if fetch == 0 or len(q) == 0:
             return out_i, out_v
-        params = faiss.SearchParametersHNSW(efSearch=max(self.params["ef_search"], fetch))
+        params = faiss.SearchParametersHNSW(efSearch=max(self.params["ef_search"], fetch))  # type: ignore[attr-defined]  # SWIG class, absent from the stubs
         dist, lab = self._ann.search(np.ascontiguousarray(q, dtype=np.float32), fetch, params=params)
         for r in range(len(q)):
             ok = lab[r] >= 0

@@ -13,16 +13,14 @@ import os
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from mmrec.config import Params
 from mmrec.constants import ITEM_ID, MODALITIES, RATING
-from mmrec.data.contract import DatasetSpec
+from mmrec.context import StageContext
 from mmrec.errors import ConfigError, StageError
 from mmrec.io import atomic_dir, clean_interrupted, write_json, write_text
 from mmrec.paths import DatasetPaths
@@ -41,19 +39,6 @@ STAGES = (  # in pipeline order (what `mmrec stage` accepts)
     "evaluate",
     "materialize",
 )
-
-
-@dataclass(frozen=True)
-class StageContext:
-    """Everything a stage needs: the dataset, the params and where to write."""
-
-    spec: DatasetSpec
-    params: Params
-    workspace: Path = Path(".")
-
-    @property
-    def paths(self) -> DatasetPaths:
-        return DatasetPaths(self.spec.name, self.workspace)
 
 
 def run_ingest(ctx: StageContext) -> dict[str, Any]:
@@ -87,7 +72,7 @@ def run_split(ctx: StageContext) -> dict[str, Any]:
     sp_params = ctx.params.split
     frames = split_interactions(inter, sp_params)
     digest = write_split(frames, ctx.paths, sp_params.kind, sp_params)
-    counts = {k: int(len(v)) for k, v in frames.parts().items()}
+    counts = {k: len(v) for k, v in frames.parts().items()}
     log.info("split %s: %s, hash %s", sp_params.kind, counts, digest[:12])
     return {"kind": sp_params.kind, "hash": digest, "counts": counts}
 
@@ -211,7 +196,7 @@ def write_point_in_time_training_set(ctx: StageContext, folder: Path | None = No
     df = point_in_time_training_set(ctx)
     path = (ctx.paths.models if folder is None else folder) / "training_set.parquet"
     write_parquet(path, df)
-    return {"path": str(path), "rows": int(len(df)), "columns": [str(c) for c in df.columns]}
+    return {"path": str(path), "rows": len(df), "columns": [str(c) for c in df.columns]}
 
 
 def run_evaluate(ctx: StageContext, models: Sequence[str] | None = None) -> dict[str, Any]:
@@ -262,7 +247,7 @@ def run_evaluate(ctx: StageContext, models: Sequence[str] | None = None) -> dict
             raise StageError(f"{folder}: model {name!r} not trained; run `mmrec stage train` first")
         model = load_model(folder)
         check_split(model, data.split_hash, f"{folder} ({name!r})", "re-run `mmrec stage train`")
-        if list(model.item_ids) != list(data.item_ids):
+        if model.item_ids is None or list(model.item_ids) != list(data.item_ids):
             raise StageError(f"{folder}: model {name!r} was trained on another split; re-run `mmrec stage train`")
         start = time.perf_counter()
         per_user[name] = slices(model.score)
@@ -308,7 +293,7 @@ def run_evaluate(ctx: StageContext, models: Sequence[str] | None = None) -> dict
         "counts": {
             "users": int(data.train.n_users),
             "items": int(data.train.n_items),
-            "cold_items": int(len(data.cold_items)),
+            "cold_items": len(data.cold_items),
         },
         "selection_metric": metric,
         "best_model": best,

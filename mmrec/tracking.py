@@ -205,7 +205,7 @@ def _mlflow(uri: str) -> Iterator[MlflowClient]:
             raise
         raise store from exc
     finally:
-        mlflow.set_tracking_uri(saved[0])
+        mlflow.set_tracking_uri(saved[0])  # type: ignore[arg-type]  # None: back to "unset" (env/default)
         registry_utils._registry_uri = saved[1]
         for key, value in saved[2].items():
             if value is None:
@@ -324,9 +324,9 @@ def _pyfunc_class() -> type:
     cached = globals().get("_PYFUNC_CLASS")
     if cached is not None:
         return cached
-    import mlflow.pyfunc
+    from mlflow.pyfunc import PythonModel
 
-    class MMRecPyfunc(mlflow.pyfunc.PythonModel):
+    class MMRecPyfunc(PythonModel):
         """Top-K recommendations from a saved mmrec model folder (the `model` artifact).
 
         Input: a DataFrame with a `user_id` column. Params: `k` (default 20). Output: one row
@@ -751,8 +751,8 @@ def _unreachable(uri: str, name: str, step: str, exc: BaseException) -> ServiceU
         state = (f"no alias moved; a version of {name!r} exists only if the server committed it before failing, and "
                  "then with its complete artifacts (the model was uploaded first); the next attempt reuses it")
     else:
-        state = (f"the version is registered with complete artifacts; the champion alias may not have moved; "
-                 f"check with `mmrec promote` / the MLflow UI")
+        state = ("the version is registered with complete artifacts; the champion alias may not have moved; "
+                 "check with `mmrec promote` / the MLflow UI")
     return ServiceUnavailable(
         "mlflow", uri,
         f"MLflow tracking server {uri} became unreachable while {step} ({_cause(exc)}). Registry state: {state}. "
@@ -834,14 +834,14 @@ def rollback(ctx: StageContext, tp: TrackingParams | None = None) -> Decision:
         while hist and hist[-1] == str(current.version):
             hist.pop()
         if not hist:
-            raise ModelError(f"{name}: champion v{str(current.version)} has no previous champion to roll back to")
+            raise ModelError(f"{name}: champion v{current.version!s} has no previous champion to roll back to")
         previous = hist[-1]
         client.set_registered_model_alias(name, CHAMPION, previous)
         client.set_registered_model_tag(name, CHAMPION_HISTORY, ",".join(hist))
         client.set_model_version_tag(name, str(current.version), "mmrec.rolled_back", "true")
         metric = tp.metric or ctx.params.evaluate.selection_metric
         prev_mv = client.get_model_version(name, previous)
-        decision = Decision("rolled_back", name, previous, reason=f"rollback: champion v{str(current.version)} replaced by previous v{previous}",
+        decision = Decision("rolled_back", name, previous, reason=f"rollback: champion v{current.version!s} replaced by previous v{previous}",
                             metric=metric, challenger_value=_version_metric(prev_mv, metric),
                             champion_version=str(current.version), champion_value=_version_metric(current, metric))
         _record(client, decision, prev_mv.run_id)
@@ -878,7 +878,6 @@ def load_champion(ctx: StageContext, alias: str = CHAMPION, tp: TrackingParams |
     spec_hint = ctx.spec.spec_path or "PATH/dataset.yaml"
     with _mlflow(uri) as client:
         import mlflow.pyfunc
-
         from mlflow.exceptions import MlflowException
 
         try:
@@ -898,7 +897,7 @@ def load_champion(ctx: StageContext, alias: str = CHAMPION, tp: TrackingParams |
         try:
             pyfunc = mlflow.pyfunc.load_model(model_uri)
         except MlflowException as exc:
-            raise ModelError(f"{model_uri} (version {str(mv.version)}) could not be loaded: {exc}") from exc
+            raise ModelError(f"{model_uri} (version {mv.version!s}) could not be loaded: {exc}") from exc
         model = pyfunc.unwrap_python_model().model
     return model, {"registered_model": name, "version": str(mv.version), "alias": alias, "run_id": mv.run_id, "model_uri": model_uri}
 

@@ -126,7 +126,7 @@ def split_interactions(interactions: pd.DataFrame, params: SplitParams) -> Split
     warm = df[~is_cold].reset_index(drop=True)
     if warm.empty:
         raise DataError(f"cold_item_fraction={params.cold_item_fraction} leaves no interactions for training")
-    ratios = tuple(params.ratios)
+    ratios = params.ratios
 
     if params.kind == "temporal":
         order = np.lexsort((warm[SOURCE_ROW].to_numpy(), warm[TIMESTAMP].to_numpy(), warm[USER_ID].to_numpy()))
@@ -182,7 +182,7 @@ def write_split(frames: SplitFrames, paths: DatasetPaths, kind: str, params: Spl
                 "hash": digest,
                 "params": params.model_dump(mode="json"),
                 "counts": {
-                    part: {"rows": int(len(df)), "users": int(df[USER_ID].nunique()), "items": int(df[ITEM_ID].nunique())}
+                    part: {"rows": len(df), "users": int(df[USER_ID].nunique()), "items": int(df[ITEM_ID].nunique())}
                     for part, df in frames.parts().items()
                 },
             },

@@ -104,10 +104,10 @@ GROUP_WEIGHT = {
 }
 
 # Cross-modal correlations: the category's "home" colour and pitch, the style's timbre.
-CATEGORY_COLOUR = dict(zip(CATEGORIES, ("green", "red", "blue", "purple", "yellow", "orange", "teal", "pink")))
-CATEGORY_PITCH = dict(zip(CATEGORIES, ("low", "mid", "high", "mid", "high", "low", "high", "mid")))
-CATEGORY_PRICE = dict(zip(CATEGORIES, (60.0, 35.0, 90.0, 55.0, 25.0, 40.0, 45.0, 30.0)))
-STYLE_TIMBRE = dict(zip(STYLES, ("chord", "bright", "pure", "bright", "chord", "noisy")))
+CATEGORY_COLOUR = dict(zip(CATEGORIES, ("green", "red", "blue", "purple", "yellow", "orange", "teal", "pink"), strict=True))
+CATEGORY_PITCH = dict(zip(CATEGORIES, ("low", "mid", "high", "mid", "high", "low", "high", "mid"), strict=True))
+CATEGORY_PRICE = dict(zip(CATEGORIES, (60.0, 35.0, 90.0, 55.0, 25.0, 40.0, 45.0, 30.0), strict=True))
+STYLE_TIMBRE = dict(zip(STYLES, ("chord", "bright", "pure", "bright", "chord", "noisy"), strict=True))
 TEMPO_SPEED = {"slow": "slow", "medium": None, "fast": "fast"}
 P_HOME_COLOUR = 0.55
 P_HOME_PITCH = 0.5
@@ -772,7 +772,7 @@ def write_mp4(path: Path, frames: list[np.ndarray], fps: int) -> None:
             try:
                 stream = container.add_stream(codec, rate=fps, options=options)
                 break
-            except Exception:  # encoder not in this PyAV build: try the next one
+            except Exception:  # noqa: BLE001 - encoder not in this PyAV build: try the next one
                 continue
         if stream is None:
             raise ConfigError("synth: PyAV has neither a libx264 nor an mpeg4 encoder; reinstall `av`")
@@ -906,5 +906,5 @@ def _ground_truth(
     }
 
 
-__all__ = ["SynthConfig", "generate_synthetic", "write_dataset", "write_mp4", "ATTRIBUTE_GROUPS", "GROUND_TRUTH_FILE"]
+__all__ = ["ATTRIBUTE_GROUPS", "GROUND_TRUTH_FILE", "SynthConfig", "generate_synthetic", "write_dataset", "write_mp4"]
 

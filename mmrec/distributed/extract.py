@@ -32,7 +32,7 @@ import numpy as np
 
 from mmrec.data.contract import DatasetSpec
 from mmrec.encoders.config import ExtractParams
-from mmrec.encoders.store import FeatureCache
+from mmrec.encoders.store import MAX_SHARDS, FeatureCache
 from mmrec.errors import ConfigError, ModelError
 from mmrec.paths import DatasetPaths
 
@@ -103,10 +103,9 @@ def encode_shard(
         ModelError: the worker's encoder has another cache key than the driver's (different
             weights or code on that worker), or the model fails on every item.
     """
+    from mmrec.distributed.workers import worker_state
     from mmrec.encoders.runner import run_extraction
     from mmrec.extract import build_encoder
-
-    from mmrec.distributed.workers import worker_state
 
     state = worker_state()
     ekey = _encoder_key(modality, params)
@@ -151,9 +150,11 @@ def merge_results(parts: list[Any], encoder: str, modality: str, dim: int, secon
 
     out = ExtractionResult(encoder=encoder, modality=modality)
     ids: list[str] = []
+    hashes: list[str] = []
     mats = []
     for r in parts:
         ids.extend(r.item_ids)
+        hashes.extend(r.content_hashes)
         if len(r.item_ids):
             mats.append(r.vectors)
         out.encoded += r.encoded
@@ -164,9 +165,17 @@ def merge_results(parts: list[Any], encoder: str, modality: str, dim: int, secon
     vectors = np.concatenate(mats).astype(np.float32, copy=False) if mats else np.zeros((0, dim), np.float32)
     if position is not None:
         perm = sorted(range(len(ids)), key=lambda j: position[ids[j]])
-        ids, vectors = [ids[j] for j in perm], vectors[perm]
+        ids, hashes, vectors = [ids[j] for j in perm], [hashes[j] for j in perm], vectors[perm]
         out.failures.sort(key=lambda f: position.get(f["item_id"], 0))
-    out.item_ids, out.vectors = ids, vectors
+    # Same content in two shards that ran at the same time may have been encoded by both, in
+    # different batches (last-bit differences): every item gets the vector of the content's first
+    # item in table order, as in the single process, whichever shard committed first.
+    first: dict[str, int] = {}
+    for row, h in enumerate(hashes):
+        src = first.setdefault(h, row)
+        if src != row:
+            vectors[row] = vectors[src]
+    out.item_ids, out.content_hashes, out.vectors = ids, hashes, vectors
     out.seconds = seconds
     return out
 
@@ -246,10 +255,19 @@ def extract_modality_dask(
         client.cancel(futures)
         raise
     job.cache_folder.mkdir(parents=True, exist_ok=True)
-    FeatureCache(job.cache_folder, job.info).compact()  # every writer is done: safe to merge shard files
     position = {iid: i for i, (iid, _) in enumerate(job.values)}
     merged = merge_results([s.result for s in shard_results], job.info["encoder"], modality, int(job.info["dim"]),
                            time.perf_counter() - start, position)
+    # every writer is done: safe to merge shard files. A content two shards encoded differently is
+    # rewritten with the vector this run returns, in one shard replacing all (so a re-run, which
+    # reads only the cache, returns the same bytes; no shard file name can win over it)
+    cache = FeatureCache(job.cache_folder, job.info)
+    fixed = 0
+    for h, v in zip(merged.content_hashes, merged.vectors, strict=True):
+        if h not in cache.vectors or not np.array_equal(cache.vectors[h], v):
+            cache.put(h, v)
+            fixed += 1
+    cache.compact(max_shards=0 if fixed else MAX_SHARDS)
     runtime = shard_results[0].runtime if shard_results else job.encoder.runtime()
     entry = finish_extraction(job, merged, runtime)
     loads: dict[str, int] = {}

@@ -48,16 +48,10 @@ def score_block(model: Any, lo: int, hi: int, k: int, chunk: int, exclude: sp.cs
     Returns:
         (item indices (hi-lo, k'), scores (hi-lo, k')), k' = min(k, n_items); masked entries -inf.
     """
-    from mmrec.recommend import _writable, mask_seen, topk
+    from mmrec.ranking import iter_topk
 
     idx_parts, val_parts = [], []
-    for start in range(lo, hi, chunk):
-        users = np.arange(start, min(start + chunk, hi), dtype=np.int64)
-        scores = _writable(model.score(users))  # (B, n_items)
-        if exclude is not None:
-            mask_seen(scores, exclude, users - lo)
-        idx, val = topk(scores, k)
-        del scores
+    for _, idx, val in iter_topk(model.score, np.arange(lo, hi, dtype=np.int64), k, chunk, seen=exclude, seen_offset=lo):
         idx_parts.append(idx)
         val_parts.append(val)
     return np.concatenate(idx_parts), np.concatenate(val_parts)
@@ -86,11 +80,7 @@ def write_recommendations_dask(
     Returns:
         The summary of `write_recommendations`, plus `blocks` and `workers`.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from mmrec.io import atomic_path
-    from mmrec.recommend import OUTPUT_COLUMNS, _frame, _schema, _Stats, run_summary
+    from mmrec.recommend import RecommendationWriter
 
     if model.item_ids is None or model.user_ids is None:
         raise ModelError(f"model {model.name!r} is not fitted; nothing to recommend from")
@@ -111,14 +101,11 @@ def write_recommendations_dask(
         return client.submit(score_block, remote_model, lo, hi, k, batch_size, rows, key=f"mmrec-score-block-{i:06d}-{time.time_ns()}",
                              pure=False)
 
-    stats = _Stats(n_items=len(model.item_ids), rng=np.random.default_rng(0))
-    schema = _schema()
-    assert tuple(schema.names) == OUTPUT_COLUMNS
     pending: dict[int, Any] = {}
     nxt = 0
     workers: set[str] = set()
     try:
-        with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        with RecommendationWriter(model, path, k) as out:
             for i, (lo, hi) in enumerate(blocks):
                 while nxt < len(blocks) and nxt < i + window:
                     pending[nxt] = submit(nxt)
@@ -130,11 +117,8 @@ def write_recommendations_dask(
                 del fut
                 for s in range(0, hi - lo, batch_size):  # the single-process chunks, in order
                     users = np.arange(lo + s, min(lo + s + batch_size, hi), dtype=np.int64)
-                    idx, val = idx_all[s : s + batch_size], val_all[s : s + batch_size]
-                    stats.add(idx, val, k)
-                    table = pa.Table.from_pandas(_frame(model, users, idx, val), schema=schema, preserve_index=False)
-                    writer.write_table(table)
+                    out.write(users, idx_all[s : s + batch_size], val_all[s : s + batch_size])
     finally:
         client.cancel(list(pending.values()))
         client.cancel([remote_model])
-    return run_summary(stats, model, k, time.perf_counter() - start, path, blocks=len(blocks), workers=sorted(workers))
+    return out.summary(time.perf_counter() - start, blocks=len(blocks), workers=sorted(workers))

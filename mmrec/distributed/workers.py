@@ -49,7 +49,7 @@ except ImportError:  # pragma: no cover
     WorkerPlugin = object  # type: ignore[misc,assignment]
 
 
-class StatePlugin(WorkerPlugin):  # type: ignore[misc,valid-type]
+class StatePlugin(WorkerPlugin):
     """Holds one `WorkerState` per worker (`Client.register_plugin(StatePlugin())`)."""
 
     name = PLUGIN_NAME

@@ -359,7 +359,8 @@ class WhisperTinyEncoder(TorchEncoder):
         if (folder / "config.json").is_file() and not (folder / "model.bin").is_file():
             return WhisperModel.from_pretrained(str(folder)).get_encoder()
         state, dims = self._converted_state(folder)
-        config = WhisperConfig(**dims, decoder_layers=1, decoder_attention_heads=dims["encoder_attention_heads"])
+        kwargs: dict[str, Any] = {**dims, "decoder_layers": 1, "decoder_attention_heads": dims["encoder_attention_heads"]}
+        config = WhisperConfig(**kwargs)
         model = WhisperEncoder(config)
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or [k for k in missing if not k.endswith("k_proj.bias")]:

@@ -20,7 +20,7 @@ import numpy as np
 from mmrec.errors import ConfigError
 
 # CTranslate2 DataType enum (include/ctranslate2/types.h).
-_CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: "bfloat16"}
+_CT2_DTYPES: dict[int, Any] = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: "bfloat16"}
 
 
 def _read_string(fh: BinaryIO) -> str:

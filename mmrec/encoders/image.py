@@ -81,7 +81,7 @@ def load_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, draft: tuple[i
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img: Image.Image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as exc:
         raise ItemFailure("not a recognised image (corrupt file or unsupported format)") from exc
     except Image.DecompressionBombError as exc:
@@ -158,8 +158,9 @@ class ImageTransform:
     def _resample(self) -> int:
         from PIL import Image
 
-        return {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST,
-                "lanczos": Image.LANCZOS}.get(self.interpolation, Image.BICUBIC)
+        r = Image.Resampling
+        return {"bicubic": r.BICUBIC, "bilinear": r.BILINEAR, "nearest": r.NEAREST,
+                "lanczos": r.LANCZOS}.get(self.interpolation, r.BICUBIC)
 
     def __call__(self, img: Any) -> np.ndarray:
         from PIL import Image
@@ -267,7 +268,7 @@ def remap_in_order(source: dict[str, Any], target: dict[str, Any], what: str) ->
     if len(source) != len(target):
         raise ConfigError(f"{what}: {len(source)} tensors in the weights file, {len(target)} in the model")
     out: dict[str, Any] = {}
-    for i, ((sk, sv), (tk, tv)) in enumerate(zip(source.items(), target.items())):
+    for i, ((sk, sv), (tk, tv)) in enumerate(zip(source.items(), target.items(), strict=True)):
         if tuple(sv.shape) != tuple(tv.shape):
             raise ConfigError(
                 f"{what}: tensor #{i} {sk!r} has shape {tuple(sv.shape)} but the model's {tk!r} needs {tuple(tv.shape)}"
@@ -329,6 +330,8 @@ class EfficientNetLite0Encoder(ImageEncoder):
         from timm.data import resolve_data_config
 
         cfg = timm.models.get_pretrained_cfg(self.timm_name)
+        if cfg is None:
+            raise ConfigError(f"timm has no pretrained config for {self.timm_name!r}; upgrade timm or pick another encoder")
         return resolve_data_config({}, pretrained_cfg=cfg.to_dict())
 
     def _timm_state_dict(self, model: Any) -> dict[str, Any]:
@@ -364,7 +367,7 @@ class EfficientNetLite0Encoder(ImageEncoder):
         else:
             model = timm.create_model(self.timm_name, pretrained=False)
             model.load_state_dict(self._timm_state_dict(model), strict=True)
-            model.reset_classifier(0)
+            model.reset_classifier(0)  # type: ignore[operator]  # timm models define it; nn.Module stubs do not
         return model
 
     def embed(self, model: Any, x: Any) -> Any:

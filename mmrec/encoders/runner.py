@@ -36,6 +36,8 @@ class ExtractionResult:
 
     Attributes:
         item_ids: items that have a vector, in input order; `vectors` rows align with them.
+        content_hashes: the content hash of each of `item_ids` (items with the same content
+            share one vector; a sharded run uses them to keep it that way across shards).
         failures: one dict per failed item: item_id, source, reason, cached (True when the
             failure was remembered from an earlier run rather than found now).
         seconds: wall time of the whole run (hashing, cache look-ups, decoding, model).
@@ -46,6 +48,7 @@ class ExtractionResult:
     modality: str
     item_ids: list[str] = field(default_factory=list)
     vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    content_hashes: list[str] = field(default_factory=list)
     encoded: int = 0
     cached: int = 0
     missing: int = 0
@@ -67,9 +70,7 @@ def is_missing(value: Any) -> bool:
     """None, NaN, or an empty/blank media path."""
     if value is None:
         return True
-    if isinstance(value, float) and math.isnan(value):
-        return True
-    return False
+    return isinstance(value, float) and math.isnan(value)
 
 
 def _progress(total: int, desc: str, enabled: bool) -> Any:
@@ -182,7 +183,7 @@ def run_extraction(
             if errors and len(errors) == len(preps) and result.encoded == 0:
                 raise ModelError(f"{encoder.id}: the model fails on every item: {errors[0]}") from errors[0]
         result.model_seconds += time.perf_counter() - t0
-        for (item_id, digest, _), vec in zip(batch, rows):
+        for (item_id, digest, _), vec in zip(batch, rows, strict=True):
             if vec is None:
                 fail(item_id, "the model failed on this item (see the log)")
                 content.pop(item_id, None)
@@ -257,6 +258,7 @@ def run_extraction(
     order = {str(iid): i for i, (iid, _) in enumerate(items)}
     ids.sort(key=lambda iid: order.get(iid, 0))
     result.item_ids = ids
+    result.content_hashes = [content[i] for i in ids]
     result.vectors = (
         np.stack([cache.vectors[content[i]] for i in ids]).astype(np.float32)
         if ids else np.zeros((0, encoder.dim), np.float32)

@@ -90,7 +90,7 @@ class FeatureCache:
             except Exception as exc:  # noqa: BLE001 - a damaged shard costs re-encoding, not the run
                 log.warning("%s: unreadable cache shard skipped (%s); its items will be re-encoded", shard, exc)
                 continue
-            for h, v in zip(table.column(CONTENT_HASH).to_pylist(), mat):
+            for h, v in zip(table.column(CONTENT_HASH).to_pylist(), mat, strict=True):
                 self.vectors[h] = v
         for shard in self._shards("failures"):
             try:
@@ -98,7 +98,7 @@ class FeatureCache:
             except Exception as exc:  # noqa: BLE001
                 log.warning("%s: unreadable cache shard skipped (%s)", shard, exc)
                 continue
-            for h, reason in zip(table.column(CONTENT_HASH).to_pylist(), table.column("reason").to_pylist()):
+            for h, reason in zip(table.column(CONTENT_HASH).to_pylist(), table.column("reason").to_pylist(), strict=True):
                 self.failures[h] = reason
         for h in self.vectors:  # a later success wins over an old failure
             self.failures.pop(h, None)
@@ -219,7 +219,7 @@ def write_features(path: str | Path, item_ids: list[str], matrix: np.ndarray, me
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    dim = int(meta.get("dim", matrix.shape[1] if matrix.ndim == 2 else 0))
+    dim = int(meta.get("dim") or (matrix.shape[1] if matrix.ndim == 2 else 0))
     if len(item_ids) == 0:
         matrix = np.zeros((0, dim), np.float32)
     table = pa.table({ITEM_ID: pa.array([str(i) for i in item_ids], pa.string()), VECTOR: vectors_to_arrow(matrix)})

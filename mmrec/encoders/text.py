@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import itertools
 import json
 import re
 import unicodedata
@@ -274,6 +275,6 @@ class MiniLMEncoder(TextEncoder):
 def hashed_tokens(text: str, buckets: int) -> np.ndarray:
     """Word and word-bigram ids by stable hashing (blake2b), for the tiny test encoder."""
     words = re.findall(r"\w+", text.lower())
-    grams = words + [a + " " + b for a, b in zip(words, words[1:])]
+    grams = words + [a + " " + b for a, b in itertools.pairwise(words)]
     ids = [int.from_bytes(hashlib.blake2b(g.encode(), digest_size=8).digest(), "little") % buckets for g in grams]
     return np.asarray(ids or [0], dtype=np.int64)

@@ -107,20 +107,19 @@ class TinyTextEncoder(TextEncoder):
             self._hash = state_dict_sha256(self.build_model().state_dict())
         return self._hash
 
-    def prepare(self, raw: Any) -> np.ndarray:
-        return hashed_tokens(super().prepare(raw), self.buckets)[: self.max_tokens]
-
     def build_model(self) -> Any:
         import torch.nn as nn
 
         return _seeded_init(nn.EmbeddingBag(self.buckets, self.dim, mode="mean"), self.seed)
 
-    def collate(self, prepared: Sequence[np.ndarray]) -> Any:
+    def collate(self, prepared: Sequence[str]) -> Any:
+        """Cleaned texts (`TextEncoder.prepare`, like every text encoder) -> hashed ids + bag offsets."""
         import torch
 
-        lengths = [len(p) for p in prepared]
+        ids = [hashed_tokens(text, self.buckets)[: self.max_tokens] for text in prepared]
+        lengths = [len(p) for p in ids]
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-        return {"ids": torch.from_numpy(np.concatenate(prepared)), "offsets": torch.from_numpy(offsets)}
+        return {"ids": torch.from_numpy(np.concatenate(ids)), "offsets": torch.from_numpy(offsets)}
 
     def forward(self, model: Any, batch: Any) -> Any:
         return model(batch["ids"], batch["offsets"])

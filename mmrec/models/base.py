@@ -22,6 +22,12 @@ import scipy.sparse as sp
 from mmrec.data.interactions import Interactions
 from mmrec.errors import ModelError
 from mmrec.io import atomic_dir
+from mmrec.ranking import iter_topk
+
+
+def popularity_scores(matrix: sp.csr_matrix) -> np.ndarray:
+    """Training interaction count per item (float32): what users without history are shown."""
+    return np.asarray(sp.csr_matrix(matrix).sum(axis=0), dtype=np.float32).ravel()
 
 
 class Recommender(ABC):
@@ -118,19 +124,12 @@ class Recommender(ABC):
         Returns:
             (items (n, k) int64, scores (n, k) float32), best first.
         """
-        from mmrec.evaluate import mask_rows, topk_indices
-
         self._check_fitted()
-        users = np.asarray(users, dtype=np.int64)
+        seen = self.train_matrix if exclude_seen else None
         idx, val = [], []
-        for start in range(0, len(users), batch_size):
-            batch = users[start : start + batch_size]
-            s = np.array(self.score(batch), dtype=np.float32, copy=True)
-            if exclude_seen and self.train_matrix is not None:
-                mask_rows(s, self.train_matrix, batch)
-            top = topk_indices(s, k)
+        for _, top, v in iter_topk(self.score, np.asarray(users, dtype=np.int64), k, batch_size, seen=seen):
             idx.append(top)
-            val.append(np.take_along_axis(s, top, axis=1))
+            val.append(v)
         if not idx:
             return np.zeros((0, k), np.int64), np.zeros((0, k), np.float32)
         return np.concatenate(idx), np.concatenate(val)
@@ -163,8 +162,6 @@ class Recommender(ABC):
         Returns:
             float32 (len(histories), n_items); the history items are not masked here.
         """
-        from mmrec.models.training import popularity_scores
-
         self._check_fitted()
         rows = self.history_rows(histories)
         scores = np.array(self._score_history(rows), dtype=np.float32, copy=True)
@@ -227,7 +224,7 @@ class Recommender(ABC):
                 item_ids=np.asarray(self.item_ids, dtype=str),
                 train_indptr=m.indptr,
                 train_indices=m.indices,
-                **arrays,
+                **arrays,  # type: ignore[arg-type]  # numpy's stub reads ** as allow_pickle
             )
         return path
 

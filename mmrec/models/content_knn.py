@@ -34,18 +34,21 @@ from mmrec.models.base import Recommender
 from mmrec.models.features import centred_unit, check_modalities, check_weights, modality_mask
 from mmrec.models.registry import register_model
 from mmrec.models.training import ColdUserFallback
+from mmrec.ranking import topk
 
 BLOCK = 1024  # rows of the similarity computed at once: 1024 x n_items float32 per modality
 
 
 def topk_sparse(sim: np.ndarray, k: int, row_offset: int = 0) -> sp.csr_matrix:
-    """Keep the k largest positive entries per row of a dense block (as CSR over the block rows)."""
+    """Keep the k largest positive entries per row of a dense block (as CSR over the block rows).
+
+    Ties are cut by `mmrec.ranking.topk`'s rule (lower column first), so the graph is reproducible.
+    """
     n_rows, n_cols = sim.shape
     k = min(k, n_cols)
     if k <= 0 or n_rows == 0:
         return sp.csr_matrix((n_rows, n_cols), dtype=np.float32)
-    idx = np.argpartition(-sim, k - 1, axis=1)[:, :k]
-    vals = np.take_along_axis(sim, idx, axis=1)
+    idx, vals = topk(sim, k)  # ties at the k-th similarity: the lower item index is the neighbour
     rows = np.repeat(np.arange(n_rows), k)
     keep = vals.ravel() > 0
     return sp.csr_matrix(

@@ -78,12 +78,12 @@ def _symmetric_spmm() -> Any:
 
     class SymmetricSpMM(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        def forward(ctx, adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
             ctx.adj = adj
             return adj @ x
 
         @staticmethod
-        def backward(ctx, grad: torch.Tensor) -> tuple[None, torch.Tensor]:  # type: ignore[override]
+        def backward(ctx, grad: torch.Tensor) -> tuple[None, torch.Tensor]:
             return None, ctx.adj @ grad  # A^T = A
 
     return SymmetricSpMM

@@ -22,6 +22,8 @@ The score is a dot product of exported factors, and the item-graph term splits b
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -155,7 +157,7 @@ class MMGraph(LightGCN):
         for m, g in self._graphs.items():
             coo = g.tocoo()
             self._graph_t[m] = torch.sparse_coo_tensor(
-                np.vstack([coo.row, coo.col]), coo.data, size=coo.shape, device=device, check_invariants=False
+                torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64)), torch.from_numpy(coo.data), size=coo.shape, device=device, check_invariants=False
             ).coalesce()
         return params
 
@@ -181,14 +183,14 @@ class MMGraph(LightGCN):
 
         b = users.shape[0]
         u_all, parts = self._parts()
-        items = sum(parts.values())
-        loss = bpr_loss(u_all[users], items[pos], items[neg])  # type: ignore[index]
+        items = functools.reduce(operator.add, parts.values())
+        loss = bpr_loss(u_all[users], items[pos], items[neg])
         idx = torch.cat([users, pos + self._n_users, neg + self._n_users])
         return loss + self.reg * l2_penalty(self._params["ego"][idx], b)
 
     def _factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         u, parts = self._parts()
-        return u, sum(parts.values())  # type: ignore[return-value]
+        return u, functools.reduce(operator.add, parts.values())
 
     def _export(self) -> None:
         """Export factors; a cold item's vector is its content neighbours' final (warm) vectors.
@@ -204,16 +206,16 @@ class MMGraph(LightGCN):
         with torch.no_grad():
             users, parts = self._parts()
             warm = self._warm_t.bool()
-            items = sum(parts.values())
+            items = functools.reduce(operator.add, parts.values())
             cold_parts = {"collaborative": torch.zeros_like(items[~warm])}
             for m, g in self._graph_t.items():
                 cold_parts[m] = torch.sparse.mm(g, items * warm[:, None].float())[~warm]
             for k in parts:
                 parts[k] = parts[k].clone()
                 parts[k][~warm] = cold_parts[k]
-            items = sum(parts.values())
+            items = functools.reduce(operator.add, parts.values())
             self.user_factors = users.detach().cpu().numpy().astype(np.float32)
-            self.item_factors = items.detach().cpu().numpy().astype(np.float32)  # type: ignore[union-attr]
+            self.item_factors = items.detach().cpu().numpy().astype(np.float32)
             self.item_parts = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in parts.items()}
 
     def score_parts(self, user: int, item: int) -> dict[str, float]:

@@ -2,67 +2,47 @@
 
 from __future__ import annotations
 
-import difflib
-import importlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mmrec.errors import ModelError
+from mmrec.registry import Registry
 
 if TYPE_CHECKING:
     from mmrec.models.base import Recommender
 
-_REGISTRY: dict[str, type[Recommender]] = {}
 # Modules that register built-in models; imported on first lookup so `import mmrec` stays light.
-_BUILTIN_MODULES = (
-    "mmrec.models.popularity",
-    "mmrec.models.itemknn",
-    "mmrec.models.bpr",
-    "mmrec.models.lightgcn",
-    "mmrec.models.content_knn",
-    "mmrec.models.vbpr",
-    "mmrec.models.two_tower",
-    "mmrec.models.mm_graph",
+MODELS: Registry[type[Recommender]] = Registry(
+    "model",
+    (
+        "mmrec.models.popularity",
+        "mmrec.models.itemknn",
+        "mmrec.models.bpr",
+        "mmrec.models.lightgcn",
+        "mmrec.models.content_knn",
+        "mmrec.models.vbpr",
+        "mmrec.models.two_tower",
+        "mmrec.models.mm_graph",
+    ),
+    ModelError,
+    optional_builtins=True,
 )
-_loaded = False
 
 T = TypeVar("T", bound="type[Recommender]")
 
 
 def register_model(cls: T) -> T:
     """Class decorator: make `cls` available to `create_model(cls.name)`."""
-    name = cls.name
-    if name in _REGISTRY and _REGISTRY[name] is not cls:
-        raise ModelError(f"model name {name!r} is registered twice ({_REGISTRY[name].__module__} and {cls.__module__})")
-    _REGISTRY[name] = cls
-    return cls
-
-
-def _load_builtins() -> None:
-    global _loaded
-    if not _loaded:
-        for mod in _BUILTIN_MODULES:
-            try:
-                importlib.import_module(mod)
-            except ModuleNotFoundError as exc:
-                if exc.name != mod:  # a real missing dependency, not a not-yet-written module
-                    raise
-        _loaded = True
+    return MODELS.register(cls)
 
 
 def available_models() -> list[str]:
-    _load_builtins()
-    return sorted(_REGISTRY)
+    return MODELS.names()
 
 
 def get_model_class(name: str) -> type[Recommender]:
-    _load_builtins()
-    if name not in _REGISTRY:
-        hint = difflib.get_close_matches(name, _REGISTRY, n=1)
-        did_you_mean = f" Did you mean {hint[0]!r}?" if hint else ""
-        raise ModelError(f"unknown model {name!r}; available: {sorted(_REGISTRY)}.{did_you_mean}")
-    return _REGISTRY[name]
+    return MODELS.get(name)
 
 
 def create_model(name: str, **params: Any) -> Recommender:

@@ -18,7 +18,7 @@ import scipy.sparse as sp
 
 from mmrec.data.interactions import Interactions
 from mmrec.errors import ModelError
-from mmrec.models.base import Recommender
+from mmrec.models.base import Recommender, popularity_scores
 
 if TYPE_CHECKING:
     import torch
@@ -98,11 +98,6 @@ def bpr_batches(
         sl = slice(start, start + batch_size)
         idx = order[sl]
         yield users[idx], items[idx], neg[sl]
-
-
-def popularity_scores(matrix: sp.csr_matrix) -> np.ndarray:
-    """Training interaction count per item (float32): what users without history are shown."""
-    return np.asarray(sp.csr_matrix(matrix).sum(axis=0), dtype=np.float32).ravel()
 
 
 def fill_cold_users(scores: np.ndarray, users: np.ndarray, is_cold: np.ndarray, popularity: np.ndarray) -> np.ndarray:

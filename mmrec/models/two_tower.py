@@ -188,7 +188,7 @@ class TwoTower(FactorModel):
         self._hist = row_normalised(matrix)
         self._t = {"warm": torch.from_numpy(warm).to(device)}
         params = {"user": randn(n_users, d), "item": randn(n_items, d)}
-        for m, f, mask in zip(self.modalities, self._feats, self._masks):
+        for m, f, mask in zip(self.modalities, self._feats, self._masks, strict=True):
             self._t[f"feat_{m}"] = torch.from_numpy(f).to(device)
             self._t[f"mask_{m}"] = torch.from_numpy(mask.astype(np.float32)).to(device)
             width = self.hidden or d
@@ -265,10 +265,11 @@ class TwoTower(FactorModel):
         p_u = self._params["user"] if users is None else self._params["user"][users]
         if not self.use_history:
             return p_u
+        assert self._hist is not None  # built by _build whenever use_history is on
         rows = self._hist if users is None else self._hist[users.cpu().numpy()]
         coo = rows.tocoo()
         hist = torch.sparse_coo_tensor(
-            np.vstack([coo.row, coo.col]), coo.data, size=coo.shape, device=all_items.device,
+            torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64)), torch.from_numpy(coo.data), size=coo.shape, device=all_items.device,
             check_invariants=False,
         )
         return p_u + torch.sparse.mm(hist, all_items)

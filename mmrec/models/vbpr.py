@@ -140,7 +140,7 @@ class VBPR(FactorModel):
             "theta": randn(n_users, self.content_dim),
             "item_bias": torch.zeros(n_items, device=device).requires_grad_(),
         }
-        for m, f in zip(self.modalities, self._feats):
+        for m, f in zip(self.modalities, self._feats, strict=True):
             params[f"proj_{m}"] = randn(f.shape[1], self.content_dim)
             params[f"cbias_{m}"] = torch.zeros(f.shape[1], device=device).requires_grad_()
         return params
@@ -149,7 +149,7 @@ class VBPR(FactorModel):
         """(content embeddings (n, content_dim), content bias (n,)) of `items` (all when None)."""
         emb: torch.Tensor | None = None
         bias: torch.Tensor | None = None
-        for m, f in zip(self.modalities, self._feat_t):
+        for m, f in zip(self.modalities, self._feat_t, strict=True):
             x = f if items is None else f[items]
             e = x @ self._params[f"proj_{m}"]
             b = x @ self._params[f"cbias_{m}"]
@@ -191,7 +191,7 @@ class VBPR(FactorModel):
                 .cpu()
                 .numpy()
                 .astype(np.float32)
-                for m, f in zip(self.modalities, self._feat_t)
+                for m, f in zip(self.modalities, self._feat_t, strict=True)
             }
 
     def score_parts(self, user: int, item: int) -> dict[str, float]:

@@ -84,7 +84,7 @@ def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll:
     settings = settings or ServeSettings.from_env()
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):  # noqa: ANN202 - FastAPI's lifespan protocol
+    async def lifespan(app: FastAPI):  # FastAPI's lifespan protocol
         if holder.state is None:
             holder.reload()
         if poll:
@@ -168,8 +168,8 @@ def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll:
     ItemId = Annotated[str, Path(pattern=ID_PATTERN, max_length=ID_MAX_LENGTH, description="an item id, percent-encoded"),
                        AfterValidator(check_id)]
     K = Annotated[int | None, Query(ge=1, le=MAX_K, description=f"how many items (default {settings.default_k})")]
-    not_found = {404: {"model": Error, "description": "unknown user or item (the body names it)"}}
-    conflict = {409: {"model": Error, "description": "the served model cannot do this (e.g. no explanations)"}}
+    not_found: dict[int | str, dict[str, Any]] = {404: {"model": Error, "description": "unknown user or item (the body names it)"}}
+    conflict: dict[int | str, dict[str, Any]] = {409: {"model": Error, "description": "the served model cannot do this (e.g. no explanations)"}}
 
     # -- probes ------------------------------------------------------------------------------
     @app.get("/health", response_model=Health, tags=["probes"])

@@ -156,7 +156,6 @@ class ChampionSource:
     def indexes(self, online: Any) -> dict[str, SimilarIndex]:
         """Item indexes over the online store's embeddings, rebuilt only when an exported table changed."""
         from mmrec.features import EMBEDDING_VIEWS, table_path
-
         from mmrec.serve.service import MODALITY_CHOICES
 
         files = [table_path(self.ctx.paths, EMBEDDING_VIEWS[v]) for v in MODALITY_CHOICES]

@@ -55,22 +55,18 @@ def worker_app() -> Any:
     arguments `serve` left in the environment, then loads its own state (and polls on its own)."""
     import json
     import os
-    from pathlib import Path
 
     from threadpoolctl import threadpool_limits
 
-    from mmrec.config import load_params
-    from mmrec.data.contract import load_dataset_spec
+    from mmrec.context import StageContext
     from mmrec.serve.settings import ServeSettings
-    from mmrec.stages import StageContext
 
     threadpool_limits(limits=int(os.environ.get("MMREC_SERVE_BLAS_THREADS", "1")))
     # a spawned worker starts with no logging set up: the same format and level as the CLI's
     logging.basicConfig(level=os.environ.get("MMREC_LOG_LEVEL", "INFO").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     args = json.loads(os.environ[_WORKER_ARGS])
-    ctx = StageContext(spec=load_dataset_spec(args["dataset"], root=args["root"]), params=load_params(Path(args["params"])),
-                       workspace=Path(args["workspace"]))
+    ctx = StageContext.from_files(args["dataset"], args["params"], args["workspace"], args["root"])
     return build_app(ctx, args["profile"], args["alias"], ServeSettings.from_env(**args["settings"]))
 
 

@@ -13,28 +13,16 @@ from typing import Any
 import numpy as np
 
 from mmrec.errors import ModelError, NotFoundError
+from mmrec.ranking import mask, topk
 from mmrec.serve.state import ServingState
 
 MODALITY_CHOICES = ("fused", "text", "image", "audio", "video")
 
 
 def _top(scores: np.ndarray, k: int, exclude: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k column indices and scores of one row, `exclude` masked, ties by lower index.
-
-    numpy partial selection: one row never needs torch (and the API never imports it for this).
-    """
-    row = np.array(scores, dtype=np.float32, copy=True).ravel()
-    if len(exclude):
-        row[np.asarray(list(exclude), dtype=np.int64)] = -np.inf
-    k = min(k, len(row))
-    if k <= 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.float32)
-    cand = np.argpartition(-row, k - 1)[:k] if k < len(row) else np.arange(len(row))
-    # everything tied with the k-th score competes on index, so the cut is reproducible
-    cand = np.union1d(cand, np.flatnonzero(row == row[cand].min()))
-    order = np.lexsort((cand, -row[cand]))[:k]
-    idx = cand[order]
-    val = row[idx]
+    """Top-k column indices and scores of one row, `exclude` masked and dropped (`mmrec.ranking`)."""
+    row = mask(np.array(scores, dtype=np.float32, copy=True).ravel(), exclude)
+    idx, val = topk(row, k)
     keep = np.isfinite(val)
     return idx[keep], val[keep]
 
@@ -81,7 +69,7 @@ def _seen(state: ServingState, user_id: str) -> set[int]:
     """Model columns of everything the user interacted with (training row + catalogue history)."""
     u = state.user_pos[user_id]
     seen: set[int] = set()
-    tm = state.model.train_matrix
+    tm = state.model.train_matrix if state.model is not None else None
     if tm is not None:
         seen.update(tm.indices[tm.indptr[u] : tm.indptr[u + 1]].tolist())
     if state.catalog.has_user(user_id):

@@ -149,7 +149,7 @@ class StateHolder:
                     self.last_error = None
                     return ReloadResult("unchanged", version, previous)
                 new = self.source.load()
-            except Exception as exc:  # keep serving the old state, whatever broke
+            except Exception as exc:  # noqa: BLE001 - keep serving the old state, whatever broke
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.error("reload failed; still serving version %s: %s", previous, self.last_error)
                 return ReloadResult("failed", None, previous, error=self.last_error, seconds=time.perf_counter() - start)

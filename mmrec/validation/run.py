@@ -548,10 +548,10 @@ def validate_dataset(spec: DatasetSpec, paths: DatasetPaths, params: ValidatePar
     if not report.success:
         _write_report(report, paths)
         # Root causes first: tables in validation order (a bad items table empties interactions).
-        lines = "\n".join(f"- {f.line()}" for t in names for f in runs[t].report.failures)
+        failure_lines = "\n".join(f"- {f.line()}" for t in names for f in runs[t].report.failures)
         raise ValidationFailed(
             f"validation of dataset {spec.name!r} failed; nothing under {paths.data} was changed. "
-            f"Report: {paths.validation_markdown}\n{lines}",
+            f"Report: {paths.validation_markdown}\n{failure_lines}",
             str(paths.validation_report),
         )
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_service
+
 # MLflow on PostgreSQL and a private Redis, restartable for the fault tests (tests/integration/servers.py)
 from tests.integration.servers import mlflow_pg_server, private_redis  # noqa: F401
 

@@ -15,6 +15,7 @@ import pytest
 
 from mmrec.encoders import create_encoder
 from mmrec.encoders.base import cosine_rows
+from tests.conftest import require_ml100k
 
 pytestmark = pytest.mark.slow
 
@@ -127,9 +128,8 @@ def test_efficientnet_remapped_weights_classify_like_imagenet(tmp_path, monkeypa
     full = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     full.load_state_dict(load_file(str(cached[0])))
     full.eval()
-    if not (ML100K / "posters").is_dir():
-        pytest.skip("needs real posters")
-    posters = sorted((ML100K / "posters").glob("*.jpg"))[:16]
+    posters = sorted((require_ml100k() / "posters").glob("*.jpg"))[:16]  # skip locally, fail in CI without them
+    assert len(posters) == 16, "ml100k-mm has no posters/ folder: re-fetch the data set"
     x = enc.normalise(enc.collate([enc.prepare(p.read_bytes()) for p in posters]))
     with torch.inference_mode():
         top = full(x).argmax(-1).tolist()

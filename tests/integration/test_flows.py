@@ -91,8 +91,8 @@ def read_artifact(key: str) -> Any:
 
 
 @pytest.fixture(scope="module")
-def trained(harness: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """One full training run (shared by the tests that need a trained, registered workspace)."""
+def template(harness: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One full training run into a workspace that no test modifies (tests get copies: `trained`)."""
     from flows.training import run_training
 
     dataset, params, ws = make_workspace(tmp_path_factory.mktemp("flows") / "ws")
@@ -104,25 +104,57 @@ def trained(harness: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     return {"dataset": dataset, "params": params, "ws": ws, "state": state, "stub": stub}
 
 
-def test_training_pipeline_runs_every_stage_and_registers(trained: dict[str, Any]):
-    state = trained["state"]
+@pytest.fixture
+def trained(template: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+    """A fresh copy of the trained workspace per test, so tests that delete or rewrite outputs
+    cannot change what the next test sees (the order of the tests does not matter)."""
+    assert template["state"].is_completed(), template["state"].message
+    src = Path(template["ws"])
+    dst = tmp_path / "ws"
+    shutil.copytree(src, dst, symlinks=True)  # copy2: file times kept
+    _repoint_mlflow(dst / "mlflow.db", src, dst)
+    moved = {k: str(dst / Path(template[k]).relative_to(src)) for k in ("dataset", "params")}
+    return {**template, **moved, "ws": str(dst)}
+
+
+def _repoint_mlflow(db: Path, src: Path, dst: Path) -> None:
+    """The copied MLflow store names its artifacts by absolute path: point them into the copy."""
+    import sqlite3
+
+    old, new = src.resolve().as_posix(), dst.resolve().as_posix()
+    with sqlite3.connect(db) as con:
+        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            for col in con.execute(f'PRAGMA table_info("{table}")').fetchall():
+                if "CHAR" in col[2].upper() or "TEXT" in col[2].upper():
+                    con.execute(f'UPDATE "{table}" SET "{col[1]}" = replace("{col[1]}", ?, ?) WHERE instr("{col[1]}", ?) > 0',
+                                (old, new, old))
+
+
+def test_training_pipeline_runs_every_stage_and_registers(template: dict[str, Any]):
+    state = template["state"]
     assert state.is_completed(), state.message
     result = state.result()
     from flows.training import STAGES
 
     assert result["stages"] == dict.fromkeys(STAGES, "ok")
     assert sorted(result["extraction"]) == ["image", "text"]  # one task per declared modality
-    assert sorted(m for m, _ in trained["stub"].calls) == ["image", "text"]
+    assert sorted(m for m, _ in template["stub"].calls) == ["image", "text"]
     assert result["registry"]["decision"]["action"] == "promoted"
-    assert (Path(trained["ws"]) / "mlflow.db").is_file() and Path(result["metrics"]).is_file()
+    assert (Path(template["ws"]) / "mlflow.db").is_file() and Path(result["metrics"]).is_file()
     art = read_artifact("training-tiny")
     assert art is not None and "Registry" in art.data and "popularity" in art.data
 
 
-def test_rerun_skips_finished_stages_and_redoes_missing_outputs(trained: dict[str, Any], monkeypatch: pytest.MonkeyPatch):
+def test_rerun_skips_finished_stages_and_redoes_missing_outputs(harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from flows.training import run_training
 
+    # its own workspace (a copy would miss the cache: the paths are part of the cache keys)
+    dataset, params, ws = make_workspace(tmp_path / "ws")
+    trained = {"dataset": dataset, "params": params, "ws": ws}
     monkeypatch.setattr("mmrec.extract.extract_modality", ExtractStub())
+    state = run_training(dataset, params, ws)
+    assert state.is_completed(), state.message
     spy = StageSpy(monkeypatch)
     state = run_training(trained["dataset"], trained["params"], trained["ws"])
     assert state.is_completed(), state.message

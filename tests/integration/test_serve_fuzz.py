@@ -10,14 +10,14 @@ from __future__ import annotations
 import pytest
 
 pytest.importorskip("schemathesis")
-import schemathesis  # noqa: E402
-from hypothesis import HealthCheck, settings  # noqa: E402
+import schemathesis
+from hypothesis import HealthCheck, settings
 
-from mmrec.serve.app import create_app  # noqa: E402
-from mmrec.serve.settings import ServeSettings  # noqa: E402
-from mmrec.serve.state import StateHolder  # noqa: E402
-from tests.conftest import FIXTURES  # noqa: E402
-from tests.serving import ListSource, tiny_state  # noqa: E402
+from mmrec.serve.app import create_app
+from mmrec.serve.settings import ServeSettings
+from mmrec.serve.state import StateHolder
+from tests.conftest import FIXTURES
+from tests.serving import ListSource, tiny_state
 
 pytestmark = pytest.mark.integration
 

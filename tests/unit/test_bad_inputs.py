@@ -277,7 +277,7 @@ def test_utf16_file_with_encoding_set(tmp_path):
 def test_utf16_without_bom_is_refused_with_hint(tmp_path):
     ds = DS(tmp_path)
     ds.write_items(ITEMS, encoding="utf-16-le")
-    with pytest.raises(DataError, match="bytes are NUL.*set `encoding: utf-16-le`"):
+    with pytest.raises(DataError, match=r"bytes are NUL.*set `encoding: utf-16-le`"):
         ds.ingest()
 
 
@@ -330,7 +330,7 @@ def test_very_long_field_costs_its_line(tmp_path):
 def test_empty_file(tmp_path):
     ds = DS(tmp_path)
     ds.items.write_text("\n\n")
-    with pytest.raises(DataError, match="items.csv: file is empty"):
+    with pytest.raises(DataError, match=r"items.csv: file is empty"):
         ds.ingest()
 
 
@@ -465,7 +465,7 @@ def test_lost_rows_fail_validation(tmp_path):
     manifest = json.loads(f.read_text())
     manifest["tables"]["interactions"]["source_rows"] = 60  # the source had 12 rows more than arrived
     f.write_text(json.dumps(manifest))
-    with pytest.raises(ValidationFailed, match="rows were lost between .*interactions.csv and") as info:
+    with pytest.raises(ValidationFailed, match=r"rows were lost between .*interactions.csv and") as info:
         ds.validate()
     assert "12 unaccounted" in str(info.value)
     data = json.loads(ds.paths.validation_report.read_text())

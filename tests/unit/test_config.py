@@ -2,7 +2,6 @@ import pytest
 
 from mmrec.config import load_params
 from mmrec.errors import ConfigError
-
 from tests.conftest import REPO
 
 
@@ -20,10 +19,10 @@ def test_env_override_parses_yaml():
 def test_bad_values_name_the_key(tmp_path):
     f = tmp_path / "params.yaml"
     f.write_text("split:\n  ratios: [0.5, 0.1, 0.1]\n")
-    with pytest.raises(ConfigError, match="split.*sum"):
+    with pytest.raises(ConfigError, match=r"split.*sum"):
         load_params(f, environ={})
     f.write_text("splitt:\n  kind: random\n")
     with pytest.raises(ConfigError, match="splitt"):
         load_params(f, environ={})
-    with pytest.raises(ConfigError, match="split.kind"):
+    with pytest.raises(ConfigError, match=r"split\.kind"):
         load_params(None, environ={"MMREC__SPLIT__KIND": "sideways"})

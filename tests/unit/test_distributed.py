@@ -94,9 +94,31 @@ def test_sharded_extraction_equals_single_process(tmp_path: Path, client: Any):
         f2 = dist.features(modality, e2["encoder"])
         assert f1.read_bytes() == f2.read_bytes()
         assert read_features(f2).item_ids == read_features(f1).item_ids
-    # a re-run is resumable: everything comes from the cache, nothing is encoded again
+    # a re-run is resumable: everything comes from the cache, nothing is encoded again, same bytes
+    first = dist.features("image", e2["encoder"]).read_bytes()
     again = extract_modality_dask(spec, dist, "image", params(), client, shard_items=3)
     assert again["encoded"] == 0 and again["cached"] == e2["encoded"] + e2["cached"]
+    assert dist.features("image", again["encoder"]).read_bytes() == first
+
+
+def test_content_encoded_by_two_concurrent_shards_gets_its_first_items_vector():
+    """The race behind an intermittent failure of the test above: x0 has the same image as i1, and
+    its shard ran before i1's shard committed, so both encoded it, in different batches (a CNN's
+    last bits depend on the batch). The merged file must not depend on which shard was first."""
+    from mmrec.distributed.extract import merge_results
+    from mmrec.encoders.runner import ExtractionResult
+
+    a = ExtractionResult("tiny_cnn", "image", item_ids=["i1", "i2"], content_hashes=["h-ok", "h-cmyk"],
+                         vectors=np.array([[1.0, 2.0], [3.0, 4.0]], np.float32), encoded=2)
+    b = ExtractionResult("tiny_cnn", "image", item_ids=["x0", "x1"], content_hashes=["h-ok", "h-ok"],
+                         vectors=np.array([[1.0, 2.0000002], [1.0, 2.0000002]], np.float32), encoded=1, cached=1)
+    position = {"i1": 0, "i2": 1, "x0": 2, "x1": 3}
+    for parts in ([a, b], [b, a]):  # whichever shard result comes back first
+        merged = merge_results(parts, "tiny_cnn", "image", 2, 0.1, position)
+        assert merged.item_ids == ["i1", "i2", "x0", "x1"]
+        assert merged.content_hashes == ["h-ok", "h-cmyk", "h-ok", "h-ok"]
+        np.testing.assert_array_equal(merged.vectors[[2, 3]], merged.vectors[[0, 0]])
+        assert merged.vectors[0].tolist() == [1.0, 2.0]
 
 
 def test_scoring_by_user_blocks_writes_the_single_process_file(tmp_path: Path, client: Any):

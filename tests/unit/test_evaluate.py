@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from mmrec.evaluate import evaluate_scores, rank_users, topk_indices
+from mmrec.evaluate import evaluate_scores, rank_users
 
 # 2 users x 5 items; user 0 saw item 0 in training, user 1 saw item 4.
 SCORES = np.array([[0.9, 0.8, 0.1, 0.5, 0.2], [0.1, 0.2, 0.3, 0.4, 0.95]], dtype=np.float32)
@@ -16,10 +16,10 @@ def score_fn(users):
     return SCORES[users]
 
 
-def test_topk_order_and_ties():
-    s = np.array([[0.5, 0.9, 0.5, 0.1]])
-    assert topk_indices(s, 3).tolist() == [[1, 0, 2]]  # tie 0.5: lower index first
-    assert topk_indices(s, 10).tolist() == [[1, 0, 2, 3]]
+def test_rank_order_and_ties():
+    s = np.array([[0.5, 0.9, 0.5, 0.1]], dtype=np.float32)
+    assert rank_users(lambda u: s[u], np.array([0]), 3).tolist() == [[1, 0, 2]]  # tie 0.5: lower index first
+    assert rank_users(lambda u: s[u], np.array([0]), 6).tolist() == [[1, 0, 2, 3, -1, -1]]
 
 
 def test_rank_masks_training_items():

@@ -33,7 +33,7 @@ def test_item_stats_snapshots_by_hand():
     df = ft.stats_table(INTER, "item_id", window_days=2)
     snap = df[df.event_timestamp.notna()].sort_values(["item_id", "event_timestamp"]).reset_index(drop=True)
     # one row per (item, active day), stamped at the end of that day
-    assert list(zip(snap.item_id, snap.event_timestamp)) == [
+    assert list(zip(snap.item_id, snap.event_timestamp, strict=True)) == [
         ("a", pd.Timestamp(T0 + DAY, unit="s", tz="UTC")),
         ("a", pd.Timestamp(T0 + 4 * DAY, unit="s", tz="UTC")),
         ("b", pd.Timestamp(T0 + 2 * DAY, unit="s", tz="UTC")),

@@ -189,7 +189,7 @@ def test_threshold_yields_fewer_than_k():
     scorer = StrategyScorer(model(), "content", content=content(), threshold=0.5)
     recs = top(scorer, k=5)
     assert recs["u0"] == ["i3", "i2"]  # only cos >= 0.5 with i0 pass (i1 = 0, i4 = -1)
-    _, idx, val = next(iter_topk(scorer, np.array([0]), k=5, exclude=TRAIN))
+    _, _idx, val = next(iter_topk(scorer, np.array([0]), k=5, exclude=TRAIN))
     assert np.isfinite(val).sum() == 2
 
 

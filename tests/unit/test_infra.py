@@ -199,7 +199,7 @@ def test_production_profile_names_every_missing_variable(tmp_path: Path):
 
 
 def test_production_profile_refuses_an_embedded_tracking_store():
-    with pytest.raises(ConfigError, match="MLFLOW_TRACKING_URI='sqlite:///mlflow.db'.*tracking server"):
+    with pytest.raises(ConfigError, match=r"MLFLOW_TRACKING_URI='sqlite:///mlflow\.db'.*tracking server"):
         production_endpoints({**PROD, "MLFLOW_TRACKING_URI": "sqlite:///mlflow.db"})
 
 

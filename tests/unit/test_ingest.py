@@ -91,7 +91,7 @@ def test_empty_file_is_an_error_and_previous_warehouse_survives(tiny_dataset, wo
     paths = ingest(tiny_dataset, workspace)
     before = tree_digest(paths.warehouse)
     (tiny_dataset.parent / "items.csv").write_text("")
-    with pytest.raises(DataError, match="items.csv: file is empty"):
+    with pytest.raises(DataError, match=r"items\.csv: file is empty"):
         ingest(tiny_dataset, workspace)
     assert tree_digest(paths.warehouse) == before
     assert not [p for p in paths.warehouse.parent.iterdir() if p.name.endswith(".tmp")]
@@ -105,7 +105,7 @@ def test_header_only_gives_empty_table(tiny_dataset, workspace):
 
 def test_missing_file(tiny_dataset, workspace):
     (tiny_dataset.parent / "users.csv").unlink()
-    with pytest.raises(DataError, match="users.csv: file not found"):
+    with pytest.raises(DataError, match=r"users\.csv: file not found"):
         ingest(tiny_dataset, workspace)
 
 

@@ -13,7 +13,6 @@ from mmrec.config import Params
 from mmrec.data.contract import load_dataset_spec
 from mmrec.data.interactions import Interactions
 from mmrec.errors import DataError, ModelError
-from mmrec.evaluate import topk_indices
 from mmrec.models import create_model
 from mmrec.models.base import Recommender
 from mmrec.recommend import (
@@ -25,7 +24,6 @@ from mmrec.recommend import (
     recommend_params,
     run_recommend,
     summary_markdown,
-    topk,
     write_recommendations,
 )
 from mmrec.stages import StageContext
@@ -64,17 +62,6 @@ def fitted(n_users: int = 50, n_items: int = 30, density: float = 0.2, seed: int
     users = np.array([f"u{i:03d}" for i in range(n_users)], dtype=object)
     items = np.array([f"i{i:03d}" for i in range(n_items)], dtype=object)
     return Factors(n_users, n_items, seed=seed).fit(Interactions(m, users, items))
-
-
-def test_topk_matches_full_sort_and_orders_ties_by_index():
-    rng = np.random.default_rng(1)
-    s = rng.standard_normal((7, 40)).astype(np.float32)
-    idx, val = topk(s, 5)
-    assert idx.tolist() == topk_indices(s, 5).tolist()
-    assert np.allclose(val, np.take_along_axis(s, idx, axis=1))
-    ties = np.array([[0.5, 0.9, 0.5, 0.1, 0.5]], dtype=np.float32)
-    assert topk(ties, 4)[0].tolist() == [[1, 0, 2, 4]]
-    assert topk(ties, 10)[0].shape == (1, 5)  # k clipped to the catalogue
 
 
 def test_chunks_are_bounded_and_invisible():

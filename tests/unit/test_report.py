@@ -32,7 +32,7 @@ def planted(seed: int = 0) -> tuple[SplitData, dict[str, np.ndarray]]:
         parts["valid"][u, warm[5]] = 1
         parts["test"][u, warm[6:8]] = 1
         parts["cold"][u, g * PER_GROUP + PER_GROUP - COLD + rng.choice(COLD, 2, replace=False)] = 1
-    ids = lambda n: np.arange(n).astype(str).astype(object)  # noqa: E731
+    ids = lambda n: np.arange(n).astype(str).astype(object)
     cold_items = np.concatenate([g * PER_GROUP + np.arange(PER_GROUP - COLD, PER_GROUP) for g in range(GROUPS)])
     data = SplitData(
         train=Interactions(sp.csr_matrix(parts["train"]), ids(n_users), ids(n_items)),

@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from mmrec.serve.app import create_app, scrub  # noqa: E402
-from mmrec.serve.catalog import Catalog, inside  # noqa: E402
-from mmrec.serve.security import log_path, pseudonymise  # noqa: E402
-from mmrec.serve.settings import ServeSettings  # noqa: E402
-from mmrec.serve.state import StateHolder  # noqa: E402
-from tests.conftest import FIXTURES  # noqa: E402
-from tests.serving import PRECOMPUTED_U1, ListSource, tiny_state  # noqa: E402
+from mmrec.serve.app import create_app, scrub
+from mmrec.serve.catalog import Catalog, inside
+from mmrec.serve.security import log_path, pseudonymise
+from mmrec.serve.settings import ServeSettings
+from mmrec.serve.state import StateHolder
+from tests.conftest import FIXTURES
+from tests.serving import PRECOMPUTED_U1, ListSource, tiny_state
 
 LOG_KEY = "test-log-key"
 
@@ -96,7 +96,7 @@ def test_session_recommendations(client: TestClient, state):
     # the same history through the model directly gives the same ranking
     scores = state.model.score_history([[state.item_pos["i1"], state.item_pos["i2"]]])[0]
     best = [state.model.item_ids[j] for j in scores.argsort()[::-1] if state.model.item_ids[j] not in ("i1", "i2")]
-    assert [i["item_id"] for i in body["items"]][0] == best[0]
+    assert body["items"][0]["item_id"] == best[0]
     r = client.post("/recommendations", json={"item_ids": ["i1", "nope"]})
     assert r.status_code == 404 and r.json()["kind"] == "item" and "'nope'" in r.json()["detail"]
 

@@ -148,7 +148,7 @@ def test_same_seed_same_bytes_and_frames(tmp_path: Path, tiny: Path) -> None:
     for name in sorted(p.name for p in (tiny / "videos").iterdir())[:5]:
         a, b = _decode_mp4(tiny / "videos" / name), _decode_mp4(again / "videos" / name)
         assert (again / "videos" / name).read_bytes() == (tiny / "videos" / name).read_bytes(), name
-        assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b)), name
+        assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True)), name
 
 
 def test_different_seed_different_data(tmp_path: Path, tiny: Path) -> None:

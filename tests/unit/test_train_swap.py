@@ -116,7 +116,7 @@ def test_serving_check_compares_with_the_split_on_disk(trained: StageContext, mo
     model = load_model(trained.paths.model_dir("popularity"))
     current = current_split_hash(trained.paths, "temporal")
     check_split(model, current, "champion", "retrain")  # same split: fine
-    with pytest.raises(ModelError, match="champion was trained on split .* Fix: retrain"):
+    with pytest.raises(ModelError, match=r"champion was trained on split .* Fix: retrain"):
         check_split(model, "f" * 64, "champion", "retrain")
     model.provenance = {}  # a model saved before provenance existed: allowed, with a warning
     check_split(model, "f" * 64, "champion", "retrain")
