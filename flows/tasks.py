@@ -43,12 +43,10 @@ def run_args(dataset: str | os.PathLike[str], params: str | os.PathLike[str] = "
 
 
 def load_context(args: RunArgs) -> Any:  # -> mmrec.stages.StageContext
-    from mmrec.config import load_params
-    from mmrec.data.contract import load_dataset_spec
-    from mmrec.stages import StageContext
+    """The stage context of a run: params.yaml plus the dataset's own overlays (mmrec.config.load_run_params)."""
+    from mmrec.stages import make_context
 
-    spec = load_dataset_spec(str(args["dataset"]), root=args.get("root"))
-    return StageContext(spec=spec, params=load_params(args["params"]), workspace=Path(args["workspace"] or "."))
+    return make_context(str(args["dataset"]), args["params"], Path(args["workspace"] or "."), args.get("root"))
 
 
 def artifact_key(*parts: str) -> str:

@@ -49,10 +49,25 @@ class StageContext:
     spec: DatasetSpec
     params: Params
     workspace: Path = Path(".")
+    #: the parameter files merged into `params`, base first (`mmrec.config.load_run_params`)
+    params_files: tuple[str, ...] = ()
 
     @property
     def paths(self) -> DatasetPaths:
         return DatasetPaths(self.spec.name, self.workspace)
+
+
+def make_context(dataset: str | Path, params: str | Path | None = "params.yaml", workspace: str | Path = ".",
+                 root: str | Path | None = None) -> StageContext:
+    """The context of a run: the dataset.yaml, the base params file plus the dataset's own
+    parameter overlays (`mmrec.config.load_run_params`), logged once so a run says what it used."""
+    from mmrec.config import load_run_params
+    from mmrec.data.contract import load_dataset_spec
+
+    spec = load_dataset_spec(dataset, root=root)
+    params_obj, files = load_run_params(params, spec, workspace)
+    log.info("parameters for %s: %s", spec.name, " + ".join(files) if files else "built-in defaults")
+    return StageContext(spec=spec, params=params_obj, workspace=Path(workspace), params_files=tuple(files))
 
 
 def run_ingest(ctx: StageContext) -> dict[str, Any]:
@@ -126,6 +141,19 @@ def _model_names(ctx: StageContext, models: Sequence[str] | None) -> list[str]:
     return names
 
 
+def resolved_model_params(ctx: StageContext, names: Sequence[str], item_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """`train.params` of each model with its modalities narrowed to what the dataset has
+    (`mmrec.models.modalities`): a text+image catalogue trains the multimodal models on text and
+    images, with one log line per model saying what was dropped and why."""
+    from mmrec.models.modalities import feature_availability, resolve_all, uses_modalities
+
+    by_model = ctx.params.train.params
+    if not uses_modalities(names, by_model):
+        return {n: dict(by_model.get(n, {})) for n in names}
+    available = feature_availability(ctx.spec, ctx.paths, ctx.params.extract, list(item_ids))
+    return resolve_all(names, by_model, available)
+
+
 def run_train(ctx: StageContext, models: Sequence[str] | None = None) -> dict[str, Any]:
     """Fit every configured model on train (early stopping on valid) and save it."""
     from mmrec.distributed.ddp import is_main_process
@@ -134,7 +162,9 @@ def run_train(ctx: StageContext, models: Sequence[str] | None = None) -> dict[st
 
     data = load_split_data(ctx)
     summary: dict[str, Any] = {"split": {"kind": data.kind, "hash": data.split_hash}, "models": {}}
-    built = [(name, create_model(name, **ctx.params.train.params.get(name, {}))) for name in _model_names(ctx, models)]
+    names = _model_names(ctx, models)
+    model_params = resolved_model_params(ctx, names, data.item_ids)
+    built = [(name, create_model(name, **model_params[name])) for name in names]
     # Multimodal models get the item features they declare, aligned with the item index; items
     # without a vector are masked, never a zero vector taken as signal.
     needed = sorted({m for _, model in built for m in modalities_of(model)})
@@ -279,7 +309,7 @@ def run_evaluate(ctx: StageContext, models: Sequence[str] | None = None) -> dict
     if ev.ablation.model:
         from mmrec.ablation import run_ablation
 
-        report["ablation"] = run_ablation(ctx.params, ctx.paths, data, history)
+        report["ablation"] = run_ablation(ctx.params, ctx.paths, data, history, spec=ctx.spec)
     write_json(ctx.paths.metrics, report)
     write_text(ctx.paths.reports / "metrics.md", format_metrics_markdown(report))
     write_report(report, ctx.paths.reports)
