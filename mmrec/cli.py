@@ -35,7 +35,15 @@ RootOpt = Annotated[
     Path | None,
     typer.Option("--root", help="Data root overriding the dataset.yaml `root:` (or set MMREC_DATA_ROOT_<NAME>)."),
 ]
-ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml with every tunable.")]
+ParamsOpt = Annotated[
+    Path,
+    typer.Option(
+        "--params",
+        help="Base parameter file (every tunable). Merged over it, in this order: params.yaml beside the "
+        "dataset.yaml, then <workspace>/params/<name>.yaml; MMREC__SECTION__KEY env vars win over all. "
+        "The files used are logged.",
+    ),
+]
 WorkspaceOpt = Annotated[Path, typer.Option("--workspace", help="Folder under which data/, artifacts/ and reports/ are written.")]
 
 
@@ -113,6 +121,32 @@ def data_synth(
         kwargs["n_items"] = items
     spec_path = generate_synthetic(out, **kwargs)
     typer.echo(f"wrote {spec_path}")
+
+
+@data_app.command("check")
+@handle_errors
+def data_check(
+    dataset: DatasetOpt,
+    root: RootOpt = None,
+    params: ParamsOpt = Path("params.yaml"),
+    workspace: WorkspaceOpt = Path("."),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Fast pre-flight (seconds): tables, columns, items per modality, models and modalities, time estimates.
+
+    Reads headers and a sample of the interaction log, resolves every item's media paths, lists
+    the models `mmrec pipeline` would train (and on which modalities) and estimates extraction
+    and training time on this machine. Exit status 1 when it finds a problem.
+    """
+    import json
+
+    from mmrec.data.check import check_dataset, format_check
+
+    ctx = _context(dataset, root, params, workspace)
+    report = check_dataset(ctx.spec, ctx.params, workspace, list(ctx.params_files))
+    typer.echo(json.dumps(report, indent=2, default=str) if as_json else format_check(report))
+    if report["problems"]:
+        raise typer.Exit(1)
 
 
 @app.command("stage")
