@@ -107,9 +107,10 @@ class InteractionsSpec(TableSpec):
     timestamp_format: TimestampFormat = "unix_s"
     min_rating: float | None = None  # keep only rows with rating >= this (None: every row is positive)
     #: identical rows (same user, item, time, event, weight): `aggregate` into one row with a
-    #: count and summed weight (default: repeats are quantities), or `drop` the repeats; either
-    #: way they are counted as `deduplicated` in validation.json, not quarantined
-    duplicates: Literal["aggregate", "drop"] = "aggregate"
+    #: count and summed weight (default: repeats are quantities), or `drop` the repeats (both:
+    #: counted as `deduplicated` in validation.json, not quarantined), or `quarantine` them
+    #: (strict: they count toward validate.max_quarantine_fraction)
+    duplicates: Literal["aggregate", "drop", "quarantine"] = "aggregate"
 
     @model_validator(mode="after")
     def _columns(self) -> InteractionsSpec:

@@ -7,9 +7,11 @@ The policy is explicit instead, and applied before the row checks:
 
 - `aggregate` (default): one row per group of identical rows, its `weight` the sum of the group's
   weights (each row weighing 1 when the log has no weight column), and `count` the group size;
-- `drop`: one row per group, the repeats removed.
+- `drop`: one row per group, the repeats removed;
+- `quarantine`: the strict reading (repeats are logging errors): the repeats are quarantined as
+  `duplicate_row` and count toward `validate.max_quarantine_fraction`.
 
-Either way the repeats are reported as `deduplicated` (their own count in validation.json, never
+With `aggregate` and `drop` the repeats are reported as `deduplicated` (their own count in validation.json, never
 part of `quarantined`), so every data line is accounted for: valid + quarantined + deduplicated
 == rows.
 """
@@ -26,7 +28,7 @@ from mmrec.constants import ROW_HASH, WEIGHT
 
 log = logging.getLogger(__name__)
 
-DuplicatePolicy = Literal["aggregate", "drop"]
+DuplicatePolicy = Literal["aggregate", "drop", "quarantine"]
 #: column holding how many identical rows an aggregated row stands for
 COUNT = "count"
 
@@ -36,12 +38,12 @@ def apply_duplicate_policy(frame: pd.DataFrame, policy: DuplicatePolicy) -> tupl
 
     Args:
         frame: the interactions warehouse table (with `row_hash`).
-        policy: `aggregate` or `drop` (see the module docstring).
+        policy: `aggregate`, `drop` or `quarantine` (unchanged: the row checks quarantine them).
 
     Returns:
         (frame with one row per group, in the original order; number of rows removed).
     """
-    if ROW_HASH not in frame.columns or frame.empty:
+    if policy == "quarantine" or ROW_HASH not in frame.columns or frame.empty:
         return frame, 0
     hashes = frame[ROW_HASH]
     repeated = hashes.duplicated(keep="first").to_numpy()

@@ -391,7 +391,7 @@ def test_duplicate_rows_follow_the_policy_outside_the_quarantine(tmp_path: Path,
 def test_unknown_duplicate_policy_is_a_config_error(tmp_path: Path):
     spec = make_catalogue(tmp_path / "raw", images=False)
     raw = yaml.safe_load(spec.read_text())
-    raw["interactions"]["duplicates"] = "quarantine"
+    raw["interactions"]["duplicates"] = "sum"
     spec.write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match="duplicates"):
         load_dataset_spec(spec)
