@@ -40,11 +40,14 @@ class DatasetParams(_Section):
         spec: the dataset.yaml.
         raw: the raw data folder DVC tracks as the ingest dependency.
         name: `name:` inside that dataset.yaml; DVC uses it to name the stage outputs.
+        params: the dataset's parameter overlay, tracked by every DVC stage as a whole file
+            (`params/<name>.yaml`, or the params.yaml beside the dataset.yaml); it must exist.
     """
 
     spec: str = "data/raw/synth/dataset.yaml"
     raw: str = "data/raw/synth"
     name: str = "synth"
+    params: str = "params/synth.yaml"
 
 
 class SynthParams(_Section):
