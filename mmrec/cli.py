@@ -183,6 +183,9 @@ def evaluate(
 ) -> None:
     """Train and evaluate models on an existing split; write reports/<name>/metrics.json and report.md.
 
+    With --models a,b only those are re-trained and re-evaluated; they are merged into the existing
+    report (the other models keep their rows; each row records the run that produced it).
+
     The report compares every model on warm test, the sparse-user slice and the cold slice (against
     random ranking), with bootstrap ratios to `evaluate.reference`, learning curves, and the
     per-modality ablation of `evaluate.ablation.model` (params.yaml).
@@ -190,10 +193,15 @@ def evaluate(
     from mmrec.stages import format_metrics_table, run_evaluate, run_train
 
     ctx = _context(dataset, root, params, workspace)
+    typer.echo(f"parameters: {' + '.join(ctx.params_files) or 'built-in defaults'}")
     names = [m.strip() for m in models.split(",") if m.strip()] if models else None
     run_train(ctx, names)
     report = run_evaluate(ctx, names)
     typer.echo(format_metrics_table(report))
+    if names and len(report.get("runs", [])) > 1:
+        kept = sorted(set(report["models"]) - set(names))
+        typer.echo(f"merged into the existing report: {', '.join(names)} from this run; {', '.join(kept)} kept "
+                   "from earlier runs (each row records its run)")
     typer.echo(f"report: {ctx.paths.reports / 'report.md'}")
 
 

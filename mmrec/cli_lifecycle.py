@@ -83,6 +83,7 @@ def register(app: typer.Typer) -> None:
 
         flows = _flows()
         ctx = _context(dataset, root, params, workspace)  # fail fast on a bad dataset.yaml/params.yaml
+        typer.echo(f"parameters: {' + '.join(ctx.params_files) or 'built-in defaults'}")
         state = flows.training.run_training(str(dataset), str(params), str(workspace), str(root) if root else None,
                                             extract=extract, register_best=register_models)
         if not state.is_completed():

@@ -256,6 +256,7 @@ def test_evaluate_models_subset_merges_into_the_report(tmp_path: Path):
     assert set(first["models"]) == {"popularity", "itemknn", "bpr"} and len(first["runs"]) == 1
     res = invoke("evaluate", *common, "--models", "bpr")
     assert res.exit_code == 0, res.output
+    assert "merged into the existing report: bpr from this run; itemknn, popularity kept" in res.output
     second = json.loads((ws / "reports/shop/metrics.json").read_text())
     assert set(second["models"]) == {"popularity", "itemknn", "bpr"}  # nothing silently dropped
     assert second["models"]["popularity"] == first["models"]["popularity"]  # kept row, with its run
