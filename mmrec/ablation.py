@@ -183,7 +183,7 @@ def run_ablation(
         except DataError as exc:
             log.warning("ablation of %s skipped: %s", name, exc)
             return {"model": name, "params": base, "variants": {}, "verdicts": [], "skipped": str(exc)}
-        base, dropped = resolve_model_params(name, base, available)
+        base, _ = resolve_model_params(name, base, available)
         probe = create_model(name, **base)
         variants = parse_variants(ab.variants, modalities_of(probe))
         usable = set(available.usable)

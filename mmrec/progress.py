@@ -46,7 +46,7 @@ def report(key: str, done: int, total: int, message: str = "") -> None:
 
 def format_duration(seconds: float) -> str:
     """1h02m, 3m05s or 12s."""
-    s = max(0, int(round(seconds)))
+    s = max(0, round(seconds))
     if s >= 3600:
         return f"{s // 3600}h{(s % 3600) // 60:02d}m"
     if s >= 60:

@@ -22,7 +22,6 @@ from mmrec.errors import ConfigError
 from mmrec.models import available_models
 from mmrec.models.modalities import (
     ModalityAvailability,
-    declared_availability,
     resolve_model_params,
     wanted_modalities,
 )
@@ -231,7 +230,6 @@ def test_dataset_params_overlay_and_tuned_file_precedence(tmp_path: Path):
 
 def test_the_shipped_ml100k_params_file_is_valid_and_text_image():
     repo = Path(__file__).resolve().parents[2]
-    spec = load_dataset_spec.__wrapped__ if hasattr(load_dataset_spec, "__wrapped__") else None  # noqa: F841
     raw = yaml.safe_load((repo / "examples/ml100k-mm/params.yaml").read_text())
     from mmrec.config import Params, deep_merge
 
@@ -460,7 +458,7 @@ def test_progress_hook_and_rate_line():
 
 def test_prefect_progress_artifacts_are_created_then_updated(monkeypatch):
     pytest.importorskip("prefect")
-    import prefect.artifacts as artifacts
+    from prefect import artifacts
 
     from flows.tasks import PrefectProgress
 

@@ -106,8 +106,8 @@ def test_patience_counts_epochs_not_evaluations():
     # eval every 5 epochs, best at 5, patience 10 epochs: checks at 10 and 15 do not improve;
     # 15 - 5 >= 10 stops at 15 (counted in evaluations, patience 10 would run to epoch 55)
     train_epoch, evaluate = _flat_after(5)
-    history, epochs, best = run_epochs(train_epoch, evaluate, lambda: None, lambda s: None,
-                                       epochs=200, eval_every=5, patience=10)
+    _, epochs, best = run_epochs(train_epoch, evaluate, lambda: None, lambda s: None,
+                                 epochs=200, eval_every=5, patience=10)
     assert (epochs, best) == (15, 5)
 
 
