@@ -408,7 +408,8 @@ def merge_partial_report(old: dict[str, Any] | None, new: dict[str, Any]) -> dic
     if dropped:
         log.warning("metrics.json: rows of %s dropped (%s)", sorted(dropped), "; ".join(f"{k}: {v}" for k, v in dropped.items()))
         merged["dropped"] = dropped
-    merged["models"] = {**keep, **new["models"]}
+    order = [n for n in old["models"] if n in keep or n in new["models"]] + [n for n in new["models"] if n not in old["models"]]
+    merged["models"] = {n: new["models"][n] if n in new["models"] else keep[n] for n in order}
     metric = new["selection_metric"]
     merged["best_model"] = max(merged["models"], key=lambda m: merged["models"][m]["valid"].get(metric, float("-inf")))
     meta = ("reference", "metrics", "confidence", "resamples", "seed", "skipped")
@@ -429,6 +430,9 @@ def merge_partial_report(old: dict[str, Any] | None, new: dict[str, Any]) -> dic
         comparisons.pop("skipped", None)
     merged["comparisons"] = comparisons
     runs = {r["id"]: r for r in (old.get("runs") or ([old["run"]] if old.get("run") else [])) if isinstance(r, dict)}
+    earlier = [n for n, row in keep.items() if row["run"]["id"] == "earlier"]
+    if earlier:  # rows of a report written before runs were recorded
+        runs["earlier"] = {"id": "earlier", "at": None, "split_hash": split_hash, "models": earlier, "params_files": []}
     runs[new["run"]["id"]] = new["run"]
     used = {row["run"]["id"] for row in merged["models"].values()}
     merged["runs"] = [r for r in runs.values() if r["id"] in used]

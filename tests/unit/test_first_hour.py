@@ -278,6 +278,12 @@ def test_merge_drops_rows_of_another_split():
            "run": {"id": "b", "at": "t", "split_hash": "NEW", "models": ["y"]}}
     merged = merge_partial_report(old, new)
     assert set(merged["models"]) == {"y"} and "x" in merged["dropped"] and merged["best_model"] == "y"
+    # a report written before rows recorded their run: kept (same split), listed as an earlier run
+    legacy = {"split": {"hash": "NEW"}, "models": {"x": {"valid": {"recall@20": 0.3}}, "y": {"valid": {"recall@20": 0.0}}},
+              "comparisons": {"reference": "x"}}
+    merged = merge_partial_report(legacy, new)
+    assert list(merged["models"]) == ["x", "y"] and merged["best_model"] == "x"
+    assert [r["id"] for r in merged["runs"]] == ["earlier", "b"] and merged["runs"][0]["models"] == ["x"]
 
 
 # ---- 8. possibly truncated training is flagged ------------------------------------------------
