@@ -55,18 +55,16 @@ def worker_app() -> Any:
 
     from threadpoolctl import threadpool_limits
 
-    from mmrec.config import load_params
-    from mmrec.data.contract import load_dataset_spec
     from mmrec.serve.settings import ServeSettings
-    from mmrec.stages import StageContext
+    from mmrec.stages import make_context
 
     threadpool_limits(limits=int(os.environ.get("MMREC_SERVE_BLAS_THREADS", "1")))
     # a spawned worker starts with no logging set up: the same format and level as the CLI's
     logging.basicConfig(level=os.environ.get("MMREC_LOG_LEVEL", "INFO").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     args = json.loads(os.environ[_WORKER_ARGS])
-    ctx = StageContext(spec=load_dataset_spec(args["dataset"], root=args["root"]), params=load_params(Path(args["params"])),
-                       workspace=Path(args["workspace"]))
+    # the same parameter files as the parent process (base + the dataset's overlays)
+    ctx = make_context(args["dataset"], Path(args["params"]), Path(args["workspace"]), args["root"])
     return build_app(ctx, args["profile"], args["alias"], ServeSettings.from_env(**args["settings"]))
 
 
