@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=None, help="maximum concurrent flow runs")
     opts = parser.parse_args(argv)
 
+    from mmrec.environment import set_env_defaults
+
+    set_env_defaults()  # no analytics/telemetry, offline hub: before prefect is imported
     from prefect import serve
 
     deployments = build_deployments(opts.dataset, opts.params, opts.workspace, opts.root, opts.weekly, opts.interval,

@@ -15,10 +15,18 @@ import typer
 from mmrec.cli_common import DatasetOpt, ParamsOpt, RootOpt, WorkspaceOpt, handle_errors
 from mmrec.cli_common import load_context as _context
 from mmrec.cli_lifecycle import register as _register_lifecycle
+from mmrec.environment import QUIET_ENV_DEFAULTS, set_env_defaults  # noqa: F401 - re-exported
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="mmrec: multimodal recommendation, from raw catalogue to nightly recommendations.")
 data_app = typer.Typer(no_args_is_help=True, help="Dataset tools (synthetic default dataset, checks).")
 app.add_typer(data_app, name="data")
+
+
+
+@app.callback()
+def _main_callback() -> None:
+    """mmrec: multimodal recommendation, from raw catalogue to nightly recommendations."""
+    set_env_defaults()  # before any command imports prefect/mlflow/gx/dvc/feast
 
 
 @data_app.command("synth")
@@ -40,6 +48,32 @@ def data_synth(
         kwargs["n_items"] = items
     spec_path = generate_synthetic(out, **kwargs)
     typer.echo(f"wrote {spec_path}")
+
+
+@data_app.command("check")
+@handle_errors
+def data_check(
+    dataset: DatasetOpt,
+    root: RootOpt = None,
+    params: ParamsOpt = Path("params.yaml"),
+    workspace: WorkspaceOpt = Path("."),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Fast pre-flight (seconds): tables, columns, items per modality, models and modalities, time estimates.
+
+    Reads headers and a sample of the interaction log, resolves every item's media paths, lists
+    the models `mmrec pipeline` would train (and on which modalities) and estimates extraction
+    and training time on this machine. Exit status 1 when it finds a problem.
+    """
+    import json
+
+    from mmrec.data.check import check_dataset, format_check
+
+    ctx = _context(dataset, root, params, workspace)
+    report = check_dataset(ctx.spec, ctx.params, workspace, list(ctx.params_files))
+    typer.echo(json.dumps(report, indent=2, default=str) if as_json else format_check(report))
+    if report["problems"]:
+        raise typer.Exit(1)
 
 
 @app.command("stage")
@@ -76,6 +110,9 @@ def evaluate(
 ) -> None:
     """Train and evaluate models on an existing split; write reports/<name>/metrics.json and report.md.
 
+    With --models a,b only those are re-trained and re-evaluated; they are merged into the existing
+    report (the other models keep their rows; each row records the run that produced it).
+
     The report compares every model on warm test, the sparse-user slice and the cold slice (against
     random ranking), with bootstrap ratios to `evaluate.reference`, learning curves, and the
     per-modality ablation of `evaluate.ablation.model` (params.yaml).
@@ -83,10 +120,15 @@ def evaluate(
     from mmrec.stages import format_metrics_table, run_evaluate, run_train
 
     ctx = _context(dataset, root, params, workspace)
+    typer.echo(f"parameters: {' + '.join(ctx.params_files) or 'built-in defaults'}")
     names = [m.strip() for m in models.split(",") if m.strip()] if models else None
     run_train(ctx, names)
     report = run_evaluate(ctx, names)
     typer.echo(format_metrics_table(report))
+    if names and len(report.get("runs", [])) > 1:
+        kept = sorted(set(report["models"]) - set(names))
+        typer.echo(f"merged into the existing report: {', '.join(names)} from this run; {', '.join(kept)} kept "
+                   "from earlier runs (each row records its run)")
     typer.echo(f"report: {ctx.paths.reports / 'report.md'}")
 
 
@@ -134,6 +176,7 @@ _register_lifecycle(app)  # `pipeline` (through the orchestrator), `recommend`, 
 
 
 def main() -> None:  # console-script entry point
+    set_env_defaults()
     app()
 
 

@@ -28,7 +28,15 @@ RootOpt = Annotated[
     Path | None,
     typer.Option("--root", help="Data root overriding the dataset.yaml `root:` (or set MMREC_DATA_ROOT_<NAME>)."),
 ]
-ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml with every tunable.")]
+ParamsOpt = Annotated[
+    Path,
+    typer.Option(
+        "--params",
+        help="Base parameter file (every tunable). Merged over it, in this order: params.yaml beside the "
+        "dataset.yaml, then <workspace>/params/<name>.yaml; MMREC__SECTION__KEY env vars win over all. "
+        "The files used are logged.",
+    ),
+]
 WorkspaceOpt = Annotated[Path, typer.Option("--workspace", help="Folder under which data/, artifacts/ and reports/ are written.")]
 
 
@@ -58,7 +66,8 @@ def handle_errors(fn: F) -> F:
 
 
 def load_context(dataset: Path, root: Path | None, params: Path, workspace: Path) -> StageContext:
-    """The dataset spec, the params and the workspace of one command (bad files fail here, early)."""
+    """The dataset spec, the params (base + the dataset's overlays, logged) and the workspace of one
+    command (bad files fail here, early)."""
     from mmrec.context import StageContext
 
     return StageContext.from_files(dataset, params, workspace, root)

@@ -53,6 +53,7 @@ def register(app: typer.Typer) -> None:
         from mmrec.stages import format_metrics_table, read_metrics
 
         ctx = _context(dataset, root, params, workspace)  # fail fast on a bad dataset.yaml/params.yaml
+        typer.echo(f"parameters: {' + '.join(ctx.params_files) or 'built-in defaults'}")
         state = load_orchestrator().run_training(str(dataset), str(params), str(workspace), str(root) if root else None,
                                             extract=extract, register_best=register_models)
         if not state.is_completed():

@@ -7,6 +7,7 @@ benchmarks, so they all read dataset.yaml and params.yaml the same way.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,10 @@ from pathlib import Path
 from mmrec.config import Params
 from mmrec.data.contract import DatasetSpec
 from mmrec.paths import DatasetPaths
+
+log = logging.getLogger(__name__)
+
+_PARAMS_LOGGED: set[tuple[str, tuple[str, ...]]] = set()
 
 
 @dataclass(frozen=True)
@@ -23,6 +28,8 @@ class StageContext:
     spec: DatasetSpec
     params: Params
     workspace: Path = Path(".")
+    #: the parameter files merged into `params`, base first (`mmrec.config.load_run_params`)
+    params_files: tuple[str, ...] = ()
 
     @property
     def paths(self) -> DatasetPaths:
@@ -36,14 +43,21 @@ class StageContext:
         workspace: str | os.PathLike[str] = ".",
         root: str | os.PathLike[str] | None = None,
     ) -> StageContext:
-        """Read `dataset` (a dataset.yaml, `root` overriding its data root) and `params` (params.yaml
-        plus `MMREC__...` overrides; a missing file means the defaults).
+        """Read `dataset` (a dataset.yaml, `root` overriding its data root) and the run's parameters:
+        the base `params` file, then the dataset's own overlays and `MMREC__...` overrides
+        (`mmrec.config.load_run_params`; a missing base file means the defaults). The files used are
+        logged once per process, so a run says what it used without one line per task of a flow.
 
         Raises:
-            ConfigError: a bad dataset.yaml or params.yaml, naming the file and field.
+            ConfigError: a bad dataset.yaml or params file, naming the file and field.
         """
-        from mmrec.config import load_params
+        from mmrec.config import load_run_params
         from mmrec.data.contract import load_dataset_spec
 
         spec = load_dataset_spec(dataset, root=root)
-        return cls(spec=spec, params=load_params(params), workspace=Path(workspace))
+        params_obj, files = load_run_params(params, spec, workspace)
+        said = (spec.name, tuple(files))
+        if said not in _PARAMS_LOGGED:
+            _PARAMS_LOGGED.add(said)
+            log.info("parameters for %s: %s", spec.name, " + ".join(files) if files else "built-in defaults")
+        return cls(spec=spec, params=params_obj, workspace=Path(workspace), params_files=tuple(files))

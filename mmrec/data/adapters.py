@@ -10,6 +10,7 @@ file, the column and the fix.
 from __future__ import annotations
 
 import hashlib
+import logging
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,8 @@ from mmrec.constants import (
 from mmrec.data.contract import DatasetSpec, InteractionsSpec, ItemsSpec, TableSpec, UsersSpec
 from mmrec.data.reader import LineCounts, Reject, read_delimited_records, read_jsonl_records, recover_json_field
 from mmrec.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 RAW = "raw"
 LINE = "line"  # 1-based physical line of a reject in its file (the header is line 1)
@@ -300,7 +303,7 @@ def build_document(fields: dict[str, pd.Series]) -> pd.Series:
 def normalise_items(raw: RawTable, spec: ItemsSpec) -> pd.DataFrame:
     needed = {f"columns.{k}": v for k, v in spec.columns.items()}
     needed.update({f"text_fields.{k}": v for k, v in spec.text_fields.items()})
-    needed.update({f"media.{k}": v for k, v in spec.media.items()})
+    needed.update({f"media.{k}": v for k, v in spec.media_columns.items()})
     needed.update({f"metadata[{i}]": v for i, v in enumerate(spec.metadata)})
     _require_columns(raw, needed, "items")
     clash = sorted(set(spec.metadata) & (_RESERVED | {f"text_{k}" for k in spec.text_fields}))
@@ -314,7 +317,7 @@ def normalise_items(raw: RawTable, spec: ItemsSpec) -> pd.DataFrame:
         out[TEXT] = build_document(fields)
         for name, values in fields.items():
             out[f"text_{name}"] = values
-    for modality, col in spec.media.items():
+    for modality, col in spec.media_columns.items():
         out[modality] = _clean_str(f[col])
     for col in spec.metadata:
         out[col] = _clean_str(f[col])
@@ -349,7 +352,30 @@ def read_tables_counted(spec: DatasetSpec) -> dict[str, tuple[pd.DataFrame, pd.D
     for name, table_spec, normalise in plan:
         path = spec.table_path(name)
         raw = read_raw(path, table_spec)
-        out[name] = (normalise(raw, table_spec), raw.rejects, path, raw.counts)  # type: ignore[operator]
+        frame = normalise(raw, table_spec)  # type: ignore[operator]
+        if name == "items" and spec.items.media_templates:
+            frame = with_template_media(frame, spec)
+        out[name] = (frame, raw.rejects, path, raw.counts)
+    return out
+
+
+def with_template_media(items: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+    """Fill the media columns that dataset.yaml gives as templates (`{template: "images/{item_id}.jpg"}`).
+
+    Items without a file get no path (missing media, not an error); the counts are logged. The
+    row hash is recomputed, so adding an image re-encodes that item only.
+    """
+    from mmrec.data.contract import template_media_paths
+
+    out = items.copy()
+    for modality, template in spec.items.media_templates.items():
+        paths, counts = template_media_paths(out[ITEM_ID].tolist(), template, spec.root_path)
+        out[modality] = pd.Series(paths, index=out.index, dtype=object)
+        log.info("items.media.%s template %r: %d items have a file, %d have none%s", modality, template,
+                 counts["found"], counts["missing"],
+                 f", {counts['unsafe']} ids would leave the data root (no path)" if counts["unsafe"] else "")
+    cols = [c for c in out.columns if c not in (ROW_HASH, SOURCE_ROW)]
+    out[ROW_HASH] = row_hashes(out, cols)
     return out
 
 

@@ -40,8 +40,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from mmrec.context import StageContext
     from mmrec.distributed.ddp import init_from_env, shutdown
-    from mmrec.stages import StageContext, run_evaluate, run_train
+    from mmrec.stages import run_evaluate, run_train
 
     args = parse_args(argv)
     logging.basicConfig(level=os.environ.get("MMREC_LOG_LEVEL", "INFO").upper(),

@@ -99,6 +99,11 @@ def load_item_features(
     for modality in wanted:
         path = feature_path(paths, extract, modality)
         if not path.is_file():
+            if explicit and (path.parent / "SKIPPED.json").is_file():  # written by the extract stage (mmrec.extract)
+                raise DataError(
+                    f"{path}: the dataset has no {modality} (its extract stage was skipped: "
+                    f"{path.parent / 'SKIPPED.json'}); leave {modality} out of the modalities configured in params.yaml"
+                )
             if explicit:
                 raise DataError(f"{path}: {modality} features missing; run `mmrec stage extract_{modality}` first")
             continue

@@ -66,6 +66,7 @@ def worker_app() -> Any:
     logging.basicConfig(level=os.environ.get("MMREC_LOG_LEVEL", "INFO").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     args = json.loads(os.environ[_WORKER_ARGS])
+    # the same parameter files as the parent process (base + the dataset's overlays)
     ctx = StageContext.from_files(args["dataset"], args["params"], args["workspace"], args["root"])
     return build_app(ctx, args["profile"], args["alias"], ServeSettings.from_env(**args["settings"]))
 

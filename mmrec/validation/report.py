@@ -114,8 +114,8 @@ class TableReport:
         rows: rows in: warehouse rows plus the lines ingest rejected.
         valid_rows: rows that passed (None when table-level checks failed and rows were not judged).
         quarantined: rows quarantined, ingest rejects included.
-        deduplicated: rows merged into another row or dropped by the duplicate policy; they are
-            accounted for, but neither valid rows nor quarantined.
+        deduplicated: identical repeats merged or dropped by the dataset's duplicate policy
+            (`interactions.duplicates`); accounted for, but neither valid rows nor quarantined.
         source_rows: data records the ingest reader counted in the source file, apart from the
             parser (None for a warehouse written without that count).
         lines: where every physical line of the source went (header, blank, records...).
