@@ -204,7 +204,7 @@ class ValidationReport:
         status = "passed" if self.success else "FAILED"
         lines = [f"# Validation of `{self.dataset}`: {status}", ""]
         lines += [
-            "| table | source | source rows | valid | quarantined | duplicates | ingest rejects | unaccounted | status |",
+            "| table | source | source rows | valid | quarantined | deduplicated | ingest rejects | unaccounted | status |",
             "|---|---|---:|---:|---:|---:|---:|---:|---|",
         ]
         for name, t in self.tables.items():
