@@ -124,9 +124,11 @@ def evaluate(
     random ranking), with bootstrap ratios to `evaluate.reference`, learning curves, and the
     per-modality ablation of `evaluate.ablation.model` (params.yaml).
     """
+    from mmrec.runtime import configure_threads
     from mmrec.stages import format_metrics_table, run_evaluate, run_train
 
     ctx = _context(dataset, root, params, workspace)
+    configure_threads(ctx.params.runtime)
     names = [m.strip() for m in models.split(",") if m.strip()] if models else None
     run_train(ctx, names)
     report = run_evaluate(ctx, names)

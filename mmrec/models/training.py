@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from mmrec.data.interactions import Interactions
-from mmrec.errors import ModelError
+from mmrec.errors import ConfigError, ModelError
 from mmrec.models.base import Recommender
 
 if TYPE_CHECKING:
@@ -280,10 +280,12 @@ class FactorModel(ColdUserFallback, Recommender):
 
         check_positive(lr=self.lr, batch_size=self.batch_size)
         rng, generator = seeded_generators(self.seed)
+        from mmrec.runtime import resolve_device, to_device
+
         try:
-            device = torch.device(self.device)
-        except RuntimeError as exc:
-            raise ModelError(f"{self.name}: bad device {self.device!r} ({exc}); use 'cpu' or 'cuda'") from exc
+            device = torch.device(resolve_device(self.device))
+        except (RuntimeError, ConfigError) as exc:
+            raise ModelError(f"{self.name}: bad device {self.device!r} ({exc}); use 'auto', 'cpu' or 'cuda'") from exc
         matrix = sp.csr_matrix(train.matrix)
         self._params = self._build(matrix, generator, device)
         # under torchrun: DDP over the processes, each taking a share of every batch (None otherwise)
@@ -302,8 +304,11 @@ class FactorModel(ColdUserFallback, Recommender):
                 if dp is not None:
                     loss, share = dp.loss(u, p, n)
                 else:
+                    # pinned + non-blocking on CUDA: the index copies overlap the previous step
                     loss = self._batch_loss(
-                        torch.from_numpy(u).to(device), torch.from_numpy(p).to(device), torch.from_numpy(n).to(device)
+                        to_device(torch.from_numpy(u), device),
+                        to_device(torch.from_numpy(p), device),
+                        to_device(torch.from_numpy(n), device),
                     )
                     share = float(loss.detach()) * len(u)
                 optimiser.zero_grad(set_to_none=True)

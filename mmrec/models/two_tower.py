@@ -144,6 +144,7 @@ class TwoTower(FactorModel):
         self._t: dict[str, torch.Tensor] = {}
         self._gen: torch.Generator | None = None
         self._hist: sp.csr_matrix | None = None
+        self.last_tower_rows = 0  # item-tower rows run for the last training batch (tests, benchmarks)
 
     @property
     def sources(self) -> list[str]:
@@ -260,18 +261,56 @@ class TwoTower(FactorModel):
         return sum(parts.values())  # type: ignore[return-value]
 
     def _users(self, users: torch.Tensor | None, all_items: torch.Tensor) -> torch.Tensor:
-        import torch
-
+        """User vectors from the full item table (export): ID part + history mean."""
         p_u = self._params["user"] if users is None else self._params["user"][users]
         if not self.use_history:
             return p_u
         rows = self._hist if users is None else self._hist[users.cpu().numpy()]
+        return p_u + self._history_mean(rows, all_items)
+
+    @staticmethod
+    def _history_mean(rows: sp.csr_matrix, item_vectors: torch.Tensor) -> torch.Tensor:
+        """(B, d) = rows (B, n) @ item_vectors (n, d): the row-normalised history sum, as spmm."""
+        import torch
+
         coo = rows.tocoo()
         hist = torch.sparse_coo_tensor(
-            np.vstack([coo.row, coo.col]), coo.data, size=coo.shape, device=all_items.device,
+            np.vstack([coo.row, coo.col]), coo.data, size=coo.shape, device=item_vectors.device,
             check_invariants=False,
         )
-        return p_u + torch.sparse.mm(hist, all_items)
+        return torch.sparse.mm(hist, item_vectors)
+
+    def _batch_items(
+        self, users: torch.Tensor, items: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(user vectors, vectors of `items`) for a batch, running the item tower on the batch's items only.
+
+        The tower runs once over the distinct items the batch needs: its positives and
+        negatives and, with `use_history`, the training histories of its users. An epoch then
+        costs sum over interactions of the user's history length (a property of the data's
+        density, not of the catalogue size), where running the tower over the whole catalogue
+        in every batch cost (interactions / batch_size) x n_items. The result is the same
+        computation as on the full table (same gradients; ID dropout is drawn per needed item),
+        only the rows nobody in the batch uses are skipped.
+        """
+        import torch
+
+        device = items.device
+        items_np = items.cpu().numpy()
+        p_u = self._params["user"][users]
+        if not self.use_history:
+            self.last_tower_rows = len(items_np)
+            return p_u, self._items(items, train=True)
+        rows = self._hist[users.cpu().numpy()]  # (B, n_items) row-normalised histories
+        need = np.unique(np.concatenate([rows.indices, items_np]))  # sorted distinct items
+        need_t = torch.from_numpy(need).to(device)
+        vectors = self._items(need_t, train=True)  # (n_need, d): the tower's only pass
+        local = sp.csr_matrix(
+            (rows.data, np.searchsorted(need, rows.indices), rows.indptr), shape=(rows.shape[0], len(need))
+        )
+        at = torch.from_numpy(np.searchsorted(need, items_np)).to(device)
+        self.last_tower_rows = len(need)
+        return p_u + self._history_mean(local, vectors), vectors[at]
 
     #: at most this many distinct items of a batch enter the alignment term
     align_items: int = 512
@@ -305,14 +344,8 @@ class TwoTower(FactorModel):
         import torch.nn.functional as F
 
         b = users.shape[0]
-        all_items = self._items(train=True) if self.use_history else None
-        if all_items is not None:
-            u = self._users(users, all_items)
-            e_pos, e_neg = all_items[pos], all_items[neg]
-        else:
-            u = self._users(users, torch.empty(0))
-            both = self._items(torch.cat([pos, neg]), train=True)
-            e_pos, e_neg = both[:b], both[b:]
+        u, both = self._batch_items(users, torch.cat([pos, neg]))
+        e_pos, e_neg = both[:b], both[b:]
         if self.loss == "bpr":
             loss = F.softplus(-((u * (e_pos - e_neg)).sum(-1))).mean()
         else:
