@@ -1,0 +1,296 @@
+"""How every model's training cost grows with interactions and with catalogue size (issue 15).
+
+Synthetic shops (clustered item content with a text-like and an image-like vector, Zipf item
+popularity, users with a few favourite clusters) at 1x, 4x and 16x the base size (items and
+interactions grow together, so the density is fixed) and, separately, at 16x the items with the
+base's interactions. For every model it prints seconds per epoch (the fastest epoch of a short
+run without validation: evaluation excluded; closed-form models: the fit, fastest of 2), the
+peak RSS above the process's baseline during the fit, and two fitted exponents:
+
+- interactions: slope of log(s/epoch) against log(interactions) over 1x/4x/16x (target <= 1.15);
+- items: log(s/epoch at 16x items / at 1x) / log 16 at fixed interactions (target <= 0.3).
+
+Also, in the same run:
+- batch top-K users/s of `mmrec.recommend.iter_topk` next to FAISS IndexFlatIP on the same
+  factors (`benchmarks/batch_scoring.run_case`; reduced size by default, `--scoring-full` for
+  100k users x 100k items);
+- the thread-oversubscription check: one training run alone and the same run beside CPU-bound
+  neighbour processes (one per usable CPU), threads sized by `mmrec.runtime` (auto) against the
+  host's core count; the ratio of wall times is what the neighbour costs.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scaling.py --quick
+    .venv/bin/python benchmarks/scaling.py [--models bpr,two_tower] [--scoring-full] [--json out.json]
+
+The last line is `scaling exponents: interactions=<x> items=<y>` (the worst model's each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from batch_scoring import PeakRSS, random_seen, run_case  # noqa: E402
+
+MODELS = ["popularity", "itemknn", "bpr", "lightgcn", "content_knn", "vbpr", "two_tower", "mm_graph"]
+CLOSED_FORM = {"popularity", "itemknn", "content_knn"}
+PER_USER = 20  # mean interactions per user: users = interactions / PER_USER
+
+
+def synthetic_shop(n_items: int, n_interactions: int, seed: int = 0, clusters: int = 64) -> dict[str, Any]:
+    """A shop whose content predicts behaviour, generated in O(items + interactions).
+
+    Items belong to one of `clusters` clusters; their text (64-d) and image (128-d) vectors are
+    noisy projections of the cluster centre plus an item offset (8% of items have no image).
+    Each user likes 1-3 clusters; an interaction picks a liked cluster (80%) or any item (20%)
+    and, within it, an item by Zipf popularity. 10% of each user's distinct items are held out
+    as validation.
+    """
+    rng = np.random.default_rng(seed)
+    n_users = max(1, n_interactions // PER_USER)
+    latent = 16
+    centre = rng.standard_normal((clusters, latent)).astype(np.float32)
+    cluster = rng.integers(0, clusters, n_items)
+    z = centre[cluster] + 0.5 * rng.standard_normal((n_items, latent)).astype(np.float32)
+    text = z @ rng.standard_normal((latent, 64)).astype(np.float32) + 0.5 * rng.standard_normal((n_items, 64)).astype(np.float32)
+    image = z @ rng.standard_normal((latent, 128)).astype(np.float32) + rng.standard_normal((n_items, 128)).astype(np.float32)
+    has_image = rng.random(n_items) > 0.08
+    image[~has_image] = 0.0
+    pop = 1.0 / (1.0 + rng.permutation(n_items)) ** 0.8  # Zipf popularity, random rank
+    order = np.argsort(cluster, kind="stable")
+    starts = np.searchsorted(cluster[order], np.arange(clusters + 1))
+    # per-cluster cumulative popularity for inverse-CDF sampling inside a cluster
+    cum = np.zeros(n_items)
+    for c in range(clusters):
+        seg = pop[order[starts[c] : starts[c + 1]]]
+        cum[starts[c] : starts[c + 1]] = np.cumsum(seg) / max(seg.sum(), 1e-12)
+    global_cdf = np.cumsum(pop) / pop.sum()
+    users = rng.integers(0, n_users, n_interactions)
+    likes = rng.integers(0, clusters, (n_users, 3))
+    n_likes = rng.integers(1, 4, n_users)
+    pick = likes[users, (rng.random(n_interactions) * n_likes[users]).astype(int)]
+    in_cluster = rng.random(n_interactions) < 0.8
+    empty = starts[pick + 1] == starts[pick]
+    in_cluster &= ~empty
+    items = np.searchsorted(global_cdf, rng.random(n_interactions)).clip(0, n_items - 1)
+    c = pick[in_cluster]
+    u = rng.random(len(c))
+    hi = starts[c + 1]
+    # inverse CDF inside the cluster: keys of cluster c's segment lie in (c, c + 1]
+    pos = np.searchsorted(cluster[order] + cum, c + u, side="left").astype(np.int64)
+    items[in_cluster] = order[np.minimum(pos, hi - 1)]
+    m = sp.csr_matrix((np.ones(n_interactions, np.float32), (users, items)), shape=(n_users, n_items))
+    m.sum_duplicates()
+    m.data[:] = 1.0
+    # hold out 10% of each user's items (users with >= 5) as validation
+    coo = m.tocoo()
+    held = (rng.random(coo.nnz) < 0.1) & (np.diff(m.indptr)[coo.row] >= 5)
+    train = sp.csr_matrix((coo.data[~held], (coo.row[~held], coo.col[~held])), shape=m.shape)
+    valid = sp.csr_matrix((coo.data[held], (coo.row[held], coo.col[held])), shape=m.shape)
+    return {"train": train, "valid": valid, "text": text, "image": image, "image_mask": has_image}
+
+
+def interactions_of(shop: dict[str, Any], with_features: bool) -> Any:
+    from mmrec.data.interactions import Interactions
+    from mmrec.models.features import with_features as attach
+
+    m = shop["train"]
+    data = Interactions(m, np.array([f"u{i}" for i in range(m.shape[0])], dtype=object),
+                        np.array([f"i{i}" for i in range(m.shape[1])], dtype=object))
+    if not with_features:
+        return data
+    return attach(data, {"text": shop["text"], "image": shop["image"]},
+                  {"text": np.ones(m.shape[1], bool), "image": shop["image_mask"]})
+
+
+def model_params(name: str, epochs: int) -> dict[str, Any]:
+    if name in CLOSED_FORM:
+        return {"modalities": ["text", "image"]} if name == "content_knn" else {}
+    params: dict[str, Any] = {"max_epochs": epochs, "eval_every": 10**6, "patience": 10**6}
+    if name in ("vbpr", "two_tower", "mm_graph"):
+        params["modalities"] = ["text", "image"]
+    return params
+
+
+def time_model(name: str, shop: dict[str, Any], epochs: int) -> dict[str, Any]:
+    """s/epoch (fastest epoch, or fastest of 2 fits for closed-form models) and peak RSS."""
+    from mmrec.models import create_model
+
+    data = interactions_of(shop, with_features=name in ("content_knn", "vbpr", "two_tower", "mm_graph"))
+    runs = 2 if name in CLOSED_FORM else 1
+    best, fit_s, peak = np.inf, np.inf, 0.0
+    model = None
+    for _ in range(runs):
+        model = create_model(name, **model_params(name, epochs))
+        with PeakRSS() as mem:
+            t = time.perf_counter()
+            model.fit(data)  # no validation: evaluation is excluded from the epoch cost
+            fit = time.perf_counter() - t
+        peak = max(peak, mem.mb)
+        fit_s = min(fit_s, fit)
+        epoch_s = [row["seconds"] for row in model.history if "seconds" in row]
+        best = min(best, min(epoch_s) if epoch_s else fit)
+    out = {"s_per_epoch": best, "fit_s": fit_s, "peak_rss_mb": peak}
+    if name == "two_tower" and model is not None:
+        out["tower_rows_last_batch"] = int(getattr(model, "last_tower_rows", 0))
+    return out
+
+
+def slope(x: list[float], y: list[float]) -> float:
+    lx, ly = np.log(np.asarray(x, float)), np.log(np.maximum(np.asarray(y, float), 1e-6))
+    return float(np.polyfit(lx, ly, 1)[0])
+
+
+# -- the neighbour check --------------------------------------------------------------------------
+
+
+def _spin(stop_at: float) -> None:  # a CPU-bound neighbour (pure Python: no thread pools of its own)
+    x = 0
+    while time.time() < stop_at:
+        for _ in range(10_000):
+            x += 1
+
+
+def _train_once(threads: str, shop_size: tuple[int, int], epochs: int) -> float:
+    """Time a two_tower fit in a fresh process with the given thread setting (auto or N)."""
+    code = (
+        "import os,sys,time; sys.path.insert(0, %r); sys.path.insert(0, %r)\n"
+        "from scaling import synthetic_shop, interactions_of\n"
+        "from mmrec.runtime import configure_threads\n"
+        "from mmrec.models import create_model\n"
+        "n = configure_threads(None)\n"
+        "shop = synthetic_shop(%d, %d, seed=3)\n"
+        "data = interactions_of(shop, True)\n"
+        "m = create_model('two_tower', modalities=['text','image'], max_epochs=%d, eval_every=10**6, patience=10**6)\n"
+        "t = time.perf_counter(); m.fit(data); print(time.perf_counter() - t, n)\n"
+    ) % (str(REPO), str(REPO / "benchmarks"), shop_size[0], shop_size[1], epochs)
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    env["MMREC_THREADS"] = threads
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    seconds, n = out.stdout.split()[-2:]
+    return float(seconds)
+
+
+def neighbour_check(shop_size: tuple[int, int], epochs: int) -> dict[str, Any]:
+    """Wall time alone vs beside one spinning process per usable CPU, auto threads vs host cores."""
+    from mmrec.runtime import cpu_budget
+
+    cpus = cpu_budget().cpus
+    host = os.cpu_count() or 1
+    res: dict[str, Any] = {"cpus": cpus, "host_cores": host}
+    for label, threads in (("auto", "auto"), ("host_cores", str(host))):
+        alone = _train_once(threads, shop_size, epochs)
+        ctx = mp.get_context("spawn")
+        stop_at = time.time() + 3600
+        spinners = [ctx.Process(target=_spin, args=(stop_at,), daemon=True) for _ in range(cpus)]
+        for p in spinners:
+            p.start()
+        try:
+            busy = _train_once(threads, shop_size, epochs)
+        finally:
+            for p in spinners:
+                p.terminate()
+                p.join()
+        res[label] = {"alone_s": alone, "beside_neighbour_s": busy, "ratio": busy / alone}
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="0.5k -> 8k items, 12.5k -> 200k interactions")
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--epochs", type=int, default=2, help="epochs per timed fit (the fastest one counts)")
+    ap.add_argument("--scoring-users", type=int, default=None)
+    ap.add_argument("--scoring-items", type=int, default=None)
+    ap.add_argument("--scoring-full", action="store_true", help="100k users x 100k items")
+    ap.add_argument("--skip-neighbour", action="store_true")
+    ap.add_argument("--skip-scoring", action="store_true")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+
+    from mmrec.runtime import configure_threads, cpu_budget
+
+    threads = configure_threads(None)
+    base_items, base_inter = (500, 12_500) if args.quick else (2_000, 50_000)
+    sizes = [(base_items * f, base_inter * f, f"{f}x") for f in (1, 4, 16)] + [(base_items * 16, base_inter, "16x items")]
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    budget = cpu_budget()
+    print(f"scaling benchmark: {budget.cpus} usable CPUs (affinity {budget.affinity}, quota {budget.quota}, host "
+          f"{budget.host}), {threads} threads, load average {os.getloadavg()}", flush=True)
+    results: dict[str, Any] = {"load_average_start": os.getloadavg(), "threads": threads, "sizes": [], "models": {}}
+    shops = {}
+    for n_items, n_inter, label in sizes:
+        t = time.perf_counter()
+        shops[label] = synthetic_shop(n_items, n_inter, seed=1)
+        tr = shops[label]["train"]
+        results["sizes"].append({"label": label, "items": n_items, "users": tr.shape[0], "train_interactions": int(tr.nnz)})
+        print(f"  shop {label}: {n_items} items, {tr.shape[0]} users, {tr.nnz} train interactions "
+              f"({time.perf_counter() - t:.1f}s to generate)", flush=True)
+    head = f"{'model':<12} " + " ".join(f"{lab + ' s/ep':>14} {'MB':>6}" for *_, lab in sizes) + f" {'exp inter':>9} {'exp items':>9}"
+    print(head)
+    print("-" * len(head), flush=True)
+    for name in models:
+        rows = {}
+        for n_items, n_inter, label in sizes:
+            rows[label] = time_model(name, shops[label], args.epochs)
+        inter = [results["sizes"][i]["train_interactions"] for i in range(3)]
+        e_inter = slope(inter, [rows[lab]["s_per_epoch"] for *_, lab in sizes[:3]])
+        e_items = float(np.log(rows["16x items"]["s_per_epoch"] / rows["1x"]["s_per_epoch"]) / np.log(16))
+        results["models"][name] = {"sizes": rows, "exponent_interactions": e_inter, "exponent_items": e_items}
+        print(f"{name:<12} " + " ".join(f"{rows[lab]['s_per_epoch']:>14.4f} {rows[lab]['peak_rss_mb']:>6.0f}"
+                                        for *_, lab in sizes) + f" {e_inter:>9.2f} {e_items:>9.2f}", flush=True)
+        if name == "two_tower":
+            print("  two_tower item-tower rows in the last batch: "
+                  + ", ".join(f"{lab}: {rows[lab].get('tower_rows_last_batch')} of {n} items" for n, _, lab in sizes))
+    print("s/ep: fastest epoch without validation (closed-form models: fastest fit); MB: peak RSS above baseline")
+
+    if not args.skip_scoring:
+        nu = 100_000 if args.scoring_full else (args.scoring_users or (10_000 if args.quick else 20_000))
+        ni = 100_000 if args.scoring_full else (args.scoring_items or (20_000 if args.quick else 50_000))
+        rng = np.random.default_rng(0)
+        user_f = rng.standard_normal((nu, 64), dtype=np.float32)
+        item_f = rng.standard_normal((ni, 64), dtype=np.float32)
+        seen = random_seen(nu, ni, 50, rng)
+        with PeakRSS() as mem:
+            sc = run_case("synthetic", user_f, item_f, seen, 20, 1024, 1)
+        results["scoring"] = sc
+        print(f"batch top-20, {nu} users x {ni} items: mmrec {sc['users_per_s']['mmrec']:.0f} users/s "
+              f"(peak +{sc['peak_rss_mb']['mmrec']:.0f} MB), FAISS IndexFlatIP {sc['users_per_s']['faiss_flat_ip']:.0f} "
+              f"users/s; ratio {sc['speedup_vs_faiss']:.2f} (mmrec masks seen items, FAISS does not); "
+              f"process peak +{mem.mb:.0f} MB", flush=True)
+
+    if not args.skip_neighbour:
+        size = (base_items * 4, base_inter * 4)
+        nb = neighbour_check(size, 2)
+        results["neighbour"] = nb
+        for label in ("auto", "host_cores"):
+            r = nb[label]
+            print(f"neighbour check (two_tower, {size[0]} items, {size[1]} interactions, threads={label}): alone "
+                  f"{r['alone_s']:.1f}s, beside {nb['cpus']} CPU-bound process(es) {r['beside_neighbour_s']:.1f}s: "
+                  f"ratio {r['ratio']:.2f} (target <= ~2)", flush=True)
+
+    results["load_average_end"] = os.getloadavg()
+    worst_inter = max(r["exponent_interactions"] for r in results["models"].values()) if models else float("nan")
+    worst_items = max(r["exponent_items"] for r in results["models"].values()) if models else float("nan")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=float))
+    print(f"load average at the end: {os.getloadavg()}")
+    print(f"scaling exponents: interactions={worst_inter:.2f} items={worst_items:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
