@@ -50,17 +50,42 @@ CLOSED_FORM = {"popularity", "itemknn", "content_knn"}
 PER_USER = 20  # mean interactions per user: users = interactions / PER_USER
 
 
-def synthetic_shop(n_items: int, n_interactions: int, seed: int = 0, clusters: int = 64) -> dict[str, Any]:
+def _draw(rng: np.random.Generator, n: int, n_users: int, cluster: np.ndarray, pop: np.ndarray,
+          likes: np.ndarray, n_likes: np.ndarray, clusters: int) -> tuple[np.ndarray, np.ndarray]:
+    """`n` (user, item) draws: a liked cluster (80%) or the whole catalogue (20%), Zipf inside."""
+    n_items = len(cluster)
+    order = np.argsort(cluster, kind="stable")
+    starts = np.searchsorted(cluster[order], np.arange(clusters + 1))
+    cum = np.zeros(n_items)
+    for c in range(clusters):  # per-cluster CDF of popularity, for inverse-CDF sampling
+        seg = pop[order[starts[c] : starts[c + 1]]]
+        cum[starts[c] : starts[c + 1]] = np.cumsum(seg) / max(seg.sum(), 1e-12)
+    users = rng.integers(0, n_users, n)
+    pick = likes[users, (rng.random(n) * n_likes[users]).astype(int)]
+    in_cluster = (rng.random(n) < 0.8) & (starts[pick + 1] > starts[pick])
+    items = np.searchsorted(np.cumsum(pop) / pop.sum(), rng.random(n)).clip(0, n_items - 1)
+    c = pick[in_cluster]
+    # inverse CDF inside the cluster: the keys of cluster c's segment lie in (c, c + 1]
+    at = np.searchsorted(cluster[order] + cum, c + rng.random(len(c)), side="left")
+    items[in_cluster] = order[np.minimum(at, starts[c + 1] - 1)]
+    return users, items
+
+
+def synthetic_shop(n_items: int, n_interactions: int, seed: int = 0, clusters: int = 64,
+                   n_users: int | None = None) -> dict[str, Any]:
     """A shop whose content predicts behaviour, generated in O(items + interactions).
 
     Items belong to one of `clusters` clusters; their text (64-d) and image (128-d) vectors are
     noisy projections of the cluster centre plus an item offset (8% of items have no image).
     Each user likes 1-3 clusters; an interaction picks a liked cluster (80%) or any item (20%)
-    and, within it, an item by Zipf popularity. 10% of each user's distinct items are held out
-    as validation.
+    and, within it, an item by Zipf popularity. Exactly `n_interactions` distinct pairs (draws
+    are repeated until enough distinct ones exist, then subsampled); 10% of the pairs of users
+    with >= 5 items are held out as validation.
     """
     rng = np.random.default_rng(seed)
-    n_users = max(1, n_interactions // PER_USER)
+    n_users = n_users or max(1, n_interactions // PER_USER)
+    if n_interactions > 0.5 * n_users * n_items:
+        raise ValueError(f"{n_interactions} interactions do not fit {n_users} users x {n_items} items sparsely")
     latent = 16
     centre = rng.standard_normal((clusters, latent)).astype(np.float32)
     cluster = rng.integers(0, clusters, n_items)
@@ -70,32 +95,18 @@ def synthetic_shop(n_items: int, n_interactions: int, seed: int = 0, clusters: i
     has_image = rng.random(n_items) > 0.08
     image[~has_image] = 0.0
     pop = 1.0 / (1.0 + rng.permutation(n_items)) ** 0.8  # Zipf popularity, random rank
-    order = np.argsort(cluster, kind="stable")
-    starts = np.searchsorted(cluster[order], np.arange(clusters + 1))
-    # per-cluster cumulative popularity for inverse-CDF sampling inside a cluster
-    cum = np.zeros(n_items)
-    for c in range(clusters):
-        seg = pop[order[starts[c] : starts[c + 1]]]
-        cum[starts[c] : starts[c + 1]] = np.cumsum(seg) / max(seg.sum(), 1e-12)
-    global_cdf = np.cumsum(pop) / pop.sum()
-    users = rng.integers(0, n_users, n_interactions)
     likes = rng.integers(0, clusters, (n_users, 3))
     n_likes = rng.integers(1, 4, n_users)
-    pick = likes[users, (rng.random(n_interactions) * n_likes[users]).astype(int)]
-    in_cluster = rng.random(n_interactions) < 0.8
-    empty = starts[pick + 1] == starts[pick]
-    in_cluster &= ~empty
-    items = np.searchsorted(global_cdf, rng.random(n_interactions)).clip(0, n_items - 1)
-    c = pick[in_cluster]
-    u = rng.random(len(c))
-    hi = starts[c + 1]
-    # inverse CDF inside the cluster: keys of cluster c's segment lie in (c, c + 1]
-    pos = np.searchsorted(cluster[order] + cum, c + u, side="left").astype(np.int64)
-    items[in_cluster] = order[np.minimum(pos, hi - 1)]
-    m = sp.csr_matrix((np.ones(n_interactions, np.float32), (users, items)), shape=(n_users, n_items))
-    m.sum_duplicates()
-    m.data[:] = 1.0
-    # hold out 10% of each user's items (users with >= 5) as validation
+    keys = np.zeros(0, np.int64)
+    draws = n_interactions
+    for _ in range(20):
+        u, i = _draw(rng, draws, n_users, cluster, pop, likes, n_likes, clusters)
+        keys = np.unique(np.concatenate([keys, u.astype(np.int64) * n_items + i]))
+        if len(keys) >= n_interactions:
+            break
+        draws = max(draws // 2, n_interactions - len(keys)) * 2
+    keys = rng.choice(keys, size=min(n_interactions, len(keys)), replace=False)
+    m = sp.csr_matrix((np.ones(len(keys), np.float32), (keys // n_items, keys % n_items)), shape=(n_users, n_items))
     coo = m.tocoo()
     held = (rng.random(coo.nnz) < 0.1) & (np.diff(m.indptr)[coo.row] >= 5)
     train = sp.csr_matrix((coo.data[~held], (coo.row[~held], coo.col[~held])), shape=m.shape)

@@ -10,6 +10,13 @@ minutes (issue 15). So the pool is sized from what the process may actually use:
     cpus = min(len(os.sched_getaffinity(0)), cgroup CPU quota)          (v2 cpu.max, v1 cfs_*)
     threads per task = max(1, floor(budget / parallel tasks)),   budget = cpus ("auto") or N
 
+With `auto`, two more limits apply. An `OMP_NUM_THREADS` the user set caps the budget (it is
+the conventional way to ask for fewer threads). And where no cgroup quota guarantees the
+process its CPUs (a bare process on a shared host), CPUs that other processes are running on
+right now are left to them: the budget is reduced by the other runnable tasks in
+/proc/loadavg (sampled a few times, median), never below 1. A container's quota is a
+guarantee, so host-wide load (which /proc/loadavg reports there too) is ignored under one.
+
 and applied to torch, to the BLAS pools numpy/scipy use (threadpoolctl) and to FAISS.
 `runtime.threads` in params.yaml sets the budget (`auto` or N); the environment variable
 `MMREC_THREADS` overrides it for one run.
@@ -30,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mmrec.errors import ConfigError
@@ -43,6 +51,7 @@ ENV_THREADS = "MMREC_THREADS"
 ENV_DEVICE = "MMREC_DEVICE"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_CGROUP = Path("/proc/self/cgroup")
+PROC_LOADAVG = Path("/proc/loadavg")
 
 
 class RuntimeParams(BaseModel):
@@ -176,6 +185,41 @@ def cpu_budget(
     return CpuBudget(affinity_cpus(getaffinity), cgroup_cpu_quota(root, proc_cgroup), os.cpu_count() or 1)
 
 
+def others_running(loadavg: Path = PROC_LOADAVG, samples: int = 5, interval: float = 0.02) -> int:
+    """Tasks other than this one running or runnable now (median of `samples` reads of loadavg).
+
+    The 4th field of /proc/loadavg is "runnable/total"; the reading process is one of the
+    runnable ones. Returns 0 where the file is missing or unreadable.
+    """
+    import time
+
+    counts = []
+    for n in range(max(1, samples)):
+        text = _read(loadavg)
+        try:
+            counts.append(max(0, int(text.split()[3].split("/")[0]) - 1) if text else 0)
+        except (IndexError, ValueError):
+            counts.append(0)
+        if n + 1 < samples:
+            time.sleep(interval)
+    return int(np.median(counts)) if counts else 0
+
+
+def auto_threads(
+    budget: CpuBudget | None = None, environ: Mapping[str, str] | None = None, busy: int | None = None
+) -> int:
+    """The `auto` budget: usable CPUs, capped by OMP_NUM_THREADS, less CPUs others use (no quota)."""
+    env = os.environ if environ is None else environ
+    b = budget if budget is not None else cpu_budget()
+    n = b.cpus
+    omp = env.get("OMP_NUM_THREADS", "").strip()
+    if omp.isdigit() and int(omp) > 0:
+        n = min(n, int(omp))
+    if b.quota is None and n > 1:
+        n -= busy if busy is not None else others_running()
+    return max(1, n)
+
+
 def resolve_threads(
     setting: str | int | None = "auto",
     parallel_tasks: int = 1,
@@ -188,7 +232,7 @@ def resolve_threads(
         setting: `auto` (the usable CPUs) or a positive budget; `MMREC_THREADS` overrides it.
         parallel_tasks: tasks running side by side in this process (each gets a share).
         environ: environment to read the override from (default: os.environ).
-        cpus: usable CPUs (default: measured by `cpu_budget`).
+        cpus: the `auto` budget (default: `auto_threads`: usable CPUs less what others use).
 
     Raises:
         ConfigError: a budget that is neither `auto` nor a positive integer.
@@ -198,7 +242,7 @@ def resolve_threads(
     if env.get(ENV_THREADS, "").strip():
         setting, where = env[ENV_THREADS].strip(), ENV_THREADS
     if setting is None or str(setting).strip().lower() == "auto":
-        budget = cpus if cpus is not None else cpu_budget().cpus
+        budget = cpus if cpus is not None else auto_threads(environ=env)
     else:
         try:
             budget = int(str(setting).strip())

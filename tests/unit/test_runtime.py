@@ -13,9 +13,11 @@ from mmrec.errors import ConfigError
 from mmrec.runtime import (
     CpuBudget,
     affinity_cpus,
+    auto_threads,
     bf16_supported,
     cgroup_cpu_quota,
     cpu_budget,
+    others_running,
     resolve_device,
     resolve_threads,
     to_device,
@@ -118,6 +120,22 @@ def test_threads_divided_among_parallel_tasks() -> None:
     assert resolve_threads("auto", 4, environ={}, cpus=8) == 2
     assert resolve_threads("auto", 4, environ={}, cpus=2) == 1  # never 0
     assert resolve_threads(6, 2, environ={}, cpus=64) == 3  # an explicit budget ignores the CPUs
+
+
+def test_auto_leaves_cpus_other_processes_run_on_unless_a_quota_guarantees_them(tmp_path: Path) -> None:
+    bare = CpuBudget(affinity=4, quota=None, host=4)
+    assert auto_threads(bare, environ={}, busy=0) == 4
+    assert auto_threads(bare, environ={}, busy=3) == 1
+    assert auto_threads(bare, environ={}, busy=9) == 1  # never below 1
+    assert auto_threads(bare, environ={"OMP_NUM_THREADS": "2"}, busy=0) == 2  # the user's cap
+    quota = CpuBudget(affinity=8, quota=4.0, host=8)
+    assert auto_threads(quota, environ={}, busy=6) == 4  # the quota is a guarantee
+    loadavg = tmp_path / "loadavg"
+    loadavg.write_text("7.02 5.10 2.33 4/412 12345\n")  # 4 runnable, this reader among them
+    assert others_running(loadavg, samples=3, interval=0) == 3
+    loadavg.write_text("garbage\n")
+    assert others_running(loadavg, samples=1) == 0
+    assert others_running(tmp_path / "missing", samples=1) == 0
 
 
 def test_env_overrides_the_setting_and_bad_values_name_the_source() -> None:
