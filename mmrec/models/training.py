@@ -253,11 +253,26 @@ class FactorModel(ColdUserFallback, Recommender):
     seed: int
     device: str
 
+    #: 2-D parameters the batch loss reads only by row (`_rows`): they get sparse gradients and a
+    #: lazy Adam (torch SparseAdam), so an optimiser step touches the batch's rows, not the
+    #: whole (n_users + n_items) x d table: the per-step cost stops growing with the catalogue
+    sparse_tables: ClassVar[tuple[str, ...]] = ()
+
     def __init__(self) -> None:
         super().__init__()
         self.user_factors: np.ndarray | None = None  # (n_users, d) float32
         self.item_factors: np.ndarray | None = None  # (n_items, d) float32
         self._params: dict[str, torch.Tensor] = {}
+        self._sparse_on = False
+
+    def _rows(self, name: str, index: torch.Tensor) -> torch.Tensor:
+        """Rows `index` of parameter `name` (a sparse-gradient lookup while training sparse tables)."""
+        import torch.nn.functional as F
+
+        table = self._params[name]
+        if not (self._sparse_on and name in self.sparse_tables) or table.dim() != 2:
+            return table[index]
+        return F.embedding(index, table, sparse=True)
 
     # -- hooks ------------------------------------------------------------------------------
     @abstractmethod
@@ -269,6 +284,9 @@ class FactorModel(ColdUserFallback, Recommender):
     @abstractmethod
     def _batch_loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         """Loss of one batch of (user, positive item, negative item) index tensors."""
+
+    def _epoch_start(self, epoch: int) -> None:
+        """Hook before each epoch's batches (e.g. refresh a cached table); nothing by default."""
 
     @abstractmethod
     def _factors(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -292,13 +310,20 @@ class FactorModel(ColdUserFallback, Recommender):
         from mmrec.distributed.ddp import DataParallel
 
         dp = DataParallel.wrap(self, device)
-        optimiser = torch.optim.Adam(list(self._params.values()), lr=self.lr)
+        # DDP all-reduces dense gradients: sparse tables only in a single process
+        self._sparse_on = dp is None and bool(self.sparse_tables)
+        sparse = [v for k, v in self._params.items() if self._sparse_on and k in self.sparse_tables]
+        dense = [v for k, v in self._params.items() if not (self._sparse_on and k in self.sparse_tables)]
+        optimisers = ([torch.optim.Adam(dense, lr=self.lr)] if dense else []) + (
+            [torch.optim.SparseAdam(sparse, lr=self.lr)] if sparse else []
+        )
         users, items = positive_pairs(matrix)
         if len(users) == 0:
             raise ModelError(f"{self.name}: the training matrix has no interactions")
         sampler = NegativeSampler(matrix)
 
         def train_epoch(epoch: int) -> float:
+            self._epoch_start(epoch)
             total = 0.0
             for u, p, n in bpr_batches(users, items, sampler, self.batch_size, rng):
                 if dp is not None:
@@ -311,9 +336,11 @@ class FactorModel(ColdUserFallback, Recommender):
                         to_device(torch.from_numpy(n), device),
                     )
                     share = float(loss.detach()) * len(u)
-                optimiser.zero_grad(set_to_none=True)
+                for optimiser in optimisers:
+                    optimiser.zero_grad(set_to_none=True)
                 loss.backward()
-                optimiser.step()
+                for optimiser in optimisers:
+                    optimiser.step()
                 total += share
             return (total if dp is None else dp.all_sum(total)) / len(users)
 
@@ -338,6 +365,7 @@ class FactorModel(ColdUserFallback, Recommender):
             self.eval_every,
             self.patience,
         )
+        self._sparse_on = False
         self._export()
         self._params = {}  # scoring needs the numpy factors only; free the graph inputs
 

@@ -33,27 +33,31 @@ def wide_catalogue(n_items: int = 3000, n_users: int = 60, per_user: int = 5, se
     return with_features(data, feats, {"text": np.ones(n_items, bool), "image": image_mask})
 
 
-@pytest.mark.parametrize("use_history", [True, False])
-def test_two_tower_tower_rows_follow_the_batch_not_the_catalogue(monkeypatch, use_history) -> None:
+@pytest.mark.parametrize(
+    ("use_history", "history_cache", "per_batch"),
+    [(True, True, 32), (True, False, 16 * 5 + 32), (False, False, 32)],  # 16 users: 32 pos/neg, 80 history
+)
+def test_two_tower_tower_rows_follow_the_batch_not_the_catalogue(monkeypatch, use_history, history_cache, per_batch):
     train = wide_catalogue()
     model = create_model("two_tower", modalities=["text", "image"], dim=8, input_dim=0, hidden=8, batch_size=16,
-                         max_epochs=2, use_history=use_history, align_weight=0.0)
-    seen: list[int] = []
+                         max_epochs=2, use_history=use_history, history_cache=history_cache, align_weight=0.0)
+    calls: list[int] = []
     original = type(model)._tower_sources
 
     def counting(self, items, train_flag):
-        seen.append(self._t["warm"].shape[0] if items is None else int(items.shape[0]))
+        calls.append(self._t["warm"].shape[0] if items is None else int(items.shape[0]))
         return original(self, items, train_flag)
 
     monkeypatch.setattr(type(model), "_tower_sources", counting)
     model.fit(train)
-    batches = 2 * int(np.ceil(train.nnz / 16))
-    training_calls = seen[:batches]  # then the export pass over every item, once
-    assert len(training_calls) == batches
-    # a batch of 16 users x 5 history items + 16 positives + 16 negatives needs at most 112 rows
-    bound = 16 * 5 + 32
-    assert max(training_calls) <= bound < train.n_items
-    assert seen[batches:] == [train.n_items]  # export: one full pass
+    batches = int(np.ceil(train.nnz / 16))
+    full = [c for c in calls if c == train.n_items]
+    partial = [c for c in calls if c != train.n_items]
+    assert len(partial) == 2 * batches and max(partial) <= per_batch < train.n_items
+    # whole-catalogue passes: once per epoch for the history table (cached) and once at export,
+    # never once per batch (that was 2 x 19 passes here)
+    assert len(full) == (2 if use_history and history_cache else 0) + 1
+    assert sum(calls) <= 2 * train.n_items + 2 * batches * per_batch + train.n_items
 
 
 def test_two_tower_batch_vectors_equal_the_full_table_computation() -> None:
@@ -61,7 +65,7 @@ def test_two_tower_batch_vectors_equal_the_full_table_computation() -> None:
 
     train = wide_catalogue(n_items=400)
     model = create_model("two_tower", modalities=["text", "image"], dim=8, input_dim=0, hidden=8, id_dropout=0.0,
-                         max_epochs=1)
+                         max_epochs=1, history_cache=False)
     model.fit(train)
     # rebuild the training state (fit frees it) and compare one batch both ways
     from mmrec.models.features import centred_unit, modality_mask
@@ -79,6 +83,14 @@ def test_two_tower_batch_vectors_equal_the_full_table_computation() -> None:
     np.testing.assert_allclose(u_batch.numpy(), u_full.numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(i_batch.numpy(), table[items].numpy(), rtol=1e-5, atol=1e-6)
     assert model.last_tower_rows < train.n_items
+    # the per-epoch cached table gives the same vectors at the start of an epoch
+    model.history_cache = True
+    model._epoch_start(1)
+    with torch.no_grad():
+        u_cached, i_cached = model._batch_items(users, items)
+    np.testing.assert_allclose(u_cached.numpy(), u_full.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(i_cached.numpy(), table[items].numpy(), rtol=1e-5, atol=1e-6)
+    assert model.last_tower_rows == len(items)
 
 
 def test_mm_graph_batch_loss_equals_the_full_item_graph_formulation() -> None:
