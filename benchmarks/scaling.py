@@ -3,8 +3,9 @@
 Synthetic shops (clustered item content with a text-like and an image-like vector, Zipf item
 popularity, users with a few favourite clusters) at 1x, 4x and 16x the base size (items and
 interactions grow together, so the density is fixed) and, separately, at 16x the items with the
-base's interactions. For every model it prints seconds per epoch (the fastest epoch of a short
-run without validation: evaluation excluded; closed-form models: the fit, fastest of 2), the
+base's interactions. For every model it prints CPU seconds per epoch (the fastest epoch of a
+short run without validation: evaluation excluded; closed-form models: the fit, fastest of 2;
+CPU time because wall time on a shared machine measures the neighbours), the
 peak RSS above the process's baseline during the fit, and two fitted exponents:
 
 - interactions: slope of log(s/epoch) against log(interactions) over 1x/4x/16x (target <= 1.15);
@@ -136,8 +137,29 @@ def model_params(name: str, epochs: int) -> dict[str, Any]:
     return params
 
 
+class cpu_epoch_clock:
+    """Make the epoch loop's clock (mmrec.models.training.time.perf_counter) the process CPU time.
+
+    On a shared machine wall time measures the neighbours as much as the code; with one
+    thread the process's CPU time is what the work costs (docs/scaling.md, "How the per-unit
+    costs were measured"). Benchmark-only: the library keeps reporting wall seconds.
+    """
+
+    def __enter__(self) -> cpu_epoch_clock:
+        import types
+
+        import mmrec.models.training as training
+
+        self._mod, self._saved = training, training.time
+        training.time = types.SimpleNamespace(perf_counter=time.process_time)  # type: ignore[assignment]
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._mod.time = self._saved  # type: ignore[assignment]
+
+
 def time_model(name: str, shop: dict[str, Any], epochs: int) -> dict[str, Any]:
-    """s/epoch (fastest epoch, or fastest of 2 fits for closed-form models) and peak RSS."""
+    """CPU s/epoch (fastest epoch, or fastest of 2 fits for closed-form models), wall fit, peak RSS."""
     from mmrec.models import create_model
 
     data = interactions_of(shop, with_features=name in ("content_knn", "vbpr", "two_tower", "mm_graph"))
@@ -146,15 +168,15 @@ def time_model(name: str, shop: dict[str, Any], epochs: int) -> dict[str, Any]:
     model = None
     for _ in range(runs):
         model = create_model(name, **model_params(name, epochs))
-        with PeakRSS() as mem:
-            t = time.perf_counter()
+        with PeakRSS(interval=0.02) as mem, cpu_epoch_clock():
+            t, c = time.perf_counter(), time.process_time()
             model.fit(data)  # no validation: evaluation is excluded from the epoch cost
-            fit = time.perf_counter() - t
+            fit, fit_cpu = time.perf_counter() - t, time.process_time() - c
         peak = max(peak, mem.mb)
         fit_s = min(fit_s, fit)
         epoch_s = [row["seconds"] for row in model.history if "seconds" in row]
-        best = min(best, min(epoch_s) if epoch_s else fit)
-    out = {"s_per_epoch": best, "fit_s": fit_s, "peak_rss_mb": peak}
+        best = min(best, min(epoch_s) if epoch_s else fit_cpu)
+    out = {"s_per_epoch": best, "fit_wall_s": fit_s, "peak_rss_mb": peak}
     if name == "two_tower" and model is not None:
         out["tower_rows_last_batch"] = int(getattr(model, "last_tower_rows", 0))
     return out
@@ -266,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         if name == "two_tower":
             print("  two_tower item-tower rows in the last batch: "
                   + ", ".join(f"{lab}: {rows[lab].get('tower_rows_last_batch')} of {n} items" for n, _, lab in sizes))
-    print("s/ep: fastest epoch without validation (closed-form models: fastest fit); MB: peak RSS above baseline")
+    print("s/ep: CPU seconds of the fastest epoch without validation (closed-form models: of the fastest fit); "
+          "MB: peak RSS above baseline")
 
     if not args.skip_scoring:
         nu = 100_000 if args.scoring_full else (args.scoring_users or (10_000 if args.quick else 20_000))
