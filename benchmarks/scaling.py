@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<12} " + " ".join(f"{rows[lab]['s_per_epoch']:>14.4f} {rows[lab]['peak_rss_mb']:>6.0f}"
                                         for *_, lab in sizes) + f" {e_inter:>9.2f} {e_items:>9.2f}", flush=True)
         if name == "two_tower":
-            print("  two_tower item-tower rows in the last batch: "
+            print("  two_tower item-tower rows in the last (partial) batch, duplicates counted: "
                   + ", ".join(f"{lab}: {rows[lab].get('tower_rows_last_batch')} of {n} items" for n, _, lab in sizes))
     print("s/ep: CPU seconds of the fastest epoch without validation (closed-form models: of the fastest fit); "
           "MB: peak RSS above baseline")
