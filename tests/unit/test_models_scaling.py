@@ -149,3 +149,43 @@ def test_training_moves_batches_with_the_runtime_copy(monkeypatch) -> None:
     assert calls == ["cpu"] * 3 * int(np.ceil(train.nnz / 100))  # users, positives, negatives per batch
     with pytest.raises(ModelError, match="bad device"):
         create_model("bpr", dim=4, max_epochs=1, device="cuda:0").fit(train)
+
+
+def test_lightgcn_cached_propagation_equals_full_at_the_start_of_an_epoch() -> None:
+    import torch
+
+    train = wide_catalogue(n_items=300)
+    model = create_model("lightgcn", dim=8, n_layers=3, propagation="cached", max_epochs=1)
+    gen = torch.Generator().manual_seed(0)
+    model._params = model._build(sp.csr_matrix(train.matrix), gen, torch.device("cpu"))
+    model._epoch_start(1)
+    assert len(model._layers) == 2  # layers 1..K-1 cached
+    idx = torch.tensor([0, 5, 59, train.n_users + 3, train.n_users + 299])
+    with torch.no_grad():
+        np.testing.assert_allclose(model._batch_rows(idx).numpy(), model._propagate()[idx].numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ModelError, match="unknown propagation"):
+        create_model("lightgcn", propagation="sampled")
+
+
+def test_lightgcn_cached_steps_touch_the_batch_rows_only(monkeypatch) -> None:
+    import torch
+
+    train = wide_catalogue()
+    model = create_model("lightgcn", dim=8, propagation="cached", batch_size=16, max_epochs=2)
+    spmm_rows: list[int] = []
+    original = torch.sparse.mm
+
+    def counting(a, b):
+        spmm_rows.append(int(b.shape[0]))
+        return original(a, b)
+
+    monkeypatch.setattr(torch.sparse, "mm", counting)
+    propagations: list[int] = []
+    full = type(model)._propagate
+    monkeypatch.setattr(type(model), "_propagate", lambda self, ego=None: propagations.append(1) or full(self, ego))
+    model.fit(train)
+    assert len(propagations) == 1  # the export; no full-graph propagation per step (19 steps/epoch)
+    n_nodes = train.n_users + train.n_items
+    # per step: the 48 batch nodes' neighbours (16 users x 5 items + 32 items' users), never the graph
+    assert spmm_rows and max(spmm_rows) < n_nodes // 4
+    assert model.user_factors is not None and np.isfinite(model.user_factors).all()
