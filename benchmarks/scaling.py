@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         results["sizes"].append({"label": label, "items": n_items, "users": tr.shape[0], "train_interactions": int(tr.nnz)})
         print(f"  shop {label}: {n_items} items, {tr.shape[0]} users, {tr.nnz} train interactions "
               f"({time.perf_counter() - t:.1f}s to generate)", flush=True)
-    head = f"{'model':<12} " + " ".join(f"{lab + ' s/ep':>14} {'MB':>6}" for *_, lab in sizes) + f" {'exp inter':>9} {'exp items':>9}"
+    head = f"{'model':<16} " + " ".join(f"{lab + ' s/ep':>14} {'MB':>6}" for *_, lab in sizes) + f" {'exp inter':>9} {'exp items':>9}"
     print(head)
     print("-" * len(head), flush=True)
     for name in models:
@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         e_inter = slope(inter, [rows[lab]["s_per_epoch"] for *_, lab in sizes[:3]])
         e_items = float(np.log(rows["16x items"]["s_per_epoch"] / rows["1x"]["s_per_epoch"]) / np.log(16))
         results["models"][name] = {"sizes": rows, "exponent_interactions": e_inter, "exponent_items": e_items}
-        print(f"{name:<12} " + " ".join(f"{rows[lab]['s_per_epoch']:>14.4f} {rows[lab]['peak_rss_mb']:>6.0f}"
+        print(f"{name:<16} " + " ".join(f"{rows[lab]['s_per_epoch']:>14.4f} {rows[lab]['peak_rss_mb']:>6.0f}"
                                         for *_, lab in sizes) + f" {e_inter:>9.2f} {e_items:>9.2f}", flush=True)
         if name == "two_tower":
             print("  two_tower item-tower rows in the last (partial) batch, duplicates counted: "

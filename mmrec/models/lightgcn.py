@@ -89,9 +89,6 @@ def _symmetric_spmm() -> Any:
     return SymmetricSpMM
 
 
-PROPAGATIONS = ("full", "cached")
-
-
 @register_model
 class LightGCN(FactorModel):
     """LightGCN in torch with Adam, early stopping on validation Recall@20.
@@ -107,13 +104,6 @@ class LightGCN(FactorModel):
         init_std: standard deviation of the normal initialisation of the ego embeddings.
         seed: seeds initialisation, shuffling and negative sampling (same seed, same model on CPU).
         device: torch device to train on; the propagated embeddings are cached for scoring.
-        propagation: "full" propagates the whole graph in every step (the paper's formulation:
-            an epoch costs (interactions / batch) x edges, quadratic in the data); "cached"
-            propagates once per epoch without gradient and, per step, computes the batch's
-            nodes exactly up to their first hop (ego + A[batch] @ ego, with gradient) and
-            reads deeper layers from that epoch's table (historical embeddings, as in
-            GNNAutoScale): an epoch costs O(interactions x degree + edges), and the ego table
-            gets sparse gradients and a lazy Adam.
 
     Users without training interactions are scored by popularity.
 
@@ -137,19 +127,11 @@ class LightGCN(FactorModel):
         init_std: float = 0.1,
         seed: int = SEED,
         device: str = "cpu",
-        propagation: str = "full",
     ) -> None:
         super().__init__()
         check_positive(dim=dim, init_std=init_std)
         if n_layers < 0:
             raise ModelError(f"lightgcn: n_layers must be >= 0, got {n_layers}")
-        if propagation not in PROPAGATIONS:
-            raise ModelError(f"{self.name}: unknown propagation {propagation!r}; choose one of {list(PROPAGATIONS)}")
-        self.propagation = propagation
-        # cached propagation reads the ego table by rows only: sparse gradients, lazy Adam
-        self.sparse_tables = ("ego",) if propagation == "cached" else ()
-        self._adj_sp: sp.csr_matrix | None = None
-        self._layers: list[torch.Tensor] = []  # cached layers 1..K-1 of the current epoch
         self.dim = int(dim)
         self.n_layers = int(n_layers)
         self.lr = float(lr)
@@ -172,8 +154,7 @@ class LightGCN(FactorModel):
 
         n_users, n_items = matrix.shape
         self._n_users = n_users
-        self._adj_sp = normalized_adjacency(matrix)
-        self._adj = to_torch_csr(self._adj_sp, device)
+        self._adj = to_torch_csr(normalized_adjacency(matrix), device)
         self._spmm = _symmetric_spmm()
         ego = torch.randn(n_users + n_items, self.dim, generator=generator) * self.init_std
         return {"ego": ego.to(device).requires_grad_()}
@@ -188,48 +169,15 @@ class LightGCN(FactorModel):
             total = total + x
         return total / (self.n_layers + 1)
 
-    def _epoch_start(self, epoch: int) -> None:
-        if self.propagation != "cached":
-            return
-        import torch
-
-        assert self._adj is not None
-        with torch.no_grad():  # layers 1..K-1 of this epoch: what the batches' deeper hops read
-            x = self._params["ego"].detach()
-            self._layers = []
-            for _ in range(max(self.n_layers - 1, 0)):
-                x = self._adj @ x
-                self._layers.append(x)
-
-    def _batch_rows(self, idx: torch.Tensor) -> torch.Tensor:
-        """Final representations (mean of layers 0..K) of the nodes `idx`, (len(idx), d)."""
-        import torch
-
-        if self.propagation != "cached" or self.n_layers == 0:
-            return self._propagate()[idx]
-        assert self._adj_sp is not None
-        sub = self._adj_sp[idx.cpu().numpy()]  # (n, N): the batch nodes' first hops
-        nb = np.unique(sub.indices)  # their neighbours
-        local = sp.csr_matrix((sub.data, np.searchsorted(nb, sub.indices), sub.indptr), shape=(sub.shape[0], len(nb)))
-        coo = local.tocoo()
-        hop = torch.sparse_coo_tensor(
-            np.vstack([coo.row, coo.col]), coo.data, size=coo.shape, device=idx.device, check_invariants=False
-        )
-        nb_t = torch.from_numpy(nb).to(idx.device)
-        total = self._rows("ego", idx) + torch.sparse.mm(hop, self._rows("ego", nb_t))  # exact, with gradient
-        for layer in self._layers:  # deeper hops from this epoch's table (no gradient)
-            total = total + torch.sparse.mm(hop, layer[nb_t])
-        return total / (self.n_layers + 1)
-
     def _batch_loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         import torch
 
         b = users.shape[0]
         # one gather (and one scatter in backward) for users, positives and negatives together
         idx = torch.cat([users, pos + self._n_users, neg + self._n_users])  # (3B,)
-        rows = self._batch_rows(idx)  # (3B, d)
+        rows = self._propagate()[idx]  # (3B, d)
         loss = bpr_loss(rows[:b], rows[b : 2 * b], rows[2 * b :])
-        return loss + self.reg * l2_penalty(self._rows("ego", idx), b)
+        return loss + self.reg * l2_penalty(self._params["ego"][idx], b)
 
     def _factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         emb = self._propagate()
@@ -239,4 +187,4 @@ class LightGCN(FactorModel):
         try:
             super()._fit(train, valid)
         finally:
-            self._adj, self._adj_sp, self._layers = None, None, []  # the cached factors are all scoring needs
+            self._adj = None  # the cached factors are all scoring needs

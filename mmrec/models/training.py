@@ -256,7 +256,7 @@ class FactorModel(ColdUserFallback, Recommender):
     #: 2-D parameters the batch loss reads only by row (`_rows`): they get sparse gradients and a
     #: lazy Adam (torch SparseAdam), so an optimiser step touches the batch's rows, not the
     #: whole (n_users + n_items) x d table: the per-step cost stops growing with the catalogue
-    sparse_tables: tuple[str, ...] = ()
+    sparse_tables: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self) -> None:
         super().__init__()
