@@ -35,7 +35,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import scipy.sparse as sp
@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from batch_scoring import PeakRSS, random_seen, run_case  # noqa: E402
+from batch_scoring import PeakRSS, random_seen, run_case
 
 MODELS = ["popularity", "itemknn", "bpr", "lightgcn", "content_knn", "vbpr", "two_tower", "mm_graph"]
 CLOSED_FORM = {"popularity", "itemknn", "content_knn"}
@@ -145,16 +145,16 @@ class cpu_epoch_clock:
     costs were measured"). Benchmark-only: the library keeps reporting wall seconds.
     """
 
-    def __enter__(self) -> cpu_epoch_clock:
+    def __enter__(self) -> Self:
         import types
 
-        import mmrec.models.training as training
+        from mmrec.models import training
 
         self._mod, self._saved = training, training.time
         training.time = types.SimpleNamespace(perf_counter=time.process_time)  # type: ignore[assignment]
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._mod.time = self._saved  # type: ignore[assignment]
 
 
@@ -197,27 +197,29 @@ def _spin(stop_at: float) -> None:  # a CPU-bound neighbour (pure Python: no thr
             x += 1
 
 
-def _train_once(threads: str, shop_size: tuple[int, int], epochs: int) -> float:
-    """Time a two_tower fit in a fresh process with the given thread setting (auto or N)."""
-    code = (
-        "import os,sys,time; sys.path.insert(0, %r); sys.path.insert(0, %r)\n"
-        "from scaling import synthetic_shop, interactions_of\n"
-        "from mmrec.runtime import configure_threads\n"
-        "from mmrec.models import create_model\n"
-        "n = configure_threads(None)\n"
-        "shop = synthetic_shop(%d, %d, seed=3)\n"
-        "data = interactions_of(shop, True)\n"
-        "m = create_model('two_tower', modalities=['text','image'], max_epochs=%d, eval_every=10**6, patience=10**6)\n"
-        "t = time.perf_counter(); m.fit(data); print(time.perf_counter() - t, n)\n"
-    ) % (str(REPO), str(REPO / "benchmarks"), shop_size[0], shop_size[1], epochs)
+def _train_once(threads: str, shop_size: tuple[int, int], epochs: int) -> tuple[float, int]:
+    """(seconds, threads used) of a two_tower fit in a fresh process with MMREC_THREADS=threads."""
+    code = "\n".join([
+        "import sys, time",
+        f"sys.path.insert(0, {str(REPO)!r}); sys.path.insert(0, {str(REPO / 'benchmarks')!r})",
+        "from scaling import synthetic_shop, interactions_of",
+        "from mmrec.runtime import configure_threads",
+        "from mmrec.models import create_model",
+        "n = configure_threads(None)",
+        f"shop = synthetic_shop({shop_size[0]}, {shop_size[1]}, seed=3)",
+        "data = interactions_of(shop, True)",
+        f"m = create_model('two_tower', modalities=['text', 'image'], max_epochs={epochs}, eval_every=10**6, "
+        + "patience=10**6)",
+        "t = time.perf_counter(); m.fit(data); print(time.perf_counter() - t, n)",
+    ])
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
     env["MMREC_THREADS"] = threads
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    seconds, n = out.stdout.split()[-2:]
-    return float(seconds)
+    seconds, used = out.stdout.split()[-2:]
+    return float(seconds), int(used)
 
 
-def _beside_neighbours(threads: str, shop_size: tuple[int, int], epochs: int, n: int) -> float:
+def _beside_neighbours(threads: str, shop_size: tuple[int, int], epochs: int, n: int) -> tuple[float, int]:
     ctx = mp.get_context("spawn")
     stop_at = time.time() + 3600
     spinners = [ctx.Process(target=_spin, args=(stop_at,), daemon=True) for _ in range(n)]
@@ -247,8 +249,9 @@ def neighbour_check(shop_size: tuple[int, int], epochs: int, repeats: int = 2) -
         for _ in range(max(1, repeats)):
             alone.append(_train_once(threads, shop_size, epochs))
             busy.append(_beside_neighbours(threads, shop_size, epochs, cpus))
-        res[label] = {"alone_s": min(alone), "beside_neighbour_s": min(busy), "ratio": min(busy) / min(alone),
-                      "alone_all": alone, "beside_all": busy}
+        a, b = min(alone), min(busy)
+        res[label] = {"alone_s": a[0], "beside_neighbour_s": b[0], "ratio": b[0] / a[0],
+                      "threads_alone": a[1], "threads_beside": b[1], "alone_all": alone, "beside_all": busy}
     return res
 
 
@@ -326,8 +329,8 @@ def main(argv: list[str] | None = None) -> int:
         for label in ("auto", "host_cores"):
             r = nb[label]
             print(f"neighbour check (two_tower, {size[0]} items, {size[1]} interactions, threads={label}): alone "
-                  f"{r['alone_s']:.1f}s, beside {nb['cpus']} CPU-bound process(es) {r['beside_neighbour_s']:.1f}s "
-                  f"(fastest of {nb['repeats']}): "
+                  f"{r['alone_s']:.1f}s ({r['threads_alone']} threads), beside {nb['cpus']} CPU-bound process(es) "
+                  f"{r['beside_neighbour_s']:.1f}s ({r['threads_beside']} threads; fastest of {nb['repeats']}): "
                   f"ratio {r['ratio']:.2f} (target <= ~2)", flush=True)
 
     results["load_average_end"] = os.getloadavg()

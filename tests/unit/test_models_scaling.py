@@ -13,8 +13,8 @@ import scipy.sparse as sp
 
 from mmrec.data.interactions import Interactions
 from mmrec.errors import ModelError
-from mmrec.models import create_model
 from mmrec.models import content_knn as content_knn_module
+from mmrec.models import create_model
 from mmrec.models.features import with_features
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
