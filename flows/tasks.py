@@ -229,17 +229,21 @@ def dask_client() -> Iterator[Any]:
 
 
 @task(name="extract", retries=2, retry_delay_seconds=10, retry_condition_fn=is_transient)
-def extract_task(modality: str, args: RunArgs, sharded: bool = False) -> Any:
+def extract_task(modality: str, args: RunArgs, sharded: bool = False, parallel_tasks: int = 1) -> Any:
     """Features of one modality (`mmrec.extract.extract_modality`); its own cache skips unchanged items.
 
     `sharded` (under a DaskTaskRunner): the items are encoded in shards across the cluster's
     workers (`mmrec.distributed.extract.extract_modality_dask`); same feature file.
+    `parallel_tasks`: extraction tasks sharing this process; the thread pools get a share each
+    (`mmrec.runtime`), so four modalities on 2 CPUs do not start 4 x 2 torch threads.
     """
     from mmrec.extract import extract_modality
     from mmrec.progress import progress_hook
+    from mmrec.runtime import configure_threads
 
     try:
         ctx = load_context(args)
+        configure_threads(ctx.params.runtime, parallel_tasks)
         params = getattr(ctx.params, "extract", None)
         if not sharded:
             with progress_hook(PrefectProgress()):

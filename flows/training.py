@@ -43,13 +43,19 @@ def extract_available() -> bool:
 
 
 @flow(name="extract-features", log_prints=True)
-def extract_features(modalities: list[str], args: RunArgs, sharded: bool = False) -> dict[str, Any] | State:
+def extract_features(
+    modalities: list[str], args: RunArgs, sharded: bool = False, parallel_tasks: int = 1
+) -> dict[str, Any] | State:
     """One extraction task per modality, in parallel on this subflow's task runner.
 
     `sharded` (task runner = Dask): each modality's items are further split into shards encoded
-    across the cluster's workers (mmrec/distributed/extract.py).
+    across the cluster's workers (mmrec/distributed/extract.py). `parallel_tasks`: how many of
+    these tasks share this process's CPUs (thread runner), so each sizes its pools to a share.
     """
-    futures = {m: extract_task.with_options(task_run_name=f"extract-{m}").submit(m, args, sharded) for m in modalities}
+    futures = {
+        m: extract_task.with_options(task_run_name=f"extract-{m}").submit(m, args, sharded, parallel_tasks)
+        for m in modalities
+    }
     wait(list(futures.values()))
     failed = {m: f.state.message for m, f in futures.items() if not f.state.is_completed()}
     if failed:
@@ -152,7 +158,10 @@ def _extract(ctx: Any, args: RunArgs, op: Any, enabled: bool, logger: logging.Lo
         logger.warning("skipping feature extraction: this checkout has no mmrec.extract module")
         return None
     sub = extract_features.with_options(task_runner=make_task_runner(op), flow_run_name=f"extract-{ctx.spec.name}")
-    state = sub(modalities, args, op.task_runner == "dask", return_state=True)
+    sharded = op.task_runner == "dask"
+    # thread runner: the tasks share this process's thread pools, so they split its CPUs
+    parallel = 1 if sharded else min(len(modalities), op.max_workers)
+    state = sub(modalities, args, sharded, parallel, return_state=True)
     if not state.is_completed():
         return state
     return state.result()

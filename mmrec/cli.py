@@ -117,10 +117,12 @@ def evaluate(
     random ranking), with bootstrap ratios to `evaluate.reference`, learning curves, and the
     per-modality ablation of `evaluate.ablation.model` (params.yaml).
     """
+    from mmrec.runtime import configure_threads
     from mmrec.stages import format_metrics_table, run_evaluate, run_train
 
     ctx = _context(dataset, root, params, workspace)
     typer.echo(f"parameters: {' + '.join(ctx.params_files) or 'built-in defaults'}")
+    configure_threads(ctx.params.runtime)
     names = [m.strip() for m in models.split(",") if m.strip()] if models else None
     run_train(ctx, names)
     report = run_evaluate(ctx, names)

@@ -25,6 +25,7 @@ from mmrec.encoders.config import ExtractParams
 from mmrec.errors import ConfigError
 from mmrec.features import FeaturesParams
 from mmrec.recommend import RecommendParams
+from mmrec.runtime import RuntimeParams
 from mmrec.tracking import TrackingParams
 
 ENV_PREFIX = "MMREC__"
@@ -274,6 +275,7 @@ class Params(_Section):
     recommend: RecommendParams = Field(default_factory=RecommendParams)
     features: FeaturesParams = Field(default_factory=FeaturesParams)
     orchestrate: OrchestrateParams = Field(default_factory=OrchestrateParams)
+    runtime: RuntimeParams = Field(default_factory=RuntimeParams)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

@@ -503,6 +503,9 @@ STAGE_FUNCTIONS: dict[str, Callable[[StageContext], dict[str, Any]]] = {
 def run_stage(name: str, ctx: StageContext) -> dict[str, Any]:
     if name not in STAGE_FUNCTIONS:
         raise ConfigError(f"unknown stage {name!r}; stages: {list(STAGE_FUNCTIONS)}")
+    from mmrec.runtime import configure_threads
+
+    configure_threads(ctx.params.runtime)  # one stage at a time in this process: the whole budget
     start = time.perf_counter()
     result = STAGE_FUNCTIONS[name](ctx)
     log.info("stage %s done in %.1fs", name, time.perf_counter() - start)

@@ -270,7 +270,9 @@ class TorchEncoder(Encoder):
         import torch
 
         if isinstance(batch, torch.Tensor):
-            return batch.to(self.device, non_blocking=True)
+            from mmrec.runtime import to_device
+
+            return to_device(batch, self.device)  # pinned + non-blocking on CUDA
         if isinstance(batch, dict):
             return {k: self.to_device(v) for k, v in batch.items()}
         if isinstance(batch, (list, tuple)):

@@ -11,12 +11,15 @@ drag its similarities towards 0. A user's score for candidate i is the sum of si
 the items j of their training history. No behaviour enters the similarities, so an item nobody
 interacted with (cold) is scored exactly like a warm one: that is the point of the model.
 
-`k > 0` keeps each item's k most similar items (positive similarities only, as in item-KNN),
-stored sparse: memory O(n_items * k). `k = 0` keeps every similarity, negative ones included,
-stored dense (O(n_items^2): fine up to a few ten thousand items): an item unlike the user's
-history is then pushed *down*, which truncation cannot do. On ml100k-mm's cold slice the dense
-form ranks cold items better (Recall@20 2.9x random against 2.0-2.5x for k = 20..1000) and its
-validation Recall@20 is higher too (0.080 against 0.070 at k = 100), hence the default.
+`k > 0` (default 100) keeps each item's k most similar items (positive similarities only, as
+in item-KNN), stored sparse: memory O(n_items * k), built in blocks of rows (BLOCK x n_items at
+a time), so neither the fit nor the saved model (logged to MLflow with every run) ever holds an
+n x n matrix. `k = 0` keeps every similarity, negative ones included, stored dense
+(O(n_items^2): 380 MB at 9.7k items, 1.16 GB at 17k): an item unlike the user's history is then
+pushed *down*, which truncation cannot do. On ml100k-mm (1.7k items) the dense form ranked cold
+items better (Recall@20 2.9x random against 2.0-2.5x for k = 20..1000) and its validation
+Recall@20 was higher (0.080 against 0.070 at k = 100), so small catalogues may prefer `k: 0`;
+it is refused above `DENSE_MAX_ITEMS` items, where its memory grows out of bounds.
 
 Users without history get popularity scores. The similarity is computed in blocks of rows.
 """
@@ -37,6 +40,7 @@ from mmrec.models.training import ColdUserFallback
 from mmrec.ranking import topk
 
 BLOCK = 1024  # rows of the similarity computed at once: 1024 x n_items float32 per modality
+DENSE_MAX_ITEMS = 20_000  # k = 0 (dense n x n float32) above this would need > 1.6 GB
 
 
 def topk_sparse(sim: np.ndarray, k: int, row_offset: int = 0) -> sp.csr_matrix:
@@ -96,7 +100,8 @@ class ContentKNN(ColdUserFallback, Recommender):
         modalities: the item features used (each must be provided to `fit`).
         weights: per-modality weight of its cosine in the fused similarity, e.g.
             {"text": 1.0, "image": 0.5}; modalities not named weigh 1. A weight of 0 drops it.
-        k: neighbours kept per item; 0 keeps every similarity, negatives included (dense).
+        k: neighbours kept per item (sparse, O(n_items * k)); 0 keeps every similarity, negatives
+            included, as a dense n x n matrix (catalogues of at most `DENSE_MAX_ITEMS` items).
         shrink: down-weights pairs compared on fewer (or lighter) modalities (see
             `fused_similarity`); 0 disables.
 
@@ -109,7 +114,7 @@ class ContentKNN(ColdUserFallback, Recommender):
         self,
         modalities: Sequence[str] = ("text", "image"),
         weights: Mapping[str, float] | None = None,
-        k: int = 0,
+        k: int = 100,
         shrink: float = 0.0,
     ) -> None:
         super().__init__()
@@ -128,6 +133,13 @@ class ContentKNN(ColdUserFallback, Recommender):
         return self.weights.get(modality, 1.0)
 
     def _fit(self, train: Interactions, valid: sp.csr_matrix | None) -> None:
+        if self.k == 0 and train.n_items > DENSE_MAX_ITEMS:
+            gb = train.n_items**2 * 4 / 1e9
+            raise ModelError(
+                f"content_knn: k=0 keeps a dense {train.n_items} x {train.n_items} similarity ({gb:.1f} GB); "
+                f"above {DENSE_MAX_ITEMS} items set k (e.g. k: 100 in train.params.content_knn) for a sparse "
+                "top-k matrix"
+            )
         blocks = []
         for modality in self.modalities:
             matrix = train.require(modality)

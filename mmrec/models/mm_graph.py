@@ -163,16 +163,21 @@ class MMGraph(LightGCN):
             ).coalesce()
         return params
 
+    def _masked_ego(self) -> torch.Tensor:
+        """Ego embeddings with cold items' rows zeroed (untrained noise) before any propagation."""
+        import torch
+
+        assert self._warm_t is not None
+        ego = self._params["ego"]
+        mask = torch.cat([torch.ones(self._n_users, device=ego.device), self._warm_t])[:, None]
+        return ego * mask
+
     def _parts(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(users, {"collaborative": LightGCN item term, modality: its item-graph term})."""
         import torch
 
-        assert self._warm_t is not None
         n_u = self._n_users
-        ego = self._params["ego"]
-        # cold items' ego rows are untrained noise: zero them before any propagation
-        mask = torch.cat([torch.ones(n_u, device=ego.device), self._warm_t])[:, None]
-        ego = ego * mask
+        ego = self._masked_ego()
         emb = self._propagate(ego)
         item_ego = ego[n_u:]
         parts = {"collaborative": emb[n_u:]}
@@ -184,9 +189,22 @@ class MMGraph(LightGCN):
         import torch
 
         b = users.shape[0]
-        u_all, parts = self._parts()
-        items = functools.reduce(operator.add, parts.values())
-        loss = bpr_loss(u_all[users], items[pos], items[neg])
+        n_u = self._n_users
+        ego = self._masked_ego()
+        emb = self._propagate(ego)
+        need = torch.cat([pos, neg])
+        items = emb[n_u:][need]
+        # the item-graph term only for the batch's items: rows of S (2B x k entries) times the
+        # ego table, instead of S @ E over the whole catalogue (n_items x k) in every batch
+        rows = need.cpu().numpy()
+        for g in self._graphs.values():
+            sub = g[rows].tocoo()
+            s_rows = torch.sparse_coo_tensor(
+                torch.from_numpy(np.vstack([sub.row, sub.col]).astype(np.int64)), torch.from_numpy(sub.data),
+                size=sub.shape, device=ego.device, check_invariants=False,
+            )
+            items = items + self.item_weight * torch.sparse.mm(s_rows, ego[n_u:])
+        loss = bpr_loss(emb[:n_u][users], items[:b], items[b:])
         idx = torch.cat([users, pos + self._n_users, neg + self._n_users])
         return loss + self.reg * l2_penalty(self._params["ego"][idx], b)
 

@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from mmrec.data.interactions import Interactions
-from mmrec.errors import ModelError
+from mmrec.errors import ConfigError, ModelError
 from mmrec.models.base import Recommender, popularity_scores
 
 if TYPE_CHECKING:
@@ -279,11 +279,26 @@ class FactorModel(ColdUserFallback, Recommender):
     seed: int
     device: str
 
+    #: 2-D parameters the batch loss reads only by row (`_rows`): they get sparse gradients and a
+    #: lazy Adam (torch SparseAdam), so an optimiser step touches the batch's rows, not the
+    #: whole (n_users + n_items) x d table: the per-step cost stops growing with the catalogue
+    sparse_tables: ClassVar[tuple[str, ...]] = ()
+
     def __init__(self) -> None:
         super().__init__()
         self.user_factors: np.ndarray | None = None  # (n_users, d) float32
         self.item_factors: np.ndarray | None = None  # (n_items, d) float32
         self._params: dict[str, torch.Tensor] = {}
+        self._sparse_on = False
+
+    def _rows(self, name: str, index: torch.Tensor) -> torch.Tensor:
+        """Rows `index` of parameter `name` (a sparse-gradient lookup while training sparse tables)."""
+        import torch.nn.functional as F
+
+        table = self._params[name]
+        if not (self._sparse_on and name in self.sparse_tables) or table.dim() != 2:
+            return table[index]
+        return F.embedding(index, table, sparse=True)
 
     # -- hooks ------------------------------------------------------------------------------
     @abstractmethod
@@ -296,6 +311,9 @@ class FactorModel(ColdUserFallback, Recommender):
     def _batch_loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         """Loss of one batch of (user, positive item, negative item) index tensors."""
 
+    def _epoch_start(self, epoch: int) -> None:
+        """Hook before each epoch's batches (e.g. refresh a cached table); nothing by default."""
+
     @abstractmethod
     def _factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(user factors, item factors) the current parameters score with (no grad needed)."""
@@ -306,35 +324,49 @@ class FactorModel(ColdUserFallback, Recommender):
 
         check_positive(lr=self.lr, batch_size=self.batch_size)
         rng, generator = seeded_generators(self.seed)
+        from mmrec.runtime import resolve_device, to_device
+
         try:
-            device = torch.device(self.device)
-        except RuntimeError as exc:
-            raise ModelError(f"{self.name}: bad device {self.device!r} ({exc}); use 'cpu' or 'cuda'") from exc
+            device = torch.device(resolve_device(self.device))
+        except (RuntimeError, ConfigError) as exc:
+            raise ModelError(f"{self.name}: bad device {self.device!r} ({exc}); use 'auto', 'cpu' or 'cuda'") from exc
         matrix = sp.csr_matrix(train.matrix)
         self._params = self._build(matrix, generator, device)
         # under torchrun: DDP over the processes, each taking a share of every batch (None otherwise)
         from mmrec.distributed.ddp import DataParallel
 
         dp = DataParallel.wrap(self, device)
-        optimiser = torch.optim.Adam(list(self._params.values()), lr=self.lr)
+        # DDP all-reduces dense gradients: sparse tables only in a single process
+        self._sparse_on = dp is None and bool(self.sparse_tables)
+        sparse = [v for k, v in self._params.items() if self._sparse_on and k in self.sparse_tables]
+        dense = [v for k, v in self._params.items() if not (self._sparse_on and k in self.sparse_tables)]
+        optimisers = ([torch.optim.Adam(dense, lr=self.lr)] if dense else []) + (
+            [torch.optim.SparseAdam(sparse, lr=self.lr)] if sparse else []
+        )
         users, items = positive_pairs(matrix)
         if len(users) == 0:
             raise ModelError(f"{self.name}: the training matrix has no interactions")
         sampler = NegativeSampler(matrix)
 
         def train_epoch(epoch: int) -> float:
+            self._epoch_start(epoch)
             total = 0.0
             for u, p, n in bpr_batches(users, items, sampler, self.batch_size, rng):
                 if dp is not None:
                     loss, share = dp.loss(u, p, n)
                 else:
+                    # pinned + non-blocking on CUDA: the index copies overlap the previous step
                     loss = self._batch_loss(
-                        torch.from_numpy(u).to(device), torch.from_numpy(p).to(device), torch.from_numpy(n).to(device)
+                        to_device(torch.from_numpy(u), device),
+                        to_device(torch.from_numpy(p), device),
+                        to_device(torch.from_numpy(n), device),
                     )
                     share = float(loss.detach()) * len(u)
-                optimiser.zero_grad(set_to_none=True)
+                for optimiser in optimisers:
+                    optimiser.zero_grad(set_to_none=True)
                 loss.backward()
-                optimiser.step()
+                for optimiser in optimisers:
+                    optimiser.step()
                 total += share
             return (total if dp is None else dp.all_sum(total)) / len(users)
 
@@ -361,6 +393,7 @@ class FactorModel(ColdUserFallback, Recommender):
             min_epochs=getattr(self, "min_epochs", 0),
             name=self.name,
         )
+        self._sparse_on = False
         self._export()
         self._params = {}  # scoring needs the numpy factors only; free the graph inputs
 

@@ -11,7 +11,9 @@ learned "absent" vector of that modality), never a zero vector read as content.
 
 User tower. u = p_u + mean of the item-tower vectors of the user's training items: the ID part
 learns what the history does not say, the history part is what lets a user who arrives with a few
-item ids be embedded without retraining (`score_history`).
+item ids be embedded without retraining (`score_history`). While training, the mean is read from
+an item table refreshed once per epoch (`history_cache`), so an epoch's tower work grows with the
+interactions, not with interactions x catalogue.
 
 Losses. `bpr` (sampled negatives) or `infonce` (in-batch sampled softmax over the batch's
 positives with temperature, duplicates of a row's positive masked), plus a contrastive alignment
@@ -75,6 +77,10 @@ class TwoTower(FactorModel):
         align_weight: weight of the cross-modal contrastive alignment term (0 disables it).
         align_temperature: its temperature.
         use_history: add the mean of the user's item vectors to the user's ID embedding.
+        history_cache: take that mean, while training, from an item table computed once per
+            epoch without gradient (O(n_items) per epoch) instead of running the tower over
+            every history item of every batch with gradient (exact, but a batch of users then
+            needs most of a catalogue: an epoch costs ~ (interactions / batch) x n_items).
         id_dropout: share of a batch's items whose ID embedding is dropped in a step.
         lr, reg, batch_size, max_epochs, eval_every, patience, min_epochs, init_std, seed, device: as in BPR
             (reg is the L2 weight on the batch's ID embeddings; weight_decay on the towers).
@@ -90,6 +96,7 @@ class TwoTower(FactorModel):
     """
 
     name = "two_tower"
+    sparse_tables = ("user", "item")  # ID tables read by row only: lazy Adam on the batch's rows
 
     def __init__(
         self,
@@ -103,6 +110,7 @@ class TwoTower(FactorModel):
         align_weight: float = 0.05,
         align_temperature: float = 0.2,
         use_history: bool = True,
+        history_cache: bool = True,
         id_dropout: float = 0.3,
         lr: float = 5e-3,
         reg: float = 1e-3,
@@ -134,6 +142,8 @@ class TwoTower(FactorModel):
         self.temperature, self.align_weight = float(temperature), float(align_weight)
         self.align_temperature = float(align_temperature)
         self.use_history = bool(use_history)
+        self.history_cache = bool(history_cache)
+        self._hist_table: torch.Tensor | None = None
         self.id_dropout = float(id_dropout)
         self.lr, self.reg, self.weight_decay = float(lr), float(reg), float(weight_decay)
         self.batch_size, self.max_epochs = int(batch_size), int(max_epochs)
@@ -145,6 +155,7 @@ class TwoTower(FactorModel):
         self._t: dict[str, torch.Tensor] = {}
         self._gen: torch.Generator | None = None
         self._hist: sp.csr_matrix | None = None
+        self.last_tower_rows = 0  # item-tower rows run for the last training batch (tests, benchmarks)
 
     @property
     def sources(self) -> list[str]:
@@ -166,6 +177,14 @@ class TwoTower(FactorModel):
             super()._fit(train, valid)
         finally:
             self._feats, self._masks, self._t, self._gen, self._hist = [], [], {}, None, None
+            self._hist_table = None
+
+    def _epoch_start(self, epoch: int) -> None:
+        if self.use_history and self.history_cache:
+            import torch
+
+            with torch.no_grad():  # the history half of the user tower reads this table all epoch
+                self._hist_table = self._items(train=False).detach()
 
     def _build(
         self, matrix: sp.csr_matrix, generator: torch.Generator, device: torch.device
@@ -224,7 +243,8 @@ class TwoTower(FactorModel):
         if train and self.id_dropout > 0:
             keep = (torch.rand(present.shape[0], generator=self._gen) >= self.id_dropout).to(present.device)
             present = present * keep
-        out = {"id": p["item"][sel] * present[:, None], "id_present": present}
+        q = p["item"][sel] if items is None else self._rows("item", items)
+        out = {"id": q * present[:, None], "id_present": present}
         for m in self.modalities:
             x = self._t[f"feat_{m}"][sel]
             h = x @ p[f"w1_{m}"] + p[f"b1_{m}"]
@@ -261,19 +281,63 @@ class TwoTower(FactorModel):
         return sum(parts.values())  # type: ignore[return-value]
 
     def _users(self, users: torch.Tensor | None, all_items: torch.Tensor) -> torch.Tensor:
-        import torch
-
+        """User vectors from the full item table (export): ID part + history mean."""
         p_u = self._params["user"] if users is None else self._params["user"][users]
         if not self.use_history:
             return p_u
         assert self._hist is not None  # built by _build whenever use_history is on
         rows = self._hist if users is None else self._hist[users.cpu().numpy()]
+        return p_u + self._history_mean(rows, all_items)
+
+    @staticmethod
+    def _history_mean(rows: sp.csr_matrix, item_vectors: torch.Tensor) -> torch.Tensor:
+        """(B, d) = rows (B, n) @ item_vectors (n, d): the row-normalised history sum, as spmm."""
+        import torch
+
         coo = rows.tocoo()
         hist = torch.sparse_coo_tensor(
-            torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64)), torch.from_numpy(coo.data), size=coo.shape, device=all_items.device,
+            torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64)), torch.from_numpy(coo.data), size=coo.shape, device=item_vectors.device,
             check_invariants=False,
         )
-        return p_u + torch.sparse.mm(hist, all_items)
+        return torch.sparse.mm(hist, item_vectors)
+
+    def _batch_items(
+        self, users: torch.Tensor, items: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(user vectors, vectors of `items`) for a batch, running the item tower on the batch's items only.
+
+        With `history_cache` (default) the history mean comes from the table `_epoch_start`
+        computed once this epoch (no gradient), and the tower runs over `items` alone: an
+        epoch costs O(interactions) tower rows plus one O(n_items) pass. Without it the tower
+        runs once over the distinct items the batch needs (its positives, negatives and the
+        training histories of its users) with gradient: the exact computation on the full
+        table (ID dropout drawn per needed item), with the rows nobody in the batch uses
+        skipped, but a batch of a few thousand users still needs most of a catalogue of a few
+        thousand items. Either way the whole catalogue no longer runs through the tower in
+        every batch, which cost (interactions / batch_size) x n_items tower rows per epoch.
+        """
+        import torch
+
+        device = items.device
+        items_np = items.cpu().numpy()
+        p_u = self._rows("user", users)
+        if not self.use_history:
+            self.last_tower_rows = len(items_np)
+            return p_u, self._items(items, train=True)
+        assert self._hist is not None  # built by _build whenever use_history is on
+        rows = self._hist[users.cpu().numpy()]  # (B, n_items) row-normalised histories
+        if self.history_cache and self._hist_table is not None:
+            self.last_tower_rows = len(items_np)
+            return p_u + self._history_mean(rows, self._hist_table), self._items(items, train=True)
+        need = np.unique(np.concatenate([rows.indices, items_np]))  # sorted distinct items
+        need_t = torch.from_numpy(need).to(device)
+        vectors = self._items(need_t, train=True)  # (n_need, d): the tower's only pass
+        local = sp.csr_matrix(
+            (rows.data, np.searchsorted(need, rows.indices), rows.indptr), shape=(rows.shape[0], len(need))
+        )
+        at = torch.from_numpy(np.searchsorted(need, items_np)).to(device)
+        self.last_tower_rows = len(need)
+        return p_u + self._history_mean(local, vectors), vectors[at]
 
     #: at most this many distinct items of a batch enter the alignment term
     align_items: int = 512
@@ -307,14 +371,8 @@ class TwoTower(FactorModel):
         import torch.nn.functional as F
 
         b = users.shape[0]
-        all_items = self._items(train=True) if self.use_history else None
-        if all_items is not None:
-            u = self._users(users, all_items)
-            e_pos, e_neg = all_items[pos], all_items[neg]
-        else:
-            u = self._users(users, torch.empty(0))
-            both = self._items(torch.cat([pos, neg]), train=True)
-            e_pos, e_neg = both[:b], both[b:]
+        u, both = self._batch_items(users, torch.cat([pos, neg]))
+        e_pos, e_neg = both[:b], both[b:]
         if self.loss == "bpr":
             loss = F.softplus(-((u * (e_pos - e_neg)).sum(-1))).mean()
         else:
@@ -322,7 +380,7 @@ class TwoTower(FactorModel):
             same = pos[None, :] == pos[:, None]  # other rows whose positive is this row's positive
             logits = logits.masked_fill(same & ~torch.eye(b, dtype=torch.bool, device=logits.device), float("-inf"))
             loss = F.cross_entropy(logits, torch.arange(b, device=logits.device))
-        loss = loss + self.reg * (l2_penalty(self._params["user"][users], b) + l2_penalty(self._params["item"][pos], b))
+        loss = loss + self.reg * (l2_penalty(self._rows("user", users), b) + l2_penalty(self._rows("item", pos), b))
         if self.weight_decay:
             tower = sum(v.square().sum() for k, v in self._params.items() if k.startswith(("w1_", "w2_", "fuse_")))
             loss = loss + self.weight_decay * 0.5 * tower / b

@@ -62,6 +62,7 @@ class VBPR(FactorModel):
     """
 
     name = "vbpr"
+    sparse_tables = ("user", "theta", "item")  # read by row only: lazy Adam on the batch's rows
 
     def __init__(
         self,
@@ -166,8 +167,8 @@ class VBPR(FactorModel):
 
         b = users.shape[0]
         items = torch.cat([pos, neg])
-        p_u, th_u = self._params["user"][users], self._params["theta"][users]
-        q, bi = self._params["item"][items], self._params["item_bias"][items]
+        p_u, th_u = self._rows("user", users), self._rows("theta", users)
+        q, bi = self._rows("item", items), self._params["item_bias"][items]
         c, cb = self._content(items)
         q_used, bi_used = q, bi
         if self.id_dropout > 0:
