@@ -98,6 +98,25 @@ class ViewReader:
         for _, values in rows:
             values = values or {}
             for f in fields:
-                v = values.get(f)
-                out[f].append(None if v is None else feast_value_type_to_python_type(v))
+                out[f].append(_python(values.get(f), feast_value_type_to_python_type))
         return out
+
+
+#: value kinds whose Python form is the attribute itself (what Feast's converter returns for them)
+_SCALARS = frozenset({"string_val", "int32_val", "int64_val", "float_val", "double_val", "bool_val", "bytes_val"})
+_LISTS = frozenset({"string_list_val", "int32_list_val", "int64_list_val", "float_list_val", "double_list_val",
+                    "bool_list_val", "bytes_list_val"})
+
+
+def _python(value: Any, convert: Any) -> Any:
+    """A ValueProto as Python: the plain kinds read directly, every other one by Feast's converter."""
+    if value is None:
+        return None
+    kind = value.WhichOneof("val")
+    if kind is None:
+        return None
+    if kind in _SCALARS:
+        return getattr(value, kind)
+    if kind in _LISTS:
+        return list(getattr(value, kind).val)
+    return convert(value)

@@ -360,12 +360,33 @@ class FactorModel(ColdUserFallback, Recommender):
         vector whose scores best reproduce "these items and not the others" (PureSVD/ALS
         fold-in). It needs no training code, so it works for every dot-product model alike.
         """
+        from scipy.linalg import cho_solve
+
         assert self.item_factors is not None
-        q = self.item_factors.astype(np.float64)
+        rhs = np.asarray(rows @ self.item_factors, dtype=np.float64)  # (n, d)
+        return cho_solve(self._item_derived("fold_in", self._fold_in_factor), rhs.T).T.astype(np.float32)
+
+    def _fold_in_factor(self, q: np.ndarray) -> tuple[np.ndarray, bool]:
+        """Cholesky factor of Q^T Q + lam I: O(n_items d^2), so computed once, not per request."""
+        from scipy.linalg import cho_factor
+
+        q = q.astype(np.float64)
         gram = q.T @ q
         lam = self.fold_in_reg * max(float(np.trace(gram)) / max(gram.shape[0], 1), 1e-6)
-        rhs = np.asarray(rows @ q)  # (n, d)
-        return np.linalg.solve(gram + lam * np.eye(gram.shape[0]), rhs.T).T.astype(np.float32)
+        return cho_factor(gram + lam * np.eye(gram.shape[0]))
+
+    def _item_derived(self, name: str, build: Callable[[np.ndarray], Any]) -> Any:
+        """`build(item_factors)`, kept until `item_factors` is replaced (fit, load).
+
+        Serving calls `score_history` and `item_affinity` per request; what they derive from the
+        whole item matrix (the fold-in system, the item norms) must not be recomputed each time.
+        The cache holds the very array it was built from, so a new one is never served stale.
+        """
+        cache = self.__dict__.setdefault("_derived", {})
+        hit = cache.get(name)
+        if hit is None or hit[0] is not self.item_factors:
+            hit = cache[name] = (self.item_factors, build(self.item_factors))
+        return hit[1]
 
     def _score_history(self, rows: sp.csr_matrix) -> np.ndarray:
         assert self.item_factors is not None
@@ -374,7 +395,7 @@ class FactorModel(ColdUserFallback, Recommender):
     def item_affinity(self, item: int, others: np.ndarray) -> np.ndarray:
         assert self.item_factors is not None
         q = self.item_factors
-        norms = np.linalg.norm(q, axis=1) + 1e-12
+        norms = self._item_derived("norms", lambda f: np.linalg.norm(f, axis=1) + 1e-12)
         others = np.asarray(others, np.int64)
         return (q[others] @ q[item]) / (norms[others] * norms[item])
 

@@ -49,6 +49,9 @@ class ServeSettings(BaseModel):
         max_body_bytes: request bodies above this are refused with 413 before they are parsed.
         history_limit: most recent history items returned per user.
         reload_interval_s: how often the champion alias is polled (0: only POST /admin/reload).
+        inline_max_items: session and explain requests are computed on the event loop while the
+            model has at most this many items (a scoring pass well under 1 ms), in the thread pool
+            above (so a large catalogue never stalls the loop). 0: always in the thread pool.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -59,6 +62,7 @@ class ServeSettings(BaseModel):
     max_body_bytes: int = Field(64 * 1024, ge=256)
     history_limit: int = Field(50, ge=1)
     reload_interval_s: float = Field(30.0, ge=0.0)
+    inline_max_items: int = Field(50_000, ge=0)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> ServeSettings:
@@ -68,7 +72,7 @@ class ServeSettings(BaseModel):
             values["api_key"] = os.environ[API_KEY_ENV]
         if os.environ.get(LOG_KEY_ENV):
             values["log_key"] = os.environ[LOG_KEY_ENV]
-        for name in ("default_k", "max_body_bytes", "history_limit", "reload_interval_s"):
+        for name in ("default_k", "max_body_bytes", "history_limit", "reload_interval_s", "inline_max_items"):
             env = f"MMREC_SERVE_{name.upper()}"
             if os.environ.get(env):
                 values[name] = os.environ[env]
