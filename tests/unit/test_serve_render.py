@@ -18,15 +18,15 @@ import pytest
 
 pytest.importorskip("fastapi")
 orjson = pytest.importorskip("orjson")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from mmrec.serve.app import create_app  # noqa: E402
-from mmrec.serve.catalog import Catalog  # noqa: E402
-from mmrec.serve.render import ItemFragments, RankedItems, dumps  # noqa: E402
-from mmrec.serve.settings import ServeSettings  # noqa: E402
-from mmrec.serve.state import StateHolder  # noqa: E402
-from tests.conftest import FIXTURES  # noqa: E402
-from tests.serving import ListSource, tiny_frames, tiny_state  # noqa: E402
+from mmrec.serve.app import create_app
+from mmrec.serve.catalog import Catalog
+from mmrec.serve.render import ItemFragments, RankedItems, dumps
+from mmrec.serve.settings import ServeSettings
+from mmrec.serve.state import StateHolder
+from tests.conftest import FIXTURES
+from tests.serving import ListSource, tiny_frames, tiny_state
 
 TINY = FIXTURES / "tiny" / "dataset.yaml"
 
