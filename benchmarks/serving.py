@@ -9,7 +9,7 @@ users' precomputed top-K (the read behind GET /users/{id}/recommendations) two w
 (`mmrec.feature_reads.ViewReader`, what the API calls), sequentially and from 32 threads.
 
 The machine may be shared, so every figure is compared with a reference measured in the same
-run, and the run is split into `--rounds` rounds that each visit every (profile, endpoint,
+run; the server's CPU time per request is printed too (it barely moves with other load). The run is split into `--rounds` rounds that each visit every (profile, endpoint,
 clients) cell in turn: a burst of load from another process then lands on all cells alike
 instead of on whichever cell happened to be running. Targets (issue 15):
 - precomputed recommendations >= 50% of /health's requests/s at 32 clients;
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -110,10 +111,32 @@ async def _load(port: int, requests: list[bytes], clients: int, limit: int, seco
     return {"lat": lat, "wall": time.perf_counter() - start, "statuses": statuses}
 
 
-def load(port: int, requests: list[bytes], clients: int, limit: int, seconds: float, warmup: int = 50) -> dict[str, Any]:
-    """One burst of `limit` requests (or `seconds`) from `clients` connections: raw latencies."""
+def load(port: int, requests: list[bytes], clients: int, limit: int, seconds: float, warmup: int = 50,
+         server: Any = None) -> dict[str, Any]:
+    """One burst of `limit` requests (or `seconds`) from `clients` connections: raw latencies, and
+    the CPU seconds the server process (`psutil.Process`, workers included) spent on them."""
     asyncio.run(_load(port, requests, min(clients, 4), warmup, seconds))  # warm caches and the pool
-    return asyncio.run(_load(port, requests, clients, limit, seconds))
+    before = cpu_seconds(server)
+    out = asyncio.run(_load(port, requests, clients, limit, seconds))
+    return {**out, "cpu": cpu_seconds(server) - before}
+
+
+def cpu_seconds(server: Any) -> float:
+    """User + system CPU time of the server and its worker processes (0 without a server).
+
+    Unlike latency and requests/s, CPU time per request hardly moves when other processes share
+    the cores: it is the figure to compare across runs on a busy machine.
+    """
+    if server is None:
+        return 0.0
+    import psutil
+
+    total = 0.0
+    for proc in [server, *server.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):  # a worker that just exited
+            t = proc.cpu_times()
+            total += t.user + t.system
+    return total
 
 
 def summarise(parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -126,6 +149,8 @@ def summarise(parts: list[dict[str, Any]]) -> dict[str, Any]:
         for code, n in p.get("statuses", {}).items():
             statuses[code] = statuses.get(code, 0) + n
     out = {"n": len(lat), "rps": round(len(lat) / wall, 1) if wall else 0.0, **pct(lat)}
+    if "cpu" in parts[0]:
+        out["server_cpu_us"] = round(sum(p["cpu"] for p in parts) / max(len(lat), 1) * 1e6, 1)
     return {**out, "statuses": statuses} if "statuses" in parts[0] else out
 
 
@@ -286,6 +311,8 @@ def main() -> None:
     results: dict[str, Any] = {"dataset": ctx.spec.name, "cpus": os.cpu_count(), "rounds": rounds, "profiles": {},
                                "load_average_before": os.getloadavg()[0]}
     codes = {"this": None, **({"baseline": args.baseline.resolve()} if args.baseline else {})}
+    import psutil
+
     servers: dict[tuple[str, Any], tuple[subprocess.Popen[bytes], int]] = {}
     logs = Path(tempfile.mkdtemp(prefix="mmrec-serving-bench-"))
     raw: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -297,11 +324,11 @@ def main() -> None:
         for r in range(rounds):
             for p in profiles:
                 for code in codes:
-                    port = servers[(code, p)][1]
+                    proc, port = servers[(code, p)]
                     for name, reqs in cells.items():
                         for c in client_counts:
                             raw.setdefault((f"{code}/{names[p]}", f"api|{name} @{c}"), []).append(
-                                load(port, reqs, c, per_round, secs))
+                                load(port, reqs, c, per_round, secs, server=psutil.Process(proc.pid)))
                 for name, read in readers(onlines[p]).items():
                     for c in client_counts:
                         raw.setdefault((names[p], f"bare|{name} @{c}"), []).append(bare_reads(read, users, c, per_round, secs))
@@ -325,13 +352,15 @@ def main() -> None:
           f"{results['load_average_after']:.1f} after (above {os.cpu_count()}: other processes share the cores and the "
           f"absolute figures are inflated; compare the ratios)\n")
     width = max(len(r) for r in results["profiles"])
-    print(f"{'store':<{width}} {'endpoint':<52} {'clients':>7} {'n':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'req/s':>8}  statuses")
+    print(f"{'store':<{width}} {'endpoint':<52} {'clients':>7} {'n':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'req/s':>8} "
+          f"{'cpu us':>7}  statuses")
     for profile, res in results["profiles"].items():
         for key_, r in [*res["api"].items(), *res["bare"].items()]:
             name, clients = key_.rsplit(" @", 1)
             statuses = ",".join(f"{s}:{n}" for s, n in sorted(r.get("statuses", {}).items())) or "-"
+            cpu = f"{r['server_cpu_us']:>7.0f}" if "server_cpu_us" in r else f"{'-':>7}"
             print(f"{profile:<{width}} {name:<52} {clients:>7} {r['n']:>6} {r['p50']:>8.2f} {r['p95']:>8.2f} {r['p99']:>8.2f} "
-                  f"{r['rps']:>8.1f}  {statuses}")
+                  f"{r['rps']:>8.1f} {cpu}  {statuses}")
     print()
     met_all = True
     for profile, res in results["profiles"].items():
@@ -347,6 +376,11 @@ def main() -> None:
                   f"{t['bound']:g}) {'met' if t['met'] else 'NOT met'}")
         lo = min(client_counts)
         lean = res["bare"][f"online_read (ViewReader) @{lo}"]["p50"]
+        hi = max(client_counts)
+        cpu = {n: res["api"][f"{n} @{hi}"].get("server_cpu_us") for n in (PRE, HEALTH)}
+        if all(cpu.values()):
+            print(f"{profile:<{width}} (server CPU per request @{hi}: precomputed {cpu[PRE]:.0f} us, /health {cpu[HEALTH]:.0f} us: "
+                  f"/health's share {cpu[HEALTH] / cpu[PRE]:.2f}, what req/s would show on a machine with a core to spare)")
         print(f"{profile:<{width}} (precomputed p50 / the API's own online_read p50 @{lo}: "
               f"{res['api'][f'{PRE} @{lo}']['p50'] / lean:.2f}x; /health p50 / online_read p50: "
               f"{res['api'][f'{HEALTH} @{lo}']['p50'] / lean:.2f}x)")

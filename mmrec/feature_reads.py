@@ -32,18 +32,21 @@ class ViewReader:
     """Reads of feature views of one `FeatureStore` through its online store's `online_read`.
 
     Args:
-        store: the Feast store (its config and registry; its own online-store object is not used,
-            so this reader owns one connection of its own).
+        store: the Feast store: its config, its registry and its provider's online-store object
+            (so both read paths share one connection, and whatever reopens or reconnects the
+            store's connection does it for this reader too).
     """
 
     def __init__(self, store: FeatureStore) -> None:
-        from feast.infra.online_stores.helpers import get_online_store_from_config
-
         self.store = store
         self.config = store.config
-        self.online_store = get_online_store_from_config(store.config.online_store)
         self._views: dict[str, tuple[Any, str]] = {}
         self._lock = threading.Lock()
+
+    @property
+    def online_store(self) -> Any:
+        """The store's own online-store plugin object (the one `get_online_features` uses)."""
+        return self.store._get_provider().online_store
 
     def forget(self) -> None:
         """Drop the cached feature views (the registry was refreshed)."""

@@ -360,20 +360,23 @@ class FactorModel(ColdUserFallback, Recommender):
         vector whose scores best reproduce "these items and not the others" (PureSVD/ALS
         fold-in). It needs no training code, so it works for every dot-product model alike.
         """
-        from scipy.linalg import cho_solve
-
         assert self.item_factors is not None
         rhs = np.asarray(rows @ self.item_factors, dtype=np.float64)  # (n, d)
-        return cho_solve(self._item_derived("fold_in", self._fold_in_factor), rhs.T).T.astype(np.float32)
+        return (rhs @ self._item_derived("fold_in", self._fold_in_operator)).astype(np.float32)
 
-    def _fold_in_factor(self, q: np.ndarray) -> tuple[np.ndarray, bool]:
-        """Cholesky factor of Q^T Q + lam I: O(n_items d^2), so computed once, not per request."""
-        from scipy.linalg import cho_factor
+    def _fold_in_operator(self, q: np.ndarray) -> np.ndarray:
+        """(Q^T Q + lam I)^-1, (d, d): O(n_items d^2) to build, so built once, not per request.
+
+        An explicit inverse is safe here: lam is the mean eigenvalue of Q^T Q, so the system's
+        condition number is at most d + 1; a request then costs one (n, d) x (d, d) product.
+        """
+        from scipy.linalg import cho_factor, cho_solve
 
         q = q.astype(np.float64)
         gram = q.T @ q
         lam = self.fold_in_reg * max(float(np.trace(gram)) / max(gram.shape[0], 1), 1e-6)
-        return cho_factor(gram + lam * np.eye(gram.shape[0]))
+        eye = np.eye(gram.shape[0])
+        return cho_solve(cho_factor(gram + lam * eye), eye)  # symmetric: p = rhs @ inv
 
     def _item_derived(self, name: str, build: Callable[[np.ndarray], Any]) -> Any:
         """`build(item_factors)`, kept until `item_factors` is replaced (fit, load).

@@ -136,3 +136,18 @@ def test_factor_models_rebuild_their_serving_caches_when_the_item_matrix_changes
     scores, affinity = fresh(model.item_factors)
     assert np.allclose(model.score_history(history), scores, atol=1e-5) and not np.allclose(scores, old, atol=1e-3)
     assert np.allclose(model.item_affinity(0, np.asarray([1, 2])), affinity, atol=1e-6)
+
+
+def test_explain_id_lookup_follows_a_replaced_id_array():
+    """explain() maps ids to positions through a cached dict, rebuilt for every new ids array."""
+    from mmrec.errors import NotFoundError
+    from mmrec.explain import _index
+
+    ids = np.asarray(["a", "b", "c", "b"], dtype=object)
+    assert [_index(ids, k, "user") for k in ("a", "b", "c")] == [0, 1, 2]  # first occurrence, as before
+    other = np.asarray(["c", "a"], dtype=object)
+    assert _index(other, "a", "user") == 1 and _index(ids, "a", "user") == 0
+    with pytest.raises(NotFoundError, match="unknown item id 'z'"):
+        _index(other, "z", "item")
+    with pytest.raises(NotFoundError):
+        _index(None, "a", "user")
