@@ -18,7 +18,6 @@ import numpy as np
 from mmrec.errors import NotFoundError
 from mmrec.models.base import Recommender
 
-
 #: id(ids array) -> (that array, id -> first position): the API explains one pair per request, and
 #: scanning 10^5-10^6 ids for each would cost more than the explanation; a few models at most
 #: (the served one, the one being loaded) are kept
