@@ -8,10 +8,10 @@ Threading: the hot, sub-millisecond handlers (precomputed recommendations, simil
 and user look-ups, probes, dependencies) are `async def` and run on the event loop: their work
 is short and CPU-bound, so a hop to the thread pool would only add latency (and with the GIL,
 no parallelism). Handlers that score the model over the catalogue (sessions, explanations) run
-on the loop too while the model has at most `ServeSettings.inline_max_items` items (one scoring
-pass is then well under a millisecond: at 32 clients, 32 threads fighting for the GIL made
-their p99 2x that of the precomputed path, against 1.3x inline) and in the thread pool above
-that, so a large catalogue never stalls the loop. Reload is `def` (seconds of I/O).
+on the loop too while the model has at most `ServeSettings.inline_max_items` items (a scoring
+pass is then a fraction of a millisecond, less than the hop to a thread and back, and 32 pool
+threads contending for the GIL only stretch the tail) and in the thread pool above that, so a
+large catalogue never stalls the loop. Reload is `def` (seconds of I/O).
 
 Data routes answer pre-rendered JSON bytes (mmrec/serve/render.py): orjson, each item's record
 serialised once per serving state; their `response_model` still documents the schema.
