@@ -18,12 +18,27 @@ import numpy as np
 from mmrec.errors import NotFoundError
 from mmrec.models.base import Recommender
 
+#: id(ids array) -> (that array, id -> first position): the API explains one pair per request, and
+#: scanning 10^5-10^6 ids for each would cost more than the explanation; a few models at most
+#: (the served one, the one being loaded) are kept
+_POSITIONS: dict[int, tuple[Any, dict[str, int]]] = {}
+
 
 def _index(ids: np.ndarray | None, key: str, kind: str) -> int:
-    hits = np.flatnonzero(np.asarray(ids, dtype=object) == key) if ids is not None else np.zeros(0, np.int64)
-    if not len(hits):
+    pos = None
+    if ids is not None:
+        hit = _POSITIONS.get(id(ids))
+        if hit is None or hit[0] is not ids:  # a new array (the id of a freed one may come back)
+            positions: dict[str, int] = {}
+            for i, v in enumerate(ids):
+                positions.setdefault(str(v), i)
+            if len(_POSITIONS) >= 4:
+                _POSITIONS.clear()
+            hit = _POSITIONS[id(ids)] = (ids, positions)
+        pos = hit[1].get(key)
+    if pos is None:
         raise NotFoundError(kind, key, f"unknown {kind} id {key!r}: not in the model's training index")
-    return int(hits[0])
+    return pos
 
 
 def explain(model: Recommender, user_id: str, item_id: str, top_n: int = 5) -> dict[str, Any]:
@@ -46,7 +61,8 @@ def explain(model: Recommender, user_id: str, item_id: str, top_n: int = 5) -> d
     i = _index(model.item_ids, str(item_id), "item")
     assert model.train_matrix is not None and model.item_ids is not None
     scores = np.array(model.score(np.asarray([u])), dtype=np.float32).ravel()
-    seen = model.train_matrix[u].indices
+    tm = model.train_matrix
+    seen = tm.indices[tm.indptr[u] : tm.indptr[u + 1]]  # the user's row (no scipy slicing per request)
     unseen = np.ones(len(scores), dtype=bool)
     unseen[seen] = False
     score = float(scores[i])

@@ -704,9 +704,12 @@ class OnlineFeatures:
             )
         from feast import FeatureStore
 
+        from mmrec.feature_reads import ViewReader
+
         self.store = FeatureStore(repo_path=str(config.repo_path), config=config)
         # sqlite: the file this reader serves, by identity (a deleted or replaced file is noticed)
         self._db = Path(str(config.online_store.path)) if self.profile == "sqlite" else None
+        self.views_reader = ViewReader(self.store)  # the API's reads: one view per call, no SDK overhead
 
     @classmethod
     def from_context(cls, ctx: StageContext, profile: str | None = None) -> OnlineFeatures:
@@ -724,20 +727,25 @@ class OnlineFeatures:
         try:
             return self.store.get_online_features(features=list(features), entity_rows=list(entity_rows)).to_dict()
         except Exception as exc:
-            if self._db is not None and _sqlite_broken(exc):
-                raise ServiceUnavailable(
-                    "sqlite", self._shown_db(),
-                    f"Feast online store {self._shown_db()} cannot be read ({type(exc).__name__}: {str(exc)[:200]}); "
-                    "rebuild it with `mmrec stage materialize` (the API reopens it by itself, or POST /admin/reload?force=true)",
-                ) from exc
-            if not _connection_lost(exc):
-                raise
-            where = _redacted(self.params.redis_url) if self.profile == "redis" else self.profile
-            raise ServiceUnavailable(
-                self.profile, where,
-                f"Feast online store ({self.profile} at {where}) is unreachable: {type(exc).__name__}: "
-                f"{str(exc)[:200]}; retry shortly (the reader reconnects on its own)",
-            ) from exc
+            raise self._unavailable(exc) from exc
+
+    def _unavailable(self, exc: Exception) -> Exception:
+        """`exc` itself, or `ServiceUnavailable` when it means the online store is unusable: a
+        corrupt sqlite file, or a store server that is gone."""
+        if self._db is not None and _sqlite_broken(exc):
+            return ServiceUnavailable(
+                "sqlite", self._shown_db(),
+                f"Feast online store {self._shown_db()} cannot be read ({type(exc).__name__}: {str(exc)[:200]}); "
+                "rebuild it with `mmrec stage materialize` (the API reopens it by itself, or POST /admin/reload?force=true)",
+            )
+        if not _connection_lost(exc):
+            return exc
+        where = _redacted(self.params.redis_url) if self.profile == "redis" else self.profile
+        return ServiceUnavailable(
+            self.profile, where,
+            f"Feast online store ({self.profile} at {where}) is unreachable: {type(exc).__name__}: "
+            f"{str(exc)[:200]}; retry shortly (the reader reconnects on its own)",
+        )
 
     def _shown_db(self) -> str:
         """The sqlite file as messages show it: relative to the workspace when inside it."""
@@ -774,15 +782,25 @@ class OnlineFeatures:
             self._db_id = identity
 
     def _read(self, key: str, ids: Sequence[str], view: str, fields: Sequence[str]) -> dict[str, list[Any]]:
+        """`fields` of one view for `ids`: the same values as `get_online_features`, through the
+        online store's `online_read` directly (mmrec/feature_reads.py: 4-5x less time per read)."""
+        if self._db is not None:
+            self._check_sqlite_file()
         ids = [str(i) for i in ids]
         if not ids:
             return {f: [] for f in fields}
-        out = self.get_online_features([f"{view}:{f}" for f in fields], [{key: i} for i in ids])
-        return {f: out[f] for f in fields}
+        try:
+            return self.views_reader.read(view, key, ids, fields)
+        except Exception as exc:
+            unavailable = self._unavailable(exc)
+            if unavailable is exc:
+                raise
+            raise unavailable from exc
 
     def refresh(self) -> None:
         """Re-read the registry now (new feature services after a promotion and materialisation)."""
         self.store.refresh_registry()
+        self.views_reader.forget()
 
     def ping(self) -> None:
         """Raise StageError unless the registry and the online store answer (for /ready)."""

@@ -422,11 +422,37 @@ class FactorModel(ColdUserFallback, Recommender):
         fold-in). It needs no training code, so it works for every dot-product model alike.
         """
         assert self.item_factors is not None
-        q = self.item_factors.astype(np.float64)
+        rhs = np.asarray(rows @ self.item_factors, dtype=np.float64)  # (n, d)
+        return (rhs @ self._item_derived("fold_in", self._fold_in_operator)).astype(np.float32)
+
+    def _fold_in_operator(self, q: np.ndarray) -> np.ndarray:
+        """(Q^T Q + lam I)^-1, (d, d): O(n_items d^2) to build, so built once, not per request.
+
+        An explicit inverse is safe here: lam is the mean eigenvalue of Q^T Q, so the system's
+        condition number is at most d + 1; a request then costs one (n, d) x (d, d) product.
+        """
+        from scipy.linalg import cho_factor, cho_solve
+
+        q = q.astype(np.float64)
         gram = q.T @ q
         lam = self.fold_in_reg * max(float(np.trace(gram)) / max(gram.shape[0], 1), 1e-6)
-        rhs = np.asarray(rows @ q)  # (n, d)
-        return np.linalg.solve(gram + lam * np.eye(gram.shape[0]), rhs.T).T.astype(np.float32)
+        eye = np.eye(gram.shape[0])
+        return cho_solve(cho_factor(gram + lam * eye), eye)  # symmetric: p = rhs @ inv
+
+    def _item_derived(self, name: str, build: Callable[[np.ndarray], Any]) -> Any:
+        """`build(item_factors)`, kept until `item_factors` is replaced (fit, load).
+
+        Serving calls `score_history` and `item_affinity` per request; what they derive from the
+        whole item matrix (the fold-in system, the item norms) must not be recomputed each time.
+        The cache holds the very array it was built from, so a new one is never served stale.
+        """
+        cache = self.__dict__.setdefault("_derived", {})
+        hit = cache.get(name)
+        if self.item_factors is None:
+            raise ModelError(f"{self.name}: no item factors (not fitted or loaded)")
+        if hit is None or hit[0] is not self.item_factors:
+            hit = cache[name] = (self.item_factors, build(self.item_factors))
+        return hit[1]
 
     def _score_history(self, rows: sp.csr_matrix) -> np.ndarray:
         assert self.item_factors is not None
@@ -435,7 +461,7 @@ class FactorModel(ColdUserFallback, Recommender):
     def item_affinity(self, item: int, others: np.ndarray) -> np.ndarray:
         assert self.item_factors is not None
         q = self.item_factors
-        norms = np.linalg.norm(q, axis=1) + 1e-12
+        norms = self._item_derived("norms", lambda f: np.linalg.norm(f, axis=1) + 1e-12)
         others = np.asarray(others, np.int64)
         return (q[others] @ q[item]) / (norms[others] * norms[item])
 

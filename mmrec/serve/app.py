@@ -7,8 +7,14 @@ state once and call mmrec/serve/service.py.
 Threading: the hot, sub-millisecond handlers (precomputed recommendations, similar items, item
 and user look-ups, probes, dependencies) are `async def` and run on the event loop: their work
 is short and CPU-bound, so a hop to the thread pool would only add latency (and with the GIL,
-no parallelism). Handlers that score the model over the catalogue (sessions, explanations,
-reload) are `def`, so FastAPI runs them in its thread pool and they never stall the loop.
+no parallelism). Handlers that score the model over the catalogue (sessions, explanations) run
+on the loop too while the model has at most `ServeSettings.inline_max_items` items (a scoring
+pass is then a fraction of a millisecond, less than the hop to a thread and back, and 32 pool
+threads contending for the GIL only stretch the tail) and in the thread pool above that, so a
+large catalogue never stalls the loop. Reload is `def` (seconds of I/O).
+
+Data routes answer pre-rendered JSON bytes (mmrec/serve/render.py): orjson, each item's record
+serialised once per serving state; their `response_model` still documents the schema.
 
 Error bodies are always `{"error": ..., "detail": ...}`; a 500 says only that something failed
 and the request id to look for in the server log, never a traceback or a file path.
@@ -28,6 +34,7 @@ from mmrec.serve import service
 from mmrec.serve.guards import BrowserGuards
 from mmrec.serve.media import MEDIA_CSP
 from mmrec.serve.paths import IdConvertor  # noqa: F401 - registers the `id` path convertor
+from mmrec.serve.render import json_response
 from mmrec.serve.schemas import (
     Error,
     Explanation,
@@ -162,6 +169,15 @@ def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll:
             raise HTTPException(503, "no model loaded yet; see /ready")
         return state
 
+    async def scored(fn: Any, state: ServingState, *args: Any) -> Any:
+        """`fn(state, *args)` on the loop for small catalogues, in the thread pool for large ones."""
+        n_items = getattr(state.model, "n_items", 0) or 0
+        if n_items <= settings.inline_max_items:
+            return fn(state, *args)
+        from starlette.concurrency import run_in_threadpool
+
+        return await run_in_threadpool(fn, state, *args)
+
     # ids: any id the pipeline accepts (mmrec/ids.py), one percent-encoded path segment each
     UserId = Annotated[str, Path(pattern=ID_PATTERN, max_length=ID_MAX_LENGTH, description="a user id, percent-encoded"),
                        AfterValidator(check_id)]
@@ -207,25 +223,26 @@ def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll:
         Users the model was not trained on are scored from their history (or get popularity when
         they have none); a user no source knows is a 404.
         """
-        return JSONResponse(service.user_recommendations(current(), user_id, k or settings.default_k))
+        return json_response(service.user_recommendations(current(), user_id, k or settings.default_k))
 
     @app.post("/recommendations", response_model=SessionRecommendations, tags=["recommendations"],
               responses={**not_found, **conflict, 413: {"model": Error}})
-    def session_recommendations(body: SessionRequest) -> JSONResponse:
+    async def session_recommendations(body: SessionRequest) -> JSONResponse:
         """Real-time top-k for a session: the items seen so far, scored by the champion's `score_history`."""
-        return JSONResponse(service.session_recommendations(current(), body.item_ids, body.k or settings.default_k))
+        return json_response(await scored(service.session_recommendations, current(), body.item_ids,
+                                          body.k or settings.default_k))
 
     @app.get("/users/{user_id:id}/recommendations/{item_id:id}/explain", response_model=Explanation, tags=["recommendations"],
              responses={**not_found, **conflict})
-    def explain(user_id: UserId, item_id: ItemId) -> JSONResponse:
+    async def explain(user_id: UserId, item_id: ItemId) -> JSONResponse:
         """Why the item is recommended to the user: score parts per source and the user's items behind it."""
-        return JSONResponse(service.explain_pair(current(), user_id, item_id))
+        return json_response(await scored(service.explain_pair, current(), user_id, item_id))
 
     # -- items and users -----------------------------------------------------------------------
     @app.get("/items/{item_id:id}/similar", response_model=Similar, tags=["items"], responses=not_found)
     async def similar(item_id: ItemId, k: K = None, modality: Modality = "fused") -> JSONResponse:
         """Nearest items in one modality's embedding space (text, image, audio, video) or the fused one."""
-        return JSONResponse(service.similar_items(current(), item_id, k or settings.default_k, modality))
+        return json_response(service.similar_items(current(), item_id, k or settings.default_k, modality))
 
     @app.get("/items/{item_id:id}", response_model=Item, tags=["items"], responses=not_found)
     async def item(item_id: ItemId) -> JSONResponse:

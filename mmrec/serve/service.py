@@ -14,6 +14,7 @@ import numpy as np
 
 from mmrec.errors import ModelError, NotFoundError
 from mmrec.ranking import mask, topk
+from mmrec.serve.render import RankedItems
 from mmrec.serve.state import ServingState
 
 MODALITY_CHOICES = ("fused", "text", "image", "audio", "video")
@@ -27,9 +28,9 @@ def _top(scores: np.ndarray, k: int, exclude: Sequence[int] = ()) -> tuple[np.nd
     return idx[keep], val[keep]
 
 
-def _items(state: ServingState, pairs: Sequence[tuple[str, float]], key: str = "score") -> list[dict[str, Any]]:
-    described = state.catalog.describe([i for i, _ in pairs])
-    return [{**d, "rank": r, key: round(float(s), 6)} for r, (d, (_, s)) in enumerate(zip(described, pairs, strict=True), 1)]
+def _items(state: ServingState, pairs: Sequence[tuple[str, float]], key: str = "score") -> RankedItems:
+    """The ranked item records of a response (rendered from the state's pre-serialised records)."""
+    return RankedItems(state.item_json, pairs, key)
 
 
 def _model(state: ServingState, what: str) -> Any:

@@ -52,6 +52,9 @@ class ServeSettings(BaseModel):
         allowed_hosts: Host header names the API answers (`*`: any; `.example.com`: the domain
             and its subdomains); None: the loopback names without an API key, any host with one
             (DNS-rebinding guard, mmrec/serve/guards.py). `MMREC_SERVE_ALLOWED_HOSTS=a,b`.
+        inline_max_items: session and explain requests are computed on the event loop while the
+            model has at most this many items (a scoring pass well under 1 ms), in the thread pool
+            above (so a large catalogue never stalls the loop). 0: always in the thread pool.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -63,6 +66,7 @@ class ServeSettings(BaseModel):
     history_limit: int = Field(50, ge=1)
     reload_interval_s: float = Field(30.0, ge=0.0)
     allowed_hosts: tuple[str, ...] | None = None
+    inline_max_items: int = Field(50_000, ge=0)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> ServeSettings:
@@ -72,7 +76,7 @@ class ServeSettings(BaseModel):
             values["api_key"] = os.environ[API_KEY_ENV]
         if os.environ.get(LOG_KEY_ENV):
             values["log_key"] = os.environ[LOG_KEY_ENV]
-        for name in ("default_k", "max_body_bytes", "history_limit", "reload_interval_s"):
+        for name in ("default_k", "max_body_bytes", "history_limit", "reload_interval_s", "inline_max_items"):
             env = f"MMREC_SERVE_{name.upper()}"
             if os.environ.get(env):
                 values[name] = os.environ[env]

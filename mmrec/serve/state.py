@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from mmrec.serve.catalog import Catalog
+from mmrec.serve.render import ItemFragments
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +83,16 @@ class ServingState:
     # model index lookups, derived once (id -> row/column of the model)
     user_pos: Mapping[str, int] = field(init=False, repr=False)
     item_pos: Mapping[str, int] = field(init=False, repr=False)
+    # each item's display record serialised once (mmrec/serve/render.py); it lives and dies with
+    # this state, so a reload (new champion or catalogue) starts from an empty cache
+    item_json: ItemFragments = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         users = getattr(self.model, "user_ids", None)
         items = getattr(self.model, "item_ids", None)
         object.__setattr__(self, "user_pos", {str(u): i for i, u in enumerate(users)} if users is not None else {})
         object.__setattr__(self, "item_pos", {str(v): i for i, v in enumerate(items)} if items is not None else {})
+        object.__setattr__(self, "item_json", ItemFragments(self.catalog))
 
     def serves_precomputed(self) -> bool:
         """A precomputed reader that has a nightly list behind it (a reader may say it has none)."""

@@ -140,6 +140,16 @@ def test_online_reads_match_the_artifacts(ctx: StageContext):
     with pytest.raises(ConfigError, match="unknown embedding view"):
         of.item_embeddings(["i1"], "smell")
 
+    # the API's lean reads (mmrec/feature_reads.py) answer exactly what Feast's SDK call answers
+    probes = {"user_recommendations": ("user_id", [*users, "nobody", users[0]], ["item_ids", "scores", "model", "model_version"]),
+              "item_text_embedding": ("item_id", [*text.item_ids, "nothing"], ["embedding"]),
+              "item_stats": ("item_id", [*counts.index[:3], "nothing"], ["interactions", "days_since_last"])}
+    for view, (key, ids, fields) in probes.items():
+        sdk = of.get_online_features([f"{view}:{f}" for f in fields], [{key: i} for i in ids])
+        assert of.views_reader.read(view, key, ids, fields) == {f: sdk[f] for f in fields}, view
+    with pytest.raises(ConfigError, match="keyed by 'user_id', not 'item_id'"):
+        of.views_reader.read("user_recommendations", "item_id", ["i1"], ["model"])
+
 
 def test_incremental_materialisation_loads_only_what_changed(ctx: StageContext):
     from mmrec.features import OnlineFeatures, export_tables, materialize
@@ -154,12 +164,14 @@ def test_incremental_materialisation_loads_only_what_changed(ctx: StageContext):
     recs = pd.read_parquet(ctx.paths.recommendations)
     recs["item_id"] = recs.groupby("user_id")["item_id"].transform(lambda s: s.iloc[::-1].to_numpy())
     recs.to_parquet(ctx.paths.recommendations, index=False)
+    before = OnlineFeatures.from_context(ctx)  # a reader that already served (as the API's): it caches no values
+    user = recs.user_id.iloc[0]
+    assert before.recommendations([user])[0].item_ids != recs[recs.user_id == user].sort_values("rank").item_id.tolist()
     third = export_tables(ctx, parts=("recommendations",))  # same second as the last end: stamped after it
     assert [t for t, v in third["tables"].items() if v["changed"]] == ["user_recommendations"]
     materialize(ctx)
-    of = OnlineFeatures.from_context(ctx)
-    user = recs.user_id.iloc[0]
-    assert of.recommendations([user])[0].item_ids == recs[recs.user_id == user].sort_values("rank").item_id.tolist()
+    for of in (OnlineFeatures.from_context(ctx), before):
+        assert of.recommendations([user])[0].item_ids == recs[recs.user_id == user].sort_values("rank").item_id.tolist()
 
 
 def test_one_feature_service_per_model_version(ctx: StageContext, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):

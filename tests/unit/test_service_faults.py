@@ -78,25 +78,30 @@ def test_feast_connection_errors_become_service_unavailable_without_the_password
     assert _connection_lost(ConnectionRefusedError(111, "refused"))
     assert not _connection_lost(ResponseError("WRONGTYPE")) and not _connection_lost(KeyError("x"))
 
-    class DeadStore:
+    class Store:  # both read paths: Feast's SDK call and the lean per-view reader (mmrec/feature_reads.py)
+        def __init__(self, exc: Exception) -> None:
+            self.exc = exc
+
         def get_online_features(self, **_: Any) -> Any:
-            raise RedisConnectionError("Error 111 connecting to 127.0.0.1:6390. Connection refused.")
+            raise self.exc
+
+        def read(self, *_: Any) -> Any:
+            raise self.exc
 
     reader = object.__new__(OnlineFeatures)  # no registry needed to test the translation
-    reader.store, reader.profile = DeadStore(), "redis"
+    reader.store = reader.views_reader = Store(RedisConnectionError("Error 111 connecting to 127.0.0.1:6390. Connection refused."))
+    reader.profile = "redis"
     reader.params = FeaturesParams(profile="redis", redis_url="redis://:s3cret@127.0.0.1:6390/2")
-    with pytest.raises(ServiceUnavailable) as err:
-        reader.recommendations(["u1"])
-    assert err.value.service == "redis" and err.value.address == "127.0.0.1:6390/2"
-    assert "127.0.0.1:6390/2" in str(err.value) and "s3cret" not in str(err.value)
+    for read in (lambda: reader.recommendations(["u1"]), lambda: reader.get_online_features(["v:f"], [{"user_id": "u1"}])):
+        with pytest.raises(ServiceUnavailable) as err:
+            read()
+        assert err.value.service == "redis" and err.value.address == "127.0.0.1:6390/2"
+        assert "127.0.0.1:6390/2" in str(err.value) and "s3cret" not in str(err.value)
 
-    class BrokenStore:
-        def get_online_features(self, **_: Any) -> Any:
-            raise ValueError("a bug, not an outage")
-
-    reader.store = BrokenStore()
-    with pytest.raises(ValueError):  # real errors are not disguised as outages
-        reader.recommendations(["u1"])
+    reader.store = reader.views_reader = Store(ValueError("a bug, not an outage"))
+    for read in (lambda: reader.recommendations(["u1"]), lambda: reader.get_online_features(["v:f"], [{"user_id": "u1"}])):
+        with pytest.raises(ValueError):  # real errors are not disguised as outages
+            read()
 
 
 @pytest.mark.integration  # MLflow's first REST call imports ~1 300 modules (5-40 s): not for the fast tier
