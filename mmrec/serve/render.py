@@ -113,7 +113,7 @@ class RankedItems(Sequence[dict[str, Any]]):
         values = orjson.dumps(self.values, option=_OPTIONS)[1:-1].split(b",")  # numbers hold no commas
         fragment = self.fragments.__getitem__
         parts: list[bytes] = []
-        for item_id, sep, value in zip(self.ids, _separators(self.key, len(self.ids)), values, strict=True):
+        for item_id, sep, value in zip(self.ids, _separators(self.key, len(self.ids)), values, strict=False):
             parts += (fragment(item_id), sep, value, b"},")
         parts[-1] = b"}]"
         return b"[" + b"".join(parts)

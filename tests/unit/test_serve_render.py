@@ -80,12 +80,12 @@ def test_reload_serves_the_new_catalogue_at_once(state):
     assert v2.item_json is not state.item_json and len(v2.item_json) == 0
     source = ListSource([state, v2])
     holder = StateHolder(source, interval_s=0)
-    with TestClient(create_app(holder, ServeSettings(log_key="k"), poll=False)) as c:
+    with TestClient(create_app(holder, ServeSettings(log_key="k"), poll=False), base_url="http://localhost") as c:
         for path in ("/users/u1/recommendations?k=2", "/items/i1/similar?k=3&modality=text"):
             before = c.get(path).json()
             assert before["version"] == "1" and not any(i["title"].startswith("Renamed") for i in before["items"])
         source.advance()
-        assert c.post("/admin/reload").json()["action"] == "loaded"
+        assert c.post("/admin/reload", json={}).json()["action"] == "loaded"
         for path in ("/users/u1/recommendations?k=2", "/items/i1/similar?k=3&modality=text"):
             after = c.get(path).json()
             assert after["version"] == "2" and all(i["title"] == f"Renamed {i['item_id']}" for i in after["items"])
@@ -97,7 +97,7 @@ def test_session_and_explain_answer_the_same_inline_and_in_the_thread_pool(state
     answers = []
     for limit in (10**6, 0):  # the tiny model's 8 items: inline, then always offloaded
         holder = StateHolder(ListSource([state]), interval_s=0)
-        with TestClient(create_app(holder, ServeSettings(log_key="k", inline_max_items=limit), poll=False)) as c:
+        with TestClient(create_app(holder, ServeSettings(log_key="k", inline_max_items=limit), poll=False), base_url="http://localhost") as c:
             answers.append((c.post("/recommendations", json={"item_ids": ["i1", "i2"], "k": 3}).json(),
                             c.get("/users/u1/recommendations/i5/explain").json(),
                             c.post("/recommendations", json={"item_ids": ["zzz"]}).status_code))
