@@ -46,12 +46,10 @@ def run_args(dataset: str | os.PathLike[str], params: str | os.PathLike[str] = "
 
 
 def load_context(args: RunArgs) -> Any:  # -> mmrec.stages.StageContext
-    from mmrec.config import load_params
-    from mmrec.data.contract import load_dataset_spec
-    from mmrec.stages import StageContext
+    """The stage context of a run: params.yaml plus the dataset's own overlays (mmrec.config.load_run_params)."""
+    from mmrec.stages import make_context
 
-    spec = load_dataset_spec(str(args["dataset"]), root=args.get("root"))
-    return StageContext(spec=spec, params=load_params(args["params"]), workspace=Path(args["workspace"] or "."))
+    return make_context(str(args["dataset"]), args["params"], Path(args["workspace"] or "."), args.get("root"))
 
 
 def artifact_key(*parts: str) -> str:
@@ -160,6 +158,35 @@ def publish_validation_report(ctx: Any, exc: ValidationFailed) -> None:
     create_link_artifact(link=target.resolve().as_uri(), link_text=str(target), key=artifact_key("validation-report", ctx.spec.name))
 
 
+# -- progress -------------------------------------------------------------------------------------
+
+
+class PrefectProgress:
+    """An `mmrec.progress` hook: one Prefect progress artifact per key (e.g. `extract-image`,
+    `train-lightgcn`) on the running task, updated at most every `min_interval` seconds (and at
+    the end), with the library's "done/total, items/s, ETA" line as its description."""
+
+    def __init__(self, min_interval: float = 2.0) -> None:
+        self.min_interval = min_interval
+        self.ids: dict[str, Any] = {}
+        self.last: dict[str, float] = {}
+
+    def __call__(self, key: str, done: int, total: int, message: str) -> None:
+        import time
+
+        from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+        pct = min(100.0, 100.0 * done / total) if total else 100.0
+        now = time.monotonic()
+        if key in self.ids and done < total and now - self.last.get(key, 0.0) < self.min_interval:
+            return
+        self.last[key] = now
+        if key not in self.ids:
+            self.ids[key] = create_progress_artifact(pct, description=f"{key}: {message}")
+        else:
+            update_progress_artifact(self.ids[key], pct, description=f"{key}: {message}")
+
+
 # -- tasks ----------------------------------------------------------------------------------------
 
 
@@ -167,11 +194,13 @@ def publish_validation_report(ctx: Any, exc: ValidationFailed) -> None:
       retry_condition_fn=is_transient)
 def stage_task(stage: str, args: RunArgs, key: str) -> Any:
     """One pipeline stage (`mmrec.stages.run_stage`). `key` is `stage_key(...)`: part of the cache key."""
+    from mmrec.progress import progress_hook
     from mmrec.stages import run_stage
 
     try:
         ctx = load_context(args)
-        return run_stage(stage, ctx)
+        with progress_hook(PrefectProgress()):
+            return run_stage(stage, ctx)
     except ValidationFailed as exc:
         publish_validation_report(ctx, exc)
         report = ctx.paths.validation_markdown if ctx.paths.validation_markdown.is_file() else exc.report_path
@@ -208,12 +237,14 @@ def extract_task(modality: str, args: RunArgs, sharded: bool = False) -> Any:
     workers (`mmrec.distributed.extract.extract_modality_dask`); same feature file.
     """
     from mmrec.extract import extract_modality
+    from mmrec.progress import progress_hook
 
     try:
         ctx = load_context(args)
         params = getattr(ctx.params, "extract", None)
         if not sharded:
-            return extract_modality(ctx.spec, ctx.paths, modality, params)
+            with progress_hook(PrefectProgress()):
+                return extract_modality(ctx.spec, ctx.paths, modality, params)
         from mmrec.distributed.extract import extract_modality_dask
 
         with dask_client() as client:

@@ -143,8 +143,13 @@ def run_ablation(
     paths: DatasetPaths,
     data: SplitData,
     history: sp.csr_matrix,
+    spec: Any = None,
 ) -> dict[str, Any]:
     """Train and evaluate every configured variant of `evaluate.ablation.model`.
+
+    With the dataset's `spec`, the model's modalities are narrowed to what the dataset has (as
+    for training, `mmrec.models.modalities`) and variants that need a modality it lacks are left
+    out with a log line and a `dropped_variants` entry.
 
     Models are trained in memory (never saved over the pipeline's models) with the train stage's
     seed; warm test and the cold slice are evaluated as for the main models.
@@ -169,7 +174,34 @@ def run_ablation(
     probe = create_model(name, **base)
     if "modalities" not in probe.param_names():
         raise ConfigError(f"evaluate.ablation.model: {name!r} takes no `modalities` argument, so it cannot be ablated")
-    variants = parse_variants(ab.variants, modalities_of(probe))
+    dropped_variants: dict[str, str] = {}
+    if spec is not None:
+        from mmrec.models.modalities import feature_availability, resolve_model_params
+
+        try:
+            available = feature_availability(spec, paths, params.extract, list(data.item_ids))
+        except DataError as exc:
+            log.warning("ablation of %s skipped: %s", name, exc)
+            return {"model": name, "params": base, "variants": {}, "verdicts": [], "skipped": str(exc)}
+        base, dropped = resolve_model_params(name, base, available)
+        probe = create_model(name, **base)
+        variants = parse_variants(ab.variants, modalities_of(probe))
+        usable = set(available.usable)
+        for v in variants:
+            missing = [m for m in v.modalities if m not in usable]
+            if missing:
+                dropped_variants[v.name] = "; ".join(f"{m}: {available.reason(m)}" for m in missing)
+        if dropped_variants:
+            log.info("ablation of %s: variants %s left out (%s)", name, sorted(dropped_variants),
+                     "; ".join(f"{k}: {w}" for k, w in dropped_variants.items()))
+        variants = [v for v in variants if v.name not in dropped_variants]
+        if not variants:
+            reason = f"no variant of {list(ab.variants)} can run on the modalities {list(available.usable)} of this dataset"
+            log.warning("ablation of %s skipped: %s", name, reason)
+            return {"model": name, "params": base, "variants": {}, "verdicts": [], "skipped": reason,
+                    "dropped_variants": dropped_variants}
+    else:
+        variants = parse_variants(ab.variants, modalities_of(probe))
     needed = sorted({m for v in variants for m in v.modalities})
     try:
         feats, masks = load_item_features(paths, params.extract, data.item_ids, needed)
@@ -183,6 +215,8 @@ def run_ablation(
     bs = ev.batch_size
     has_cold = data.cold_test is not None and data.cold_test.nnz > 0 and len(data.cold_items) > 0
     out: dict[str, Any] = {"model": name, "params": base, "variants": {}, "verdicts": []}
+    if dropped_variants:
+        out["dropped_variants"] = dropped_variants
     per_user: dict[str, dict[str, UserMetrics]] = {}
     for variant in variants:
         vf = {m: (control_feats if m in variant.random else feats)[m] for m in variant.modalities}

@@ -24,13 +24,52 @@ app.add_typer(data_app, name="data")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+
+@app.callback()
+def _main_callback() -> None:
+    """mmrec: multimodal recommendation, from raw catalogue to nightly recommendations."""
+    set_env_defaults()  # before any command imports prefect/mlflow/gx/dvc/feast
+
 DatasetOpt = Annotated[Path, typer.Option("--dataset", "-d", help="PATH/dataset.yaml of the dataset to use.")]
 RootOpt = Annotated[
     Path | None,
     typer.Option("--root", help="Data root overriding the dataset.yaml `root:` (or set MMREC_DATA_ROOT_<NAME>)."),
 ]
-ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml with every tunable.")]
+ParamsOpt = Annotated[
+    Path,
+    typer.Option(
+        "--params",
+        help="Base parameter file (every tunable). Merged over it, in this order: params.yaml beside the "
+        "dataset.yaml, then <workspace>/params/<name>.yaml; MMREC__SECTION__KEY env vars win over all. "
+        "The files used are logged.",
+    ),
+]
 WorkspaceOpt = Annotated[Path, typer.Option("--workspace", help="Folder under which data/, artifacts/ and reports/ are written.")]
+
+
+#: what the CLI sets before any command imports Prefect, MLflow, Great Expectations, DVC, Feast or
+#: the Hugging Face hub: no analytics or telemetry (on an offline machine Prefect's telemetry
+#: service logs an ERROR every ten minutes, which reads like a failed run), and hub access offline
+#: (the default encoders ship their weights; set HF_HUB_OFFLINE=0 for `hf:` weights). Defaults
+#: only: a variable already set in the environment wins.
+QUIET_ENV_DEFAULTS: dict[str, str] = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "GX_ANALYTICS_ENABLED": "false",
+    "DVC_NO_ANALYTICS": "1",
+    "FEAST_USAGE": "False",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+}
+
+
+def set_env_defaults(environ: dict[str, str] | None = None) -> None:
+    """Apply `QUIET_ENV_DEFAULTS` with setdefault (the environment can override every one)."""
+    env = os.environ if environ is None else environ
+    for key, value in QUIET_ENV_DEFAULTS.items():
+        env.setdefault(key, value)
 
 
 def _setup_logging() -> None:
@@ -57,12 +96,10 @@ def handle_errors(fn: F) -> F:
 
 
 def _context(dataset: Path, root: Path | None, params: Path, workspace: Path):
-    from mmrec.config import load_params
-    from mmrec.data.contract import load_dataset_spec
-    from mmrec.stages import StageContext
+    """The run's StageContext: `params` plus the dataset's own overlays (logged: which files)."""
+    from mmrec.stages import make_context
 
-    spec = load_dataset_spec(dataset, root=root)
-    return StageContext(spec=spec, params=load_params(params), workspace=workspace)
+    return make_context(dataset, params, workspace, root)
 
 
 @data_app.command("synth")
@@ -84,6 +121,32 @@ def data_synth(
         kwargs["n_items"] = items
     spec_path = generate_synthetic(out, **kwargs)
     typer.echo(f"wrote {spec_path}")
+
+
+@data_app.command("check")
+@handle_errors
+def data_check(
+    dataset: DatasetOpt,
+    root: RootOpt = None,
+    params: ParamsOpt = Path("params.yaml"),
+    workspace: WorkspaceOpt = Path("."),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Fast pre-flight (seconds): tables, columns, items per modality, models and modalities, time estimates.
+
+    Reads headers and a sample of the interaction log, resolves every item's media paths, lists
+    the models `mmrec pipeline` would train (and on which modalities) and estimates extraction
+    and training time on this machine. Exit status 1 when it finds a problem.
+    """
+    import json
+
+    from mmrec.data.check import check_dataset, format_check
+
+    ctx = _context(dataset, root, params, workspace)
+    report = check_dataset(ctx.spec, ctx.params, workspace, list(ctx.params_files))
+    typer.echo(json.dumps(report, indent=2, default=str) if as_json else format_check(report))
+    if report["problems"]:
+        raise typer.Exit(1)
 
 
 @app.command("stage")
@@ -185,6 +248,7 @@ _register_lifecycle()
 
 
 def main() -> None:  # console-script entry point
+    set_env_defaults()
     app()
 
 

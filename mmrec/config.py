@@ -40,11 +40,14 @@ class DatasetParams(_Section):
         spec: the dataset.yaml.
         raw: the raw data folder DVC tracks as the ingest dependency.
         name: `name:` inside that dataset.yaml; DVC uses it to name the stage outputs.
+        params: the dataset's parameter overlay, tracked by every DVC stage as a whole file
+            (`params/<name>.yaml`, or the params.yaml beside the dataset.yaml); it must exist.
     """
 
     spec: str = "data/raw/synth/dataset.yaml"
     raw: str = "data/raw/synth"
     name: str = "synth"
+    params: str = "params/synth.yaml"
 
 
 class SynthParams(_Section):
@@ -268,22 +271,58 @@ def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
     return raw
 
 
-def load_params(path: str | os.PathLike[str] | None = "params.yaml", environ: dict[str, str] | None = None) -> Params:
-    """Read params.yaml (missing file: all defaults) and apply `MMREC__...` overrides.
+def _read_yaml_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections")
+    return raw
+
+
+def deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """`overlay` over `base`: mappings merge key by key (recursively), anything else is replaced.
+
+    So an overlay `train: {params: {lightgcn: {lr: 0.001}}}` changes one learning rate and keeps
+    every other lightgcn setting of the base file; a list (e.g. `train.models`) is replaced whole.
+    """
+    out = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_params(
+    path: str | os.PathLike[str] | None = "params.yaml",
+    environ: dict[str, str] | None = None,
+    overlays: list[str | os.PathLike[str]] | tuple[str | os.PathLike[str], ...] = (),
+) -> Params:
+    """Read params.yaml (missing file: all defaults), merge `overlays` over it in order, and apply
+    `MMREC__...` overrides.
+
+    Args:
+        path: the base parameter file.
+        environ: the environment to read `MMREC__...` from (default: os.environ).
+        overlays: further parameter files, each merged over the previous (`deep_merge`); each
+            must exist (`params_files` finds the ones that apply to a dataset).
 
     Raises:
-        ConfigError: unknown keys or bad values, naming the file and key.
+        ConfigError: unknown keys or bad values, naming the file(s) and key.
     """
     raw: dict[str, Any] = {}
     where = "defaults"
     if path is not None and Path(path).is_file():
         where = str(path)
-        try:
-            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: expected a mapping of sections")
+        raw = _read_yaml_mapping(path)
+    for extra in overlays:
+        if not Path(extra).is_file():
+            raise ConfigError(f"{extra}: parameter overlay not found")
+        raw = deep_merge(raw, _read_yaml_mapping(extra))
+        where = f"{where} + {extra}" if where != "defaults" else str(extra)
     env = dict(os.environ if environ is None else environ)
     raw = _apply_env(raw, env)
     try:
@@ -312,3 +351,47 @@ def apply_profile(params: Params, environ: dict[str, str] | None = None) -> Para
         "features": params.features.model_copy(update={"profile": "redis", "redis_url": ep.redis_url}),
     }
     return params.model_copy(update=update)
+
+
+#: folder (under the workspace) of machine-written per-dataset parameter files: `params/<name>.yaml`
+TUNED_PARAMS_DIR = "params"
+#: name of a dataset's own parameter file, beside its dataset.yaml
+DATASET_PARAMS_FILE = "params.yaml"
+
+
+def dataset_params_files(spec: Any, workspace: str | os.PathLike[str] = ".") -> list[Path]:
+    """The per-dataset parameter overlays that exist for `spec`, lowest precedence first.
+
+    1. `params.yaml` beside the dataset.yaml: settings shipped with the dataset (chosen on its
+       validation split), e.g. examples/ml100k-mm/params.yaml.
+    2. `<workspace>/params/<name>.yaml`: written for this machine's copy of the dataset (the
+       place `mmrec tune` writes to); it wins over the shipped file.
+
+    Both are merged over the base parameter file (`--params`, default ./params.yaml); the
+    `MMREC__SECTION__KEY` environment overrides win over all of them.
+    """
+    found: list[Path] = []
+    if getattr(spec, "spec_path", None):
+        beside = Path(spec.spec_path).resolve().parent / DATASET_PARAMS_FILE
+        if beside.is_file():
+            found.append(beside)
+    tuned = (Path(workspace) / TUNED_PARAMS_DIR / f"{spec.name}.yaml").resolve()
+    if tuned.is_file():
+        found.append(tuned)
+    return found
+
+
+def load_run_params(
+    params: str | os.PathLike[str] | None, spec: Any, workspace: str | os.PathLike[str] = ".",
+    environ: dict[str, str] | None = None,
+) -> tuple[Params, list[str]]:
+    """The parameters of a run on `spec`: the base file plus the dataset's overlays (`dataset_params_files`).
+
+    Returns:
+        (params, files): `files` lists the parameter files used, base first (what a run prints
+        and records, so a result can be traced to its settings).
+    """
+    base = Path(params).resolve() if params is not None else None
+    overlays = [p for p in dataset_params_files(spec, workspace) if base is None or p != base]
+    files = ([str(base)] if base is not None and base.is_file() else []) + [str(p) for p in overlays]
+    return load_params(base, environ=environ, overlays=overlays), files

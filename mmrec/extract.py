@@ -129,6 +129,9 @@ def merge_report(paths: DatasetPaths, modality: str, encoder_id: str, entry: dic
         report.setdefault("dataset", paths.name)
         modalities = report.setdefault("modalities", {})
         modalities.setdefault(modality, {})[encoder_id] = entry
+        skipped = report.get("skipped")
+        if isinstance(skipped, dict):
+            skipped.pop(modality, None)
         write_json(target, report)
     return report
 
@@ -154,6 +157,8 @@ def extract_modality(spec: DatasetSpec, paths: DatasetPaths, modality: str, para
     from mmrec.encoders.runner import run_extraction
     from mmrec.encoders.store import FeatureCache
 
+    if modality in MODALITIES and modality not in spec.modalities:
+        return skip_undeclared(spec, paths, modality)
     job = plan_extraction(spec, paths, modality, params)
     ex, encoder = job.params, job.encoder
     cache = FeatureCache(job.cache_folder, job.info)
@@ -169,6 +174,43 @@ def extract_modality(spec: DatasetSpec, paths: DatasetPaths, modality: str, para
         sort_by_length=modality == "text",
     )
     return finish_extraction(job, result, encoder.runtime())
+
+
+#: written in data/<name>/features/<modality>/ when the dataset has no such modality: the stage's
+#: output folder exists (DVC expects it) but holds no feature file a model could mistake for data
+SKIPPED_MARKER = "SKIPPED.json"
+
+
+def skip_undeclared(spec: DatasetSpec, paths: DatasetPaths, modality: str) -> dict[str, Any]:
+    """The extract stage of a modality the dataset does not declare: a no-op that says so.
+
+    No feature file is written (an empty one made the train stage fail later with "none of the
+    N items has a audio vector"); the models use the modalities the dataset has
+    (`mmrec.models.modalities`). The output folder gets a SKIPPED.json note and the extraction
+    report a `skipped` entry, so DVC and Prefect see a finished stage and a reader sees why.
+    """
+    where = "items.text_fields" if modality == "text" else f"items.media.{modality}"
+    reason = (f"dataset {spec.name!r} declares no {modality} ({where} in {spec.spec_path or 'dataset.yaml'}); "
+              f"nothing to extract, and models that list {modality} use the dataset's other modalities")
+    folder = paths.data / "features" / modality
+    folder.mkdir(parents=True, exist_ok=True)
+    entry = {"modality": modality, "declared": False, "skipped": reason, "items": 0, "encoded": 0, "cached": 0,
+             "missing": 0, "failed": 0}
+    write_json(folder / SKIPPED_MARKER, entry)
+    target = extraction_report_path(paths)
+    with _locked(target):
+        report: dict[str, Any] = {}
+        if target.is_file():
+            try:
+                report = json.loads(target.read_text(encoding="utf-8"))
+            except json.JSONDecodeError:
+                log.warning("%s: unreadable, starting a new extraction report", target)
+        report.setdefault("dataset", paths.name)
+        report.setdefault("modalities", {}).pop(modality, None)  # a stale entry from when it was declared
+        report.setdefault("skipped", {})[modality] = reason
+        write_json(target, report)
+    log.info("extract %s: skipped: %s", modality, reason)
+    return entry
 
 
 @dataclass
@@ -232,6 +274,7 @@ def finish_extraction(job: ExtractionJob, result: Any, runtime: dict[str, Any]) 
     declared, values = job.declared, job.values
     meta = {**info, "dataset": spec.name, "items": len(result.item_ids)}
     write_features(out_path, result.item_ids, result.vectors, meta)
+    (out_path.parent / SKIPPED_MARKER).unlink(missing_ok=True)  # the modality is declared now
     kinds = Counter(_reason_kind(f["reason"]) for f in result.failures)
     entry: dict[str, Any] = {
         **info,

@@ -190,6 +190,26 @@ def _ablation(report: dict[str, Any], figure: bool) -> list[str]:
     return out
 
 
+def _runs_and_flags(report: dict[str, Any]) -> list[str]:
+    """Which run produced which rows (after partial `--models` runs) and possibly truncated training."""
+    out: list[str] = []
+    runs = report.get("runs") or []
+    if len(runs) > 1:
+        out += ["## Runs", "", "Rows come from several evaluation runs on the same split:", "",
+                "| run | at | models | parameter files |", "|---|---|---|---|"]
+        for r in runs:
+            rows = [n for n, e in report["models"].items() if (e.get("run") or {}).get("id") == r["id"]]
+            files = ", ".join(f"`{Path(f).name}`" if Path(f).name != "params.yaml" else f"`{f}`" for f in r.get("params_files", []))
+            out.append(f"| `{r['id']}` | {r.get('at') or '?'} | {', '.join(rows)} | {files or '-'} |")
+        out.append("")
+    if report.get("dropped"):
+        out += ["Rows dropped (another split): " + "; ".join(f"{k}: {v}" for k, v in report["dropped"].items()), ""]
+    flags = {n: e["stopping_flag"] for n, e in report["models"].items() if e.get("stopping_flag")}
+    if flags:
+        out += ["## Training possibly cut short", ""] + [f"- **{n}**: {f}" for n, f in flags.items()] + [""]
+    return out
+
+
 def render_markdown(report: dict[str, Any], figures: Sequence[str] = ()) -> str:
     """The report as markdown; `figures` names the PNGs written beside it (linked when present)."""
     ks = _ks(report)
@@ -206,6 +226,7 @@ def render_markdown(report: dict[str, Any], figures: Sequence[str] = ()) -> str:
         f"Best model on validation `{report['selection_metric']}`: **{report['best_model']}**.",
         "",
     ]
+    out += _runs_and_flags(report)
     sparse_n = next((e["sparse"].get("max_train_interactions") for e in report["models"].values() if "sparse" in e), "?")
     titles = {
         "test": "Warm test",

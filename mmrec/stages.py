@@ -11,6 +11,7 @@ import json
 import logging
 import random
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,10 +50,31 @@ class StageContext:
     spec: DatasetSpec
     params: Params
     workspace: Path = Path(".")
+    #: the parameter files merged into `params`, base first (`mmrec.config.load_run_params`)
+    params_files: tuple[str, ...] = ()
 
     @property
     def paths(self) -> DatasetPaths:
         return DatasetPaths(self.spec.name, self.workspace)
+
+
+_PARAMS_LOGGED: set[tuple[str, tuple[str, ...]]] = set()
+
+
+def make_context(dataset: str | Path, params: str | Path | None = "params.yaml", workspace: str | Path = ".",
+                 root: str | Path | None = None) -> StageContext:
+    """The context of a run: the dataset.yaml, the base params file plus the dataset's own
+    parameter overlays (`mmrec.config.load_run_params`), logged once so a run says what it used."""
+    from mmrec.config import load_run_params
+    from mmrec.data.contract import load_dataset_spec
+
+    spec = load_dataset_spec(dataset, root=root)
+    params_obj, files = load_run_params(params, spec, workspace)
+    said = (spec.name, tuple(files))
+    if said not in _PARAMS_LOGGED:  # once per process, not once per task of a flow
+        _PARAMS_LOGGED.add(said)
+        log.info("parameters for %s: %s", spec.name, " + ".join(files) if files else "built-in defaults")
+    return StageContext(spec=spec, params=params_obj, workspace=Path(workspace), params_files=tuple(files))
 
 
 def run_ingest(ctx: StageContext) -> dict[str, Any]:
@@ -126,6 +148,19 @@ def _model_names(ctx: StageContext, models: Sequence[str] | None) -> list[str]:
     return names
 
 
+def resolved_model_params(ctx: StageContext, names: Sequence[str], item_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """`train.params` of each model with its modalities narrowed to what the dataset has
+    (`mmrec.models.modalities`): a text+image catalogue trains the multimodal models on text and
+    images, with one log line per model saying what was dropped and why."""
+    from mmrec.models.modalities import feature_availability, resolve_all, uses_modalities
+
+    by_model = ctx.params.train.params
+    if not uses_modalities(names, by_model):
+        return {n: dict(by_model.get(n, {})) for n in names}
+    available = feature_availability(ctx.spec, ctx.paths, ctx.params.extract, list(item_ids))
+    return resolve_all(names, by_model, available)
+
+
 def run_train(ctx: StageContext, models: Sequence[str] | None = None) -> dict[str, Any]:
     """Fit every configured model on train (early stopping on valid) and save it."""
     from mmrec.distributed.ddp import is_main_process
@@ -134,7 +169,9 @@ def run_train(ctx: StageContext, models: Sequence[str] | None = None) -> dict[st
 
     data = load_split_data(ctx)
     summary: dict[str, Any] = {"split": {"kind": data.kind, "hash": data.split_hash}, "models": {}}
-    built = [(name, create_model(name, **ctx.params.train.params.get(name, {}))) for name in _model_names(ctx, models)]
+    names = _model_names(ctx, models)
+    model_params = resolved_model_params(ctx, names, data.item_ids)
+    built = [(name, create_model(name, **model_params[name])) for name in names]
     # Multimodal models get the item features they declare, aligned with the item index; items
     # without a vector are masked, never a zero vector taken as signal.
     needed = sorted({m for _, model in built for m in modalities_of(model)})
@@ -159,7 +196,17 @@ def run_train(ctx: StageContext, models: Sequence[str] | None = None) -> dict[st
         return summary
     if ctx.params.features.point_in_time_training:
         summary["point_in_time"] = write_point_in_time_training_set(ctx)
-    write_json(ctx.paths.models / "train_summary.json", summary)
+    target = ctx.paths.models / "train_summary.json"
+    if models and target.is_file():  # a partial run keeps the other models' entries of the same split
+        try:
+            old = json.loads(target.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            old = {}
+        if old.get("split", {}).get("hash") == data.split_hash:
+            summary["models"] = {**{k: v for k, v in old.get("models", {}).items() if k not in summary["models"]},
+                                 **summary["models"]}
+    summary["params_files"] = list(ctx.params_files)
+    write_json(target, summary)
     return summary
 
 
@@ -243,6 +290,10 @@ def run_evaluate(ctx: StageContext, models: Sequence[str] | None = None) -> dict
         entry["eval_seconds"] = round(time.perf_counter() - start, 3)
         entry["history"] = analysis.compact_history(model.history)
         entry["params"] = model.get_params()
+        flag = truncation_flag(model)
+        if flag:
+            entry["stopping_flag"] = flag
+            log.warning("%s: %s", name, flag)
         results[name] = entry
     metric = ev.selection_metric
     best = max(results, key=lambda m: results[m]["valid"].get(metric, float("-inf"))) if results else None
@@ -275,15 +326,115 @@ def run_evaluate(ctx: StageContext, models: Sequence[str] | None = None) -> dict
         "random": random_ref,
         "comparisons": comparisons,
     }
+    run = {"id": uuid.uuid4().hex[:12], "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "split_hash": data.split_hash, "models": list(names), "params_files": list(ctx.params_files)}
+    for entry in results.values():
+        entry["run"] = {k: run[k] for k in ("id", "at", "split_hash")}
+    report["run"] = run
+    if models:  # a partial run (`--models a,b`): merged into the existing comparison, not replacing it
+        report = merge_partial_report(read_existing_metrics(ctx.paths), report)
+    else:
+        report["runs"] = [run]
     report["targets"] = analysis.quality_targets(report, ev.cold_lift_target)
     if ev.ablation.model:
         from mmrec.ablation import run_ablation
 
-        report["ablation"] = run_ablation(ctx.params, ctx.paths, data, history)
+        report["ablation"] = run_ablation(ctx.params, ctx.paths, data, history, spec=ctx.spec)
     write_json(ctx.paths.metrics, report)
     write_text(ctx.paths.reports / "metrics.md", format_metrics_markdown(report))
     write_report(report, ctx.paths.reports)
     return report
+
+
+def truncation_flag(model: Any) -> str | None:
+    """Why an epoch-trained model's training may have been cut short, or None.
+
+    Best epoch = the first validation check: the model may have stopped before it learned
+    (patience/min_epochs too low for this dataset, or a learning rate too high). Best epoch = the
+    last epoch at `max_epochs`: it was still improving when the budget ran out.
+    """
+    checks = [int(h["epoch"]) for h in model.history if any(str(k).startswith("valid_") for k in h)]
+    if len(checks) < 1 or not model.best_epoch:
+        return None
+    max_epochs = getattr(model, "max_epochs", None)
+    if model.best_epoch == checks[0] and len(checks) > 1:
+        return (f"best epoch {model.best_epoch} is the first validation check: training may have stopped too "
+                f"early; raise train.params.{model.name}.patience / min_epochs or lower its lr")
+    if max_epochs and model.best_epoch == checks[-1] == model.epochs == max_epochs:
+        return (f"best epoch {model.best_epoch} is the last one (max_epochs {max_epochs}): still improving; "
+                f"raise train.params.{model.name}.max_epochs")
+    return None
+
+
+def read_existing_metrics(paths: DatasetPaths) -> dict[str, Any] | None:
+    """The current metrics.json, or None when there is none (or it cannot be read)."""
+    if not paths.metrics.is_file():
+        return None
+    try:
+        return json.loads(paths.metrics.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        log.warning("%s: unreadable (%s); the partial run's report replaces it", paths.metrics, exc)
+        return None
+
+
+def merge_partial_report(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """A partial evaluation (`mmrec evaluate --models a,b`) merged into the existing report.
+
+    The models of `new` replace their rows; every other model of `old` keeps its row, which
+    records the run that produced it (`row["run"]`: id, time, split hash). Rows measured on
+    another split (different hash) are not comparable and are dropped, with a log line and a
+    `dropped` note in the report. The best model is chosen again over all rows; bootstrap ratios
+    to the reference are kept only for rows measured in the same run as the reference row (a
+    ratio needs both models' per-user values from one run). `runs` lists every run whose rows
+    the report holds.
+    """
+    merged = dict(new)
+    if not old or not isinstance(old.get("models"), dict):
+        merged["runs"] = [new["run"]]
+        return merged
+    split_hash = new["split"]["hash"]
+    keep: dict[str, Any] = {}
+    dropped: dict[str, str] = {}
+    for name, row in old["models"].items():
+        if name in new["models"]:
+            continue
+        row_hash = (row.get("run") or {}).get("split_hash") or old.get("split", {}).get("hash")
+        if row_hash != split_hash:
+            dropped[name] = f"measured on split {str(row_hash)[:12]}, this run's split is {split_hash[:12]}"
+            continue
+        if "run" not in row:  # a report written before runs were recorded
+            row = {**row, "run": {"id": "earlier", "at": None, "split_hash": row_hash}}
+        keep[name] = row
+    if dropped:
+        log.warning("metrics.json: rows of %s dropped (%s)", sorted(dropped), "; ".join(f"{k}: {v}" for k, v in dropped.items()))
+        merged["dropped"] = dropped
+    merged["models"] = {**keep, **new["models"]}
+    metric = new["selection_metric"]
+    merged["best_model"] = max(merged["models"], key=lambda m: merged["models"][m]["valid"].get(metric, float("-inf")))
+    meta = ("reference", "metrics", "confidence", "resamples", "seed", "skipped")
+    reference = new["comparisons"].get("reference")
+    ref_run = (merged["models"].get(reference) or {}).get("run", {}).get("id")
+    comparisons = {k: v for k, v in new["comparisons"].items() if k in meta}
+    old_cmp = old.get("comparisons") or {}
+    parts = {p for c in (new["comparisons"], old_cmp) for p, v in c.items() if p not in meta and isinstance(v, dict)}
+    for part in sorted(parts):
+        rows = dict(new["comparisons"].get(part) or {})
+        if old_cmp.get("reference") == reference:
+            for name, ratio in (old_cmp.get(part) or {}).items():
+                if name in keep and keep[name]["run"]["id"] == ref_run:
+                    rows.setdefault(name, ratio)
+        if rows:
+            comparisons[part] = rows
+    if any(p in comparisons for p in parts):
+        comparisons.pop("skipped", None)
+    merged["comparisons"] = comparisons
+    runs = {r["id"]: r for r in (old.get("runs") or ([old["run"]] if old.get("run") else [])) if isinstance(r, dict)}
+    runs[new["run"]["id"]] = new["run"]
+    used = {row["run"]["id"] for row in merged["models"].values()}
+    merged["runs"] = [r for r in runs.values() if r["id"] in used]
+    if "ablation" not in merged and "ablation" in old:
+        merged["ablation"] = old["ablation"]
+    return merged
 
 
 def run_materialize(ctx: StageContext) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import csv
 import hashlib
 import io
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,8 @@ from mmrec.constants import (
 )
 from mmrec.data.contract import DatasetSpec, InteractionsSpec, ItemsSpec, TableSpec, UsersSpec
 from mmrec.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 RAW = "raw"
 TIMESTAMP_RAW = "timestamp_raw"  # raw values kept next to parsed ones: errors quote what the file said
@@ -251,7 +254,7 @@ def build_document(fields: dict[str, pd.Series]) -> pd.Series:
 def normalise_items(raw: RawTable, spec: ItemsSpec) -> pd.DataFrame:
     needed = {f"columns.{k}": v for k, v in spec.columns.items()}
     needed.update({f"text_fields.{k}": v for k, v in spec.text_fields.items()})
-    needed.update({f"media.{k}": v for k, v in spec.media.items()})
+    needed.update({f"media.{k}": v for k, v in spec.media_columns.items()})
     needed.update({f"metadata[{i}]": v for i, v in enumerate(spec.metadata)})
     _require_columns(raw, needed, "items")
     clash = sorted(set(spec.metadata) & (_RESERVED | {f"text_{k}" for k in spec.text_fields}))
@@ -265,7 +268,7 @@ def normalise_items(raw: RawTable, spec: ItemsSpec) -> pd.DataFrame:
         out[TEXT] = build_document(fields)
         for name, values in fields.items():
             out[f"text_{name}"] = values
-    for modality, col in spec.media.items():
+    for modality, col in spec.media_columns.items():
         out[modality] = _clean_str(f[col])
     for col in spec.metadata:
         out[col] = _clean_str(f[col])
@@ -300,5 +303,28 @@ def read_tables(spec: DatasetSpec) -> dict[str, tuple[pd.DataFrame, pd.DataFrame
     for name, table_spec, normalise in plan:
         path = spec.table_path(name)
         raw = read_raw(path, table_spec)
-        out[name] = (normalise(raw, table_spec), raw.rejects, path)  # type: ignore[operator]
+        frame = normalise(raw, table_spec)  # type: ignore[operator]
+        if name == "items" and spec.items.media_templates:
+            frame = with_template_media(frame, spec)
+        out[name] = (frame, raw.rejects, path)
+    return out
+
+
+def with_template_media(items: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+    """Fill the media columns that dataset.yaml gives as templates (`{template: "images/{item_id}.jpg"}`).
+
+    Items without a file get no path (missing media, not an error); the counts are logged. The
+    row hash is recomputed, so adding an image re-encodes that item only.
+    """
+    from mmrec.data.contract import template_media_paths
+
+    out = items.copy()
+    for modality, template in spec.items.media_templates.items():
+        paths, counts = template_media_paths(out[ITEM_ID].tolist(), template, spec.root_path)
+        out[modality] = pd.Series(paths, index=out.index, dtype=object)
+        log.info("items.media.%s template %r: %d items have a file, %d have none%s", modality, template,
+                 counts["found"], counts["missing"],
+                 f", {counts['unsafe']} ids would leave the data root (no path)" if counts["unsafe"] else "")
+    cols = [c for c in out.columns if c not in (ROW_HASH, SOURCE_ROW)]
+    out[ROW_HASH] = row_hashes(out, cols)
     return out

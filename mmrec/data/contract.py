@@ -106,6 +106,11 @@ class InteractionsSpec(TableSpec):
 
     timestamp_format: TimestampFormat = "unix_s"
     min_rating: float | None = None  # keep only rows with rating >= this (None: every row is positive)
+    #: identical rows (same user, item, time, event, weight): `aggregate` into one row with a
+    #: count and summed weight (default: repeats are quantities), or `drop` the repeats (both:
+    #: counted as `deduplicated` in validation.json, not quarantined), or `quarantine` them
+    #: (strict: they count toward validate.max_quarantine_fraction)
+    duplicates: Literal["aggregate", "drop", "quarantine"] = "aggregate"
 
     @model_validator(mode="after")
     def _columns(self) -> InteractionsSpec:
@@ -115,18 +120,45 @@ class InteractionsSpec(TableSpec):
         return self
 
 
+class MediaTemplate(_Strict):
+    """A media path built from the item id, for catalogues whose files are named after their items.
+
+    `template: "images/{item_id}.jpg"` (relative to the data root): an item whose file does not
+    exist has no such media (missing is data, not an error). An id that would lead the path out
+    of the data root (`../x`, absolute parts) gets no path.
+    """
+
+    template: str
+
+    @field_validator("template")
+    @classmethod
+    def _fields(cls, v: str) -> str:
+        import string
+
+        try:
+            names = [f for _, f, _, _ in string.Formatter().parse(v) if f is not None]
+        except ValueError as exc:
+            raise ValueError(f"template {v!r} is not a valid format string ({exc}); write e.g. \"images/{{item_id}}.jpg\"") from exc
+        if names != [ITEM_ID] * len(names) or not names:
+            raise ValueError(f"template {v!r} must use {{item_id}} and no other field, e.g. \"images/{{item_id}}.jpg\"")
+        if Path(v).is_absolute():
+            raise ValueError(f"template {v!r} must be relative to the data root")
+        return v
+
+
 class ItemsSpec(TableSpec):
     """The catalogue.
 
     Attributes:
         text_fields: field name -> file column, in the order the text document is built.
-        media: modality (image/audio/video) -> file column holding a path relative to the root.
+        media: modality (image/audio/video) -> file column holding a path relative to the root,
+            or `{template: "images/{item_id}.jpg"}` (`MediaTemplate`).
         metadata: extra categorical columns kept as they are.
         max_text_chars: longer documents are flagged by validation (not truncated here).
     """
 
     text_fields: dict[str, str] = Field(default_factory=dict)
-    media: dict[Literal["image", "audio", "video"], str] = Field(default_factory=dict)
+    media: dict[Literal["image", "audio", "video"], str | MediaTemplate] = Field(default_factory=dict)
     metadata: list[str] = Field(default_factory=list)
     max_text_chars: int = 20_000
 
@@ -135,9 +167,19 @@ class ItemsSpec(TableSpec):
         self._check_columns((ITEM_ID,), (ITEM_ID,), "items")
         return self
 
+    @property
+    def media_columns(self) -> dict[str, str]:
+        """Modalities whose paths come from a column of the items file -> that column."""
+        return {m: v for m, v in self.media.items() if isinstance(v, str)}
+
+    @property
+    def media_templates(self) -> dict[str, str]:
+        """Modalities whose paths are built from the item id -> the template."""
+        return {m: v.template for m, v in self.media.items() if isinstance(v, MediaTemplate)}
+
     def source_columns(self) -> list[str]:
         """Every file column this spec reads, in a stable order."""
-        cols = [self.columns[ITEM_ID], *self.text_fields.values(), *self.media.values(), *self.metadata]
+        cols = [self.columns[ITEM_ID], *self.text_fields.values(), *self.media_columns.values(), *self.metadata]
         return list(dict.fromkeys(cols))
 
 
@@ -202,6 +244,38 @@ class DatasetSpec(_Strict):
         """Modalities this dataset declares: text when it has text fields, plus its media columns."""
         mods = ["text"] if self.items.text_fields else []
         return mods + [m for m in ("image", "audio", "video") if m in self.items.media]
+
+
+def template_media_paths(item_ids: list[str | None], template: str, root: Path) -> tuple[list[str | None], dict[str, int]]:
+    """Paths (relative to `root`) of a media template for each item id; None where no file is.
+
+    The path is built lexically and must stay inside `root`: an id such as `../../etc/passwd`
+    or one with a NUL byte gets None (counted as `unsafe`), so a hostile id cannot make the
+    pipeline read outside the dataset. Symlinks inside the root are the dataset owner's choice
+    and are followed.
+
+    Returns:
+        (paths, counts): counts of `found`, `missing` (no file) and `unsafe` ids.
+    """
+    base = os.path.normpath(str(root))
+    out: list[str | None] = []
+    counts = {"found": 0, "missing": 0, "unsafe": 0}
+    for iid in item_ids:
+        if iid is None:
+            out.append(None)
+            continue
+        rel = template.format(item_id=str(iid))
+        full = os.path.normpath(os.path.join(base, rel))
+        if "\x00" in rel or os.path.isabs(rel) or os.path.commonpath([base, full]) != base or full == base:
+            counts["unsafe"] += 1
+            out.append(None)
+        elif os.path.isfile(full):
+            counts["found"] += 1
+            out.append(os.path.relpath(full, base))
+        else:
+            counts["missing"] += 1
+            out.append(None)
+    return out, counts
 
 
 def root_env_var(name: str) -> str:

@@ -226,9 +226,9 @@ def extract_modality_dask(
     from mmrec.extract import extract_modality, finish_extraction, plan_extraction
 
     start = time.perf_counter()
-    job = plan_extraction(spec, paths, modality, params)
-    if not job.declared:  # nothing to encode: the single-process path writes the empty file
+    if modality not in spec.modalities:  # nothing to encode: the single-process path says so
         return extract_modality(spec, paths, modality, params)
+    job = plan_extraction(spec, paths, modality, params)
     ensure_plugin(client)
     cache_key = job.info["cache_key"]
     futures = []

@@ -40,10 +40,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mmrec.config import load_params
-    from mmrec.data.contract import load_dataset_spec
     from mmrec.distributed.ddp import init_from_env, shutdown
-    from mmrec.stages import StageContext, run_evaluate, run_train
+    from mmrec.stages import make_context, run_evaluate, run_train
 
     args = parse_args(argv)
     logging.basicConfig(level=os.environ.get("MMREC_LOG_LEVEL", "INFO").upper(),
@@ -52,8 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rank, size, backend = init_from_env(args.device)
         log.info("process %d of %d (backend %s)", rank, size, backend)
-        ctx = StageContext(spec=load_dataset_spec(args.dataset, root=args.root), params=load_params(args.params),
-                           workspace=args.workspace)
+        ctx = make_context(args.dataset, args.params, args.workspace, args.root)
         names = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
         summary = run_train(ctx, names)
         if rank == 0:

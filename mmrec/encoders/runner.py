@@ -24,6 +24,8 @@ import numpy as np
 from mmrec.encoders.base import Encoder, ItemFailure
 from mmrec.encoders.store import FeatureCache
 from mmrec.errors import ModelError
+from mmrec.progress import Rate
+from mmrec.progress import report as report_progress
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +148,10 @@ def run_extraction(
     in_batch: set[str] = set()
     bar = _progress(len(todo), f"{encoder.modality}:{encoder.id}", progress)
     last_log = time.perf_counter()
+    rate = Rate(len(todo))
+    done = 0
+    progress_key = f"extract-{encoder.modality}"
+    report_progress(progress_key, 0, len(todo), f"{encoder.id}: starting {len(todo)} items")
 
     def fail(item_id: str, reason: str, cached: bool = False) -> None:
         src = sources.get(item_id)
@@ -236,17 +242,21 @@ def run_extraction(
                         cache.put_failure(digest, str(payload))  # decoding is deterministic
                 if bar is not None:
                     bar.update(1)
+                done += 1
                 now = time.perf_counter()
                 if now - last_log > LOG_EVERY_S:
                     last_log = now
-                    log.info("%s: %d encoded, %d cached, %d failed (%.1f items/s)", encoder.id, result.encoded,
-                             result.cached, result.failed, result.encoded / max(now - start, 1e-9))
+                    line = rate.line(done)
+                    log.info("%s: %s; %d encoded, %d cached, %d failed", encoder.id, line, result.encoded,
+                             result.cached, result.failed)
+                    report_progress(progress_key, done, len(todo), f"{encoder.id}: {line}")
             run_batch()
     finally:
         cache.flush()  # whatever happened, keep what was encoded
         if bar is not None:
             bar.close()
     cache.compact()
+    report_progress(progress_key, len(todo), len(todo), f"{encoder.id}: {rate.line(done)}")
 
     failed_ids = {f["item_id"] for f in result.failures}
     for iid, digest in content.items():  # a duplicate of content the model then failed on

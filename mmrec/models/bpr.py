@@ -47,11 +47,14 @@ class BPR(FactorModel):
             once per epoch with one uniformly drawn negative.
         max_epochs: upper bound on epochs; early stopping usually ends sooner.
         eval_every: epochs between validation evaluations.
-        patience: evaluations without improvement before stopping; the best epoch's weights
-            are restored.
+        patience: epochs (not evaluations) without improvement of validation Recall@20 before
+            stopping; the best epoch's weights are restored. Larger than `eval_every`, or the
+            first evaluation that does not improve stops training.
         init_std: standard deviation of the normal initialisation.
         seed: seeds initialisation, shuffling and negative sampling (same seed, same model on CPU).
         device: torch device to train on ("cpu", "cuda"); scoring runs in numpy.
+        min_epochs: never stop before this epoch (early epochs of a large catalogue can plateau
+            before the model starts to learn).
 
     Users without training interactions are scored by popularity.
 
@@ -74,6 +77,7 @@ class BPR(FactorModel):
         init_std: float = 0.01,
         seed: int = SEED,
         device: str = "cpu",
+        min_epochs: int = 0,
     ) -> None:
         super().__init__()
         check_positive(dim=dim, init_std=init_std)
@@ -84,6 +88,7 @@ class BPR(FactorModel):
         self.max_epochs = int(max_epochs)
         self.eval_every = int(eval_every)
         self.patience = int(patience)
+        self.min_epochs = int(min_epochs)
         self.init_std = float(init_std)
         self.seed = int(seed)
         self.device = str(device)

@@ -100,7 +100,7 @@ class LightGCN(FactorModel):
         reg: weight of the L2 penalty on the batch's ego embeddings.
         batch_size: (user, positive, negative) triples per step; large batches make an epoch a
             few full-graph propagations.
-        max_epochs, eval_every, patience: as in `BPR` (best epoch restored).
+        max_epochs, eval_every, patience, min_epochs: as in `BPR` (best epoch restored).
         init_std: standard deviation of the normal initialisation of the ego embeddings.
         seed: seeds initialisation, shuffling and negative sampling (same seed, same model on CPU).
         device: torch device to train on; the propagated embeddings are cached for scoring.
@@ -127,6 +127,7 @@ class LightGCN(FactorModel):
         init_std: float = 0.1,
         seed: int = SEED,
         device: str = "cpu",
+        min_epochs: int = 0,
     ) -> None:
         super().__init__()
         check_positive(dim=dim, init_std=init_std)
@@ -140,6 +141,7 @@ class LightGCN(FactorModel):
         self.max_epochs = int(max_epochs)
         self.eval_every = int(eval_every)
         self.patience = int(patience)
+        self.min_epochs = int(min_epochs)
         self.init_std = float(init_std)
         self.seed = int(seed)
         self.device = str(device)

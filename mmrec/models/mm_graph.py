@@ -76,7 +76,7 @@ class MMGraph(LightGCN):
         weights: per-modality weight in the fused item graph (unnamed modalities weigh 1).
         knn_k: neighbours per item in each modality graph.
         item_weight: alpha, the weight of the item-graph term.
-        dim, n_layers, lr, reg, batch_size, max_epochs, eval_every, patience, init_std, seed,
+        dim, n_layers, lr, reg, batch_size, max_epochs, eval_every, patience, min_epochs, init_std, seed,
             device: as in `LightGCN`.
 
     Users without training interactions are scored by popularity.
@@ -104,8 +104,10 @@ class MMGraph(LightGCN):
         init_std: float = 0.1,
         seed: int = SEED,
         device: str = "cpu",
+        min_epochs: int = 0,
     ) -> None:
-        super().__init__(dim, n_layers, lr, reg, batch_size, max_epochs, eval_every, patience, init_std, seed, device)
+        super().__init__(dim, n_layers, lr, reg, batch_size, max_epochs, eval_every, patience, init_std, seed, device,
+                         min_epochs=min_epochs)
         self.modalities = list(check_modalities(self.name, modalities))
         self.weights = check_weights(self.name, weights, self.modalities)
         check_positive(knn_k=knn_k)

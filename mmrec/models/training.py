@@ -139,26 +139,31 @@ class ColdUserFallback:
 
 @dataclass
 class EarlyStopping:
-    """Stop when the watched validation metric has not improved for `patience` evaluations.
+    """Stop when the watched validation metric has not improved for `patience` epochs.
+
+    Patience counts epochs, not evaluations, so `eval_every` does not multiply it (with
+    `eval_every: 5, patience: 3` counted in evaluations, training ran 15 epochs past the best
+    and stopped at the first check on real catalogues). Training never stops before
+    `min_epochs`.
 
     Attributes:
-        patience: evaluations without improvement tolerated (not epochs).
+        patience: epochs without improvement tolerated (measured from the best epoch).
+        min_epochs: no stop before this epoch.
         best: best metric so far, best_epoch: its epoch, best_state: a copy of the weights then.
     """
 
     patience: int
+    min_epochs: int = 0
     best: float = -np.inf
     best_epoch: int = 0
     best_state: Any = None
-    bad_evals: int = 0
 
     def update(self, epoch: int, value: float, snapshot: Callable[[], Any]) -> bool:
-        """Record an evaluation; returns True when training should stop."""
+        """Record an evaluation at `epoch`; returns True when training should stop."""
         if value > self.best:
-            self.best, self.best_epoch, self.best_state, self.bad_evals = value, epoch, snapshot(), 0
-        else:
-            self.bad_evals += 1
-        return self.bad_evals >= self.patience
+            self.best, self.best_epoch, self.best_state = value, epoch, snapshot()
+            return False
+        return epoch - self.best_epoch >= self.patience and epoch >= self.min_epochs
 
 
 def run_epochs(
@@ -169,8 +174,13 @@ def run_epochs(
     epochs: int,
     eval_every: int,
     patience: int,
+    min_epochs: int = 0,
+    name: str = "model",
 ) -> tuple[list[dict[str, float]], int, int]:
     """The shared epoch loop with early stopping on validation and best-epoch restore.
+
+    Each evaluation logs one INFO line (epoch, loss, validation metric, best so far, seconds per
+    epoch, ETA to `epochs`) and reports progress (`mmrec.progress`) under `train-<name>`.
 
     Args:
         train_epoch: runs epoch `e` (1-based) and returns its mean loss.
@@ -178,15 +188,24 @@ def run_epochs(
             compared on training time alone, as RecBole logs it.
         evaluate: returns the validation metric (higher is better); None trains all `epochs`.
         snapshot/restore: copy the weights out / put a copy back (best epoch restore).
+        patience: epochs without improvement before stopping (see `EarlyStopping`).
+        min_epochs: never stop before this epoch.
+        name: the model's name, for the log and the progress key.
 
     Returns:
         (history, epochs run, best epoch). Without validation the best epoch is the last one.
     """
-    if epochs < 1 or eval_every < 1 or patience < 1:
-        raise ModelError(f"epochs, eval_every and patience must be >= 1, got {epochs}, {eval_every}, {patience}")
+    from mmrec.progress import format_duration, report
+
+    if epochs < 1 or eval_every < 1 or patience < 1 or min_epochs < 0:
+        raise ModelError(
+            f"epochs, eval_every and patience must be >= 1 and min_epochs >= 0, got {epochs}, {eval_every}, "
+            f"{patience}, {min_epochs}"
+        )
     history: list[dict[str, float]] = []
-    stopper = EarlyStopping(patience)
+    stopper = EarlyStopping(patience, min_epochs)
     epoch = 0
+    started = time.perf_counter()
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         loss = float(train_epoch(epoch))
@@ -195,16 +214,28 @@ def run_epochs(
             raise ModelError(f"training diverged at epoch {epoch} (loss {loss}); lower the learning rate")
         row["seconds"] = time.perf_counter() - start  # training only, as toolkits report it
         stop = False
-        if evaluate is not None and (epoch % eval_every == 0 or epoch == epochs):
+        checkpoint = epoch % eval_every == 0 or epoch == epochs
+        if evaluate is not None and checkpoint:
             start = time.perf_counter()
             value = float(evaluate())
             row[f"valid_{STOP_METRIC}"] = value
             row["eval_seconds"] = time.perf_counter() - start
             stop = stopper.update(epoch, value, snapshot)
         history.append(row)
-        logger.debug("epoch %d: %s", epoch, row)
+        if checkpoint:
+            per_epoch = (time.perf_counter() - started) / epoch
+            valid = f", valid {STOP_METRIC} {row[f'valid_{STOP_METRIC}']:.4f} (best {stopper.best:.4f} at epoch " \
+                    f"{stopper.best_epoch})" if f"valid_{STOP_METRIC}" in row else ""
+            logger.info("%s epoch %d/%d: loss %.4f%s, %.2f s/epoch, at most %s left", name, epoch, epochs, loss, valid,
+                        per_epoch, format_duration(per_epoch * (epochs - epoch)))
+            report(f"train-{name}", epoch, epochs, f"epoch {epoch}/{epochs}, loss {loss:.4f}{valid}")
+        else:
+            logger.debug("epoch %d: %s", epoch, row)
         if stop:
+            logger.info("%s: early stop at epoch %d (no improvement for %d epochs); best epoch %d restored",
+                        name, epoch, epoch - stopper.best_epoch, stopper.best_epoch)
             break
+    report(f"train-{name}", epochs, epochs, f"done: {epoch} epochs")
     if evaluate is None:
         return history, epoch, epoch
     restore(stopper.best_state)
@@ -332,6 +363,8 @@ class FactorModel(ColdUserFallback, Recommender):
             self.max_epochs,
             self.eval_every,
             self.patience,
+            min_epochs=getattr(self, "min_epochs", 0),
+            name=self.name,
         )
         self._export()
         self._params = {}  # scoring needs the numpy factors only; free the graph inputs

@@ -76,7 +76,7 @@ class TwoTower(FactorModel):
         align_temperature: its temperature.
         use_history: add the mean of the user's item vectors to the user's ID embedding.
         id_dropout: share of a batch's items whose ID embedding is dropped in a step.
-        lr, reg, batch_size, max_epochs, eval_every, patience, init_std, seed, device: as in BPR
+        lr, reg, batch_size, max_epochs, eval_every, patience, min_epochs, init_std, seed, device: as in BPR
             (reg is the L2 weight on the batch's ID embeddings; weight_decay on the towers).
         weight_decay: L2 on the projection and fusion weights.
 
@@ -114,6 +114,7 @@ class TwoTower(FactorModel):
         init_std: float = 0.01,
         seed: int = SEED,
         device: str = "cpu",
+        min_epochs: int = 0,
     ) -> None:
         super().__init__()
         self.modalities = list(check_modalities(self.name, modalities))
@@ -136,7 +137,7 @@ class TwoTower(FactorModel):
         self.id_dropout = float(id_dropout)
         self.lr, self.reg, self.weight_decay = float(lr), float(reg), float(weight_decay)
         self.batch_size, self.max_epochs = int(batch_size), int(max_epochs)
-        self.eval_every, self.patience = int(eval_every), int(patience)
+        self.eval_every, self.patience, self.min_epochs = int(eval_every), int(patience), int(min_epochs)
         self.init_std, self.seed, self.device = float(init_std), int(seed), str(device)
         self.item_parts: dict[str, np.ndarray] = {}  # source ("id" or modality) -> (n_items, dim)
         self._feats: list[np.ndarray] = []

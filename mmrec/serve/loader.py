@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -75,8 +76,33 @@ class Precomputed(list):
 class OnlineRecs:
     """`RecsReader` over the Feast online store's `user_recommendations` view."""
 
-    def __init__(self, online: Any) -> None:
+    def __init__(self, online: Any, table: Path | None = None) -> None:
         self.online = online
+        self.table = table  # the exported nightly table the online store was materialised from
+        self._rows: tuple[tuple[int, int], int] | None = None  # (mtime_ns, size) -> rows
+
+    def available(self) -> bool:
+        """Whether a nightly list exists to serve from (what /ready reports as `precomputed`).
+
+        The pipeline materialises the store before any nightly run, so the view exists but is
+        empty until `mmrec recommend` (or the nightly flow) has run; then users get `source:
+        model`, and /ready must say so. Read from the exported table (re-read when it changes).
+        """
+        if self.table is None:
+            return True
+        try:
+            st = self.table.stat()
+        except OSError:
+            return False
+        key = (st.st_mtime_ns, st.st_size)
+        if self._rows is None or self._rows[0] != key:
+            import pyarrow.parquet as pq
+
+            try:
+                self._rows = (key, int(pq.ParquetFile(self.table).metadata.num_rows))
+            except Exception:  # noqa: BLE001 - unreadable while being replaced: not available now
+                return False
+        return self._rows[1] > 0
 
     def get(self, user_id: str) -> list[tuple[str, float]] | None:
         rec = self.online.recommendations([user_id])[0]
@@ -135,12 +161,17 @@ class ChampionSource:
             version=str(info["version"]),
             catalog=catalog,
             model=model,
-            recs=OnlineRecs(online),
+            recs=OnlineRecs(online, self._recs_table()),
             similar=self.indexes(online),
             explainer=explain,
             info={"registered_model": info["registered_model"], "alias": self.alias, "run_id": info["run_id"],
                   "online_store": online.profile},
         )
+
+    def _recs_table(self) -> Path:
+        from mmrec.features import table_path
+
+        return table_path(self.ctx.paths, "user_recommendations")
 
     def indexes(self, online: Any) -> dict[str, SimilarIndex]:
         """Item indexes over the online store's embeddings, rebuilt only when an exported table changed."""

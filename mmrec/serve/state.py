@@ -89,13 +89,23 @@ class ServingState:
         object.__setattr__(self, "user_pos", {str(u): i for i, u in enumerate(users)} if users is not None else {})
         object.__setattr__(self, "item_pos", {str(v): i for i, v in enumerate(items)} if items is not None else {})
 
+    def serves_precomputed(self) -> bool:
+        """A precomputed reader that has a nightly list behind it (a reader may say it has none)."""
+        if self.recs is None:
+            return False
+        available = getattr(self.recs, "available", None)
+        return bool(available()) if callable(available) else True
+
     def describe(self) -> dict[str, Any]:
         return {
             "version": self.version,
             "model": getattr(self.model, "name", None),
             "items": self.catalog.n_items,
             "users": self.catalog.n_users,
-            "precomputed": self.recs is not None,
+            # true only when a nightly list exists and is used; else users get live `model` scores
+            "precomputed": self.serves_precomputed(),
+            # what GET /users/{id}/recommendations answers with for a known user now
+            "serving": "precomputed" if self.serves_precomputed() else ("model" if self.model is not None else "fallback"),
             "modalities": sorted(self.similar),
             "explain": self.explainer is not None and self.model is not None,
             "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at)),

@@ -114,6 +114,8 @@ class TableReport:
         rows: rows in: warehouse rows plus the lines ingest rejected.
         valid_rows: rows that passed (None when table-level checks failed and rows were not judged).
         quarantined: rows quarantined, ingest rejects included.
+        deduplicated: identical repeats merged or dropped by the dataset's duplicate policy
+            (`interactions.duplicates`); not quarantined: valid + quarantined + deduplicated == rows.
     """
 
     name: str
@@ -123,6 +125,7 @@ class TableReport:
     ingest_rejects: int = 0
     valid_rows: int | None = None
     quarantined: int = 0
+    deduplicated: int = 0
     checks: list[CheckReport] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
 
@@ -139,6 +142,7 @@ class TableReport:
             "ingest_rejects": self.ingest_rejects,
             "valid_rows": self.valid_rows,
             "quarantined": self.quarantined,
+            "deduplicated": self.deduplicated,
             "checks": [c.to_dict() for c in self.checks],
             "failures": [f.to_dict() for f in self.failures],
         }
@@ -180,14 +184,14 @@ class ValidationReport:
         status = "passed" if self.success else "FAILED"
         lines = [f"# Validation of `{self.dataset}`: {status}", ""]
         lines += [
-            "| table | source | rows | valid | quarantined | ingest rejects | status |",
-            "|---|---|---:|---:|---:|---:|---|",
+            "| table | source | rows | valid | quarantined | deduplicated | ingest rejects | status |",
+            "|---|---|---:|---:|---:|---:|---:|---|",
         ]
         for name, t in self.tables.items():
             valid = "-" if t.valid_rows is None else str(t.valid_rows)
             ok = "ok" if t.success else "**failed**"
             lines.append(
-                f"| {name} | `{t.source}` | {t.rows} | {valid} | {t.quarantined} | {t.ingest_rejects} | {ok} |"
+                f"| {name} | `{t.source}` | {t.rows} | {valid} | {t.quarantined} | {t.deduplicated} | {t.ingest_rejects} | {ok} |"
             )
         lines.append("")
         if self.failures:

@@ -26,6 +26,7 @@ from mmrec.data.contract import DatasetSpec
 from mmrec.errors import DataError, StageError, ValidationFailed
 from mmrec.io import atomic_dir, write_json, write_text
 from mmrec.paths import DatasetPaths
+from mmrec.validation.duplicates import apply_duplicate_policy
 from mmrec.validation.media import check_media, empty_media_quarantine
 from mmrec.validation.quarantine import INGEST_CHECK, RAW, quarantine_frame, read_rejects
 from mmrec.validation.report import (
@@ -262,7 +263,7 @@ def _rejects_report(run: _TableRun) -> CheckReport:
 def _fraction_check(run: _TableRun, params: ValidateParams, source: str) -> None:
     """Too many bad rows means something systematic (wrong delimiter, wrong unit): fail the table."""
     rep = run.report
-    total, bad = rep.rows, rep.quarantined
+    total, bad = rep.rows - rep.deduplicated, rep.quarantined  # repeats merged by policy are not bad rows
     frac = bad / total if total else 0.0
     ok = frac <= params.max_quarantine_fraction
     rep.checks.append(
@@ -421,7 +422,12 @@ def validate_dataset(spec: DatasetSpec, paths: DatasetPaths, params: ValidatePar
     for t in names:
         rejects = read_rejects(paths.warehouse / f"{t}_rejects.parquet")
         n_rej = 0 if rejects is None else len(rejects)
-        rep = TableReport(t, sources[t], str(paths.table(t)), rows=len(frames[t]) + n_rej, ingest_rejects=n_rej)
+        rows_in = len(frames[t]) + n_rej
+        deduplicated = 0
+        if t == "interactions":  # identical rows: the dataset's duplicate policy, not quarantine
+            frames[t], deduplicated = apply_duplicate_policy(frames[t], spec.interactions.duplicates)
+        rep = TableReport(t, sources[t], str(paths.table(t)), rows=rows_in, ingest_rejects=n_rej,
+                          deduplicated=deduplicated)
         runs[t] = _TableRun(t, frames[t], rep, rejects)
 
     runner = SuiteRunner()

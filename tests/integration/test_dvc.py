@@ -58,6 +58,7 @@ def dvc_repo(tmp_path_factory) -> Path:
     shutil.copytree(REPO / "mmrec", repo / "mmrec", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "feature_repo", repo / "feature_repo", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", repo / "dvc.yaml")
+    shutil.copytree(REPO / "params", repo / "params")  # per-dataset overlays (params/synth.yaml)
     shutil.copy(REPO / ".gitignore", repo / ".gitignore")
     params = merge(yaml.safe_load((REPO / "params.yaml").read_text()), SMALL_PARAMS)
     params["extract"]["audio"]["options"] = {}  # whisper's `window` option means nothing to logmel
@@ -100,6 +101,15 @@ def test_repro_from_clean_repo_then_incremental(dvc_repo: Path):
     assert again["models"]["bpr"]["test"]["recall@20"] == metrics["models"]["bpr"]["test"]["recall@20"]
     shown = run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], dvc_repo).stdout
     assert "recall@20" in shown
+
+    # the dataset's parameter overlay (what `mmrec stage` merges over params.yaml) is a dependency
+    overlay = dvc_repo / "params" / "synth.yaml"
+    original = overlay.read_text()
+    overlay.write_text("train: {params: {bpr: {max_epochs: 2}}}\n")
+    status = run([sys.executable, "-m", "dvc", "status", "train"], dvc_repo).stdout
+    assert "params/synth.yaml" in status, status
+    overlay.write_text(original)
+    assert "up to date" in run([sys.executable, "-m", "dvc", "status"], dvc_repo).stdout.lower()
 
 
 def test_push_pull_round_trip(dvc_repo: Path, tmp_path: Path):

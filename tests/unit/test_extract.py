@@ -275,12 +275,16 @@ def test_cache_shards_are_compacted_and_survive_reload(tmp_path):
 # ---- stage plumbing ---------------------------------------------------------------------------
 
 
-def test_undeclared_modality_writes_an_empty_feature_file(tmp_path):
+def test_undeclared_modality_is_a_no_op_that_says_so(tmp_path, caplog):
     spec, paths = make_dataset(tmp_path, media_kinds=("image",))
-    entry = extract_modality(spec, paths, "audio", params())
-    assert entry["declared"] is False and entry["encoded"] == 0 and entry["missing"] == 6
-    feats = read_features(paths.features("audio", "logmel"))
-    assert feats.item_ids == [] and feats.matrix.shape == (0, 188)
+    with caplog.at_level("INFO", logger="mmrec.extract"):
+        entry = extract_modality(spec, paths, "audio", params())
+    assert entry["declared"] is False and entry["encoded"] == 0 and "declares no audio" in entry["skipped"]
+    assert not paths.features("audio", "logmel").exists()  # no empty file for the models to trip on
+    assert (paths.data / "features" / "audio" / "SKIPPED.json").is_file()  # DVC's output folder exists
+    assert any("skipped" in r.getMessage() and "declares no audio" in r.getMessage() for r in caplog.records)
+    report = json.loads(extraction_report_path(paths).read_text())
+    assert "audio" not in report["modalities"] and "declares no audio" in report["skipped"]["audio"]
 
 
 def test_missing_validated_table_and_bad_config(tmp_path):

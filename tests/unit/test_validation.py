@@ -202,7 +202,7 @@ ROW_CASES: list[RowCase] = [
      "items", [6], "item_id_unique", "duplicate item_id 'i3' (first at row 3)"),
     ("dup_user", lambda w: w.users.append(("u2", "DE")), {},
      "users", [4], "user_id_unique", "duplicate user_id 'u2' (first at row 2)"),
-    ("dup_interaction", lambda w: w.interactions.append(INTERACTIONS[0]), {},
+    ("dup_interaction", lambda w: (w.interactions.append(INTERACTIONS[0]), _strict_duplicates(w)), {},
      "interactions", [11], "duplicate_row", "as row 1"),
     ("bad_timestamp", lambda w: _mutate(w.interactions, 1, 2, "abc"), {},
      "interactions", [2], "timestamp_parses", "timestamp 'abc' does not parse"),
@@ -370,8 +370,14 @@ def test_media_check_can_be_turned_off(world: World) -> None:
     assert report.to_dict()["media"]["enabled"] is False
 
 
+def _strict_duplicates(w: World) -> None:
+    """`interactions.duplicates: quarantine` (the default aggregates identical rows instead)."""
+    w.spec = w.spec.model_copy(update={"interactions": w.spec.interactions.model_copy(update={"duplicates": "quarantine"})})
+
+
 def test_report_json_format(world: World) -> None:
     world.interactions.append(INTERACTIONS[0])
+    _strict_duplicates(world)
     world.write()
     world.validate()
     data = world.report_json()
@@ -379,7 +385,7 @@ def test_report_json_format(world: World) -> None:
     assert data["dataset"] == "vt" and set(data["tables"]) == {"interactions", "items", "users"}
     for table in data["tables"].values():
         assert {"source", "rows", "valid_rows", "quarantined", "checks", "failures"} <= set(table)
-        assert table["rows"] == table["valid_rows"] + table["quarantined"]
+        assert table["rows"] == table["valid_rows"] + table["quarantined"] + table["deduplicated"]
         for c in table["checks"]:
             assert {"name", "level", "success", "unexpected", "examples", "column"} <= set(c)
             assert c["level"] in ("row", "table") and isinstance(c["success"], bool)
