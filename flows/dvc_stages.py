@@ -86,6 +86,10 @@ def _param_keys(path: str, stage: str, params: list[Any]) -> list[str]:
             out.append(p)
         elif isinstance(p, dict) and set(p) <= {"params.yaml"}:  # `- params.yaml: [keys]`
             out.extend(str(k) for k in next(iter(p.values())) or [])
+        elif isinstance(p, dict) and set(p) == {"${dataset.params}"} and not p["${dataset.params}"]:
+            # the dataset's parameter overlay as a whole file: its values are already merged into the
+            # run's params, so the stage's own keys above carry whatever of it the stage reads
+            continue
         else:
             raise ConfigError(
                 f"{path}: stage {stage!r} reads params from {p!r}; only params.yaml keys can be part of the Prefect cache key"

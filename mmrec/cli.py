@@ -152,7 +152,7 @@ def data_check(
 @app.command("stage")
 @handle_errors
 def stage(
-    name: Annotated[str, typer.Argument(help="ingest | validate | split | extract_text | extract_image | extract_audio | extract_video | train | evaluate | materialize")],
+    name: Annotated[str, typer.Argument(help="ingest | validate | split | extract_text | extract_image | extract_audio | extract_video | tune | train | evaluate | materialize")],
     dataset: DatasetOpt,
     root: RootOpt = None,
     params: ParamsOpt = Path("params.yaml"),

@@ -37,6 +37,7 @@ STAGES = (  # in pipeline order (what `mmrec stage` accepts)
     "extract_image",
     "extract_audio",
     "extract_video",
+    "tune",  # not run by the pipeline unless asked (`mmrec pipeline --tune`; frozen in dvc.yaml)
     "train",
     "evaluate",
     "materialize",
@@ -208,6 +209,15 @@ def run_train(ctx: StageContext, models: Sequence[str] | None = None) -> dict[st
     summary["params_files"] = list(ctx.params_files)
     write_json(target, summary)
     return summary
+
+
+def run_tune_stage(ctx: StageContext) -> dict[str, Any]:
+    """`mmrec stage tune` (the DVC `tune` stage): the search of `tune:` in params.yaml (mmrec/tuning)."""
+    from mmrec.tuning.tune import run_tune
+
+    result = run_tune(ctx)
+    return {k: v for k, v in result.items() if k != "models"} | {
+        "models": {n: {"best": r.get("best"), "trials": r["trials"]} for n, r in result["models"].items()}}
 
 
 def write_point_in_time_training_set(ctx: StageContext) -> dict[str, Any]:
@@ -486,6 +496,7 @@ STAGE_FUNCTIONS: dict[str, Callable[[StageContext], dict[str, Any]]] = {
     "validate": run_validate,
     "split": run_split,
     **{f"extract_{m}": functools.partial(run_extract, modality=m) for m in MODALITIES},
+    "tune": run_tune_stage,
     "train": run_train,
     "evaluate": run_evaluate,
     "materialize": run_materialize,

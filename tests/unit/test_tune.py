@@ -262,3 +262,16 @@ def test_split_divides_cold_items_by_time_and_keeps_old_hashes():
         h.update(part.encode())
         h.update(_tsv_bytes(getattr(old, part)))
     assert split_hash(old) == h.hexdigest() != split_hash(fr)
+
+
+def test_stage_tune_runs_the_params_search(prepared):
+    dataset, params, ws = prepared
+    raw = yaml.safe_load(params.read_text())
+    raw["tune"].update(models=["itemknn"], trials=2)
+    params.write_text(yaml.safe_dump(raw))
+    res = runner.invoke(app, ["stage", "tune", "--dataset", str(dataset), "--params", str(params), "--workspace", str(ws)],
+                        catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output[res.output.index("{"):])
+    assert out["models"]["itemknn"]["trials"]["run"] == 2 and out["overlay"].endswith("params/tiny.yaml")
+    assert set(yaml.safe_load((ws / "params/tiny.yaml").read_text())["train"]["params"]) == {"itemknn"}
