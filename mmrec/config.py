@@ -152,6 +152,8 @@ class EvaluateParams(_Section):
         confidence: the CIs' coverage.
         seed: seed of the bootstrap, the random scorer, the user pairs and the random control.
         personalisation_pairs: user pairs sampled for the cold-slice rank correlation.
+        cold_permutations: random global orders of the cold items drawn for the cold slice's
+            permutation null (each model's cold Recall/NDCG@20 gets a p-value against it).
         cold_lift_target: the cold-slice Recall@20 over random ranking a multimodal model should
             reach (the report's quality-target check).
         ablation: the per-modality ablation (off unless `ablation.model` is set).
@@ -166,6 +168,7 @@ class EvaluateParams(_Section):
     confidence: float = Field(0.95, gt=0.0, lt=1.0)
     seed: int = SEED
     personalisation_pairs: int = Field(200, ge=1)
+    cold_permutations: int = Field(1000, ge=1)
     cold_lift_target: float = Field(3.5, gt=0.0)
     ablation: AblationParams = Field(default_factory=AblationParams)
 

@@ -255,6 +255,7 @@ def run_evaluate(ctx: StageContext, models: Sequence[str] | None = None) -> dict
     history = sp.csr_matrix(train + data.valid)
     history.data[:] = 1.0
     has_cold = data.cold_test is not None and data.cold_test.nnz > 0 and len(data.cold_items) > 0
+    has_cold_valid = data.cold_valid is not None and data.cold_valid.nnz > 0 and len(data.cold_valid_items) > 0
     k_main = 20 if 20 in ks else max(ks)
     lift_keys = [f"{m}@{k}" for m in ("recall", "ndcg") for k in ks]
     names = _model_names(ctx, models)
@@ -269,8 +270,16 @@ def run_evaluate(ctx: StageContext, models: Sequence[str] | None = None) -> dict
 
     rand = slices(analysis.random_score_fn(len(data.item_ids), ev.seed))
     random_ref: dict[str, Any] = {part: {"measured": um.summary(ks)} for part, um in rand.items()}
+    null: dict[str, Any] = {}
+    from mmrec import cold as cold_slice
+
     if has_cold:
+        assert data.cold_test is not None
         random_ref["cold"]["expected"] = analysis.expected_random(rand["cold"], ks)
+        # many random global orders (one per draw, shared by every user): the slice's null
+        null = cold_slice.permutation_null(data.cold_test, history, data.cold_items, ks, ev.cold_permutations, ev.seed,
+                                           metrics=[f"recall@{k_main}", f"ndcg@{k_main}"])
+        random_ref["cold"]["permutation_null"] = cold_slice.public(null)
     results: dict[str, Any] = {}
     per_user: dict[str, dict[str, UserMetrics]] = {}
     for name in names:
@@ -282,10 +291,25 @@ def run_evaluate(ctx: StageContext, models: Sequence[str] | None = None) -> dict
             raise StageError(f"{folder}: model {name!r} was trained on another split; re-run `mmrec stage train`")
         start = time.perf_counter()
         per_user[name] = slices(model.score)
+        cold_block: dict[str, Any] | None = None
+        if has_cold:  # no credit from the tie rule: all-tied users at the random expectation
+            tied = cold_slice.tied_users(model.score, per_user[name]["cold"].users, data.cold_items, bs)
+            per_user[name]["cold"], cold_block = cold_slice.cold_summary(per_user[name]["cold"], tied, ks)
+            if cold_block.get("unscored"):
+                log.info("%s cannot score cold items (all tied for every user): cold figures = random expectation",
+                         name)
         entry: dict[str, Any] = {
             "valid": user_metrics(model.score, data.valid, train, ks, batch_size=bs).summary(ks),
             **{part: um.summary(ks) for part, um in per_user[name].items()},
         }
+        if cold_block is not None:
+            entry["cold"] = cold_block
+            entry["cold"]["p_value"] = cold_slice.p_values(null, cold_block)
+        if has_cold_valid:  # validation of cold-start settings (what `mmrec tune --objective cold_valid` uses)
+            assert data.cold_valid is not None
+            cv = user_metrics(model.score, data.cold_valid, train, ks, candidates=data.cold_valid_items, batch_size=bs)
+            cv_tied = cold_slice.tied_users(model.score, cv.users, data.cold_valid_items, bs) if len(cv.users) else np.zeros(0, bool)
+            entry["cold_valid"] = cold_slice.cold_summary(cv, cv_tied, ks)[1]
         entry["sparse"]["max_train_interactions"] = ev.sparse_max_train
         if has_cold:
             entry["cold_random_lift"] = analysis.lift(entry["cold"], random_ref["cold"]["expected"], lift_keys)
@@ -329,6 +353,7 @@ def run_evaluate(ctx: StageContext, models: Sequence[str] | None = None) -> dict
             "users": int(data.train.n_users),
             "items": int(data.train.n_items),
             "cold_items": int(len(data.cold_items)),
+            "cold_valid_items": int(len(data.cold_valid_items)),
         },
         "selection_metric": metric,
         "best_model": best,
