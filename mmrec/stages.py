@@ -348,7 +348,7 @@ def run_evaluate(ctx: StageContext, models: Sequence[str] | None = None) -> dict
         comparisons["skipped"] = f"reference model {ev.reference!r} is not among the evaluated models {names}"
     report: dict[str, Any] = {
         "dataset": ctx.spec.name,
-        "split": {"kind": data.kind, "hash": data.split_hash},
+        "split": {"kind": data.kind, "hash": data.split_hash, "warm_hash": _warm_hash(ctx, data.kind)},
         "counts": {
             "users": int(data.train.n_users),
             "items": int(data.train.n_items),
@@ -379,6 +379,14 @@ def run_evaluate(ctx: StageContext, models: Sequence[str] | None = None) -> dict
     write_text(ctx.paths.reports / "metrics.md", format_metrics_markdown(report))
     write_report(report, ctx.paths.reports)
     return report
+
+
+def _warm_hash(ctx: StageContext, kind: str) -> str | None:
+    """The split's warm hash (train/valid/test only) from split.json; None for splits written before it."""
+    try:
+        return json.loads((ctx.paths.splits(kind) / "split.json").read_text(encoding="utf-8")).get("warm_hash")
+    except (OSError, ValueError):
+        return None
 
 
 def truncation_flag(model: Any) -> str | None:
