@@ -275,3 +275,17 @@ def test_stage_tune_runs_the_params_search(prepared):
     out = json.loads(res.output[res.output.index("{"):])
     assert out["models"]["itemknn"]["trials"]["run"] == 2 and out["overlay"].endswith("params/tiny.yaml")
     assert set(yaml.safe_load((ws / "params/tiny.yaml").read_text())["train"]["params"]) == {"itemknn"}
+
+
+def test_dvc_tune_stage_is_frozen_and_off_the_default_path():
+    from dvc.repo import Repo
+
+    from tests.conftest import REPO
+
+    repo = Repo(str(REPO))
+    stages = {s.name: s for s in repo.index.stages}
+    tune = stages["tune"]
+    assert tune.frozen and not tune.outs and tune.cmd.startswith("mmrec stage tune")
+    assert {p for d in tune.deps if hasattr(d, "params") for p in d.params} >= {"tune", "train"}
+    graph = repo.index.graph
+    assert not list(graph.predecessors(tune))  # nothing depends on it: `dvc repro` never needs it
