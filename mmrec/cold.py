@@ -108,7 +108,7 @@ def permutation_null(
     kmax = max(ks)
     wanted = [m for m in metrics if int(m.split("@")[1]) in ks]
     if len(users) == 0 or not wanted:
-        return {"permutations": 0, "users": 0, "candidates": int(len(candidates)), "metrics": {}}
+        return {"permutations": 0, "users": 0, "candidates": len(candidates), "metrics": {}}
     dense = np.asarray(t[users].todense()) > 0  # (users, candidates)
     rng = np.random.default_rng(seed)
     draws = {m: np.empty(permutations) for m in wanted}
@@ -124,8 +124,8 @@ def permutation_null(
     return {
         "permutations": int(permutations),
         "seed": int(seed),
-        "users": int(len(users)),
-        "candidates": int(len(candidates)),
+        "users": len(users),
+        "candidates": len(candidates),
         "metrics": {m: {"mean": float(d.mean()), "std": float(d.std(ddof=1)) if len(d) > 1 else 0.0,
                         "q95": float(np.quantile(d, 0.95)), "q99": float(np.quantile(d, 0.99)),
                         "max": float(d.max())} for m, d in draws.items()},

@@ -71,8 +71,8 @@ def format_comparison(cmp: dict[str, Any]) -> str:
     ours_split = cmp["split"]["ours"]
     ref_split = cmp["split"]["reference"]
     lines = [
-        f"reference split {ref_split['hash'][:12]} (warm {str(ref_split.get('warm_hash'))[:12]}); "
-        f"this report: split {str(ours_split.get('hash'))[:12]} (warm {str(ours_split.get('warm_hash'))[:12]})",
+        (f"reference split {ref_split['hash'][:12]} (warm {str(ref_split.get('warm_hash'))[:12]}); "
+         f"this report: split {str(ours_split.get('hash'))[:12]} (warm {str(ours_split.get('warm_hash'))[:12]})"),
         "warm test: " + ("comparable (same train/valid/test)" if cmp["warm_comparable"] else
                          "NOT comparable (different train/valid/test): reference rows shown for orientation only"),
         "cold slice: " + ("comparable (same cold items)" if cmp["cold_comparable"] else

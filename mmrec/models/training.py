@@ -38,7 +38,7 @@ _EVALUATION_CALLBACK: contextvars.ContextVar[Callable[[int, float], None] | None
 )
 
 
-class TrainingPruned(Exception):  # noqa: N818 - a control-flow signal, like optuna's TrialPruned
+class TrainingPruned(Exception):
     """Raised by an evaluation callback to end a training run early (a tuner pruning a trial).
 
     Not an `MMRecError`: nothing is wrong, the caller that installed the callback asked for the

@@ -26,7 +26,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 import scipy.sparse as sp
@@ -89,7 +89,7 @@ class _Tracker:
     _uri: str = ""
     _exp: str = ""
 
-    def __enter__(self) -> _Tracker:
+    def __enter__(self) -> Self:
         if not self.enabled:
             return self
         import contextlib
@@ -103,7 +103,7 @@ class _Tracker:
         self._exp = _experiment_id(client, experiment_name(self.ctx.spec.name), self._uri, tp, self.ctx.workspace)
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._stack is not None:
             self._stack.close()
 
@@ -547,20 +547,20 @@ def _quiet_optuna() -> None:
 
 def format_tuning_markdown(result: Mapping[str, Any]) -> str:
     out = [f"# Tuning: {result['dataset']}", "",
-           f"Split hash `{result['split_hash'][:12]}`; objective `{result['objective']}` (validation only; the "
-           f"test set is never read). Chosen values written to `{result['overlay']}`.", ""]
+           (f"Split hash `{result['split_hash'][:12]}`; objective `{result['objective']}` (validation only; the "
+            f"test set is never read). Chosen values written to `{result['overlay']}`."), ""]
     for name, rec in result["models"].items():
         b, n = rec["budget"], rec["trials"]
         out += [f"## {name}", "",
-                f"{n['run']} trials ({n['complete']} complete, {n['pruned']} pruned) in {b['seconds'] / 60:.1f} min; "
-                f"budget {b['trials']} trials, timeout {b['timeout_seconds']}.", ""]
+                (f"{n['run']} trials ({n['complete']} complete, {n['pruned']} pruned) in {b['seconds'] / 60:.1f} min; "
+                 f"budget {b['trials']} trials, timeout {b['timeout_seconds']}."), ""]
         best = rec.get("best")
         if not best:
             out += [rec.get("note", "no best trial"), ""]
             continue
         figures = ", ".join(f"{k} recall@{OBJECTIVE_K} {v:.4f}" for k, v in best["figures"].items())
-        out += [f"Best trial {best['number']}: objective **{best['value']:.4f}** ({figures}), best epoch "
-                f"{best.get('best_epoch')}.", "",
+        out += [(f"Best trial {best['number']}: objective **{best['value']:.4f}** ({figures}), best epoch "
+                 f"{best.get('best_epoch')}."), "",
                 "| parameter | chosen | importance |", "|---|---|---|"]
         imp = rec.get("importance", {})
         for p, v in best["params"].items():

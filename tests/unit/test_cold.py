@@ -38,7 +38,7 @@ def test_a_model_that_ties_every_cold_item_gets_the_random_expectation_not_the_t
     assert raw.summary((20,))["recall@20"] > 0.9  # the credit the tie-break gives
     tied = tied_users(constant, raw.users, cand)
     assert tied.all()
-    fixed, block = cold_summary(raw, tied, (20,))
+    _, block = cold_summary(raw, tied, (20,))
     exp = expected_random_at_k(raw.n_relevant, len(cand), 20)
     assert block["recall@20"] == pytest.approx(20 / 40) and block["ndcg@20"] == pytest.approx(exp["ndcg"].mean())
     assert block["unscored"] is True and block["tied_users"] == 1.0

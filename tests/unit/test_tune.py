@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import scipy.sparse as sp
 import yaml
@@ -116,7 +115,7 @@ def test_a_trial_is_pruned_through_the_training_loop(prepared):
     rec = result["models"]["bpr"]
     assert rec["trials"] == {"run": 3, "complete": 2, "pruned": 1}
     pruned = [h for h in rec["history"] if h["state"] == "pruned"]
-    assert [h["number"] for h in pruned] == [1] and pruned[0]["epoch"] == 2 < 6  # stopped, not trained out
+    assert [h["number"] for h in pruned] == [1] and pruned[0]["epoch"] == 2  # stopped at epoch 2 of 6, not trained out
     assert [e for e, _ in pruned[0]["curve"]] == [1, 2]
     complete = [h for h in rec["history"] if h["state"] == "complete"]
     assert all(h["epochs"] == 6 and len(h["curve"]) == 6 for h in complete)
@@ -169,9 +168,8 @@ def test_run_epochs_reports_each_check_and_stops_on_prune():
         if epoch == 4:
             raise TrainingPruned(epoch, value)
 
-    with evaluation_callback(cb):
-        with pytest.raises(TrainingPruned) as exc:
-            run_epochs(lambda e: 1.0, lambda: 0.5, lambda: None, lambda s: None, epochs=10, eval_every=2, patience=5)
+    with evaluation_callback(cb), pytest.raises(TrainingPruned) as exc:
+        run_epochs(lambda e: 1.0, lambda: 0.5, lambda: None, lambda s: None, epochs=10, eval_every=2, patience=5)
     assert seen == [(2, 0.5), (4, 0.5)] and exc.value.epoch == 4
     # outside the block nothing is reported
     run_epochs(lambda e: 1.0, lambda: 0.5, lambda: None, lambda s: None, epochs=2, eval_every=1, patience=5)
