@@ -190,8 +190,13 @@ class Tuner:
                              {m: self._features[m][1] for m in needed})
 
     def score(self, model: Any) -> dict[str, float]:
-        """The fitted model's validation figures: valid (and cold_valid when the split has it) Recall@20."""
-        from mmrec.evaluate import evaluate_scores
+        """The fitted model's validation figures: valid (and cold_valid when the split has it) Recall@20.
+
+        cold_valid gets no credit from tie-breaks (mmrec/cold.py), as the cold test in evaluate:
+        otherwise a model that cannot score new items would be tuned on its tie order.
+        """
+        from mmrec.cold import cold_summary, tied_users
+        from mmrec.evaluate import evaluate_scores, user_metrics
 
         train = self.data.train.matrix
         k = min(OBJECTIVE_K, train.shape[1])
@@ -199,8 +204,9 @@ class Tuner:
         cv = self.data.cold_valid
         if cv is not None and cv.nnz and len(self.data.cold_valid_items):
             kc = min(OBJECTIVE_K, len(self.data.cold_valid_items))
-            out["cold_valid"] = float(evaluate_scores(model.score, cv, train, ks=(kc,),
-                                                      candidates=self.data.cold_valid_items)[f"recall@{kc}"])
+            um = user_metrics(model.score, cv, train, ks=(kc,), candidates=self.data.cold_valid_items)
+            tied = tied_users(model.score, um.users, self.data.cold_valid_items)
+            out["cold_valid"] = float(cold_summary(um, tied, (kc,))[1][f"recall@{kc}"])
         return out
 
     def objective_value(self, figures: Mapping[str, float]) -> float:
@@ -385,7 +391,7 @@ def _header(records: Mapping[str, Mapping[str, Any]], keep: Sequence[str], datas
         if not best:
             continue
         b = rec["budget"]
-        timeout = "none" if b["timeout_seconds"] is None else f"{b['timeout_seconds']:.0f} s"
+        timeout = _seconds(b["timeout_seconds"])
         lines.append(
             f"{HEADER_PREFIX}{name}: {rec['objective']} recall@{OBJECTIVE_K} {best['value']:.4f} (trial {best['number']}); "
             f"{rec['trials']['run']} trials ({rec['trials']['complete']} complete, {rec['trials']['pruned']} pruned) "
@@ -545,6 +551,10 @@ def _quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial comes from us
 
 
+def _seconds(value: float | None) -> str:
+    return "none" if value is None else f"{value:.0f} s"
+
+
 def format_tuning_markdown(result: Mapping[str, Any]) -> str:
     out = [f"# Tuning: {result['dataset']}", "",
            (f"Split hash `{result['split_hash'][:12]}`; objective `{result['objective']}` (validation only; the "
@@ -553,7 +563,7 @@ def format_tuning_markdown(result: Mapping[str, Any]) -> str:
         b, n = rec["budget"], rec["trials"]
         out += [f"## {name}", "",
                 (f"{n['run']} trials ({n['complete']} complete, {n['pruned']} pruned) in {b['seconds'] / 60:.1f} min; "
-                 f"budget {b['trials']} trials, timeout {b['timeout_seconds']}."), ""]
+                 f"budget {b['trials']} trials, timeout {_seconds(b['timeout_seconds'])}."), ""]
         best = rec.get("best")
         if not best:
             out += [rec.get("note", "no best trial"), ""]
