@@ -3,7 +3,9 @@ dataset's parameter overlay (`params/<name>.yaml`) that `pipeline`, `evaluate` a
 merge over params.yaml.
 
 - Sampler: TPE, seeded (`tune.seed`), so a search with the same budget and data proposes the same
-  trials. Pruner: median pruning on the per-epoch validation curve: every validation check of the
+  trials. Trial 0 is the current configuration (params.yaml + the dataset's overlays) when it
+  lies inside the space, so a search never leaves the dataset with worse validation figures
+  than it had, and a repeated search starts from the previous result. Pruner: median pruning on the per-epoch validation curve: every validation check of the
   training loop (`mmrec.models.training.evaluation_callback`) is reported to the trial, and a
   trial below the median of the earlier trials at the same epoch stops there.
 - Objective: validation only (`tune.objective`): warm validation Recall@20, the cold-valid slice
@@ -237,6 +239,9 @@ class Tuner:
         )
         study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner,
                                     study_name=f"{self.ctx.spec.name}-{name}")
+        current = current_values(name, space, base)
+        if current is not None:  # trial 0 = today's settings: the search never ends below them
+            study.enqueue_trial(current)
         records: list[dict[str, Any]] = []
 
         def objective(trial: optuna.Trial) -> float:
@@ -373,6 +378,28 @@ class Tuner:
         plt.close(fig)
         tmp.replace(path)
         return path
+
+
+def in_space(dim: Dimension, value: Any) -> bool:
+    if isinstance(dim, Choice):
+        return value in dim.values
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if isinstance(dim, IntRange) and (int(value) != value or (value - dim.low) % dim.step):
+        return False
+    return dim.low <= value <= dim.high
+
+
+def current_values(name: str, space: Mapping[str, Dimension], base: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The values the pipeline would train `name` with now (params + overlays, else the class
+    defaults) for the searched arguments; None when one lies outside the space (not enqueued)."""
+    import inspect
+
+    from mmrec.models.registry import get_model_class
+
+    defaults = {k: p.default for k, p in inspect.signature(get_model_class(name).__init__).parameters.items()}
+    values = {p: base.get(p, defaults.get(p)) for p in space}
+    return values if all(in_space(space[p], v) for p, v in values.items()) else None
 
 
 # -- overlay ----------------------------------------------------------------------------------------

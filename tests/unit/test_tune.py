@@ -287,3 +287,23 @@ def test_dvc_tune_stage_is_frozen_and_off_the_default_path():
     assert {p for d in tune.deps if hasattr(d, "params") for p in d.params} >= {"tune", "train"}
     graph = repo.index.graph
     assert not list(graph.predecessors(tune))  # nothing depends on it: `dvc repro` never needs it
+
+
+def test_trial_zero_is_the_current_configuration(prepared):
+    from mmrec.stages import make_context
+    from mmrec.tuning.spaces import Choice, FloatRange
+    from mmrec.tuning.tune import current_values, run_tune
+
+    dataset, params, ws = prepared
+    space = {"lr": FloatRange(1e-4, 1e-1, log=True), "batch_size": Choice((16, 32))}
+    assert current_values("bpr", space, {"batch_size": 16}) == {"lr": 2e-3, "batch_size": 16}  # lr: class default
+    assert current_values("bpr", space, {"batch_size": 64}) is None  # outside the space: not enqueued
+    raw = yaml.safe_load(params.read_text())
+    raw["tune"]["spaces"] = {"bpr": {"batch_size": {"choices": [16, 32]}}}
+    params.write_text(yaml.safe_dump(raw))
+    first = run_tune(make_context(dataset, params, ws), ["bpr"], trials=2)["models"]["bpr"]
+    assert first["history"][0]["params"] == pytest.approx({"lr": 2e-3, "reg": 3e-3, "batch_size": 16, "init_std": 0.01})
+    # a second search starts from what the first one wrote, so it cannot end below it
+    again = run_tune(make_context(dataset, params, ws), ["bpr"], trials=2)["models"]["bpr"]
+    assert again["history"][0]["params"] == pytest.approx(first["best"]["params"], rel=1e-5)
+    assert again["best"]["value"] >= first["best"]["value"]
