@@ -216,7 +216,7 @@ def _cold_null(report: dict[str, Any]) -> list[str]:
             if not c:
                 continue
             pv = c.get("p_value", {})
-            out.append(f"| {n}{' (unscored)' if c.get('unscored') else ''} | "
+            out.append(f"| {n}{' (unscored)' if c.get('unscored') else ''} | "  # unscored: no p (random by construction)
                        + " | ".join(f"{_fmt(c.get(m))} | {_fmt(pv.get(m), 3)}" for m in cols) + " |")
         out.append("")
     return out

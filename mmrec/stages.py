@@ -304,7 +304,8 @@ def run_evaluate(ctx: StageContext, models: Sequence[str] | None = None) -> dict
         }
         if cold_block is not None:
             entry["cold"] = cold_block
-            entry["cold"]["p_value"] = cold_slice.p_values(null, cold_block)
+            if not cold_block.get("unscored"):  # an unscored model's figures are the random expectation by construction
+                entry["cold"]["p_value"] = cold_slice.p_values(null, cold_block)
         if has_cold_valid:  # validation of cold-start settings (what `mmrec tune --objective cold_valid` uses)
             assert data.cold_valid is not None
             cv = user_metrics(model.score, data.cold_valid, train, ks, candidates=data.cold_valid_items, batch_size=bs)
