@@ -13,6 +13,9 @@ the first run ingests, validates and encodes (~2-4 min on 2 cores), later runs r
 
     .venv/bin/python benchmarks/multimodal.py [--workspace /tmp/mmrec-mm-bench] [--models a,b]
         [--threads 2] [--out results.json]
+    .venv/bin/python benchmarks/multimodal.py --metrics reports/ml100k-mm/metrics.json
+        # a report of `mmrec evaluate` (e.g. after `mmrec tune`) next to the peers' reference figures
+        # (benchmarks/reference/ml100k-mm.yaml), compared only where the split hashes match
 
 Also reported: how personalised the cold rankings are (mean Spearman correlation between the
 cold-item score vectors of 200 sampled user pairs; 1 = the same ranking for everyone). The
@@ -54,6 +57,8 @@ KS = (10, 20)
 MODALITIES = ("text", "image")
 DEFAULT_MODELS = ("lightgcn", "content_knn", "vbpr", "two_tower", "mm_graph")
 DATASET = "ml100k-mm"
+#: the peers' figures on ml100k-mm with their split hash and provenance (issue 11)
+REFERENCE = REPO / "benchmarks" / "reference" / "ml100k-mm.yaml"
 log = logging.getLogger("benchmarks.multimodal")
 
 
@@ -201,8 +206,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--params", default="{}", type=json.loads, help='hyper-parameters per model as JSON, e.g. \'{"mm_graph": {"knn_k": 20}}\''
     )
+    ap.add_argument("--metrics", default=None,
+                    help="instead of training: print this metrics.json (e.g. reports/ml100k-mm/metrics.json from "
+                         "`mmrec tune` + `mmrec evaluate`) next to the reference figures of --reference")
+    ap.add_argument("--reference", default=str(REFERENCE),
+                    help="reference figures with their split hash and provenance (YAML)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.metrics:
+        from mmrec.reference import compare, format_comparison, load_reference
+
+        print(format_comparison(compare(json.loads(Path(args.metrics).read_text()), load_reference(args.reference))))
+        return 0
     results = run(args)
     print(report(results))
     if args.out:

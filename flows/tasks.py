@@ -257,6 +257,25 @@ def extract_task(modality: str, args: RunArgs, sharded: bool = False, parallel_t
         return _failed(exc)
 
 
+@task(name="tune", retries=0)
+def tune_task(args: RunArgs, trials: int | None = None, timeout: float | None = None) -> Any:
+    """The bounded hyper-parameter search on validation (`mmrec.tuning.tune.run_tune`).
+
+    Not cached and never retried: a search is an explicit request, and a failed one would only
+    spend its budget again. It writes the dataset's parameter overlay, so the training stage that
+    follows (its context and cache key re-read) trains with the chosen values.
+    """
+    from mmrec.tuning.tune import run_tune
+
+    try:
+        ctx = load_context(args)
+        result = run_tune(ctx, trials=trials, timeout=timeout)
+        return {k: v for k, v in result.items() if k != "models"} | {
+            "models": {n: {"best": r.get("best"), "trials": r["trials"]} for n, r in result["models"].items()}}
+    except MMRecError as exc:
+        return _failed(exc)
+
+
 @task(name="register", retries=2, retry_delay_seconds=10, retry_condition_fn=is_transient)
 def register_task(args: RunArgs) -> Any:
     """Log the runs, register the best model, apply the promotion gate (`mmrec.tracking.track_training`)."""

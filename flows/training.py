@@ -32,6 +32,7 @@ from flows.tasks import (
     run_args,
     stage_key,
     stage_task,
+    tune_task,
 )
 
 STAGES = ("ingest", "validate", "split", "train", "evaluate")
@@ -79,6 +80,9 @@ def training_pipeline(
     root: str | None = None,
     extract: bool = True,
     register_best: bool = True,
+    tune: bool = False,
+    tune_trials: int | None = None,
+    tune_timeout: float | None = None,
 ) -> dict[str, Any] | State:
     """Train, evaluate and register models for one dataset.
 
@@ -90,6 +94,11 @@ def training_pipeline(
         extract: run per-modality feature extraction (skipped, with a log line, when the
             checkout has no `mmrec.extract`).
         register_best: log to MLflow, register the best model and apply the promotion gate.
+        tune: before training, search the models' hyper-parameters on validation
+            (`mmrec.tuning`, `tune:` of params.yaml) and train with the chosen values (written to
+            the dataset's parameter overlay, params/<name>.yaml).
+        tune_trials/tune_timeout: bound that search (trials per model / seconds in all);
+            default `tune.trials` / `tune.timeout_seconds`.
 
     Returns:
         {"dataset", "best_model", "selection_metric", "metrics", "stages", "extraction",
@@ -113,6 +122,16 @@ def training_pipeline(
             results["extract"] = _extract(ctx, args, op, extract, logger)
             if isinstance(results["extract"], State):
                 return Failed(message=results["extract"].message)
+            if tune:
+                state = tune_task.with_options(task_run_name=f"tune-{ctx.spec.name}")(
+                    args, tune_trials, tune_timeout, return_state=True)
+                if not state.is_completed():
+                    return Failed(message=f"tune: {state.message}")
+                results["tune"] = state.result()
+                try:  # the overlay changed: train's parameters and cache key with it
+                    ctx = load_context(args)
+                except MMRecError as exc:
+                    return Failed(message=f"{type(exc).__name__}: {exc}")
         state = _run_stage(stage, args, ctx, op.retries, op.retry_delay_seconds)
         if not state.is_completed():
             return Failed(message=f"stage {stage}: {state.message}")  # the run fails with the stage's message
@@ -139,6 +158,7 @@ def training_pipeline(
         "metrics": str(ctx.paths.metrics),
         "stages": {s: ("ok" if s in results else "skipped") for s in STAGES},
         "extraction": results.get("extract"),
+        "tuning": results.get("tune"),
         "registry": registry,
         "features": features,
     }
@@ -183,7 +203,9 @@ def _publish_summary(ctx: Any, report: dict[str, Any], registry: dict[str, Any] 
 
 
 def run_training(dataset: str, params: str = "params.yaml", workspace: str = ".", root: str | None = None,
-                 extract: bool = True, register_best: bool = True) -> State:
+                 extract: bool = True, register_best: bool = True, tune: bool = False,
+                 tune_trials: int | None = None, tune_timeout: float | None = None) -> State:
     """Run the flow in this process and return its final state (what `mmrec pipeline` calls)."""
-    return training_pipeline(dataset, params, workspace, root, extract, register_best, return_state=True)
+    return training_pipeline(dataset, params, workspace, root, extract, register_best, tune, tune_trials, tune_timeout,
+                             return_state=True)
 

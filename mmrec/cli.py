@@ -79,7 +79,7 @@ def data_check(
 @app.command("stage")
 @handle_errors
 def stage(
-    name: Annotated[str, typer.Argument(help="ingest | validate | split | extract_text | extract_image | extract_audio | extract_video | train | evaluate | materialize")],
+    name: Annotated[str, typer.Argument(help="ingest | validate | split | extract_text | extract_image | extract_audio | extract_video | tune | train | evaluate | materialize")],
     dataset: DatasetOpt,
     root: RootOpt = None,
     params: ParamsOpt = Path("params.yaml"),
@@ -132,6 +132,43 @@ def evaluate(
         typer.echo(f"merged into the existing report: {', '.join(names)} from this run; {', '.join(kept)} kept "
                    "from earlier runs (each row records its run)")
     typer.echo(f"report: {ctx.paths.reports / 'report.md'}")
+
+
+@app.command("tune")
+@handle_errors
+def tune(
+    dataset: DatasetOpt,
+    models: Annotated[str | None, typer.Option("--models", help="Comma-separated models to tune (default: tune.models, else every model of train.models with a search space).")] = None,
+    trials: Annotated[int | None, typer.Option("--trials", min=1, help="Trials per model (default: tune.trials).")] = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", min=1, help="Seconds for the whole search, shared among the models (default: tune.timeout_seconds).")] = None,
+    objective: Annotated[str | None, typer.Option("--objective", help="valid | cold_valid | combined (default: tune.objective).")] = None,
+    track: Annotated[bool | None, typer.Option("--track/--no-track", help="Log every trial as a nested MLflow run (default: tune.track).")] = None,
+    root: RootOpt = None,
+    params: ParamsOpt = Path("params.yaml"),
+    workspace: WorkspaceOpt = Path("."),
+) -> None:
+    """Search hyper-parameters on VALIDATION only (Optuna TPE, median pruning on the per-epoch validation curve).
+
+    Needs the split (and, for multimodal models, the features): run the stages up to extract
+    first. Writes the chosen values to <workspace>/params/<name>.yaml, which `pipeline`,
+    `evaluate`, `stage` and `dvc repro` merge over params.yaml, and the search report to
+    reports/<name>/tuning/ (tuning.md, tuning.json, one history plot per model). The test set is
+    never read.
+    """
+    from mmrec.tuning.tune import run_tune
+
+    ctx = _context(dataset, root, params, workspace)
+    names = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    result = run_tune(ctx, names, trials=trials, timeout=timeout, objective=objective, track=track)
+    for name, rec in result["models"].items():
+        n = rec["trials"]
+        best = rec.get("best")
+        shown = (f"{result['objective']} recall@20 {best['value']:.4f}: "
+                 + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items())
+                 if best else rec.get("note", "no completed trial"))
+        typer.echo(f"{name}: {n['run']} trials ({n['complete']} complete, {n['pruned']} pruned): {shown}")
+    typer.echo(f"params: {result['overlay'] or 'nothing written'}; report: {result['report']} "
+               f"({result['seconds'] / 60:.1f} min)")
 
 
 @app.command("train-ddp")

@@ -47,19 +47,28 @@ def register(app: typer.Typer) -> None:
         register_models: Annotated[
             bool, typer.Option("--register/--no-register", help="Log to MLflow, register the best model, apply the promotion gate.")
         ] = True,
+        tune: Annotated[bool, typer.Option("--tune", help="Search hyper-parameters on validation before training (mmrec tune) and train with the chosen values.")] = False,
+        tune_trials: Annotated[int | None, typer.Option("--tune-trials", min=1, help="With --tune: trials per model (default: tune.trials).")] = None,
+        tune_timeout: Annotated[float | None, typer.Option("--tune-timeout", min=1, help="With --tune: seconds for the whole search (default: tune.timeout_seconds).")] = None,
     ) -> None:
-        """Run the whole training pipeline through Prefect: ingest, validate, split, extract, train, evaluate, register."""
+        """Run the whole training pipeline through Prefect: ingest, validate, split, extract, [tune,] train, evaluate, register."""
         from mmrec.orchestrator import load_orchestrator
         from mmrec.stages import format_metrics_table, read_metrics
 
         ctx = _context(dataset, root, params, workspace)  # fail fast on a bad dataset.yaml/params.yaml
         typer.echo(f"parameters: {' + '.join(ctx.params_files) or 'built-in defaults'}")
         state = load_orchestrator().run_training(str(dataset), str(params), str(workspace), str(root) if root else None,
-                                            extract=extract, register_best=register_models)
+                                            extract=extract, register_best=register_models, tune=tune,
+                                            tune_trials=tune_trials, tune_timeout=tune_timeout)
         if not state.is_completed():
             typer.echo(f"error: pipeline failed: {state.message}", err=True)
             raise typer.Exit(2)
         result = state.result()
+        if result.get("tuning"):
+            t = result["tuning"]
+            typer.echo(f"tuned on validation ({t['objective']}, {t['seconds'] / 60:.1f} min): "
+                       + "; ".join(f"{n} {r['best']['value']:.4f} ({r['trials']['run']} trials)" if r["best"] else f"{n}: no completed trial"
+                                   for n, r in t["models"].items()) + f"; written to {t['overlay']}")
         report = read_metrics(ctx.paths)
         typer.echo(format_metrics_table(report))
         typer.echo(f"\nbest model on validation {report['selection_metric']}: {report['best_model']}")

@@ -27,6 +27,7 @@ from mmrec.features import FeaturesParams
 from mmrec.recommend import RecommendParams
 from mmrec.runtime import RuntimeParams
 from mmrec.tracking import TrackingParams
+from mmrec.tuning.params import TuneParams
 
 ENV_PREFIX = "MMREC__"
 
@@ -113,12 +114,17 @@ class SplitParams(_Section):
         ratios: train/valid/test shares.
         cold_item_fraction: newest share of items (by first interaction) held out of training
             entirely and evaluated as the cold-start slice; 0 disables it.
+        cold_valid_fraction: share of those cold items (the older ones) kept as the cold-valid
+            slice (`cold_valid.tsv`), on which cold-start settings are chosen; the rest, the
+            newest, are the cold test. 0: all cold items are test (the split hash is then the one
+            of a split made before cold_valid existed).
         min_user_interactions: users with fewer (after the cold hold-out) stay in train only.
     """
 
     kind: Literal["temporal", "random", "global_time"] = "temporal"
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
     cold_item_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+    cold_valid_fraction: float = Field(0.0, ge=0.0, lt=1.0)
     min_user_interactions: int = Field(3, ge=1)
     seed: int = SEED
 
@@ -168,6 +174,8 @@ class EvaluateParams(_Section):
         confidence: the CIs' coverage.
         seed: seed of the bootstrap, the random scorer, the user pairs and the random control.
         personalisation_pairs: user pairs sampled for the cold-slice rank correlation.
+        cold_permutations: random global orders of the cold items drawn for the cold slice's
+            permutation null (each model's cold Recall/NDCG@20 gets a p-value against it).
         cold_lift_target: the cold-slice Recall@20 over random ranking a multimodal model should
             reach (the report's quality-target check).
         ablation: the per-modality ablation (off unless `ablation.model` is set).
@@ -182,6 +190,7 @@ class EvaluateParams(_Section):
     confidence: float = Field(0.95, gt=0.0, lt=1.0)
     seed: int = SEED
     personalisation_pairs: int = Field(200, ge=1)
+    cold_permutations: int = Field(1000, ge=1)
     cold_lift_target: float = Field(3.5, gt=0.0)
     ablation: AblationParams = Field(default_factory=AblationParams)
 
@@ -270,6 +279,7 @@ class Params(_Section):
     split: SplitParams = Field(default_factory=SplitParams)
     extract: ExtractParams = Field(default_factory=ExtractParams)
     train: TrainParams = Field(default_factory=TrainParams)
+    tune: TuneParams = Field(default_factory=TuneParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
     recommend: RecommendParams = Field(default_factory=RecommendParams)

@@ -25,7 +25,7 @@ TEXT = "text"  # the item's text document: field names + values, in configured o
 TABLES = ("interactions", "items", "users")
 
 SPLIT_KINDS = ("temporal", "random", "global_time")
-SPLIT_PARTS = ("train", "valid", "test", "cold_test")
+SPLIT_PARTS = ("train", "valid", "test", "cold_valid", "cold_test")
 
 DEFAULT_KS = (10, 20)
 DEFAULT_K = 20

@@ -31,7 +31,16 @@ DEFAULT = "prefect"
 
 class Orchestrator(Protocol):
     def run_training(
-        self, dataset: str, params: str, workspace: str, root: str | None, extract: bool = True, register_best: bool = True
+        self,
+        dataset: str,
+        params: str,
+        workspace: str,
+        root: str | None,
+        extract: bool = True,
+        register_best: bool = True,
+        tune: bool = False,
+        tune_trials: int | None = None,
+        tune_timeout: float | None = None,
     ) -> Any: ...
 
     def run_nightly(self, dataset: str, params: str, workspace: str, root: str | None, k: int | None) -> Any: ...

@@ -190,6 +190,38 @@ def _ablation(report: dict[str, Any], figure: bool) -> list[str]:
     return out
 
 
+def _cold_null(report: dict[str, Any]) -> list[str]:
+    """Tie handling and the permutation null of the cold slice (mmrec/cold.py)."""
+    out: list[str] = []
+    models = report["models"]
+    unscored = [n for n, e in models.items() if e.get("cold", {}).get("unscored")]
+    partly = [f"{n} ({e['cold']['tied_users']:.0%} of users)" for n, e in models.items()
+              if 0 < e.get("cold", {}).get("tied_users", 0) < 1]
+    if unscored:
+        out += [f"Unscored: {', '.join(unscored)} give every cold item the same score (they cannot score unseen "
+                "items); their cold figures are the exact random expectation, not a tie-break's pick.", ""]
+    if partly:
+        out += [f"Tied for some users (reported at the random expectation for those users): {', '.join(partly)}.", ""]
+    null = report.get("random", {}).get("cold", {}).get("permutation_null") or {}
+    if null.get("metrics"):
+        cols = list(null["metrics"])
+        out += [f"Permutation null: {null['permutations']} random global orders of the {null['candidates']} cold items "
+                f"(one order shared by the {null['users']} users, as a popularity-like ranking): "
+                + "; ".join(f"{_label(m)} {v['mean']:.4f} ± {v['std']:.4f} (95th pct {v['q95']:.4f})"
+                            for m, v in null["metrics"].items())
+                + ". p: share of those orders scoring at least the model (one-sided).", "",
+                "| model | " + " | ".join(f"{_label(m)} | p" for m in cols) + " |", "|---|" + "---|---|" * len(cols)]
+        for n, e in models.items():
+            c = e.get("cold", {})
+            if not c:
+                continue
+            pv = c.get("p_value", {})
+            out.append(f"| {n}{' (unscored)' if c.get('unscored') else ''} | "  # unscored: no p (random by construction)
+                       + " | ".join(f"{_fmt(c.get(m))} | {_fmt(pv.get(m), 3)}" for m in cols) + " |")
+        out.append("")
+    return out
+
+
 def _runs_and_flags(report: dict[str, Any]) -> list[str]:
     """Which run produced which rows (after partial `--models` runs) and possibly truncated training."""
     out: list[str] = []
@@ -244,13 +276,7 @@ def render_markdown(report: dict[str, Any], figures: Sequence[str] = ()) -> str:
                 "sampled user pairs (1 = everyone gets the same ranking; ~0 = personal).",
                 "",
             ]
-            tied = [n for n, e in report["models"].items() if e.get("cold_personalisation", {}).get("constant_share")]
-            if tied:
-                out += [
-                    f"† {', '.join(tied)}: all cold candidates score the same for some users, so those lists "
-                    "follow the tie-break (item index), not the model; their cold numbers measure the index order.",
-                    "",
-                ]
+            out += _cold_null(report)
     out += _comparisons(report)
     out += _targets(report)
     out += _ablation(report, ABLATION in figures)

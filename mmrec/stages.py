@@ -36,6 +36,7 @@ STAGES = (  # in pipeline order (what `mmrec stage` accepts)
     "extract_image",
     "extract_audio",
     "extract_video",
+    "tune",  # not run by the pipeline unless asked (`mmrec pipeline --tune`; frozen in dvc.yaml)
     "train",
     "evaluate",
     "materialize",
@@ -212,6 +213,15 @@ def _link_copy(src: Path, dst: Path) -> None:
         link(str(src), str(dst))
 
 
+def run_tune_stage(ctx: StageContext) -> dict[str, Any]:
+    """`mmrec stage tune` (the DVC `tune` stage): the search of `tune:` in params.yaml (mmrec/tuning)."""
+    from mmrec.tuning.tune import run_tune
+
+    result = run_tune(ctx)
+    return {k: v for k, v in result.items() if k != "models"} | {
+        "models": {n: {"best": r.get("best"), "trials": r["trials"]} for n, r in result["models"].items()}}
+
+
 def write_point_in_time_training_set(ctx: StageContext, folder: Path | None = None) -> dict[str, Any]:
     """The training interactions joined with item/user statistics as of each one (Feast's
     `get_historical_features`), written beside the models for training code to read."""
@@ -248,6 +258,7 @@ def run_evaluate(ctx: StageContext, models: Sequence[str] | None = None) -> dict
     history = sp.csr_matrix(train + data.valid)
     history.data[:] = 1.0
     has_cold = data.cold_test is not None and data.cold_test.nnz > 0 and len(data.cold_items) > 0
+    has_cold_valid = data.cold_valid is not None and data.cold_valid.nnz > 0 and len(data.cold_valid_items) > 0
     k_main = 20 if 20 in ks else max(ks)
     lift_keys = [f"{m}@{k}" for m in ("recall", "ndcg") for k in ks]
     names = _model_names(ctx, models)
@@ -262,8 +273,16 @@ def run_evaluate(ctx: StageContext, models: Sequence[str] | None = None) -> dict
 
     rand = slices(analysis.random_score_fn(len(data.item_ids), ev.seed))
     random_ref: dict[str, Any] = {part: {"measured": um.summary(ks)} for part, um in rand.items()}
+    null: dict[str, Any] = {}
+    from mmrec import cold as cold_slice
+
     if has_cold:
+        assert data.cold_test is not None
         random_ref["cold"]["expected"] = analysis.expected_random(rand["cold"], ks)
+        # many random global orders (one per draw, shared by every user): the slice's null
+        null = cold_slice.permutation_null(data.cold_test, history, data.cold_items, ks, ev.cold_permutations, ev.seed,
+                                           metrics=[f"recall@{k_main}", f"ndcg@{k_main}"])
+        random_ref["cold"]["permutation_null"] = cold_slice.public(null)
     results: dict[str, Any] = {}
     per_user: dict[str, dict[str, UserMetrics]] = {}
     for name in names:
@@ -276,10 +295,26 @@ def run_evaluate(ctx: StageContext, models: Sequence[str] | None = None) -> dict
             raise StageError(f"{folder}: model {name!r} was trained on another split; re-run `mmrec stage train`")
         start = time.perf_counter()
         per_user[name] = slices(model.score)
+        cold_block: dict[str, Any] | None = None
+        if has_cold:  # no credit from the tie rule: all-tied users at the random expectation
+            tied = cold_slice.tied_users(model.score, per_user[name]["cold"].users, data.cold_items, bs)
+            per_user[name]["cold"], cold_block = cold_slice.cold_summary(per_user[name]["cold"], tied, ks)
+            if cold_block.get("unscored"):
+                log.info("%s cannot score cold items (all tied for every user): cold figures = random expectation",
+                         name)
         entry: dict[str, Any] = {
             "valid": user_metrics(model.score, data.valid, train, ks, batch_size=bs).summary(ks),
             **{part: um.summary(ks) for part, um in per_user[name].items()},
         }
+        if cold_block is not None:
+            entry["cold"] = cold_block
+            if not cold_block.get("unscored"):  # an unscored model's figures are the random expectation by construction
+                entry["cold"]["p_value"] = cold_slice.p_values(null, cold_block)
+        if has_cold_valid:  # validation of cold-start settings (what `mmrec tune --objective cold_valid` uses)
+            assert data.cold_valid is not None
+            cv = user_metrics(model.score, data.cold_valid, train, ks, candidates=data.cold_valid_items, batch_size=bs)
+            cv_tied = cold_slice.tied_users(model.score, cv.users, data.cold_valid_items, bs) if len(cv.users) else np.zeros(0, bool)
+            entry["cold_valid"] = cold_slice.cold_summary(cv, cv_tied, ks)[1]
         entry["sparse"]["max_train_interactions"] = ev.sparse_max_train
         if has_cold:
             entry["cold_random_lift"] = analysis.lift(entry["cold"], random_ref["cold"]["expected"], lift_keys)
@@ -318,11 +353,12 @@ def run_evaluate(ctx: StageContext, models: Sequence[str] | None = None) -> dict
         comparisons["skipped"] = f"reference model {ev.reference!r} is not among the evaluated models {names}"
     report: dict[str, Any] = {
         "dataset": ctx.spec.name,
-        "split": {"kind": data.kind, "hash": data.split_hash},
+        "split": {"kind": data.kind, "hash": data.split_hash, "warm_hash": _warm_hash(ctx, data.kind)},
         "counts": {
             "users": int(data.train.n_users),
             "items": int(data.train.n_items),
-            "cold_items": len(data.cold_items),
+            "cold_items": int(len(data.cold_items)),
+            "cold_valid_items": int(len(data.cold_valid_items)),
         },
         "selection_metric": metric,
         "best_model": best,
@@ -348,6 +384,14 @@ def run_evaluate(ctx: StageContext, models: Sequence[str] | None = None) -> dict
     write_text(ctx.paths.reports / "metrics.md", format_metrics_markdown(report))
     write_report(report, ctx.paths.reports)
     return report
+
+
+def _warm_hash(ctx: StageContext, kind: str) -> str | None:
+    """The split's warm hash (train/valid/test only) from split.json; None for splits written before it."""
+    try:
+        return json.loads((ctx.paths.splits(kind) / "split.json").read_text(encoding="utf-8")).get("warm_hash")
+    except (OSError, ValueError):
+        return None
 
 
 def truncation_flag(model: Any) -> str | None:
@@ -494,6 +538,7 @@ STAGE_FUNCTIONS: dict[str, Callable[[StageContext], dict[str, Any]]] = {
     "validate": run_validate,
     "split": run_split,
     **{f"extract_{m}": functools.partial(run_extract, modality=m) for m in MODALITIES},
+    "tune": run_tune_stage,
     "train": run_train,
     "evaluate": run_evaluate,
     "materialize": run_materialize,

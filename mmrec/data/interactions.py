@@ -68,6 +68,8 @@ class SplitData:
 
     `cold_items` are item indices that never occur in `train` or `valid`; `cold_test` holds the
     interactions with them, evaluated separately with only cold items as candidates.
+    `cold_valid` / `cold_valid_items` are the same for the older cold items kept for choosing
+    cold-start settings (never in train, valid, test or cold_test either).
     """
 
     train: Interactions
@@ -77,6 +79,8 @@ class SplitData:
     cold_items: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     kind: str = "temporal"
     split_hash: str = ""
+    cold_valid: sp.csr_matrix | None = None
+    cold_valid_items: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     @property
     def user_ids(self) -> np.ndarray:
@@ -128,6 +132,7 @@ def split_data_from_frames(
     items: pd.Series | np.ndarray | None = None,
     kind: str = "temporal",
     split_hash: str = "",
+    cold_valid: pd.DataFrame | None = None,
 ) -> SplitData:
     """Encode split frames (user_id, item_id[, timestamp]) over one index.
 
@@ -135,7 +140,7 @@ def split_data_from_frames(
         items: the whole catalogue's item ids; items without interactions still get a column, so
             content-based models can recommend them.
     """
-    frames = [train, valid, test] + ([cold_test] if cold_test is not None else [])
+    frames = [train, valid, test] + [f for f in (cold_test, cold_valid) if f is not None]
     user_ids = build_index(*(f[USER_ID] for f in frames))
     item_ids = build_index(*(f[ITEM_ID] for f in frames), *([items] if items is not None else []))
     train_m = to_matrix(train, user_ids, item_ids)
@@ -144,6 +149,11 @@ def split_data_from_frames(
         cold_items = pd.Index(item_ids).get_indexer(pd.unique(cold_test[ITEM_ID].astype(str)))
     else:
         cold_items = np.zeros(0, dtype=np.int64)
+    cold_valid_m = to_matrix(cold_valid, user_ids, item_ids) if cold_valid is not None else None
+    if cold_valid is not None and len(cold_valid):
+        cold_valid_items = pd.Index(item_ids).get_indexer(pd.unique(cold_valid[ITEM_ID].astype(str)))
+    else:
+        cold_valid_items = np.zeros(0, dtype=np.int64)
     return SplitData(
         train=Interactions(train_m, user_ids, item_ids),
         valid=to_matrix(valid, user_ids, item_ids),
@@ -152,4 +162,6 @@ def split_data_from_frames(
         cold_items=np.sort(np.asarray(cold_items, dtype=np.int64)),
         kind=kind,
         split_hash=split_hash,
+        cold_valid=cold_valid_m,
+        cold_valid_items=np.sort(np.asarray(cold_valid_items, dtype=np.int64)),
     )

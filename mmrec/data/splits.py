@@ -1,4 +1,10 @@
-"""Train/valid/test splits, the cold-start slice, their TSV export and the split hash.
+"""Train/valid/test splits, the cold-start slices, their TSV export and the split hash.
+
+The newest `cold_item_fraction` of items (by first interaction) never reach training. They are
+divided by time once more: the older `cold_valid_fraction` of them form `cold_valid` (for
+choosing cold-start settings: content weight, neighbour counts, ID dropout), the newest the
+`cold_test` slice, touched once, in evaluation. Every interaction with a cold item, of any
+user, is held out of train/valid/test.
 
 The per-user ratio rule reproduces RecBole's `split_by_ratio` exactly (valid and test get
 int(ratio * n) rows each, at least one when the ratio would give a fraction, train keeps the
@@ -11,6 +17,7 @@ other toolkit can be run on exactly the same data; the split hash is the sha256 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -31,15 +38,18 @@ SPLIT_COLUMNS = [USER_ID, ITEM_ID, TIMESTAMP]
 
 @dataclass(frozen=True)
 class SplitFrames:
-    """The four parts as DataFrames (user_id, item_id, timestamp as int unix seconds)."""
+    """The parts as DataFrames (user_id, item_id, timestamp as int unix seconds)."""
 
     train: pd.DataFrame
     valid: pd.DataFrame
     test: pd.DataFrame
     cold_test: pd.DataFrame
+    cold_valid: pd.DataFrame = dataclasses.field(default_factory=lambda: pd.DataFrame(columns=SPLIT_COLUMNS))
 
     def parts(self) -> dict[str, pd.DataFrame]:
-        return {"train": self.train, "valid": self.valid, "test": self.test, "cold_test": self.cold_test}
+        """Every part, in file order (what is written: cold_valid.tsv too, empty when there is none)."""
+        return {"train": self.train, "valid": self.valid, "test": self.test, "cold_valid": self.cold_valid,
+                "cold_test": self.cold_test}
 
 
 def ratio_counts(n: int, ratios: tuple[float, float, float]) -> tuple[int, int, int]:
@@ -89,6 +99,22 @@ def cold_items(df: pd.DataFrame, fraction: float) -> np.ndarray:
     return first[ITEM_ID].to_numpy()[len(first) - n_cold :]
 
 
+def divide_cold_items(cold: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(cold_valid items, cold_test items) out of `cold` (ordered oldest first, as `cold_items` gives).
+
+    The older `fraction` of the cold items (rounded) validate, the newest test: settings are
+    chosen on items that appeared before the ones they are judged on, as in production. With at
+    least two cold items and 0 < fraction < 1, each side gets at least one.
+    """
+    n = len(cold)
+    if fraction <= 0 or n == 0:
+        return cold[:0], cold
+    n_valid = int(round(fraction * n))
+    if n >= 2 and fraction < 1:
+        n_valid = min(max(n_valid, 1), n - 1)
+    return cold[:n_valid], cold[n_valid:]
+
+
 def _assign_per_user(df: pd.DataFrame, order: np.ndarray, ratios: tuple[float, float, float], min_user: int) -> np.ndarray:
     """Part index (0 train, 1 valid, 2 test) for each row of df, rows taken per user in `order`."""
     d = df.iloc[order]
@@ -122,7 +148,10 @@ def split_interactions(interactions: pd.DataFrame, params: SplitParams) -> Split
         raise DataError("no interactions to split (is the validated interactions table empty?)")
     cold = cold_items(df, params.cold_item_fraction)
     is_cold = df[ITEM_ID].isin(set(cold)).to_numpy()
-    cold_df = df[is_cold]
+    cold_valid_ids, _ = divide_cold_items(cold, params.cold_valid_fraction)
+    in_cold_valid = df[ITEM_ID].isin(set(cold_valid_ids)).to_numpy()
+    cold_valid_df = df[is_cold & in_cold_valid]
+    cold_df = df[is_cold & ~in_cold_valid]
     warm = df[~is_cold].reset_index(drop=True)
     if warm.empty:
         raise DataError(f"cold_item_fraction={params.cold_item_fraction} leaves no interactions for training")
@@ -153,6 +182,7 @@ def split_interactions(interactions: pd.DataFrame, params: SplitParams) -> Split
         valid=frame(warm[part == 1]),
         test=frame(warm[part == 2]),
         cold_test=frame(cold_df),
+        cold_valid=frame(cold_valid_df),
     )
 
 
@@ -161,16 +191,35 @@ def _tsv_bytes(df: pd.DataFrame) -> bytes:
 
 
 def split_hash(frames: SplitFrames) -> str:
-    """sha256 over the four TSV files' bytes, in part order: equal hash, identical split."""
+    """sha256 over the TSV files' bytes, in part order: equal hash, identical split.
+
+    An empty cold_valid is left out, so a split without one keeps the hash it had before
+    cold_valid existed (published figures name those hashes).
+    """
     h = hashlib.sha256()
     for part, df in frames.parts().items():
+        if part == "cold_valid" and df.empty:
+            continue
         h.update(part.encode())
         h.update(_tsv_bytes(df))
     return h.hexdigest()
 
 
+def warm_hash(frames: SplitFrames) -> str:
+    """sha256 over train, valid and test only: equal warm hash, identical warm protocol.
+
+    Two splits that differ only in how the cold items are divided (cold_valid vs cold_test)
+    have equal warm hashes, so their warm figures compare (benchmarks/multimodal.py uses it).
+    """
+    h = hashlib.sha256()
+    for part in ("train", "valid", "test"):
+        h.update(part.encode())
+        h.update(_tsv_bytes(getattr(frames, part)))
+    return h.hexdigest()
+
+
 def write_split(frames: SplitFrames, paths: DatasetPaths, kind: str, params: SplitParams) -> str:
-    """Write `data/<name>/splits/<kind>/{train,valid,test,cold_test}.tsv` + split.json, atomically."""
+    """Write `data/<name>/splits/<kind>/{train,valid,test,cold_valid,cold_test}.tsv` + split.json, atomically."""
     digest = split_hash(frames)
     with atomic_dir(paths.splits(kind)) as tmp:
         for part, df in frames.parts().items():
@@ -180,6 +229,7 @@ def write_split(frames: SplitFrames, paths: DatasetPaths, kind: str, params: Spl
             {
                 "kind": kind,
                 "hash": digest,
+                "warm_hash": warm_hash(frames),
                 "params": params.model_dump(mode="json"),
                 "counts": {
                     part: {"rows": len(df), "users": int(df[USER_ID].nunique()), "items": int(df[ITEM_ID].nunique())}
@@ -199,6 +249,10 @@ def read_split_frames(paths: DatasetPaths, kind: str) -> tuple[SplitFrames, dict
     parts = {}
     for part in SPLIT_PARTS:
         f = folder / f"{part}.tsv"
+        if part == "cold_valid" and not f.is_file():  # a split written before cold_valid existed
+            parts[part] = pd.DataFrame({USER_ID: pd.Series(dtype=str), ITEM_ID: pd.Series(dtype=str),
+                                        TIMESTAMP: pd.Series(dtype="int64")})
+            continue
         if not f.is_file():
             raise StageError(f"{f}: split file missing; re-run `mmrec stage split`")
         parts[part] = pd.read_csv(f, sep="\t", dtype={USER_ID: str, ITEM_ID: str, TIMESTAMP: "int64"})
@@ -209,7 +263,8 @@ def load_split(paths: DatasetPaths, kind: str, items: pd.Series | np.ndarray | N
     """Read an exported split back into matrices over one index (items: the whole catalogue)."""
     frames, meta = read_split_frames(paths, kind)
     return split_data_from_frames(
-        frames.train, frames.valid, frames.test, frames.cold_test, items=items, kind=kind, split_hash=meta["hash"]
+        frames.train, frames.valid, frames.test, frames.cold_test, items=items, kind=kind, split_hash=meta["hash"],
+        cold_valid=frames.cold_valid,
     )
 
 

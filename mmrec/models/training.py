@@ -6,6 +6,8 @@ the same way, and a fix to the loop (or the sampler) reaches all of them at once
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import time
 from abc import abstractmethod
@@ -28,6 +30,46 @@ logger = logging.getLogger(__name__)
 #: the validation metric early stopping watches (a key of `evaluate_scores`' result)
 STOP_K = 20
 STOP_METRIC = f"recall@{STOP_K}"
+
+
+#: what each validation check of `run_epochs` is reported to: callback(epoch, value), or None
+_EVALUATION_CALLBACK: contextvars.ContextVar[Callable[[int, float], None] | None] = contextvars.ContextVar(
+    "mmrec_evaluation_callback", default=None
+)
+
+
+class TrainingPruned(Exception):
+    """Raised by an evaluation callback to end a training run early (a tuner pruning a trial).
+
+    Not an `MMRecError`: nothing is wrong, the caller that installed the callback asked for the
+    stop and catches it. The model is left unfitted (its fit did not complete).
+
+    Attributes:
+        epoch: the epoch whose validation check triggered the stop.
+        value: that check's validation metric.
+    """
+
+    def __init__(self, epoch: int, value: float) -> None:
+        super().__init__(f"training stopped by the evaluation callback at epoch {epoch} (valid {STOP_METRIC} {value:.4f})")
+        self.epoch = epoch
+        self.value = value
+
+
+@contextlib.contextmanager
+def evaluation_callback(callback: Callable[[int, float], None]) -> Iterator[None]:
+    """Report every validation check of the models trained inside the block to `callback`.
+
+    `callback(epoch, value)` runs after each check of `run_epochs` (the per-epoch validation
+    curve that early stopping watches) and may raise `TrainingPruned` to end the training. This
+    is the hook a hyper-parameter search prunes through (mmrec/tuning) without the models knowing
+    about it; a context variable rather than a constructor argument, so every epoch-trained model
+    supports it and a saved model's parameters stay pure hyper-parameters.
+    """
+    token = _EVALUATION_CALLBACK.set(callback)
+    try:
+        yield
+    finally:
+        _EVALUATION_CALLBACK.reset(token)
 
 
 def seeded_generators(seed: int) -> tuple[np.random.Generator, torch.Generator]:
@@ -175,7 +217,9 @@ def run_epochs(
     """The shared epoch loop with early stopping on validation and best-epoch restore.
 
     Each evaluation logs one INFO line (epoch, loss, validation metric, best so far, seconds per
-    epoch, ETA to `epochs`) and reports progress (`mmrec.progress`) under `train-<name>`.
+    epoch, ETA to `epochs`) and reports progress (`mmrec.progress`) under `train-<name>`, and is
+    passed to the callback of `evaluation_callback` when one is installed (which may raise
+    `TrainingPruned`).
 
     Args:
         train_epoch: runs epoch `e` (1-based) and returns its mean loss.
@@ -198,6 +242,7 @@ def run_epochs(
             f"{patience}, {min_epochs}"
         )
     history: list[dict[str, float]] = []
+    on_check = _EVALUATION_CALLBACK.get()
     stopper = EarlyStopping(patience, min_epochs)
     epoch = 0
     started = time.perf_counter()
@@ -216,6 +261,8 @@ def run_epochs(
             row[f"valid_{STOP_METRIC}"] = value
             row["eval_seconds"] = time.perf_counter() - start
             stop = stopper.update(epoch, value, snapshot)
+            if on_check is not None:
+                on_check(epoch, value)  # may raise TrainingPruned
         history.append(row)
         if checkpoint:
             per_epoch = (time.perf_counter() - started) / epoch
