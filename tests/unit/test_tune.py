@@ -47,7 +47,8 @@ def _pairs(m: sp.csr_matrix) -> set[tuple[int, int]]:
 
 def test_tune_writes_the_overlay_from_validation_only_and_the_pipeline_reads_it(prepared, monkeypatch):
     from mmrec import evaluate
-    from mmrec.stages import load_split_data, make_context, run_train
+    from mmrec.context import StageContext
+    from mmrec.stages import load_split_data, run_train
 
     dataset, params, ws = prepared
     overlay = ws / "params" / "tiny.yaml"
@@ -55,7 +56,7 @@ def test_tune_writes_the_overlay_from_validation_only_and_the_pipeline_reads_it(
     # an overlay that already holds other settings: they must survive the search
     overlay.write_text(yaml.safe_dump({"train": {"params": {"lightgcn": {"lr": 0.123}, "bpr": {"dim": 16}}},
                                        "evaluate": {"bootstrap_resamples": 7}}))
-    data = load_split_data(make_context(dataset, params, ws))
+    data = load_split_data(StageContext.from_files(dataset, params, ws))
     assert data.test.nnz and data.cold_test is not None and data.cold_test.nnz and data.cold_valid.nnz
     forbidden = _pairs(data.test) | _pairs(data.cold_test)
     targets: list[set[tuple[int, int]]] = []
@@ -90,7 +91,7 @@ def test_tune_writes_the_overlay_from_validation_only_and_the_pipeline_reads_it(
     assert "## bpr" in (ws / "reports/tiny/tuning/tuning.md").read_text()
 
     # picked up by every command on the dataset: the stage context, then training
-    ctx = make_context(dataset, params, ws)
+    ctx = StageContext.from_files(dataset, params, ws)
     assert str(overlay.resolve()) in ctx.params_files
     assert ctx.params.train.params["bpr"]["lr"] == bpr["lr"] and ctx.params.train.params["bpr"]["max_epochs"] == 6
     summary = run_train(ctx, ["bpr"])
@@ -106,11 +107,11 @@ class _PruneOddTrials:
 
 
 def test_a_trial_is_pruned_through_the_training_loop(prepared):
-    from mmrec.stages import make_context
+    from mmrec.context import StageContext
     from mmrec.tuning.tune import run_tune
 
     dataset, params, ws = prepared
-    ctx = make_context(dataset, params, ws)
+    ctx = StageContext.from_files(dataset, params, ws)
     result = run_tune(ctx, ["bpr"], trials=3, pruner=_PruneOddTrials())
     rec = result["models"]["bpr"]
     assert rec["trials"] == {"run": 3, "complete": 2, "pruned": 1}
@@ -125,11 +126,11 @@ def test_a_trial_is_pruned_through_the_training_loop(prepared):
 def test_median_pruner_is_the_default_and_prunes_a_trial_below_the_median(prepared, monkeypatch):
     import optuna
 
-    from mmrec.stages import make_context
+    from mmrec.context import StageContext
     from mmrec.tuning import tune as tune_mod
 
     dataset, params, ws = prepared
-    ctx = make_context(dataset, params, ws)
+    ctx = StageContext.from_files(dataset, params, ws)
     made: list[object] = []
     real = optuna.create_study
 
@@ -179,11 +180,11 @@ def test_run_epochs_reports_each_check_and_stops_on_prune():
 def test_trials_are_nested_mlflow_runs(prepared, tmp_path):
     from mlflow import MlflowClient
 
-    from mmrec.stages import make_context
+    from mmrec.context import StageContext
     from mmrec.tuning.tune import run_tune
 
     dataset, params, ws = prepared
-    ctx = make_context(dataset, params, ws)
+    ctx = StageContext.from_files(dataset, params, ws)
     result = run_tune(ctx, ["itemknn"], trials=2, track=True)
     client = MlflowClient(tracking_uri=result["tracking_uri"])
     exp = client.get_experiment_by_name("mmrec-tiny")
@@ -197,11 +198,11 @@ def test_trials_are_nested_mlflow_runs(prepared, tmp_path):
 
 
 def test_cold_objective_needs_the_cold_valid_slice(prepared, tmp_path):
-    from mmrec.stages import make_context
+    from mmrec.context import StageContext
     from mmrec.tuning.tune import run_tune
 
     dataset, params, ws = prepared
-    ctx = make_context(dataset, params, ws)
+    ctx = StageContext.from_files(dataset, params, ws)
     result = run_tune(ctx, ["itemknn"], trials=2, objective="combined")
     best = result["models"]["itemknn"]["best"]
     assert set(best["figures"]) == {"valid", "cold_valid"}
@@ -213,7 +214,7 @@ def test_cold_objective_needs_the_cold_valid_slice(prepared, tmp_path):
     res = runner.invoke(app, ["stage", "split", "--dataset", str(dataset), "--params", str(p2), "--workspace", str(ws)])
     assert res.exit_code == 0
     with pytest.raises(DataError, match="cold-valid slice"):
-        run_tune(make_context(dataset, p2, ws), ["itemknn"], trials=1, objective="cold_valid")
+        run_tune(StageContext.from_files(dataset, p2, ws), ["itemknn"], trials=1, objective="cold_valid")
 
 
 def test_every_model_with_hyper_parameters_declares_a_search_space():
@@ -290,7 +291,7 @@ def test_dvc_tune_stage_is_frozen_and_off_the_default_path():
 
 
 def test_trial_zero_is_the_current_configuration(prepared):
-    from mmrec.stages import make_context
+    from mmrec.context import StageContext
     from mmrec.tuning.spaces import Choice, FloatRange
     from mmrec.tuning.tune import current_values, run_tune
 
@@ -301,9 +302,9 @@ def test_trial_zero_is_the_current_configuration(prepared):
     raw = yaml.safe_load(params.read_text())
     raw["tune"]["spaces"] = {"bpr": {"batch_size": {"choices": [16, 32]}}}
     params.write_text(yaml.safe_dump(raw))
-    first = run_tune(make_context(dataset, params, ws), ["bpr"], trials=2)["models"]["bpr"]
+    first = run_tune(StageContext.from_files(dataset, params, ws), ["bpr"], trials=2)["models"]["bpr"]
     assert first["history"][0]["params"] == pytest.approx({"lr": 2e-3, "reg": 3e-3, "batch_size": 16, "init_std": 0.01})
     # a second search starts from what the first one wrote, so it cannot end below it
-    again = run_tune(make_context(dataset, params, ws), ["bpr"], trials=2)["models"]["bpr"]
+    again = run_tune(StageContext.from_files(dataset, params, ws), ["bpr"], trials=2)["models"]["bpr"]
     assert again["history"][0]["params"] == pytest.approx(first["best"]["params"], rel=1e-5)
     assert again["best"]["value"] >= first["best"]["value"]
