@@ -118,12 +118,13 @@ def resolved_model_params(ctx: StageContext, names: Sequence[str], item_ids: Seq
     """`train.params` of each model with its modalities narrowed to what the dataset has
     (`mmrec.models.modalities`): a text+image catalogue trains the multimodal models on text and
     images, with one log line per model saying what was dropped and why."""
-    from mmrec.models.modalities import feature_availability, resolve_all, uses_modalities
+    from mmrec.models.modalities import feature_availability, resolve_all, uses_modalities, wanted_modalities
 
     by_model = ctx.params.train.params
     if not uses_modalities(names, by_model):
         return {n: dict(by_model.get(n, {})) for n in names}
-    available = feature_availability(ctx.spec, ctx.paths, ctx.params.extract, list(item_ids))
+    wanted = {m for n in names for m in wanted_modalities(n, by_model.get(n, {})) or ()}
+    available = feature_availability(ctx.spec, ctx.paths, ctx.params.extract, list(item_ids), wanted)
     return resolve_all(names, by_model, available)
 
 

@@ -60,6 +60,11 @@ class BPR(FactorModel):
         device: torch device to train on ("auto", "cpu", "cuda"); scoring runs in numpy.
         min_epochs: never stop before this epoch (early epochs of a large catalogue can plateau
             before the model starts to learn).
+        sparse_updates: train the ID tables with sparse gradients and a lazy Adam (an optimiser
+            step touches the batch's rows only, so an epoch costs O(interactions), not
+            O(steps x catalogue)). Lazy Adam keeps no moments for untouched rows, so it is not
+            the dense Adam trajectory; DDP (which all-reduces dense gradients) always uses dense
+            Adam, so set False to compare a single process with a DDP run.
 
     Users without training interactions are scored by popularity.
 
@@ -84,6 +89,7 @@ class BPR(FactorModel):
         seed: int = SEED,
         device: str = "cpu",
         min_epochs: int = 0,
+        sparse_updates: bool = True,
     ) -> None:
         super().__init__()
         check_positive(dim=dim, init_std=init_std)
@@ -95,6 +101,7 @@ class BPR(FactorModel):
         self.eval_every = int(eval_every)
         self.patience = int(patience)
         self.min_epochs = int(min_epochs)
+        self.sparse_updates = bool(sparse_updates)
         self.init_std = float(init_std)
         self.seed = int(seed)
         self.device = str(device)

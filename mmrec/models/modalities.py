@@ -17,7 +17,7 @@ error says to run it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,14 +64,18 @@ def _undeclared_reason(spec: Any, modality: str) -> str:
     return f"dataset {spec.name!r} declares no {modality} ({where} in {spec.spec_path or 'dataset.yaml'})"
 
 
-def feature_availability(spec: Any, paths: Any, extract: Any, item_ids: Sequence[str]) -> ModalityAvailability:
+def feature_availability(
+    spec: Any, paths: Any, extract: Any, item_ids: Sequence[str], wanted: Collection[str] | None = None
+) -> ModalityAvailability:
     """Availability from the dataset.yaml and the extracted feature files.
 
     A declared modality with a feature file that has no vector for any item of `item_ids` (every
-    file missing or undecodable) is unavailable, with the extraction report as the reason.
+    file missing or undecodable) is unavailable, with the extraction report as the reason. Only
+    the `wanted` modalities (None: every declared one) are looked at, so a run whose models read
+    text and images does not need the audio features the dataset also declares.
 
     Raises:
-        DataError: a declared modality has no feature file yet (run its extract stage).
+        DataError: a wanted, declared modality has no feature file yet (run its extract stage).
     """
     from mmrec.models.features import align_features, feature_path
 
@@ -79,6 +83,8 @@ def feature_availability(spec: Any, paths: Any, extract: Any, item_ids: Sequence
     usable: list[str] = []
     reasons = dict(base.reasons)
     for modality in base.declared:
+        if wanted is not None and modality not in wanted:
+            continue
         path = feature_path(paths, extract, modality)
         if not path.is_file():
             raise DataError(

@@ -384,7 +384,11 @@ class FactorModel(ColdUserFallback, Recommender):
 
         dp = DataParallel.wrap(self, device)
         # DDP all-reduces dense gradients: sparse tables only in a single process
-        self._sparse_on = dp is None and bool(self.sparse_tables)
+        wants_sparse = bool(self.sparse_tables) and bool(getattr(self, "sparse_updates", True))
+        if dp is not None and wants_sparse:
+            logger.warning("%s: sparse_updates is ignored under DDP (dense Adam on every rank); set "
+                        "sparse_updates: false to reproduce this run in a single process", self.name)
+        self._sparse_on = dp is None and wants_sparse
         sparse = [v for k, v in self._params.items() if self._sparse_on and k in self.sparse_tables]
         dense = [v for k, v in self._params.items() if not (self._sparse_on and k in self.sparse_tables)]
         optimisers = ([torch.optim.Adam(dense, lr=self.lr)] if dense else []) + (

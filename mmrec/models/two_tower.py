@@ -82,7 +82,8 @@ class TwoTower(FactorModel):
             every history item of every batch with gradient (exact, but a batch of users then
             needs most of a catalogue: an epoch costs ~ (interactions / batch) x n_items).
         id_dropout: share of a batch's items whose ID embedding is dropped in a step.
-        lr, reg, batch_size, max_epochs, eval_every, patience, min_epochs, init_std, seed, device: as in BPR
+        lr, reg, batch_size, max_epochs, eval_every, patience, min_epochs, init_std, seed, device,
+            sparse_updates: as in BPR
             (reg is the L2 weight on the batch's ID embeddings; weight_decay on the towers).
         weight_decay: L2 on the projection and fusion weights.
 
@@ -123,6 +124,7 @@ class TwoTower(FactorModel):
         seed: int = SEED,
         device: str = "cpu",
         min_epochs: int = 0,
+        sparse_updates: bool = True,
     ) -> None:
         super().__init__()
         self.modalities = list(check_modalities(self.name, modalities))
@@ -148,6 +150,7 @@ class TwoTower(FactorModel):
         self.lr, self.reg, self.weight_decay = float(lr), float(reg), float(weight_decay)
         self.batch_size, self.max_epochs = int(batch_size), int(max_epochs)
         self.eval_every, self.patience, self.min_epochs = int(eval_every), int(patience), int(min_epochs)
+        self.sparse_updates = bool(sparse_updates)
         self.init_std, self.seed, self.device = float(init_std), int(seed), str(device)
         self.item_parts: dict[str, np.ndarray] = {}  # source ("id" or modality) -> (n_items, dim)
         self._feats: list[np.ndarray] = []

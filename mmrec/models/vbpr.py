@@ -49,7 +49,8 @@ class VBPR(FactorModel):
         reg: L2 weight on the batch's user/item factors and item biases.
         content_reg: L2 weight on the projections E_m and content biases beta'_m (whole tensors,
             scaled like the batch penalty).
-        batch_size, max_epochs, eval_every, patience, min_epochs: as in `BPR` (best epoch restored).
+        batch_size, max_epochs, eval_every, patience, min_epochs, sparse_updates: as in `BPR` (best
+            epoch restored).
         init_std: standard deviation of the normal initialisation.
         id_dropout: share of the batch's items whose ID factors and bias are dropped in a step
             (DropoutNet-style): the content part must then rank them alone, as it must for cold
@@ -81,6 +82,7 @@ class VBPR(FactorModel):
         seed: int = SEED,
         device: str = "cpu",
         min_epochs: int = 0,
+        sparse_updates: bool = True,
     ) -> None:
         super().__init__()
         self.modalities = list(check_modalities(self.name, modalities))
@@ -99,6 +101,7 @@ class VBPR(FactorModel):
         self.eval_every = int(eval_every)
         self.patience = int(patience)
         self.min_epochs = int(min_epochs)
+        self.sparse_updates = bool(sparse_updates)
         if not 0.0 <= id_dropout < 1.0:
             raise ModelError(f"vbpr: id_dropout must be in [0, 1), got {id_dropout}")
         self.init_std = float(init_std)
