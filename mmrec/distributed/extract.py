@@ -242,11 +242,16 @@ def extract_modality_dask(
     cache_key = job.info["cache_key"]
     futures = []
     shards = shard_plan(job.values, modality, shard_items, job.params.modality(modality).batch_size)
+    # Shards are dealt round-robin over the workers present now (a loose restriction: a worker that
+    # leaves, or one that is idle while another is busy, can still take them), so a cluster whose
+    # second worker is still starting does not run every shard on the first.
+    addresses = sorted(client.scheduler_info().get("workers", {}))
     for i, values in enumerate(shards):
         # the key is the shard's content: a restarted driver re-attaches to a shard still running
         key = f"mmrec-extract-{modality}-{i:05d}-{tokenize(cache_key, values, job.params.model_dump_json())}"
+        where = {"workers": [addresses[i % len(addresses)]], "allow_other_workers": True} if addresses else {}
         futures.append(client.submit(encode_shard, i, modality, job.params, cache_key, str(job.cache_folder.resolve()),
-                                     job.info, values, key=key, pure=False))
+                                     job.info, values, key=key, pure=False, **where))
     log.info("extract %s/%s: %d items in %d shards on %d workers", modality, job.info["encoder"], len(job.values),
              len(futures), len(client.scheduler_info().get("workers", {})))
     try:

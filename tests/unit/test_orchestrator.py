@@ -103,7 +103,7 @@ def test_pipeline_runs_the_installed_orchestrator(stand_in, tiny_dataset: Path, 
     assert res.exit_code == 2 and "pipeline failed: stage train: stand-in says no" in res.output
     [(kind, args, kwargs)] = stand_in
     assert kind == "training" and args[0] == str(tiny_dataset) and args[2] == str(workspace)
-    assert kwargs == {"extract": False, "register_best": True}
+    assert kwargs == {"extract": False, "register_best": True, "tune": False, "tune_trials": None, "tune_timeout": None}
 
 
 def test_recommend_prefect_runs_the_nightly_of_the_installed_orchestrator(stand_in, tiny_dataset: Path, workspace: Path):
