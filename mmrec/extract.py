@@ -116,17 +116,23 @@ def _locked(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _read_report(target: Path, dataset: str) -> dict[str, Any]:
+    """The extraction report at `target` (call under `_locked(target)`); a new one when absent or unreadable."""
+    report: dict[str, Any] = {}
+    if target.is_file():
+        try:
+            report = json.loads(target.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            log.warning("%s: unreadable, starting a new extraction report", target)
+    report.setdefault("dataset", dataset)
+    return report
+
+
 def merge_report(paths: DatasetPaths, modality: str, encoder_id: str, entry: dict[str, Any]) -> dict[str, Any]:
     """Set report[modality][encoder_id] = entry in reports/<name>/extraction.json, atomically."""
     target = extraction_report_path(paths)
     with _locked(target):
-        report: dict[str, Any] = {}
-        if target.is_file():
-            try:
-                report = json.loads(target.read_text(encoding="utf-8"))
-            except json.JSONDecodeError:
-                log.warning("%s: unreadable, starting a new extraction report", target)
-        report.setdefault("dataset", paths.name)
+        report = _read_report(target, paths.name)
         modalities = report.setdefault("modalities", {})
         modalities.setdefault(modality, {})[encoder_id] = entry
         skipped = report.get("skipped")
@@ -199,13 +205,7 @@ def skip_undeclared(spec: DatasetSpec, paths: DatasetPaths, modality: str) -> di
     write_json(folder / SKIPPED_MARKER, entry)
     target = extraction_report_path(paths)
     with _locked(target):
-        report: dict[str, Any] = {}
-        if target.is_file():
-            try:
-                report = json.loads(target.read_text(encoding="utf-8"))
-            except json.JSONDecodeError:
-                log.warning("%s: unreadable, starting a new extraction report", target)
-        report.setdefault("dataset", paths.name)
+        report = _read_report(target, paths.name)
         report.setdefault("modalities", {}).pop(modality, None)  # a stale entry from when it was declared
         report.setdefault("skipped", {})[modality] = reason
         write_json(target, report)
