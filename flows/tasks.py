@@ -210,22 +210,21 @@ def stage_task(stage: str, args: RunArgs, key: str) -> Any:
 
 @contextmanager
 def dask_client() -> Iterator[Any]:
-    """The Dask client of the cluster this task runs on (prefect-dask's `get_dask_client`).
+    """The Dask client of the cluster this task runs on (`distributed.worker_client`).
 
     Only for a task run by a `DaskTaskRunner`: the task fans its work out to the same cluster
     (shards, user blocks) and waits for it. While it waits it leaves the worker's thread pool
-    (`distributed.secede`, as `worker_client` does); otherwise one waiting task per worker thread
-    (e.g. four modalities on two single-threaded workers) would leave no thread for the shards.
+    (`worker_client` secedes, then rejoins); otherwise one waiting task per worker thread (e.g.
+    four modalities on two single-threaded workers) would leave no thread for the shards.
+    `worker_client` hands out the worker's own long-lived client: prefect-dask's
+    `get_dask_client` opens a client per task and closes it on exit, and a task on another
+    thread of the same worker that picked that client up as the default then failed
+    (`'NoneType' object has no attribute 'address'`).
     """
-    from distributed import rejoin, secede
-    from prefect_dask import get_dask_client
+    from distributed import worker_client
 
-    with get_dask_client() as client:
-        secede()
-        try:
-            yield client
-        finally:
-            rejoin()
+    with worker_client() as client:
+        yield client
 
 
 @task(name="extract", retries=2, retry_delay_seconds=10, retry_condition_fn=is_transient)
