@@ -20,6 +20,7 @@ import os
 import shutil
 import socket
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -163,8 +164,13 @@ def test_raw_http_attacks_on_the_real_server(served):
     # a forged access-log line: the control characters are escaped, the log keeps one line per request
     status, _, _ = request(api, "GET", "/nope%0d%0a10.0.0.1%20GET%20/admin/reload%20200%00")
     assert status == 404
+    escaped = "/nope\\x0d\\x0a10.0.0.1 GET /admin/reload 200\\x00"
+    deadline = time.monotonic() + 15  # the server writes its access line after the response is sent
     log = api.log.read_text(errors="replace")
-    assert "/nope\\x0d\\x0a10.0.0.1 GET /admin/reload 200\\x00" in log
+    while escaped not in log and time.monotonic() < deadline:
+        time.sleep(0.1)
+        log = api.log.read_text(errors="replace")
+    assert escaped in log
     assert not any(line.startswith("10.0.0.1 GET /admin/reload") for line in log.splitlines())
 
     # DNS rebinding: a foreign Host is refused (the probes still answer anyone)
