@@ -11,18 +11,11 @@ import typer
 from typer.testing import CliRunner
 
 from mmrec.cli import handle_errors
-from mmrec.cli_lifecycle import register
 from mmrec.tracking import store_error
 from tests.conftest import FIXTURES
+from tests.unit.test_tracking_cli import cli  # noqa: F401 - the lifecycle commands as a fixture
 
 DATASET = str(FIXTURES / "tiny" / "dataset.yaml")
-
-
-@pytest.fixture
-def cli() -> typer.Typer:
-    app = typer.Typer()
-    register(app)
-    return app
 
 
 def _invoke(app: typer.Typer, ws: Path, *args: str):
