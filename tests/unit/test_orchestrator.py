@@ -134,11 +134,11 @@ def test_an_entry_point_without_the_two_functions_is_refused(monkeypatch: pytest
 
 
 def test_a_stale_entry_point_says_to_reinstall(monkeypatch: pytest.MonkeyPatch):
-    # what an editable install made before the flows package was renamed still points at
-    ep = EntryPoint(name="prefect", value="flows.orchestrator", group=orchestrator.GROUP)
+    # an editable install made before the flows package was renamed points at a module that is gone
+    ep = EntryPoint(name="prefect", value="mmrec_no_such_flows.orchestrator", group=orchestrator.GROUP)
     monkeypatch.setattr(orchestrator, "available", lambda: {"prefect": ep})
     monkeypatch.delenv("MMREC_ORCHESTRATOR", raising=False)
-    with pytest.raises(ConfigError, match=r"registered as 'flows.orchestrator' but cannot be imported.*pip install -e \."):
+    with pytest.raises(ConfigError, match=r"registered as 'mmrec_no_such_flows.orchestrator' but cannot be imported.*pip install -e \."):
         orchestrator.load_orchestrator()
 
 
