@@ -436,6 +436,12 @@ class FactorModel(ColdUserFallback, Recommender):
 
     # -- training -----------------------------------------------------------------------------
     def _fit(self, train: Interactions, valid: sp.csr_matrix | None) -> None:
+        try:
+            self._train(train, valid)
+        finally:  # also after an error or a pruned trial: no torch state outlives the training
+            self._params, self._module, self._sparse_on = {}, None, False
+
+    def _train(self, train: Interactions, valid: sp.csr_matrix | None) -> None:
         import torch
 
         check_positive(lr=self.lr, batch_size=self.batch_size)
@@ -517,8 +523,7 @@ class FactorModel(ColdUserFallback, Recommender):
             name=self.name,
         )
         self._sparse_on = False
-        self._export()
-        self._params, self._module = {}, None  # scoring needs the numpy factors only; free the graph inputs
+        self._export()  # scoring needs the numpy factors only; `_fit` frees the torch state
 
     def _export(self) -> None:
         import torch

@@ -138,3 +138,14 @@ def test_an_empty_batch_has_zero_loss_and_zero_gradients():
     assert all(p.grad is not None and not p.grad.any() for p in module.parameters())
     one = torch.tensor([1])
     assert float(module(one, one, one)) == pytest.approx(float(before[1] @ params["item"][1]))
+
+
+def test_a_failed_training_leaves_no_torch_state():
+    def factory(name: str, module: Any, device: Any) -> None:
+        raise RuntimeError("driver refused")
+
+    model = create_model("bpr", **CONTRACT["bpr"])
+    with training_driver(factory), pytest.raises(RuntimeError, match="driver refused"):
+        model.fit(*tiny_split(0))
+    with pytest.raises(ModelError, match="only during fit"):
+        model.module()
