@@ -199,7 +199,8 @@ class RSSSampler:
 def score_child(mode: str, users: int, items: int, out: str) -> dict[str, Any]:
     import torch
 
-    from mmrec.recommend import RecommendParams, write_recommendations
+    from mmrec.params.recommend import RecommendParams
+    from mmrec.recommend import write_recommendations
 
     torch.set_num_threads(1)
     model = synthetic_model(users, items)

@@ -161,7 +161,7 @@ def run_ablation(
     """
     from mmrec.models import available_models, create_model
     from mmrec.models.features import load_item_features, modalities_of, random_control_features, with_features
-    from mmrec.stages import seed_everything
+    from mmrec.stage_inputs import seed_everything
 
     ev = params.evaluate
     ab = ev.ablation

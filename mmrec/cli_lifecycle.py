@@ -53,7 +53,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the whole training pipeline through Prefect: ingest, validate, split, extract, [tune,] train, evaluate, register."""
         from mmrec.orchestrator import load_orchestrator
-        from mmrec.stages import format_metrics_table, read_metrics
+        from mmrec.stage_inputs import read_metrics
+        from mmrec.stages import format_metrics_table
 
         ctx = _context(dataset, root, params, workspace)  # fail fast on a bad dataset.yaml/params.yaml
         typer.echo(f"parameters: {' + '.join(ctx.params_files) or 'built-in defaults'}")
@@ -119,15 +120,8 @@ def register(app: typer.Typer) -> None:
         """Top-K from the registry's champion: every user to data/<name>/recommendations/latest.parquet, or --users to stdout."""
         import dataclasses
 
-        from mmrec.recommend import (
-            history_matrix,
-            parse_recommend_params,
-            read_user_ids,
-            recommend_for_ids,
-            recommend_params,
-            run_recommend,
-            strategy_scorer,
-        )
+        from mmrec.params.recommend import parse_recommend_params, recommend_params
+        from mmrec.recommend import history_matrix, read_user_ids, recommend_for_ids, run_recommend, strategy_scorer
         from mmrec.tracking import load_champion
 
         ctx = _context(dataset, root, params, workspace)

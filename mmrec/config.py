@@ -23,10 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from mmrec.constants import DEFAULT_KS, SEED
 from mmrec.encoders.config import ExtractParams
 from mmrec.errors import ConfigError
-from mmrec.features import FeaturesParams
-from mmrec.recommend import RecommendParams
+from mmrec.params.feast import FeaturesParams
+from mmrec.params.recommend import RecommendParams
+from mmrec.params.tracking import TrackingParams
 from mmrec.runtime import RuntimeParams
-from mmrec.tracking import TrackingParams
 from mmrec.tuning.params import TuneParams
 
 ENV_PREFIX = "MMREC__"

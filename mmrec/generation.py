@@ -47,35 +47,14 @@ import scipy.sparse as sp
 
 from mmrec.constants import ITEM_ID
 from mmrec.errors import ConfigError, DataError
+from mmrec.params.recommend import check_hybrid_weights, check_strategy
 from mmrec.retrieval import DEFAULT_BLOCK_MB, _rows_per_block, _scores, check_metric, prepare
 
 if TYPE_CHECKING:
     from mmrec.models.base import Recommender
-    from mmrec.recommend import RecommendParams
+    from mmrec.params.recommend import RecommendParams
 
 log = logging.getLogger(__name__)
-
-STRATEGIES = ("model", "popularity", "content", "hybrid")
-HYBRID_COMPONENTS = ("model", "popularity", "content")
-NORMALISATIONS = ("rank", "minmax")
-
-
-def check_strategy(strategy: str) -> str:
-    if strategy not in STRATEGIES:
-        raise ConfigError(f"unknown recommendation strategy {strategy!r}; expected one of {list(STRATEGIES)}")
-    return strategy
-
-
-def check_hybrid_weights(weights: Mapping[str, float]) -> dict[str, float]:
-    """Validated hybrid weights: known components, >= 0, at least one > 0."""
-    w = {str(k): float(v) for k, v in weights.items()}
-    unknown = sorted(set(w) - set(HYBRID_COMPONENTS))
-    if unknown:
-        raise ConfigError(f"recommend.hybrid.weights: unknown component {unknown}; expected some of {list(HYBRID_COMPONENTS)}")
-    if any(v < 0 for v in w.values()) or not any(v > 0 for v in w.values()):
-        raise ConfigError(f"recommend.hybrid.weights must be >= 0 with at least one > 0, got {w}")
-    return w
-
 
 # -- per-user normalisation ---------------------------------------------------------------------
 

@@ -31,9 +31,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from mmrec.errors import ConfigError, MMRecError, ModelError, ServiceUnavailable, StageError, TrackingStoreError
+from mmrec.params.tracking import TrackingParams, tracking_params
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -54,50 +55,6 @@ CHAMPION_HISTORY = "mmrec.champion_history"
 DECISION_LOG = "mmrec.decisions"
 _MAX_LOGGED_DECISIONS = 20
 _TAG_LIMIT = 5000
-
-
-class TrackingParams(BaseModel):
-    """The `tracking:` section of params.yaml.
-
-    Attributes:
-        uri: tracking (and registry) URI, e.g. `http://127.0.0.1:5000` or
-            `postgresql://...`. Empty: `$MLFLOW_TRACKING_URI`, else the embedded default
-            `sqlite:///<workspace>/mlflow.db`.
-        artifact_root: local artifact store for the embedded default, relative to the workspace.
-            With a server the server decides where artifacts go.
-        register_best: register the best model of each training run as a new model version.
-        auto_promote: run the promotion gate right after registering (else the new version stays
-            `challenger` until `mmrec promote`).
-        metric: validation metric of the gate; empty means `evaluate.selection_metric`.
-        margin: how much the challenger must beat the champion by (strictly more than).
-        margin_mode: `absolute` (challenger > champion + margin) or `relative`
-            (challenger > champion x (1 + margin)).
-        log_all_models: log every trained model as an MLflow model (else only the best one;
-            the others still get a run with params and metrics).
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    uri: str | None = None
-    artifact_root: str = "mlruns"
-    register_best: bool = True
-    auto_promote: bool = True
-    metric: str | None = None
-    margin: float = Field(0.0, ge=0.0)
-    margin_mode: Literal["absolute", "relative"] = "absolute"
-    log_all_models: bool = True
-
-
-def tracking_params(params: Any) -> TrackingParams:
-    """The `tracking` section of a `Params`, or the defaults when params.yaml has none."""
-    section = getattr(params, "tracking", None)
-    if section is None:
-        return TrackingParams()
-    if isinstance(section, TrackingParams):
-        return section
-    if isinstance(section, BaseModel):
-        section = section.model_dump()
-    return TrackingParams.model_validate(section)
 
 
 def registered_model_name(dataset: str) -> str:
@@ -693,7 +650,7 @@ def track_training(ctx: StageContext, report: dict[str, Any] | None = None, tp: 
         {"tracking_uri", "experiment", "runs": {model: run_id}, "registered_model", "version",
          "decision": {...} | None}.
     """
-    from mmrec.stages import read_metrics
+    from mmrec.stage_inputs import read_metrics
 
     tp = tp or tracking_params(ctx.params)
     report = report or read_metrics(ctx.paths)

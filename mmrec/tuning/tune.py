@@ -96,7 +96,8 @@ class _Tracker:
             return self
         import contextlib
 
-        from mmrec.tracking import _experiment_id, _mlflow, experiment_name, resolve_uri, tracking_params
+        from mmrec.params.tracking import tracking_params
+        from mmrec.tracking import _experiment_id, _mlflow, experiment_name, resolve_uri
 
         tp = tracking_params(self.ctx.params)
         self._uri = resolve_uri(tp, self.ctx.workspace)
@@ -159,7 +160,7 @@ class Tuner:
     """
 
     def __init__(self, ctx: StageContext, tune: TuneParams | None = None, pruner: Any = None) -> None:
-        from mmrec.stages import load_split_data
+        from mmrec.stage_inputs import load_split_data
 
         self.ctx = ctx
         self.tune = tune or ctx.params.tune
@@ -226,7 +227,7 @@ class Tuner:
 
         from mmrec.models import create_model
         from mmrec.models.training import TrainingPruned, evaluation_callback
-        from mmrec.stages import resolved_model_params, seed_everything
+        from mmrec.stage_inputs import resolved_model_params, seed_everything
 
         space = search_space(name, self.tune.spaces)
         base = resolved_model_params(self.ctx, [name], [str(i) for i in self.data.item_ids])[name]
@@ -505,9 +506,9 @@ def run_tune(
     if track is not None:
         update["track"] = track
     tune = type(t).model_validate({**t.model_dump(), **update})
-    from mmrec.stages import _model_names
+    from mmrec.stage_inputs import model_names
 
-    names = _model_names(ctx, list(models) if models else (tune.models or None))
+    names = model_names(ctx, list(models) if models else (tune.models or None))
     names = tunable_models(names, tune.spaces)
     if not names:
         raise ConfigError("nothing to tune: none of the models has a search space (popularity has no hyper-parameters)")

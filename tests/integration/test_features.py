@@ -78,7 +78,8 @@ def ctx(request: pytest.FixtureRequest, pipeline: Path, tmp_path: Path) -> Itera
     project = f"mmrec_t{uuid.uuid4().hex[:10]}"
     c = StageContext(spec=load_dataset_spec(ws / "tiny" / "dataset.yaml"), params=_params(profile, project), workspace=ws)
     yield c
-    from mmrec.features import feature_store, features_params
+    from mmrec.features import feature_store
+    from mmrec.params.feast import features_params
 
     registry = ws / "data" / "tiny" / "feast" / profile / "registry.db"
     if registry.is_file():
@@ -175,7 +176,8 @@ def test_incremental_materialisation_loads_only_what_changed(ctx: StageContext):
 
 
 def test_one_feature_service_per_model_version(ctx: StageContext, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    from mmrec.features import apply, feature_store, features_params
+    from mmrec.features import apply, feature_store
+    from mmrec.params.feast import features_params
 
     monkeypatch.chdir(tmp_path)  # the repo finds models.json from its own folder, not the working directory
 

@@ -22,7 +22,8 @@ from mmrec.generation import (
     rank_normalise,
 )
 from mmrec.models.base import Recommender
-from mmrec.recommend import RecommendParams, iter_topk, parse_recommend_params, recommend_for_ids, run_recommend
+from mmrec.params.recommend import RecommendParams, parse_recommend_params
+from mmrec.recommend import iter_topk, recommend_for_ids, run_recommend
 from mmrec.retrieval import similarity
 from mmrec.stages import StageContext
 from tests.conftest import FIXTURES

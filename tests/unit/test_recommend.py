@@ -15,13 +15,12 @@ from mmrec.data.interactions import Interactions
 from mmrec.errors import DataError, ModelError
 from mmrec.models import create_model
 from mmrec.models.base import Recommender
+from mmrec.params.recommend import RecommendParams, recommend_params
 from mmrec.recommend import (
-    RecommendParams,
     history_matrix,
     iter_topk,
     read_user_ids,
     recommend_for_ids,
-    recommend_params,
     run_recommend,
     summary_markdown,
     write_recommendations,

@@ -71,7 +71,8 @@ def test_feast_connection_errors_become_service_unavailable_without_the_password
     from redis.exceptions import BusyLoadingError, ResponseError
     from redis.exceptions import ConnectionError as RedisConnectionError
 
-    from mmrec.features import FeaturesParams, OnlineFeatures, _connection_lost
+    from mmrec.features import OnlineFeatures, _connection_lost
+    from mmrec.params.feast import FeaturesParams
 
     assert _connection_lost(RedisConnectionError("Connection refused"))
     assert _connection_lost(BusyLoadingError("Redis is loading the dataset in memory"))  # just restarted
@@ -108,8 +109,9 @@ def test_feast_connection_errors_become_service_unavailable_without_the_password
 def test_tracking_server_down_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from mmrec.config import Params
     from mmrec.data.contract import load_dataset_spec
+    from mmrec.params.tracking import TrackingParams
     from mmrec.stages import StageContext
-    from mmrec.tracking import TrackingParams, track_training
+    from mmrec.tracking import track_training
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     with socket.socket() as s:

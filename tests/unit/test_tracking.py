@@ -19,11 +19,11 @@ from mmrec.data.contract import load_dataset_spec
 from mmrec.data.interactions import Interactions
 from mmrec.errors import ModelError
 from mmrec.models import create_model
+from mmrec.params.tracking import TrackingParams
 from mmrec.stages import StageContext
 from mmrec.tracking import (
     CHALLENGER,
     CHAMPION,
-    TrackingParams,
     gate,
     load_champion,
     mlflow_key,
