@@ -102,7 +102,7 @@ def run_case(name: str, user_f: np.ndarray, item_f: np.ndarray, seen: sp.csr_mat
              repeat: int) -> dict[str, Any]:
     import faiss
 
-    from mmrec.recommend import iter_topk
+    from mmrec.recommend.topk import iter_topk
 
     model = factor_model(user_f, item_f, seen)
     n = user_f.shape[0]

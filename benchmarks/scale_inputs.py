@@ -117,7 +117,7 @@ def encoder_costs(name: str, items: list[tuple[str, Any]], limit: int, num_frame
 
 
 def scoring_costs(users: int, items: int, dim: int, k: int, batch: int) -> dict[str, Any]:
-    from mmrec.recommend import iter_topk
+    from mmrec.recommend.topk import iter_topk
 
     rng = np.random.default_rng(0)
     user_f = rng.standard_normal((users, dim), dtype=np.float32)

@@ -41,7 +41,7 @@ def nightly_recommendations(
     """
     from prefect.artifacts import create_markdown_artifact
 
-    from mmrec.recommend import summary_markdown
+    from mmrec.recommend.writer import summary_markdown
 
     args = run_args(dataset, params, workspace, root)
     from flows.runners import orchestrate_params

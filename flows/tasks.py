@@ -294,7 +294,7 @@ def recommend_task(args: RunArgs, k: int | None = None, distributed: bool = Fals
     `distributed` (under a DaskTaskRunner): user blocks are scored on the cluster's workers
     (`mmrec.distributed.scoring`); same output file.
     """
-    from mmrec.recommend import run_recommend
+    from mmrec.recommend.run import run_recommend
 
     try:
         ctx = load_context(args)

@@ -121,7 +121,9 @@ def register(app: typer.Typer) -> None:
         import dataclasses
 
         from mmrec.params.recommend import parse_recommend_params, recommend_params
-        from mmrec.recommend import history_matrix, read_user_ids, recommend_for_ids, run_recommend, strategy_scorer
+        from mmrec.recommend.id_files import read_user_ids
+        from mmrec.recommend.run import run_recommend, strategy_scorer
+        from mmrec.recommend.topk import history_matrix, recommend_for_ids
         from mmrec.tracking import load_champion
 
         ctx = _context(dataset, root, params, workspace)

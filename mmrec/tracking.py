@@ -298,7 +298,7 @@ def _pyfunc_class() -> type:
 
         def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
             from mmrec.constants import USER_ID
-            from mmrec.recommend import recommend_for_ids
+            from mmrec.recommend.topk import recommend_for_ids
 
             k = int((params or {}).get("k", 20))
             users = model_input[USER_ID].astype(str).tolist() if USER_ID in model_input else list(model_input.iloc[:, 0])

@@ -25,6 +25,7 @@ import scipy.sparse as sp
 
 from mmrec.constants import DEFAULT_K
 from mmrec.errors import ConfigError, ModelError
+from mmrec.recommend.writer import RecommendationWriter
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +81,6 @@ def write_recommendations_dask(
     Returns:
         The summary of `write_recommendations`, plus `blocks` and `workers`.
     """
-    from mmrec.recommend import RecommendationWriter
-
     if model.item_ids is None or model.user_ids is None:
         raise ModelError(f"model {model.name!r} is not fitted; nothing to recommend from")
     n_users = len(model.user_ids)

@@ -1,7 +1,7 @@
 """The `recommend:` section of params.yaml (batch top-K generation) and the names its validators accept.
 
 A leaf module: `mmrec.config` imports it, so it imports nothing above the constants, the errors
-and the retrieval metric names (the strategies themselves live in `mmrec.generation`).
+and the retrieval metric names (the strategies themselves live in `mmrec.recommend.strategies`).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def check_hybrid_weights(weights: Mapping[str, float]) -> dict[str, float]:
 
 
 class ContentParams(BaseModel):
-    """`recommend.content`: the feature space of the `content` strategy (mmrec/generation.py).
+    """`recommend.content`: the feature space of the `content` strategy (mmrec/recommend/strategies.py).
 
     Attributes:
         metric: cosine | dot | euclidean | pearson (mmrec/retrieval.py; euclidean = -distance).
@@ -71,7 +71,7 @@ class ContentParams(BaseModel):
 
 
 class HybridParams(BaseModel):
-    """`recommend.hybrid`: the blend of the `hybrid` strategy (mmrec/generation.py).
+    """`recommend.hybrid`: the blend of the `hybrid` strategy (mmrec/recommend/strategies.py).
 
     Attributes:
         weights: component -> weight, components among model, popularity, content.
@@ -106,7 +106,7 @@ class RecommendParams(BaseModel):
             interactions, not only the training part: a user should not be re-shown what they
             already consumed).
         strategy: model (the champion's scores) | popularity | content | hybrid; see
-            mmrec/generation.py.
+            mmrec/recommend/strategies.py.
         threshold: drop recommendations scoring below this (a user then gets fewer than k);
             None keeps the top k whatever they score. On the strategy's own scale: content =
             the metric's similarity, hybrid = [0, 1].

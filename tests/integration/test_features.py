@@ -45,7 +45,7 @@ def _params(profile: str = "sqlite", project: str | None = None, **features: Any
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny fixture through ingest .. train, plus a nightly top-K from the trained BPR."""
     from mmrec.models import load_model
-    from mmrec.recommend import run_recommend
+    from mmrec.recommend.run import run_recommend
 
     ws = tmp_path_factory.mktemp("features") / "ws"
     shutil.copytree(FIXTURES / "tiny", ws / "tiny")

@@ -69,7 +69,7 @@ def raw(api: ApiProcess, data: bytes) -> bytes:
 def served(tmp_path_factory: pytest.TempPathFactory):
     """The tiny fixture trained, registered, materialised (sqlite) and served by `mmrec serve`."""
     from mmrec.features import feast_dir, run_materialize
-    from mmrec.recommend import run_recommend
+    from mmrec.recommend.run import run_recommend
     from mmrec.tracking import track_training
 
     tmp = tmp_path_factory.mktemp("faults")

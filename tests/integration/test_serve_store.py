@@ -59,7 +59,7 @@ def ctx(request: pytest.FixtureRequest, trained: Path, tmp_path: Path) -> Iterat
     """A private copy of the trained workspace, nightly top-K written and materialised in one profile."""
     from mmrec.features import feature_store, run_materialize
     from mmrec.params.feast import features_params
-    from mmrec.recommend import run_recommend
+    from mmrec.recommend.run import run_recommend
 
     profile = request.param
     if profile == "redis":

@@ -1,6 +1,6 @@
 """Generation strategies for batch recommendation: what scores the users x items grid.
 
-`mmrec.recommend` ranks whatever `score(users)` returns, chunk by chunk, masks seen items and
+`mmrec.recommend.topk` ranks whatever `score(users)` returns, chunk by chunk, masks seen items and
 keeps the top K. A `StrategyScorer` stands in for the model there: it keeps the model's user and
 item index and training matrix, and computes the scores of the configured strategy:
 
@@ -31,7 +31,7 @@ rank sorts each user's row (O(n log n) per user and component), minmax is one li
 After the strategy, in order: business filters (excluded items and a candidate restriction) set
 disallowed items to -inf, then a similarity `threshold` drops scores below it, so a user may get
 fewer than K recommendations (or none) when few items pass. Seen-item exclusion happens in
-`mmrec.recommend` as before.
+`mmrec.recommend.topk` as before.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ import scipy.sparse as sp
 from mmrec.constants import ITEM_ID
 from mmrec.errors import ConfigError, DataError
 from mmrec.params.recommend import check_hybrid_weights, check_strategy
+from mmrec.recommend.id_files import read_ids
 from mmrec.retrieval import DEFAULT_BLOCK_MB, _rows_per_block, _scores, check_metric, prepare
 
 if TYPE_CHECKING:
@@ -184,8 +185,6 @@ class ContentScores:
 
 def read_item_ids(path: str | Path) -> list[str]:
     """Item ids from a file: one per line, or a CSV/TSV/parquet with an `item_id` column."""
-    from mmrec.recommend import read_ids
-
     return read_ids(path, ITEM_ID, what="items")
 
 
