@@ -278,7 +278,7 @@ def tune_task(args: RunArgs, trials: int | None = None, timeout: float | None = 
 @task(name="register", retries=2, retry_delay_seconds=10, retry_condition_fn=is_transient)
 def register_task(args: RunArgs) -> Any:
     """Log the runs, register the best model, apply the promotion gate (`mmrec.tracking.track_training`)."""
-    from mmrec.tracking import track_training
+    from mmrec.tracking.runs import track_training
 
     try:
         ctx = load_context(args)

@@ -297,7 +297,7 @@ def champion(ctx: StageContext) -> tuple[Recommender, dict[str, Any]] | None:
     from mmrec.models import load_model
 
     try:
-        from mmrec.tracking import load_champion
+        from mmrec.tracking.registry import load_champion
 
         model, info = load_champion(ctx)
         return model, {"model": model.name, "version": str(info.get("version"))}
@@ -313,7 +313,7 @@ def champion(ctx: StageContext) -> tuple[Recommender, dict[str, Any]] | None:
 def model_versions(ctx: StageContext, champion_version: str | None, factor_views: bool) -> list[dict[str, Any]]:
     """Every registered version of `mmrec-<dataset>` and the views it reads; [] without a registry."""
     from mmrec.models.registry import get_model_class
-    from mmrec.tracking import registry_state
+    from mmrec.tracking.registry import registry_state
 
     try:
         state = registry_state(ctx)
@@ -429,7 +429,7 @@ def export_tables(
         if versions is None:
             versions = model_versions(ctx, champion_version, has_factors)
         from mmrec.io import write_json
-        from mmrec.tracking import registered_model_name
+        from mmrec.tracking.store import registered_model_name
 
         write_json(feast_dir(ctx.paths) / "models.json", {"registered_model": registered_model_name(ctx.spec.name), "versions": versions})
         summary["versions"] = versions

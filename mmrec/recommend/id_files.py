@@ -6,15 +6,11 @@ One id per line, or a CSV/TSV/parquet with the id column; a bad line fails loudl
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from mmrec.constants import USER_ID
 from mmrec.errors import DataError
-
-if TYPE_CHECKING:
-    pass
 
 
 def read_user_ids(path: str | Path) -> list[str]:

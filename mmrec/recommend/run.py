@@ -16,7 +16,7 @@ from mmrec.params.recommend import RecommendParams, recommend_params
 from mmrec.recommend.strategies import build_scorer
 from mmrec.recommend.topk import history_matrix
 from mmrec.recommend.writer import summary_markdown, write_recommendations
-from mmrec.tracking import load_champion
+from mmrec.tracking.registry import load_champion
 
 if TYPE_CHECKING:
     from mmrec.context import StageContext

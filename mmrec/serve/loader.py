@@ -3,7 +3,7 @@
 `ChampionSource(ctx)` is the `StateSource` behind `mmrec serve`: its `version()` asks the
 MLflow registry which version the `champion` alias points at (one query, no download), and
 `load()` builds a complete `ServingState` for it:
-- the model through `mmrec.tracking.load_champion` (the same path as the nightly job),
+- the model through `mmrec.tracking.registry.load_champion` (the same path as the nightly job),
 - the catalogue from the warehouse (titles, media, histories),
 - the precomputed top-K reader over the Feast online store (`mmrec.features.OnlineFeatures`),
 - one `mmrec.retrieval.ItemIndex` per embedding view the online store holds (text, image,
@@ -134,7 +134,7 @@ class ChampionSource:
         self._index_cache: tuple[tuple[Any, ...], dict[str, SimilarIndex]] | None = None
 
     def version(self) -> str:
-        from mmrec.tracking import alias_version
+        from mmrec.tracking.registry import alias_version
 
         version = alias_version(self.ctx, self.alias)
         if version is None:
@@ -155,7 +155,7 @@ class ChampionSource:
         from mmrec.explain import explain
         from mmrec.provenance import check_split, current_split_hash
         from mmrec.serve.catalog import load_catalog
-        from mmrec.tracking import load_champion
+        from mmrec.tracking.registry import load_champion
 
         model, info = load_champion(self.ctx, alias=self.alias)
         # A champion trained on another split would mask the wrong "seen" items: say so, refuse.

@@ -97,13 +97,13 @@ class _Tracker:
         import contextlib
 
         from mmrec.params.tracking import tracking_params
-        from mmrec.tracking import _experiment_id, _mlflow, experiment_name, resolve_uri
+        from mmrec.tracking.store import experiment_id, experiment_name, mlflow_client, resolve_uri
 
         tp = tracking_params(self.ctx.params)
         self._uri = resolve_uri(tp, self.ctx.workspace)
         self._stack = contextlib.ExitStack()
-        client = self._stack.enter_context(_mlflow(self._uri))
-        self._exp = _experiment_id(client, experiment_name(self.ctx.spec.name), self._uri, tp, self.ctx.workspace)
+        client = self._stack.enter_context(mlflow_client(self._uri))
+        self._exp = experiment_id(client, experiment_name(self.ctx.spec.name), self._uri, tp, self.ctx.workspace)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -129,7 +129,7 @@ class _Tracker:
         if self.enabled and value is not None and math.isfinite(value):
             import mlflow
 
-            from mmrec.tracking import mlflow_key
+            from mmrec.tracking.store import mlflow_key
 
             mlflow.log_metric(mlflow_key(key), float(value), step=step)
 

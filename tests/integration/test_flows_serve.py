@@ -73,7 +73,7 @@ def champion_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple
     from mmrec.models import create_model
     from mmrec.params.tracking import TrackingParams
     from mmrec.stages import StageContext
-    from mmrec.tracking import track_training
+    from mmrec.tracking.runs import track_training
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     ws = tmp_path / "ws"

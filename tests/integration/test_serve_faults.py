@@ -70,7 +70,7 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     """The tiny fixture trained, registered, materialised (sqlite) and served by `mmrec serve`."""
     from mmrec.features import feast_dir, run_materialize
     from mmrec.recommend.run import run_recommend
-    from mmrec.tracking import track_training
+    from mmrec.tracking.runs import track_training
 
     tmp = tmp_path_factory.mktemp("faults")
     ws = tmp / "ws"

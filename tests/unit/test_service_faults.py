@@ -111,7 +111,7 @@ def test_tracking_server_down_is_a_clear_error(tmp_path: Path, monkeypatch: pyte
     from mmrec.data.contract import load_dataset_spec
     from mmrec.params.tracking import TrackingParams
     from mmrec.stages import StageContext
-    from mmrec.tracking import track_training
+    from mmrec.tracking.runs import track_training
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     with socket.socket() as s:
@@ -131,12 +131,12 @@ def test_tracking_server_down_is_a_clear_error(tmp_path: Path, monkeypatch: pyte
 
 
 def test_unreachable_message_is_honest_about_each_step():
-    from mmrec.tracking import _unreachable
+    from mmrec.tracking.store import unreachable_error
 
     exc = Exception("API request to http://h:5000/api/2.0/mlflow/registered-models/alias failed with exception "
                     "HTTPConnectionPool(host='h', port=5000): Max retries exceeded (Caused by ReadTimeoutError: Read timed out.)")
-    gate = str(_unreachable("http://h:5000", "mmrec-x", "applying the promotion gate to version 3", exc))
+    gate = str(unreachable_error("http://h:5000", "mmrec-x", "applying the promotion gate to version 3", exc))
     assert "(timed out on /api/2.0/mlflow/registered-models/alias)" in gate
     assert "the champion alias may not have moved" in gate
-    reg = str(_unreachable("http://h:5000", "mmrec-x", "registering model 'bpr'", exc))
+    reg = str(unreachable_error("http://h:5000", "mmrec-x", "registering model 'bpr'", exc))
     assert "no alias moved" in reg and "with its complete artifacts" in reg
