@@ -37,7 +37,7 @@ def nightly_recommendations(
         k: overrides `recommend.k` for this run.
 
     Returns:
-        The summary of `mmrec.recommend.run_recommend`, or the Failed state.
+        The summary of `mmrec.recommend.run.run_recommend`, or the Failed state.
     """
     from prefect.artifacts import create_markdown_artifact
 

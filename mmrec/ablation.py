@@ -4,7 +4,7 @@ A multimodal model that beats its ID-only counterpart may do so because of the c
 merely because it has more parameters (or a regulariser that happens to help). The ablation
 trains the same model on each modality alone, on all of them, and on *controls* where a
 modality's vectors are replaced by seeded Gaussian vectors of the same dimension and missing
-pattern (`mmrec.models.features.random_control_features`). Only what a modality adds over its
+pattern (`mmrec.models.item_features.random_control_features`). Only what a modality adds over its
 control is content; the verdicts below say so per modality, with a paired bootstrap CI over
 users, and say "adds nothing" when that is what the numbers show.
 
@@ -160,7 +160,7 @@ def run_ablation(
         pipeline run with extraction turned off.
     """
     from mmrec.models import available_models, create_model
-    from mmrec.models.features import load_item_features, modalities_of, random_control_features, with_features
+    from mmrec.models.item_features import load_item_features, modalities_of, random_control_features, with_features
     from mmrec.stage_inputs import seed_everything
 
     ev = params.evaluate

@@ -150,7 +150,7 @@ class AblationParams(_Section):
         model: the registered model to ablate (it must take a `modalities` argument); None: off.
         variants: each one trained and evaluated: a modality name (that modality alone), `all`
             (the model's configured modalities), `random_<modality>` (that modality replaced by
-            seeded Gaussian vectors, `mmrec.models.features.random_control_features`) or
+            seeded Gaussian vectors, `mmrec.models.item_features.random_control_features`) or
             `random` (every used modality replaced): the controls separate content from capacity.
         params: overrides of the model's `train.params` for the ablation runs (e.g. fewer epochs).
     """

@@ -6,7 +6,7 @@ Four similarity metrics, all "higher is more similar":
 - `cosine`: the inner product of L2-normalised vectors, in [-1, 1].
 - `pearson`: the cosine of the vectors after each vector is centred on *its own* mean over its
   dimensions, i.e. the Pearson correlation of the two coordinate lists, in [-1, 1]. (This is not
-  `mmrec.models.features.centred_unit`, which centres every item on the catalogue mean per
+  `mmrec.models.item_features.centred_unit`, which centres every item on the catalogue mean per
   dimension; pass vectors through that first when the shared encoder direction should go.)
 - `euclidean`: the *negative* Euclidean distance -||q - x|| (<= 0, 0 = identical). Negating keeps
   the ranking of distance-ascending search and keeps a similarity threshold meaningful

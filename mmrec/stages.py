@@ -89,7 +89,7 @@ def run_train(ctx: StageContext, models: Sequence[str] | None = None) -> dict[st
     """
     from mmrec.distributed.ddp import is_main_process
     from mmrec.models import create_model
-    from mmrec.models.features import feature_path, load_item_features, modalities_of, with_features
+    from mmrec.models.item_features import feature_path, load_item_features, modalities_of, with_features
     from mmrec.provenance import training_provenance
 
     if is_main_process():
@@ -176,7 +176,7 @@ def run_tune_stage(ctx: StageContext) -> dict[str, Any]:
 def write_point_in_time_training_set(ctx: StageContext, folder: Path | None = None) -> dict[str, Any]:
     """The training interactions joined with item/user statistics as of each one (Feast's
     `get_historical_features`), written beside the models for training code to read."""
-    from mmrec.features import point_in_time_training_set
+    from mmrec.feast.historical import point_in_time_training_set
     from mmrec.io import write_parquet
 
     df = point_in_time_training_set(ctx)
@@ -441,8 +441,8 @@ def merge_partial_report(old: dict[str, Any] | None, new: dict[str, Any]) -> dic
 
 
 def run_materialize(ctx: StageContext) -> dict[str, Any]:
-    """Export the feature tables, apply the Feast repo and materialise the online store (mmrec.features)."""
-    from mmrec.features import run_materialize as materialize
+    """Export the feature tables, apply the Feast repo and materialise the online store (mmrec.feast)."""
+    from mmrec.feast.materialize import run_materialize as materialize
 
     return materialize(ctx)
 

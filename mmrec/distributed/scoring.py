@@ -1,7 +1,7 @@
 """The nightly top-K partitioned by user blocks over Dask workers; same file as the single process.
 
 Each block is a contiguous range of user rows whose start is a multiple of the chunk size, so a
-worker scores exactly the chunks `mmrec.recommend.iter_topk` would (same matrix products, same
+worker scores exactly the chunks `mmrec.recommend.topk.iter_topk` would (same matrix products, same
 masking, same tie order) and returns only their top-K indices and scores (B x k, not B x n_items).
 The model is scattered once to every worker (held in worker memory, not re-sent per task); each
 task gets only its block's rows of the history matrix.

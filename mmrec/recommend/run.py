@@ -31,7 +31,7 @@ def strategy_scorer(ctx: StageContext, model: Recommender, rp: RecommendParams, 
     Content features are read from the dataset's extracted features, aligned with the model's
     item index; relative filter files are resolved against the workspace.
     """
-    from mmrec.models.features import load_item_features
+    from mmrec.models.item_features import load_item_features
     assert model.item_ids is not None
 
     def load_features(modalities: list[str] | None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

@@ -104,7 +104,7 @@ class ContentScores:
         metric: cosine | dot | euclidean | pearson.
         weights: per-modality weight (unnamed modalities weigh 1; 0 drops one).
         centre: first mean-centre each modality over the items that have it and L2-normalise
-            (`mmrec.models.features.centred_unit`, what content_knn does): removes the direction
+            (`mmrec.models.item_features.centred_unit`, what content_knn does): removes the direction
             every vector of an encoder shares, which otherwise dominates cosines. The vectors
             are then unit length, so dot ranks like cosine; use centre=False to apply the metric
             to the raw encoder vectors.
@@ -119,7 +119,7 @@ class ContentScores:
         centre: bool = True,
         max_block_mb: int = DEFAULT_BLOCK_MB,
     ) -> None:
-        from mmrec.models.features import centred_unit
+        from mmrec.models.item_features import centred_unit
 
         self.metric = check_metric(metric)
         weights = dict(weights or {})

@@ -179,7 +179,7 @@ class Tuner:
 
     # -- data ----------------------------------------------------------------------------------
     def _train_set(self, model: Any) -> Any:
-        from mmrec.models.features import load_item_features, modalities_of, with_features
+        from mmrec.models.item_features import load_item_features, modalities_of, with_features
 
         needed = sorted(modalities_of(model))
         if not needed:

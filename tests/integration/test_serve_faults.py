@@ -68,7 +68,8 @@ def raw(api: ApiProcess, data: bytes) -> bytes:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory):
     """The tiny fixture trained, registered, materialised (sqlite) and served by `mmrec serve`."""
-    from mmrec.features import feast_dir, run_materialize
+    from mmrec.feast.materialize import run_materialize
+    from mmrec.feast.store import feast_dir
     from mmrec.recommend.run import run_recommend
     from mmrec.tracking.runs import track_training
 

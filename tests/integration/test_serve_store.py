@@ -57,7 +57,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(params=PROFILES)
 def ctx(request: pytest.FixtureRequest, trained: Path, tmp_path: Path) -> Iterator[StageContext]:
     """A private copy of the trained workspace, nightly top-K written and materialised in one profile."""
-    from mmrec.features import feature_store, run_materialize
+    from mmrec.feast.materialize import run_materialize
+    from mmrec.feast.store import feature_store
     from mmrec.params.feast import features_params
     from mmrec.recommend.run import run_recommend
 

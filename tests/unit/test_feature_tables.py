@@ -1,4 +1,4 @@
-"""Feature tables for Feast (mmrec.feature_tables): statistics snapshots, fused vectors, top-K lists.
+"""Feature tables for Feast (mmrec.feast.tables): statistics snapshots, fused vectors, top-K lists.
 
 No Feast here: these are the pure table builders, checked against values worked out by hand.
 """
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mmrec import feature_tables as ft
+from mmrec.feast import tables as ft
 from mmrec.errors import DataError
 
 DAY = 86_400

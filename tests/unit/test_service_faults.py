@@ -71,15 +71,15 @@ def test_feast_connection_errors_become_service_unavailable_without_the_password
     from redis.exceptions import BusyLoadingError, ResponseError
     from redis.exceptions import ConnectionError as RedisConnectionError
 
-    from mmrec.features import OnlineFeatures, _connection_lost
+    from mmrec.feast.online import OnlineFeatures, connection_lost
     from mmrec.params.feast import FeaturesParams
 
-    assert _connection_lost(RedisConnectionError("Connection refused"))
-    assert _connection_lost(BusyLoadingError("Redis is loading the dataset in memory"))  # just restarted
-    assert _connection_lost(ConnectionRefusedError(111, "refused"))
-    assert not _connection_lost(ResponseError("WRONGTYPE")) and not _connection_lost(KeyError("x"))
+    assert connection_lost(RedisConnectionError("Connection refused"))
+    assert connection_lost(BusyLoadingError("Redis is loading the dataset in memory"))  # just restarted
+    assert connection_lost(ConnectionRefusedError(111, "refused"))
+    assert not connection_lost(ResponseError("WRONGTYPE")) and not connection_lost(KeyError("x"))
 
-    class Store:  # both read paths: Feast's SDK call and the lean per-view reader (mmrec/feature_reads.py)
+    class Store:  # both read paths: Feast's SDK call and the lean per-view reader (mmrec/feast/view_reader.py)
         def __init__(self, exc: Exception) -> None:
             self.exc = exc
 
