@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mmrec.feast import tables as ft
 from mmrec.errors import DataError
+from mmrec.feast import tables as ft
 
 DAY = 86_400
 T0 = 1_600_041_600  # 2020-09-14 00:00:00 UTC, a midnight
