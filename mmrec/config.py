@@ -304,7 +304,8 @@ def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
     return raw
 
 
-def _read_yaml_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
+def read_yaml_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A YAML file holding a mapping of sections; a ConfigError names the file otherwise."""
     try:
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
@@ -350,11 +351,11 @@ def load_params(
     where = "defaults"
     if path is not None and Path(path).is_file():
         where = str(path)
-        raw = _read_yaml_mapping(path)
+        raw = read_yaml_mapping(path)
     for extra in overlays:
         if not Path(extra).is_file():
             raise ConfigError(f"{extra}: parameter overlay not found")
-        raw = deep_merge(raw, _read_yaml_mapping(extra))
+        raw = deep_merge(raw, read_yaml_mapping(extra))
         where = f"{where} + {extra}" if where != "defaults" else str(extra)
     env = dict(os.environ if environ is None else environ)
     raw = _apply_env(raw, env)

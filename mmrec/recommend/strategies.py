@@ -49,7 +49,7 @@ from mmrec.constants import ITEM_ID
 from mmrec.errors import ConfigError, DataError
 from mmrec.params.recommend import check_hybrid_weights, check_strategy
 from mmrec.recommend.id_files import read_ids
-from mmrec.retrieval import DEFAULT_BLOCK_MB, _rows_per_block, _scores, check_metric, prepare
+from mmrec.retrieval import DEFAULT_BLOCK_MB, check_metric, prepare, rows_per_block, similarity_scores
 
 if TYPE_CHECKING:
     from mmrec.models.base import Recommender
@@ -172,10 +172,10 @@ class ContentScores:
         if not len(cols):
             return out
         x_sq = np.einsum("ij,ij->i", x, x)
-        step = _rows_per_block(self.n_items, self.max_block_mb)
+        step = rows_per_block(self.n_items, self.max_block_mb)
         for start in range(0, len(cols), step):
             c = cols[start : start + step]
-            sims = _scores(x[c], x, "euclidean", x_sq)  # (len(c), n): -distance from history item
+            sims = similarity_scores(x[c], x, "euclidean", x_sq)  # (len(c), n): -distance from history item
             out += np.asarray(hm[:, c] @ sims, dtype=np.float32)
         return out * inv[:, None]
 

@@ -437,12 +437,12 @@ def write_overlay(path: Path, chosen: Mapping[str, Mapping[str, Any]], records: 
     Every other key of the file is kept (other models, other sections, keys of a tuned model
     that were not searched); the header keeps the records of models not searched this time.
     """
-    from mmrec.config import _read_yaml_mapping, deep_merge
+    from mmrec.config import deep_merge, read_yaml_mapping
 
     existing: dict[str, Any] = {}
     keep: list[str] = []
     if path.is_file():
-        existing = _read_yaml_mapping(path)
+        existing = read_yaml_mapping(path)
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.startswith(HEADER_PREFIX):
                 model = line[len(HEADER_PREFIX):].split(":", 1)[0]
