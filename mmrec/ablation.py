@@ -28,6 +28,10 @@ from mmrec.analysis import bootstrap_ratio, compact_history, seconds_per_epoch
 from mmrec.constants import MODALITIES
 from mmrec.errors import ConfigError, DataError
 from mmrec.evaluate import UserMetrics, user_metrics
+from mmrec.models import available_models, create_model
+from mmrec.models.item_features import load_item_features, modalities_of, random_control_features, with_features
+from mmrec.models.modalities import feature_availability, resolve_model_params
+from mmrec.stage_inputs import seed_everything
 
 if TYPE_CHECKING:
     from mmrec.config import Params
@@ -159,10 +163,6 @@ def run_ablation(
         `"skipped": reason` (and no variants) when a needed feature file is missing, e.g. a
         pipeline run with extraction turned off.
     """
-    from mmrec.models import available_models, create_model
-    from mmrec.models.item_features import load_item_features, modalities_of, random_control_features, with_features
-    from mmrec.stage_inputs import seed_everything
-
     ev = params.evaluate
     ab = ev.ablation
     name = ab.model
@@ -176,8 +176,6 @@ def run_ablation(
         raise ConfigError(f"evaluate.ablation.model: {name!r} takes no `modalities` argument, so it cannot be ablated")
     dropped_variants: dict[str, str] = {}
     if spec is not None:
-        from mmrec.models.modalities import feature_availability, resolve_model_params
-
         try:
             available = feature_availability(spec, paths, params.extract, list(data.item_ids))
         except DataError as exc:

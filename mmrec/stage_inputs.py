@@ -20,6 +20,8 @@ from mmrec.context import StageContext
 from mmrec.data.interactions import SplitData
 from mmrec.data.splits import load_split
 from mmrec.errors import ConfigError, StageError
+from mmrec.models import available_models
+from mmrec.models.modalities import feature_availability, resolve_all, uses_modalities, wanted_modalities
 from mmrec.paths import DatasetPaths
 
 
@@ -51,8 +53,6 @@ def seed_everything(seed: int) -> None:
 
 def model_names(ctx: StageContext, models: Sequence[str] | None) -> list[str]:
     """`models`, or `train.models` when None; a ConfigError names any unknown one."""
-    from mmrec.models import available_models
-
     names = list(models) if models else list(ctx.params.train.models)
     unknown = [m for m in names if m not in available_models()]
     if unknown:
@@ -64,8 +64,6 @@ def resolved_model_params(ctx: StageContext, names: Sequence[str], item_ids: Seq
     """`train.params` of each model with its modalities narrowed to what the dataset has
     (`mmrec.models.modalities`): a text+image catalogue trains the multimodal models on text and
     images, with one log line per model saying what was dropped and why."""
-    from mmrec.models.modalities import feature_availability, resolve_all, uses_modalities, wanted_modalities
-
     by_model = ctx.params.train.params
     if not uses_modalities(names, by_model):
         return {n: dict(by_model.get(n, {})) for n in names}

@@ -25,6 +25,7 @@ import scipy.sparse as sp
 
 from mmrec.constants import DEFAULT_K
 from mmrec.errors import ConfigError, ModelError
+from mmrec.ranking import iter_topk
 from mmrec.recommend.writer import RecommendationWriter
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,6 @@ def score_block(model: Any, lo: int, hi: int, k: int, chunk: int, exclude: sp.cs
     Returns:
         (item indices (hi-lo, k'), scores (hi-lo, k')), k' = min(k, n_items); masked entries -inf.
     """
-    from mmrec.ranking import iter_topk
-
     idx_parts, val_parts = [], []
     for _, idx, val in iter_topk(model.score, np.arange(lo, hi, dtype=np.int64), k, chunk, seen=exclude, seen_offset=lo):
         idx_parts.append(idx)

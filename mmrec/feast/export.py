@@ -21,10 +21,18 @@ import numpy as np
 import pandas as pd
 
 from mmrec.constants import ITEM_ID, MODALITIES, TIMESTAMP, USER_ID
+from mmrec.data.splits import read_split_frames
+from mmrec.encoders.store import read_features
 from mmrec.errors import DataError, ModelError, StageError
 from mmrec.feast import tables as ft
 from mmrec.feast.store import feast_dir, table_path, tables_dir, write_table
+from mmrec.io import write_json
+from mmrec.models import load_model
+from mmrec.models.item_features import feature_path
+from mmrec.models.registry import get_model_class
 from mmrec.params.feast import FeaturesParams, features_params
+from mmrec.tracking.registry import load_champion, registry_state
+from mmrec.tracking.store import registered_model_name
 
 if TYPE_CHECKING:
 
@@ -54,8 +62,6 @@ def _content_hash(df: pd.DataFrame, table: str) -> str:
 def _interactions(ctx: StageContext, fp: FeaturesParams) -> pd.DataFrame:
     """user_id, item_id, timestamp (unix seconds) the statistics summarise."""
     if fp.stats_from == "train":
-        from mmrec.data.splits import read_split_frames
-
         frames, _ = read_split_frames(ctx.paths, ctx.params.split.kind)
         return frames.train[[USER_ID, ITEM_ID, TIMESTAMP]]
     f = ctx.paths.validated_table("interactions")
@@ -69,9 +75,6 @@ def _interactions(ctx: StageContext, fp: FeaturesParams) -> pd.DataFrame:
 
 
 def _embedding_tables(ctx: StageContext) -> tuple[dict[str, pd.DataFrame], dict[str, tuple[list[str], np.ndarray]]]:
-    from mmrec.encoders.store import read_features
-    from mmrec.models.item_features import feature_path
-
     tables, vectors = {}, {}
     for m in MODALITIES:
         path = feature_path(ctx.paths, ctx.params.extract, m)
@@ -89,11 +92,7 @@ def _embedding_tables(ctx: StageContext) -> tuple[dict[str, pd.DataFrame], dict[
 
 def champion(ctx: StageContext) -> tuple[Recommender, dict[str, Any]] | None:
     """The registry's champion; else the best model of the last evaluation; else None."""
-    from mmrec.models import load_model
-
     try:
-        from mmrec.tracking.registry import load_champion
-
         model, info = load_champion(ctx)
         return model, {"model": model.name, "version": str(info.get("version"))}
     except ModelError as exc:
@@ -107,9 +106,6 @@ def champion(ctx: StageContext) -> tuple[Recommender, dict[str, Any]] | None:
 
 def model_versions(ctx: StageContext, champion_version: str | None, factor_views: bool) -> list[dict[str, Any]]:
     """Every registered version of `mmrec-<dataset>` and the views it reads; [] without a registry."""
-    from mmrec.models.registry import get_model_class
-    from mmrec.tracking.registry import registry_state
-
     try:
         state = registry_state(ctx)
     except ModelError as exc:
@@ -223,12 +219,9 @@ def export_tables(
     if "model" in parts or versions is not None:
         if versions is None:
             versions = model_versions(ctx, champion_version, has_factors)
-        from mmrec.io import write_json
-        from mmrec.tracking.store import registered_model_name
 
         write_json(feast_dir(ctx.paths) / "models.json", {"registered_model": registered_model_name(ctx.spec.name), "versions": versions})
         summary["versions"] = versions
-    from mmrec.io import write_json
 
     write_json(manifest_file, manifest)
     return summary

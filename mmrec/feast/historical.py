@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from mmrec.constants import ITEM_ID, TIMESTAMP, USER_ID
+from mmrec.data.splits import read_split_frames
 from mmrec.errors import DataError
 from mmrec.feast import tables as ft
 from mmrec.feast.export import export_tables
@@ -48,8 +49,6 @@ def point_in_time_training_set(ctx: StageContext) -> pd.DataFrame:
     the result is aligned here instead. Before a key's first snapshot it had no interactions:
     counts are 0 and the day columns NaN.
     """
-    from mmrec.data.splits import read_split_frames
-
     export_tables(ctx, parts=("stats",))
     apply(ctx)
     frames, _ = read_split_frames(ctx.paths, ctx.params.split.kind)

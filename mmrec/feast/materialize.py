@@ -10,6 +10,7 @@ import pandas as pd
 
 from mmrec.feast.export import export_tables, now_utc, read_manifest
 from mmrec.feast.store import apply, feature_store, tables_dir
+from mmrec.io import write_json
 from mmrec.params.feast import features_params
 
 if TYPE_CHECKING:
@@ -32,8 +33,6 @@ def materialize(ctx: StageContext, profile: str | None = None, full: bool = Fals
     else:
         store.materialize_incremental(end_date=end.to_pydatetime())
     if manifest_file.is_file():
-        from mmrec.io import write_json
-
         manifest = read_manifest(manifest_file)
         until = max([end, *([pd.Timestamp(manifest["materialized_until"])] if manifest.get("materialized_until") else [])])
         write_json(manifest_file, {**manifest, "materialized_until": until.isoformat()})
@@ -48,7 +47,6 @@ def run_materialize(ctx: StageContext, profile: str | None = None, model: Any = 
     applied = apply(ctx, profile)
     done = materialize(ctx, profile)
     summary = {"dataset": ctx.spec.name, "profile": profile or fp.profile, "export": exported, "apply": applied, "materialize": done}
-    from mmrec.io import write_json
 
     write_json(ctx.paths.reports / "features.json", summary)
     return summary

@@ -12,10 +12,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from mmrec.config import load_params
 from mmrec.constants import ITEM_ID, MODALITIES, USER_ID
 from mmrec.errors import ConfigError, ServiceUnavailable, StageError
 from mmrec.feast import tables as ft
 from mmrec.feast.store import store_config, table_path
+from mmrec.feast.view_reader import ViewReader
 from mmrec.params.feast import FeaturesParams, features_params
 from mmrec.paths import DatasetPaths
 
@@ -93,8 +95,6 @@ class OnlineFeatures:
     def __init__(self, dataset: str, workspace: str | os.PathLike[str] = ".", profile: str | None = None,
                  params: Any = None) -> None:
         if params is None:
-            from mmrec.config import load_params
-
             params = load_params(Path(workspace) / "params.yaml")
         self.params = params if isinstance(params, FeaturesParams) else features_params(params)
         self.paths = DatasetPaths(dataset, Path(workspace))
@@ -106,8 +106,6 @@ class OnlineFeatures:
                 f"run `mmrec stage materialize --dataset PATH/dataset.yaml` first"
             )
         from feast import FeatureStore
-
-        from mmrec.feast.view_reader import ViewReader
 
         self.store = FeatureStore(repo_path=str(config.repo_path), config=config)
         # sqlite: the file this reader serves, by identity (a deleted or replaced file is noticed)

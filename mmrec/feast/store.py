@@ -26,6 +26,7 @@ import pandas as pd
 
 from mmrec.errors import ConfigError, MMRecError
 from mmrec.feast import tables as ft
+from mmrec.io import atomic_path
 from mmrec.params.feast import FeaturesParams, features_params
 from mmrec.paths import DatasetPaths
 
@@ -205,8 +206,6 @@ def write_table(path: Path, df: pd.DataFrame, table: str) -> None:
     """Write one feature table where Feast's data source reads it (its arrow schema, atomically)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from mmrec.io import atomic_path
 
     t = pa.Table.from_pandas(df.reset_index(drop=True), schema=ft.arrow_schema(table), preserve_index=False)
     with atomic_path(path) as tmp:

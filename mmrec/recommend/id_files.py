@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from mmrec.constants import USER_ID
+from mmrec.data.reader import Reject, read_delimited_records
 from mmrec.errors import DataError
 
 
@@ -43,8 +44,6 @@ def _ids_from_table(p: Path, sep: str, column: str) -> list[str]:
     pandas' reader would let one stray quote swallow the following lines (those users would
     silently get no recommendations); the line-accounting reader stops at nothing and reports.
     """
-    from mmrec.data.reader import Reject, read_delimited_records
-
     header, records, _ = read_delimited_records(p, "utf-8", sep)
     pos = header.index(column)
     ids: list[str] = []

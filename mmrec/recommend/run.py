@@ -12,6 +12,7 @@ import scipy.sparse as sp
 from mmrec.constants import ITEM_ID, USER_ID
 from mmrec.distributed.scoring import DEFAULT_BLOCK_USERS, write_recommendations_dask
 from mmrec.io import write_json, write_text
+from mmrec.models.item_features import load_item_features
 from mmrec.params.recommend import RecommendParams, recommend_params
 from mmrec.recommend.strategies import build_scorer
 from mmrec.recommend.topk import history_matrix
@@ -31,7 +32,6 @@ def strategy_scorer(ctx: StageContext, model: Recommender, rp: RecommendParams, 
     Content features are read from the dataset's extracted features, aligned with the model's
     item index; relative filter files are resolved against the workspace.
     """
-    from mmrec.models.item_features import load_item_features
     assert model.item_ids is not None
 
     def load_features(modalities: list[str] | None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

@@ -46,7 +46,9 @@ import pandas as pd
 import scipy.sparse as sp
 
 from mmrec.constants import ITEM_ID
-from mmrec.errors import ConfigError, DataError
+from mmrec.errors import ConfigError, DataError, ModelError
+from mmrec.models.item_features import centred_unit
+from mmrec.models.training import popularity_scores
 from mmrec.params.recommend import check_hybrid_weights, check_strategy
 from mmrec.recommend.id_files import read_ids
 from mmrec.retrieval import DEFAULT_BLOCK_MB, check_metric, prepare, rows_per_block, similarity_scores
@@ -119,8 +121,6 @@ class ContentScores:
         centre: bool = True,
         max_block_mb: int = DEFAULT_BLOCK_MB,
     ) -> None:
-        from mmrec.models.item_features import centred_unit
-
         self.metric = check_metric(metric)
         weights = dict(weights or {})
         stray = sorted(set(weights) - set(features))
@@ -256,13 +256,9 @@ class StrategyScorer:
         allowed: np.ndarray | None = None,
         threshold: float | None = None,
     ) -> None:
-        from mmrec.models.training import popularity_scores
-
         self.model = model
         self.strategy = check_strategy(strategy)
         if model.item_ids is None or model.user_ids is None:
-            from mmrec.errors import ModelError
-
             raise ModelError(f"model {model.name!r} is not fitted; nothing to recommend from")
         self.name = model.name if strategy == "model" else f"{strategy}({model.name})" if strategy == "hybrid" else strategy
         self.user_ids, self.item_ids, self.train_matrix = model.user_ids, model.item_ids, model.train_matrix

@@ -16,6 +16,7 @@ import scipy.sparse as sp
 from mmrec import ranking
 from mmrec.constants import DEFAULT_K, ITEM_ID, USER_ID
 from mmrec.errors import ModelError
+from mmrec.models.training import popularity_scores
 
 if TYPE_CHECKING:
     from mmrec.models.base import Recommender
@@ -119,8 +120,6 @@ def recommend_for_ids(
             frames.append(chunk_frame(model, batch, idx, val))
     unknown = [u for u, ok in zip(wanted, known, strict=True) if not ok]
     if unknown:
-        from mmrec.models.training import popularity_scores
-
         train = model.train_matrix
         pop = popularity_scores(train) if train is not None else np.zeros(len(model.item_ids), np.float32)
         cold_user_scores = getattr(model, "cold_user_scores", None)  # a StrategyScorer applies its filters

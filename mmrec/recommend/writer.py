@@ -18,6 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from mmrec.constants import DEFAULT_K, ITEM_ID, USER_ID
+from mmrec.io import atomic_path
 from mmrec.recommend.topk import RANK, SCORE, chunk_frame, iter_topk
 
 if TYPE_CHECKING:
@@ -117,8 +118,6 @@ class RecommendationWriter:
 
     def __enter__(self) -> RecommendationWriter:
         import pyarrow.parquet as pq
-
-        from mmrec.io import atomic_path
 
         with ExitStack() as stack:
             tmp = stack.enter_context(atomic_path(self.path))

@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from mmrec.errors import MMRecError, StageError
+from mmrec.models import load_model
 from mmrec.params.tracking import TrackingParams, tracking_params
+from mmrec.stage_inputs import read_metrics
 from mmrec.tracking.evidence import feature_keys, git_commit, model_hash
 from mmrec.tracking.plots import learning_curve
 from mmrec.tracking.pyfunc import log_pyfunc
@@ -85,8 +87,6 @@ def log_model_run(
     """One MLflow run for one trained model; reused when the same model (hash) was logged before."""
     import mlflow
     from mlflow.entities import Metric, Param, RunTag
-
-    from mmrec.models import load_model
 
     folder = ctx.paths.model_dir(name)
     if not (folder / "model.json").is_file():
@@ -176,8 +176,6 @@ def track_training(ctx: StageContext, report: dict[str, Any] | None = None, tp: 
         {"tracking_uri", "experiment", "runs": {model: run_id}, "registered_model", "version",
          "decision": {...} | None}.
     """
-    from mmrec.stage_inputs import read_metrics
-
     tp = tp or tracking_params(ctx.params)
     report = report or read_metrics(ctx.paths)
     if not report.get("models"):
