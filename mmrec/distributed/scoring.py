@@ -67,7 +67,7 @@ def write_recommendations_dask(
     block_users: int = DEFAULT_BLOCK_USERS,
     max_in_flight: int | None = None,
 ) -> dict[str, Any]:
-    """`mmrec.recommend.write_recommendations` for every user, with the scoring on Dask workers.
+    """`mmrec.recommend.writer.write_recommendations` for every user, with the scoring on Dask workers.
 
     Args:
         client: a `distributed.Client`.
