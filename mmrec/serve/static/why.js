@@ -116,9 +116,13 @@ const WHY = (() => {
       const body = await api(`/users/${encodeURIComponent(user)}/recommendations/${encodeURIComponent(itemId)}/explain`);
       const id = `why-chart-${++counter}`;
       const rank = body.rank ? `, rank ${body.rank}` : "";
+      const figure = node("div", { class: "why-figure" });
+      figure.append(chart(body, id), table(body));
+      const columns = node("div", { class: "why-columns" });
+      columns.append(figure, supporting(body));
       box.replaceChildren(
         node("p", { class: "why-score" }, `${body.model || "model"} v${body.version}: score ${Number(body.score).toFixed(3)}${rank}`),
-        chart(body, id), table(body), supporting(body));
+        columns);
       box.dataset.loaded = "true";
     } catch (err) {
       box.replaceChildren(node("p", { class: "error" }, err.message));
