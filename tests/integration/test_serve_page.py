@@ -328,3 +328,24 @@ def test_models_page_shows_registry_metrics_figures_and_nightly(server: str, dep
             assert failed == ["401 /users?limit=200", "401 /models/overview"], failed  # before the key, after the cookie went
         finally:
             browser.close()
+
+
+def test_registry_reader_on_a_real_mlflow_store(deployment: dict[str, Any]):
+    """What the page is built from, read from the real sqlite registry: versions, aliases, run metrics."""
+    from mmrec.serve.overview import ModelsOverview, RegistryMissing, read_registry
+
+    overview = ModelsOverview.from_context(deployment["ctx"])
+    reg = overview.registry()
+    assert reg["status"] == "ok", reg
+    assert reg["aliases"] == {"champion": "1", "challenger": "2"}
+    assert [(v["version"], v["model"], v["decision"], v["aliases"]) for v in reg["versions"]] == [
+        ("2", "bpr", "refused", ["challenger"]), ("1", "vbpr", "promoted", ["champion"])]
+    vbpr = deployment["entries"]["vbpr"]
+    assert reg["versions"][1]["metric"] == pytest.approx(vbpr["valid"]["recall@20"])
+    champion = reg["champion"]
+    assert champion["version"] == "1" and champion["model"] == "vbpr" and champion["split_hash"] == "tinyhash0123"
+    for part in ("valid", "test"):
+        assert champion["metrics"][part] == pytest.approx({k: v for k, v in vbpr[part].items()})
+    assert champion["metrics"]["training"]["epochs"] == vbpr["epochs"]
+    with pytest.raises(RegistryMissing, match="no model 'mmrec-other'"):
+        read_registry(overview.tracking_uri, "mmrec-other", "recall@20")
