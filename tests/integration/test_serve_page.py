@@ -258,6 +258,11 @@ def test_why_panel_opens_with_the_keyboard_and_shows_contributions(server: str, 
             page.keyboard.press(" ")
             expect(panel).to_be_visible()
             expect(panel.locator("svg.why-chart rect.bar")).to_have_count(3)
+            # the similar-items panel's "Why recommended?" draws the same chart (one renderer)
+            page.locator(f"#recs .card[data-item-id='{item}']").press("Enter")
+            page.locator("#why").press("Enter")
+            expect(page.locator("#explain svg.why-chart rect.bar")).to_have_count(3)
+            expect(page.locator("#explain .why-item")).to_have_count(len(support))
             assert not errors, errors
             assert failed == ["401 /users?limit=200"], failed  # only the request before the key was given
         finally:

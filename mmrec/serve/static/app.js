@@ -104,6 +104,7 @@ async function openSimilar(item) {
   if (state.user && $("recs").contains(document.querySelector(`#recs .card[data-item-id="${CSS.escape(item.item_id)}"]`))) {
     const why = el("button", { type: "button", id: "why" }, "Why recommended?");
     why.addEventListener("click", (e) => { e.stopPropagation(); explain(state.user, item.item_id); });
+    why.addEventListener("keydown", (e) => e.stopPropagation());  // Enter on the button is not Enter on the card
     self.appendChild(why);
   }
   $("explain").hidden = true;
