@@ -18,6 +18,8 @@ import re
 import shutil
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -123,19 +125,11 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"ctx": ctx, "state": state, "entries": entries}
 
 
-@pytest.fixture
-def server(deployment: dict[str, Any]):
+@contextmanager
+def running(app: Any) -> Iterator[str]:
+    """`app` under uvicorn on a free loopback port; yields its base URL."""
     import uvicorn
 
-    from mmrec.serve.app import create_app
-    from mmrec.serve.overview import ModelsOverview
-    from mmrec.serve.settings import ServeSettings
-    from mmrec.serve.state import StateHolder
-    from tests.serving import ListSource
-
-    holder = StateHolder(ListSource([deployment["state"]]), interval_s=0)
-    app = create_app(holder, ServeSettings(log_key="k", api_key=KEY), poll=False,
-                     overview=ModelsOverview.from_context(deployment["ctx"]))
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, access_log=False, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -145,9 +139,26 @@ def server(deployment: dict[str, Any]):
         if time.time() > deadline or not thread.is_alive():
             pytest.fail("uvicorn did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def server(deployment: dict[str, Any]) -> Iterator[str]:
+    from mmrec.serve.app import create_app
+    from mmrec.serve.overview import ModelsOverview
+    from mmrec.serve.settings import ServeSettings
+    from mmrec.serve.state import StateHolder
+    from tests.serving import ListSource
+
+    holder = StateHolder(ListSource([deployment["state"]]), interval_s=0)
+    app = create_app(holder, ServeSettings(log_key="k", api_key=KEY), poll=False,
+                     overview=ModelsOverview.from_context(deployment["ctx"]))
+    with running(app) as url:
+        yield url
 
 
 def screenshot(page: Any, name: str, tmp_path: Path, **kw: Any) -> None:
@@ -354,3 +365,43 @@ def test_registry_reader_on_a_real_mlflow_store(deployment: dict[str, Any]):
     assert champion["metrics"]["training"]["epochs"] == vbpr["epochs"]
     with pytest.raises(RegistryMissing, match="no model 'mmrec-other'"):
         read_registry(overview.tracking_uri, "mmrec-other", "recall@20")
+
+
+def test_models_page_before_anything_was_trained(tiny_dataset: Path, tmp_path: Path):
+    """A fresh workspace: the page says what is missing and which command makes it; no store is created."""
+    require_chromium()
+    from playwright.sync_api import expect, sync_playwright
+
+    from mmrec.config import Params
+    from mmrec.data.contract import load_dataset_spec
+    from mmrec.serve.app import create_app
+    from mmrec.serve.overview import ModelsOverview
+    from mmrec.serve.settings import ServeSettings
+    from mmrec.serve.state import StateHolder
+    from mmrec.stages import StageContext
+    from tests.serving import ListSource, tiny_state
+
+    ws = tmp_path / "fresh"
+    ws.mkdir()
+    ctx = StageContext(spec=load_dataset_spec(tiny_dataset), params=Params(), workspace=ws)
+    app = create_app(StateHolder(ListSource([tiny_state(tiny_dataset)]), interval_s=0), ServeSettings(log_key="k"),
+                     poll=False, overview=ModelsOverview.from_context(ctx))
+    with running(app) as url, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            errors, failed = watch(page)
+            page.goto(url + "/models")
+            expect(page.locator("body")).to_have_attribute("data-loaded", "true")
+            expect(page.locator("#registry-message")).to_contain_text("no MLflow registry yet")
+            expect(page.locator("#registry-message")).to_contain_text("mmrec pipeline")
+            expect(page.locator("#champion-message")).to_contain_text("no MLflow registry yet")
+            expect(page.locator("#nightly-message")).to_contain_text("no nightly run yet")
+            expect(page.locator("#report-message")).to_contain_text("no evaluation report yet")
+            expect(page.locator("#versions")).to_be_hidden()
+            expect(page.locator("#metrics")).to_be_hidden()
+            expect(page.locator("#figures figure")).to_have_count(0)
+            assert not errors and not failed, (errors, failed)
+        finally:
+            browser.close()
+    assert not (ws / "mlflow.db").exists() and list(ws.iterdir()) == []  # looking wrote nothing
