@@ -52,10 +52,11 @@ def main(argv: list[str] | None = None) -> int:
             panel = page.locator(f"#{button.get_attribute('aria-controls')}")
             expect(panel.locator("svg.why-chart rect.bar").first).to_be_visible(timeout=30_000)
             page.wait_for_function("() => [...document.images].every(i => i.complete)")
-            panel.scroll_into_view_if_needed()
-            top = max(0, panel.bounding_box()["y"] - 420)
+            # from the Recommendations heading to the panel's bottom edge (page coordinates)
+            top, bottom = panel.evaluate("p => [p.parentElement.parentElement.querySelector('h2').getBoundingClientRect().top,"
+                                         " p.getBoundingClientRect().bottom].map(v => v + window.scrollY)")
             page.screenshot(path=str(args.out / "why-panel.png"), full_page=True,
-                            clip={"x": 0, "y": top, "width": 1280, "height": min(900, page.evaluate("document.body.scrollHeight") - top)})
+                            clip={"x": 0, "y": max(0, top - 8), "width": 1280, "height": bottom - top + 16})
             page.locator("header a[href='/models']").focus()
             page.keyboard.press("Enter")
             expect(page.locator("body")).to_have_attribute("data-loaded", "true", timeout=60_000)

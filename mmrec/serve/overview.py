@@ -52,7 +52,7 @@ PARTS = ("valid", "test", "sparse", "cold")
 MAX_VERSIONS = 50
 MAX_DECISIONS = 10
 _TITLES = {"learning_curves.png": "Learning curves (validation metric per epoch)",
-           "ablation.png": "Ablation: the model without each modality, and random-vector controls"}
+           "ablation.png": "Ablation: the model on each modality alone, on all of them, and on random-vector controls"}
 
 RegistryReader = Callable[[str, str, str], dict[str, Any]]
 

@@ -38,6 +38,9 @@ async function fetchOverview() {
   return body;
 }
 
+// "2026-12-06T21:26:54Z" -> "2026-12-06 21:26 UTC"
+const when = (iso) => (iso ? iso.replace("T", " ").replace(/:\d\dZ$/, " UTC") : "–");
+
 function badge(alias) {
   return el("span", { class: `badge ${alias}` }, alias);
 }
@@ -66,7 +69,7 @@ function renderRegistry(reg) {
     const aliases = el("td");
     for (const a of v.aliases) aliases.appendChild(badge(a));
     row.append(el("td", {}, `v${v.version}`), aliases, el("td", {}, v.model || "–"), el("td", { class: "num" }, num(v.metric)),
-               el("td", {}, v.decision || "–"), el("td", {}, v.created || "–"));
+               el("td", {}, v.decision || "–"), el("td", {}, when(v.created)));
     tbody.appendChild(row);
   }
   table.hidden = !reg.versions.length;
@@ -83,7 +86,7 @@ function renderChampion(reg, report) {
     table.hidden = true;
     return;
   }
-  $("champion-name").textContent = `(v${champion.version}, ${champion.model || "?"}${champion.trained ? ", trained " + champion.trained : ""})`;
+  $("champion-name").textContent = `(v${champion.version}, ${champion.model || "?"}${champion.trained ? ", trained " + when(champion.trained) : ""})`;
   let metrics = champion.metrics || {};
   let note = "";
   if (!Object.keys(metrics).some((p) => p !== "training") && report.status === "ok" && report.models[champion.model]) {
@@ -91,7 +94,8 @@ function renderChampion(reg, report) {
     note = "From the evaluation report (the champion's run logged no metrics).";
   }
   const parts = ["valid", "test", "sparse", "cold"].filter((p) => metrics[p]);
-  const names = [...new Set(parts.flatMap((p) => Object.keys(metrics[p])))].sort((a, b) => {
+  // ranking metrics (name@k) and the user count; other bookkeeping of a part (tied_users, ...) is left out
+  const names = [...new Set(parts.flatMap((p) => Object.keys(metrics[p])))].filter((m) => /@\d+$/.test(m) || m === "users").sort((a, b) => {
     const [ma, ka] = a.split("@"), [mb, kb] = b.split("@");
     return ma.localeCompare(mb) || Number(ka) - Number(kb);
   });
@@ -105,7 +109,7 @@ function renderChampion(reg, report) {
   for (const name of names) {
     const row = el("tr", { "data-metric": name });
     row.appendChild(el("th", { scope: "row" }, name));
-    for (const p of parts) row.appendChild(el("td", { class: "num" }, num(metrics[p][name])));
+    for (const p of parts) row.appendChild(el("td", { class: "num" }, num(metrics[p][name], name === "users" ? 0 : 4)));
     tbody.appendChild(row);
   }
   table.hidden = !parts.length;
@@ -122,7 +126,7 @@ function renderNightly(n) {
   notice("nightly-message", "");
   const model = n.model || {};
   const facts = [
-    ["finished", n.finished_at || "–"],
+    ["finished", when(n.finished_at)],
     ["users", n.users_covered !== null && n.users_covered !== undefined ? `${n.users_covered} of ${n.users}` : `${n.users}`],
     ["catalogue coverage", n.catalogue_coverage !== null && n.catalogue_coverage !== undefined
       ? `${(100 * n.catalogue_coverage).toFixed(1)}% (${n.items_recommended} of ${n.n_items} items)` : "–"],
@@ -158,7 +162,7 @@ async function load() {
     const body = await fetchOverview();
     showError("");
     $("status").textContent = body.dataset ? `dataset ${body.dataset}` : "no dataset";
-    if (body.registry.read_at) $("status").textContent += ` · registry read ${body.registry.read_at}`;
+    if (body.registry.read_at) $("status").textContent += ` · registry read ${when(body.registry.read_at)}`;
     renderRegistry(body.registry);
     renderChampion(body.registry, body.report);
     renderNightly(body.nightly);
