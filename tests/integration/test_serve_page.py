@@ -323,7 +323,7 @@ def test_models_page_shows_registry_metrics_figures_and_nightly(server: str, dep
             # the last nightly run
             expect(page.locator("#nightly-facts dd[data-fact=users]")).to_have_text("6 of 6")
             expect(page.locator("#nightly-facts dd[data-fact=model]")).to_have_text("vbpr v1 (champion)")
-            expect(page.locator("#nightly-facts dd[data-fact=finished]")).to_have_text(re.compile(r"^\d{4}-\d\d-\d\dT.*Z$"))
+            expect(page.locator("#nightly-facts dd[data-fact=finished]")).to_have_text(re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d UTC$"))
             expect(page.locator("#nightly-facts dd[data-fact='catalogue coverage']")).to_contain_text("%")
 
             # the report's figures, decoded (authenticated by the session cookie)
