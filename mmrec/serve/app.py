@@ -33,6 +33,8 @@ from mmrec.ids import check_id
 from mmrec.serve import service
 from mmrec.serve.guards import BrowserGuards
 from mmrec.serve.media import MEDIA_CSP
+from mmrec.serve.models_api import models_router
+from mmrec.serve.overview import ModelsOverview
 from mmrec.serve.paths import IdConvertor  # noqa: F401 - registers the `id` path convertor
 from mmrec.serve.render import json_response
 from mmrec.serve.schemas import (
@@ -73,13 +75,16 @@ def scrub(message: str) -> str:
     return _PATH_RE.sub("<path>", message)[:500]
 
 
-def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll: bool = True) -> Any:
+def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll: bool = True,
+               overview: ModelsOverview | None = None) -> Any:
     """The API over `holder`'s states.
 
     Args:
         holder: owns the current `ServingState` and reloads it.
         settings: limits and secrets (`ServeSettings.from_env()` when None).
         poll: start `holder`'s background poll for a new champion while the app runs.
+        overview: the models page's registry and reports (mmrec/serve/overview.py); None: the
+            page says none is configured.
     """
     from fastapi import FastAPI, Path, Query, Request
     from fastapi.exceptions import RequestValidationError
@@ -313,7 +318,9 @@ def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll:
         response.delete_cookie(API_KEY_COOKIE, path="/", httponly=True, samesite="strict")
         return response
 
-    # -- the web page ------------------------------------------------------------------------
+    # -- the web pages -----------------------------------------------------------------------
+    app.include_router(models_router(overview, scrub))  # /models and its data (models_api.py)
+
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})

@@ -30,6 +30,7 @@ def build_app(ctx: StageContext, profile: str | None = None, alias: str = "champ
     """
     from mmrec.serve.app import create_app
     from mmrec.serve.loader import ChampionSource
+    from mmrec.serve.overview import ModelsOverview
     from mmrec.serve.settings import ServeSettings
     from mmrec.serve.state import StateHolder
 
@@ -40,7 +41,7 @@ def build_app(ctx: StageContext, profile: str | None = None, alias: str = "champ
     result = holder.reload()
     if holder.state is None:
         raise MMRecError(f"cannot start serving {ctx.spec.name!r}: {result.error}")
-    return create_app(holder, settings)
+    return create_app(holder, settings, overview=ModelsOverview.from_context(ctx))
 
 
 #: uvicorn's h11 protocol answering unparsable requests with the API's JSON error body

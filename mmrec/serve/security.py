@@ -70,8 +70,11 @@ def _json_error(status: int, error: str, detail: str) -> tuple[list[tuple[bytes,
     return [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())], body
 
 
-#: paths any client may read without the API key: probes, the page shell, the API's own docs
-OPEN_PATHS = frozenset({"/health", "/ready", "/", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/favicon.ico"})
+#: the pages' shells (HTML without data: each asks for the key, then fetches its data)
+PAGE_PATHS = frozenset({"/", "/models"})
+#: paths any client may read without the API key: probes, the page shells, the API's own docs
+OPEN_PATHS = frozenset({"/health", "/ready", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/favicon.ico",
+                        *PAGE_PATHS})
 API_KEY_HEADER = "X-API-Key"
 #: the page's session cookie (HttpOnly, SameSite=Strict, set by POST /session): it holds
 #: `session_token(key)`, never the key itself, and no script can read it
@@ -135,7 +138,7 @@ class GuardMiddleware:
                 headers = list(message.get("headers", []))
                 headers.extend(_SECURITY_HEADERS)
                 headers.append((b"x-request-id", request_id.encode()))
-                if scope["path"] == "/" or scope["path"].startswith("/static/"):
+                if scope["path"] in PAGE_PATHS or scope["path"].startswith("/static/"):
                     headers.append(_CSP)
                 message["headers"] = headers
             await send(message)

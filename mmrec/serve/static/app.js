@@ -90,6 +90,8 @@ async function showUser() {
     $("recs-source").textContent = `(${recs.source}, model version ${recs.version})`;
     fill($("recs"), recs.items, (i) => `#${i.rank} · score ${i.score.toFixed(3)}`);
     $("recs").dataset.user = user;
+    // other scripts add to the cards (why.js: the "Why?" panels)
+    document.dispatchEvent(new CustomEvent("mmrec:recommendations", { detail: { user, container: $("recs"), items: recs.items } }));
   } catch (err) { showError(err.message); }
 }
 
@@ -102,6 +104,7 @@ async function openSimilar(item) {
   if (state.user && $("recs").contains(document.querySelector(`#recs .card[data-item-id="${CSS.escape(item.item_id)}"]`))) {
     const why = el("button", { type: "button", id: "why" }, "Why recommended?");
     why.addEventListener("click", (e) => { e.stopPropagation(); explain(state.user, item.item_id); });
+    why.addEventListener("keydown", (e) => e.stopPropagation());  // Enter on the button is not Enter on the card
     self.appendChild(why);
   }
   $("explain").hidden = true;
@@ -135,21 +138,7 @@ async function loadSimilar() {
 async function explain(user, itemId) {
   const box = $("explain");
   box.hidden = false;
-  box.replaceChildren(el("p", { class: "empty" }, "explaining…"));
-  try {
-    const body = await api(`/users/${seg(user)}/recommendations/${seg(itemId)}/explain`);
-    const table = el("table");
-    for (const [part, value] of Object.entries(body.contributions)) {
-      const row = el("tr");
-      row.appendChild(el("td", {}, part));
-      row.appendChild(el("td", {}, Number(value).toFixed(4)));
-      table.appendChild(row);
-    }
-    box.replaceChildren(el("p", {}, `score ${Number(body.score).toFixed(4)}; contributions:`), table);
-    if (body.supporting_items && body.supporting_items.length) {
-      box.appendChild(el("p", {}, "because of: " + body.supporting_items.map((s) => s.title || s.item_id).join(", ")));
-    }
-  } catch (err) { box.replaceChildren(el("p", { class: "error" }, err.message)); }
+  await WHY.render(box, user, itemId);  // why.js: the same chart and supporting items as the "Why?" panels
 }
 
 function init() {
