@@ -114,7 +114,8 @@ def read_registry(uri: str, name: str, metric: str) -> dict[str, Any]:
         TrackingStoreError: the sqlite store is broken (mmrec.tracking.store_error).
     """
     from mmrec.errors import ServiceUnavailable
-    from mmrec.tracking import CHAMPION, DECISION_LOG, mlflow_key, store_error
+    from mmrec.tracking.registry import CHAMPION, DECISION_LOG
+    from mmrec.tracking.store import mlflow_key, store_error
 
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         raise RegistryMissing(f"no MLflow registry yet for {name!r}: nothing has been trained and registered")
@@ -233,7 +234,8 @@ class ModelsOverview:
     @classmethod
     def from_context(cls, ctx: StageContext, ttl_s: float = 30.0) -> ModelsOverview:
         """The overview of the dataset a `mmrec serve` process serves."""
-        from mmrec.tracking import registered_model_name, resolve_uri, tracking_params
+        from mmrec.params.tracking import tracking_params
+        from mmrec.tracking.store import registered_model_name, resolve_uri
 
         tp = tracking_params(ctx.params)
         return cls(ctx.spec.name, ctx.paths.reports, resolve_uri(tp, ctx.workspace), registered_model_name(ctx.spec.name),

@@ -60,14 +60,15 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     from mmrec.explain import explain
     from mmrec.io import write_json
     from mmrec.models import create_model
-    from mmrec.models.features import with_features
-    from mmrec.recommend import run_recommend
+    from mmrec.models.item_features import with_features
+    from mmrec.params.tracking import TrackingParams
+    from mmrec.recommend.run import run_recommend
     from mmrec.report import write_report
     from mmrec.serve.catalog import Catalog
     from mmrec.serve.loader import build_indexes
     from mmrec.serve.state import ServingState
     from mmrec.stages import StageContext
-    from mmrec.tracking import TrackingParams, track_training
+    from mmrec.tracking.runs import track_training
     from tests.serving import tiny_frames
 
     root = tmp_path_factory.mktemp("page")
