@@ -151,7 +151,9 @@ def test_content_is_the_mean_pairwise_similarity(metric):
     for u in range(4):
         h = [j for j in hist[u].indices if mask[j]]
         expected = pair[:, h].mean(axis=1) if h else np.full(20, NAN)
-        np.testing.assert_allclose(got[u], expected, atol=1e-4)
+        # euclidean goes through |x|^2 + |y|^2 - 2xy in float32: cancellation near distance 0
+        # costs ~1e-4 on some BLAS builds (AVX-512 kernels sum in another order)
+        np.testing.assert_allclose(got[u], expected, atol=5e-4 if metric == "euclidean" else 1e-4)
 
 
 def test_content_fuses_modalities_present_for_both():
