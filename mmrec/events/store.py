@@ -74,6 +74,8 @@ class EventStore(Protocol):
     def append(self, events: Sequence[Event]) -> AppendResult: ...
     def recent(self, user_id: str, limit: int | None = None) -> list[Event]: ...
     def log_impression(self, impression: Impression) -> None: ...
+    def log_impressions(self, impressions: Sequence[Impression]) -> None: ...
+    def active_users(self, since: float) -> dict[str, float]: ...
     def arms(self) -> dict[str, dict[str, Arm]]: ...
     def events(self) -> Iterator[Event]: ...
     def impressions(self) -> Iterator[Impression]: ...
@@ -95,6 +97,7 @@ CREATE TABLE IF NOT EXISTS events (
     received REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_user ON events (user_id, seq);
+CREATE INDEX IF NOT EXISTS events_received ON events (received);
 CREATE TABLE IF NOT EXISTS impressions (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     impression_id TEXT NOT NULL UNIQUE,
@@ -195,13 +198,23 @@ class SqliteEventStore:
         return [Event(*r) for r in rows]
 
     def log_impression(self, impression: Impression) -> None:
+        self.log_impressions([impression])
+
+    def log_impressions(self, impressions: Sequence[Impression]) -> None:
+        """Each impression and its trial of (segment, strategy), in one transaction."""
         with self._write() as con:
-            con.execute("INSERT INTO impressions (impression_id, user_id, segment, strategy, items, ts) VALUES (?,?,?,?,?,?)",
-                        (impression.impression_id, impression.user_id, impression.segment, impression.strategy,
-                         json.dumps(list(impression.item_ids)), impression.timestamp))
-            con.execute("INSERT INTO bandit (segment, strategy, shown) VALUES (?, ?, 1) "
-                        "ON CONFLICT (segment, strategy) DO UPDATE SET shown = shown + 1",
-                        (impression.segment, impression.strategy))
+            for imp in impressions:
+                con.execute("INSERT INTO impressions (impression_id, user_id, segment, strategy, items, ts) VALUES (?,?,?,?,?,?)",
+                            (imp.impression_id, imp.user_id, imp.segment, imp.strategy, json.dumps(list(imp.item_ids)),
+                             imp.timestamp))
+                con.execute("INSERT INTO bandit (segment, strategy, shown) VALUES (?, ?, 1) "
+                            "ON CONFLICT (segment, strategy) DO UPDATE SET shown = shown + 1", (imp.segment, imp.strategy))
+
+    def active_users(self, since: float) -> dict[str, float]:
+        """Users with an event received after `since` (epoch seconds) -> their latest receive time."""
+        rows = self._con().execute("SELECT user_id, MAX(received) FROM events WHERE received > ? GROUP BY user_id",
+                                   (since,)).fetchall()
+        return {u: float(t) for u, t in rows}
 
     def arms(self) -> dict[str, dict[str, Arm]]:
         out: dict[str, dict[str, Arm]] = {}
@@ -246,7 +259,7 @@ class SqliteEventStore:
 # -- Redis ----------------------------------------------------------------------------------------
 
 # KEYS: 1 dedup key of the event id, 2 log stream, 3 the user's recent list, 4 the user's impressions
-#       list, 5 bandit hash
+#       list, 5 bandit hash, 6 the active-users sorted set (user -> last receive time)
 # ARGV: event_id, user_id, item_id, event, ts, received, history_length, recent_ttl, dedup_ttl,
 #       is_reward (0/1)
 _APPEND_LUA = """
@@ -259,6 +272,7 @@ local entry = cjson.encode({ARGV[1], ARGV[3], ARGV[4], tonumber(ARGV[5]), tonumb
 redis.call('LPUSH', KEYS[3], entry)
 redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[7]) - 1)
 redis.call('EXPIRE', KEYS[3], tonumber(ARGV[8]))
+redis.call('ZADD', KEYS[6], tonumber(ARGV[6]), ARGV[2])
 if ARGV[10] == '1' then
   local imps = redis.call('LRANGE', KEYS[4], 0, -1)
   for i, raw in ipairs(imps) do
@@ -317,7 +331,7 @@ class RedisEventStore:
         for ev in events:
             self._append(
                 keys=[self._k("eid", ev.event_id), self._k("log"), self._k("recent", ev.user_id),
-                      self._k("imp", ev.user_id), self._k("bandit")],
+                      self._k("imp", ev.user_id), self._k("bandit"), self._k("active")],
                 args=[ev.event_id, ev.user_id, ev.item_id, ev.event, repr(ev.timestamp), repr(now),
                       self.params.history_length, self.params.recent_ttl_seconds, self.dedup_seconds,
                       "1" if ev.event in reward_types else "0"],
@@ -338,18 +352,33 @@ class RedisEventStore:
         return out
 
     def log_impression(self, impression: Impression) -> None:
-        entry = json.dumps({"id": impression.impression_id, "seg": impression.segment, "s": impression.strategy,
-                            "items": list(impression.item_ids), "ts": impression.timestamp, "r": 0})
-        key = self._k("imp", impression.user_id)
+        self.log_impressions([impression])
+
+    def log_impressions(self, impressions: Sequence[Impression]) -> None:
+        """Each impression into the log stream and the user's capped list, its trial counted; one
+        pipeline (MULTI) for the whole batch."""
         pipe = self.client.pipeline(transaction=True)
-        pipe.xadd(self._k("impressions"), {"impression_id": impression.impression_id, "user_id": impression.user_id,
-                                           "segment": impression.segment, "strategy": impression.strategy,
-                                           "items": json.dumps(list(impression.item_ids)), "ts": repr(impression.timestamp)})
-        pipe.lpush(key, entry)
-        pipe.ltrim(key, 0, self.params.attribution_impressions - 1)
-        pipe.expire(key, self.params.recent_ttl_seconds)
-        pipe.hincrbyfloat(self._k("bandit"), f"{impression.segment}\t{impression.strategy}\tshown", 1)
+        for imp in impressions:
+            entry = json.dumps({"id": imp.impression_id, "seg": imp.segment, "s": imp.strategy,
+                                "items": list(imp.item_ids), "ts": imp.timestamp, "r": 0})
+            key = self._k("imp", imp.user_id)
+            pipe.xadd(self._k("impressions"), {"impression_id": imp.impression_id, "user_id": imp.user_id,
+                                               "segment": imp.segment, "strategy": imp.strategy,
+                                               "items": json.dumps(list(imp.item_ids)), "ts": repr(imp.timestamp)})
+            pipe.lpush(key, entry)
+            pipe.ltrim(key, 0, self.params.attribution_impressions - 1)
+            pipe.expire(key, self.params.recent_ttl_seconds)
+            pipe.hincrbyfloat(self._k("bandit"), f"{imp.segment}\t{imp.strategy}\tshown", 1)
         self._call(pipe.execute)
+
+    def active_users(self, since: float) -> dict[str, float]:
+        """Users with an event received after `since` -> their latest receive time (and the set is
+        trimmed of users idle for longer than `recent_ttl_seconds`)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zremrangebyscore(self._k("active"), "-inf", time.time() - self.params.recent_ttl_seconds)
+        pipe.zrangebyscore(self._k("active"), f"({since!r}", "+inf", withscores=True)
+        _, rows = self._call(pipe.execute)
+        return {u.decode(): float(t) for u, t in rows}
 
     def arms(self) -> dict[str, dict[str, Arm]]:
         raw = self._call(self.client.hgetall, self._k("bandit"))
@@ -400,6 +429,7 @@ class RedisEventStore:
             counts[name] = len(doomed)
         counts["recent"] = int(self._call(self.client.llen, self._k("recent", user_id)))
         self._call(self.client.delete, self._k("recent", user_id), self._k("imp", user_id))
+        self._call(self.client.zrem, self._k("active"), user_id)
         return counts
 
     def ping(self) -> None:

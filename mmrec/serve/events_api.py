@@ -89,6 +89,7 @@ def router(runtime: EventsRuntime, current: Callable[[], ServingState], user_id_
                                 status_code=422)
         # the store write may wait for another worker's lock: off the event loop
         result = await run_in_threadpool(runtime.store.append, events)
+        runtime.accepted(events)
         return JSONResponse({"accepted": result.accepted, "duplicates": result.duplicates, "rewarded": result.rewarded},
                             status_code=202)
 

@@ -103,7 +103,7 @@ def test_events_flow_through_two_workers_and_are_erased(store_factory: Any, tiny
         status, first = _call(f"{a_url}/users/u1/recommendations?k=2")
         assert status == 200 and first["strategy"] == "nightly"
         shown = [i["item_id"] for i in first["items"]]
-        a_rt.writer.flush()
+        a_rt.flush()
         assert _call(f"{a_url}/events", "POST", {"events": []}, key=None)[0] == 401
         events = {"events": [{"event_id": "ev-1", "user_id": "u1", "item_id": shown[0], "event": "click"},
                              {"event_id": "ev-2", "user_id": "u1", "item_id": "i4", "event": "view",
@@ -113,12 +113,16 @@ def test_events_flow_through_two_workers_and_are_erased(store_factory: Any, tiny
         assert status == 202 and body == {"accepted": 2, "duplicates": 0, "rewarded": 1}
         # the other worker: same log (idempotent), same recent history, within a second
         assert _call(f"{b_url}/events", "POST", events)[1] == {"accepted": 0, "duplicates": 2, "rewarded": 0}
-        status, recs = _call(f"{b_url}/users/u1/recommendations?k=3")
-        assert time.monotonic() - posted < 1.0 or recs["recent_item_ids"]  # reflected at once (not a timing claim)
+        # worker B learns of u1's events from the store's active users within its tick (0.25 s)
+        while True:
+            status, recs = _call(f"{b_url}/users/u1/recommendations?k=3")
+            if recs.get("recent_item_ids") or time.monotonic() - posted > 10:
+                break
+            time.sleep(0.05)
         assert status == 200 and recs["recent_item_ids"] == ["i4", shown[0]]
         assert not {shown[0], "i4"} & {i["item_id"] for i in recs["items"]}
         assert recs["strategy"] in ("nightly", "realtime", "popularity", "content")
-        b_rt.writer.flush()
+        b_rt.flush()
         status, bandit = _call(f"{a_url}/events/bandit")
         segments = bandit["segments"]
         assert segments["5-19/no-recent"]["nightly"]["rewarded"] == 1.0  # the click credited worker A's impression

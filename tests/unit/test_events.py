@@ -222,7 +222,7 @@ def test_post_events_then_recommendations_reflect_them(state, tmp_path: Path):
         client.post("/events", json={"events": [{"event_id": "n1", "user_id": "newbie", "item_id": "i3", "event": "click"}]})
         fresh = client.get("/users/newbie/recommendations?k=3").json()
         assert fresh["recent_item_ids"] == ["i3"] and "i3" not in [i["item_id"] for i in fresh["items"]]
-        runtime.writer.flush()
+        runtime.flush()
         segments = client.get("/events/bandit").json()["segments"]
         assert segments["5-19/no-recent"]["nightly"]["shown"] >= 1
 
