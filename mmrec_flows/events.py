@@ -11,7 +11,7 @@ from typing import Any
 
 from prefect import task
 
-from flows.tasks import RunArgs, _failed, is_transient, load_context
+from mmrec_flows.tasks import RunArgs, _failed, is_transient, load_context
 
 
 @task(name="ingest-events", retries=2, retry_delay_seconds=10, retry_condition_fn=is_transient)
