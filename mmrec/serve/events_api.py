@@ -88,8 +88,7 @@ def router(runtime: EventsRuntime, current: Callable[[], ServingState], user_id_
             return JSONResponse({"error": "invalid_request", "detail": [p.to_dict() for p in problems[:50]]},
                                 status_code=422)
         # the store write may wait for another worker's lock: off the event loop
-        result = await run_in_threadpool(runtime.store.append, events)
-        runtime.accepted(events)
+        result = await run_in_threadpool(runtime.record, events)
         return JSONResponse({"accepted": result.accepted, "duplicates": result.duplicates, "rewarded": result.rewarded},
                             status_code=202)
 

@@ -155,11 +155,19 @@ class EventsRuntime:
             merged[user] = max(t, merged.get(user, 0.0))
         self.active = merged  # replaced whole: readers never see a half-updated dict
 
-    def accepted(self, events: Sequence[Any]) -> None:
-        """Events this worker just stored: their users are active from now on (read-your-writes)."""
+    def record(self, events: Sequence[Any]) -> Any:
+        """Store validated events (`POST /events`); returns the store's `AppendResult`.
+
+        This worker's buffered impressions are written first, so a click on an item shown a moment
+        ago is credited to it (another worker's buffer reaches the store within `tick_s`). The
+        events' users are active on this worker at once (read-your-writes).
+        """
+        self.writer.flush()
+        result = self.store.append(events)
         now = time.time()
         for ev in events:
             self.active[ev.user_id] = now
+        return result
 
     def flush(self) -> None:
         """Write buffered impressions and refresh the active users now (tests, shutdown)."""
