@@ -134,13 +134,3 @@ def check_events(
         seen[ev.event_id] = content
         events.append(ev)
     return events, problems
-
-
-def validation_bounds(validate: Any, now: float | None = None) -> tuple[float, float]:
-    """The timestamp range of the warehouse validation (`validate:` params), in epoch seconds."""
-    import pandas as pd
-
-    from mmrec.validation.suites import timestamp_bounds
-
-    lo, hi = timestamp_bounds(validate, None if now is None else pd.Timestamp(now, unit="s", tz="UTC"))
-    return float(lo.timestamp()), float(hi.timestamp())

@@ -312,9 +312,8 @@ class RedisEventStore:
         return self.prefix + ":".join(parts)
 
     def _unavailable(self, exc: Exception) -> ServiceUnavailable:
-        from mmrec.features import _redacted
-
-        return ServiceUnavailable("redis", _redacted(self.url), f"event store redis {_redacted(self.url)}: {type(exc).__name__}: {exc}")
+        where = _redacted(self.url)
+        return ServiceUnavailable("redis", where, f"event store redis {where}: {type(exc).__name__}: {exc}")
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         import redis
@@ -439,6 +438,17 @@ class RedisEventStore:
         self.client.close()
 
 
+def _redacted(url: str) -> str:
+    """host:port/db of a redis:// URL, never its password."""
+    from urllib.parse import urlsplit
+
+    try:
+        u = urlsplit(url)
+        return f"{u.hostname}:{u.port or 6379}{u.path or ''}"
+    except ValueError:
+        return "redis"
+
+
 # -- opening ----------------------------------------------------------------------------------------
 
 
@@ -448,10 +458,8 @@ def store_location(ctx: StageContext) -> tuple[str, str]:
     `events.store: auto` follows the online store: Redis when `features.profile` is redis, else a
     sqlite file at `data/<name>/events/events.db`.
     """
-    from mmrec.features import features_params
-
     params = events_params(ctx.params)
-    fp = features_params(ctx.params)
+    fp = ctx.params.features  # (read off the params: mmrec.features would tie this module into its imports)
     kind = params.store if params.store != "auto" else ("redis" if fp.profile == "redis" else "sqlite")
     if kind == "redis":
         if not fp.redis_url:

@@ -74,7 +74,8 @@ def router(runtime: EventsRuntime, current: Callable[[], ServingState], user_id_
         outside the validation range, an id repeated with different content. Idempotent by
         `event_id`. The user's next recommendations reflect the events.
         """
-        from mmrec.events.schema import check_events, validation_bounds
+        from mmrec.events.schema import check_events
+        from mmrec.validation.suites import timestamp_bounds
 
         state = current()
         if len(body.events) > params.max_batch:
@@ -82,8 +83,9 @@ def router(runtime: EventsRuntime, current: Callable[[], ServingState], user_id_
                 {"loc": ["body", "events"], "msg": f"{len(body.events)} events in one post; at most {params.max_batch} "
                  "(events.max_batch): split the batch", "type": "too_long"}]}, status_code=422)
         rows = [e.model_dump() for e in body.events]
+        lo, hi = timestamp_bounds(runtime.validate)  # the warehouse validation's range, now
         events, problems = check_events(rows, lambda i: i in state.catalog or i in state.item_pos, params.event_types,
-                                        validation_bounds(runtime.validate))
+                                        (lo.timestamp(), hi.timestamp()))
         if problems:
             return JSONResponse({"error": "invalid_request", "detail": [p.to_dict() for p in problems[:50]]},
                                 status_code=422)
