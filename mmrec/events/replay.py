@@ -197,14 +197,23 @@ def plot_learning_curve(result: ReplayResult, title: str, path: Path) -> Path:
 
 
 def _fused_similar(ctx: StageContext, model: Any, item_pos: dict[str, int]) -> Any:
-    """Nearest items in the fused content space (None without extracted features)."""
-    from mmrec.feature_tables import EMBEDDING
-    from mmrec.features import _embedding_tables
+    """Nearest items in the fused content space, as the API's `fused` index has them (None without
+    extracted features): every modality's features combined by `mmrec.feast.tables.fused_table`."""
+    from mmrec.constants import MODALITIES
+    from mmrec.encoders.store import read_features
+    from mmrec.feast.tables import EMBEDDING, fused_table
+    from mmrec.models.item_features import feature_path
     from mmrec.serve.loader import build_indexes
 
-    tables, _ = _embedding_tables(ctx)
-    fused = tables.get("item_fused_embedding")
-    if fused is None or not len(fused):
+    vectors = {}
+    for m in MODALITIES:
+        path = feature_path(ctx.paths, ctx.params.extract, m)
+        if path.is_file():
+            feats = read_features(path)
+            if len(feats.item_ids):
+                vectors[m] = (feats.item_ids, feats.matrix)
+    fused = fused_table(vectors)
+    if not len(fused):
         return None
     ids = fused[ITEM_ID].astype(str).tolist()
     index = build_indexes({"fused": (ids, np.vstack(fused[EMBEDDING].to_numpy()).astype(np.float32))})["fused"]
@@ -253,7 +262,7 @@ def run_replay(ctx: StageContext, model_name: str | None = None, k: int = 20, se
 
     params = events_params(ctx.params)
     if model_name is None:
-        from mmrec.features import champion
+        from mmrec.feast.export import champion
 
         found = champion(ctx)
         if found is None:

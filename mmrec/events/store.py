@@ -459,7 +459,7 @@ def store_location(ctx: StageContext) -> tuple[str, str]:
     sqlite file at `data/<name>/events/events.db`.
     """
     params = events_params(ctx.params)
-    fp = ctx.params.features  # (read off the params: mmrec.features would tie this module into its imports)
+    fp = ctx.params.features  # (read off the params: no import of the Feast glue)
     kind = params.store if params.store != "auto" else ("redis" if fp.profile == "redis" else "sqlite")
     if kind == "redis":
         if not fp.redis_url:
