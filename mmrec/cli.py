@@ -14,6 +14,7 @@ import typer
 
 from mmrec.cli_common import DatasetOpt, ParamsOpt, RootOpt, WorkspaceOpt, handle_errors
 from mmrec.cli_common import load_context as _context
+from mmrec.cli_events import register as _register_events
 from mmrec.cli_lifecycle import register as _register_lifecycle
 from mmrec.environment import QUIET_ENV_DEFAULTS, set_env_defaults  # noqa: F401 - re-exported
 
@@ -211,6 +212,7 @@ def list_models() -> None:
         typer.echo(name)
 
 
+_register_events(app)  # `replay`, `events ingest` (the feedback loop)
 _register_lifecycle(app)  # `pipeline` (through the orchestrator), `recommend`, `promote`, `rollback`, `registry`
 
 

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from mmrec.constants import DEFAULT_KS, SEED
 from mmrec.encoders.config import ExtractParams
 from mmrec.errors import ConfigError
+from mmrec.events.config import EventsParams
 from mmrec.params.feast import FeaturesParams
 from mmrec.params.recommend import RecommendParams
 from mmrec.params.tracking import TrackingParams
@@ -284,6 +285,7 @@ class Params(_Section):
     tracking: TrackingParams = Field(default_factory=TrackingParams)
     recommend: RecommendParams = Field(default_factory=RecommendParams)
     features: FeaturesParams = Field(default_factory=FeaturesParams)
+    events: EventsParams = Field(default_factory=EventsParams)
     orchestrate: OrchestrateParams = Field(default_factory=OrchestrateParams)
     runtime: RuntimeParams = Field(default_factory=RuntimeParams)
 

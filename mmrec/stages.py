@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,11 +25,15 @@ from mmrec.io import atomic_dir, clean_interrupted, write_json, write_text
 from mmrec.paths import DatasetPaths
 from mmrec.stage_inputs import load_split_data, model_names, resolved_model_params, seed_everything, validated_table
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 log = logging.getLogger(__name__)
 
 STAGES = (  # in pipeline order (what `mmrec stage` accepts)
     "ingest",
     "validate",
+    "ingest_events",  # the event log (POST /events) snapshotted, validated, deduplicated (mmrec/events/ingest.py)
     "split",
     "extract_text",
     "extract_image",
@@ -56,6 +60,36 @@ def run_validate(ctx: StageContext) -> dict[str, Any]:
     return validate_dataset(ctx.spec, ctx.paths, ctx.params.validate_, ctx.params.extract.image.max_pixels).to_dict()
 
 
+def _with_events(ctx: StageContext, inter: pd.DataFrame) -> pd.DataFrame:
+    """The interactions plus the ingested event log (`ingest_events` stage), when there is one.
+
+    The snapshot was validated with the interactions suite and deduplicated by event_id; an
+    event repeating a (user, item, time) the dataset already has is the same interaction, kept once.
+    """
+    import pandas as pd
+
+    from mmrec.constants import ITEM_ID, TIMESTAMP, USER_ID
+    from mmrec.events.ingest import snapshot_path
+
+    path = snapshot_path(ctx.paths)
+    if not path.is_file():
+        return inter
+    events = pd.read_parquet(path, columns=[USER_ID, ITEM_ID, TIMESTAMP])
+    if events.empty:
+        return inter
+    events = events.merge(inter[[USER_ID, ITEM_ID, TIMESTAMP]], how="left", indicator=True,
+                          on=[USER_ID, ITEM_ID, TIMESTAMP])
+    events = events[events["_merge"] == "left_only"].drop(columns="_merge")
+    log.info("split: %d interactions from the event log added to %d", len(events), len(inter))
+    return pd.concat([inter, events], ignore_index=True)
+
+
+def run_ingest_events(ctx: StageContext) -> dict[str, Any]:
+    from mmrec.events.ingest import ingest_events
+
+    return ingest_events(ctx)
+
+
 def run_split(ctx: StageContext) -> dict[str, Any]:
     from mmrec.data.splits import split_interactions, write_split
 
@@ -63,6 +97,7 @@ def run_split(ctx: StageContext) -> dict[str, Any]:
     min_rating = ctx.spec.interactions.min_rating
     if min_rating is not None:
         inter = inter[inter[RATING] >= min_rating]
+    inter = _with_events(ctx, inter)
     sp_params = ctx.params.split
     frames = split_interactions(inter, sp_params)
     digest = write_split(frames, ctx.paths, sp_params.kind, sp_params)
@@ -487,6 +522,7 @@ def format_metrics_markdown(report: dict[str, Any]) -> str:
 STAGE_FUNCTIONS: dict[str, Callable[[StageContext], dict[str, Any]]] = {
     "ingest": run_ingest,
     "validate": run_validate,
+    "ingest_events": run_ingest_events,
     "split": run_split,
     **{f"extract_{m}": functools.partial(run_extract, modality=m) for m in MODALITIES},
     "tune": run_tune_stage,

@@ -53,6 +53,13 @@ def nightly_recommendations(
         op = orchestrate_params(ctx.params)
     except MMRecError as exc:
         return Failed(message=f"{type(exc).__name__}: {exc}")
+    # the day's events into the warehouse (validated, deduplicated): the next training sees them
+    from mmrec_flows.events import ingest_events_task
+
+    ingested = ingest_events_task.with_options(retries=op.retries, retry_delay_seconds=op.retry_delay_seconds)(
+        args, return_state=True)
+    if not ingested.is_completed():
+        return Failed(message=f"ingest_events: {ingested.message}")
     if op.task_runner == "dask":  # user blocks scored across the cluster (mmrec/distributed/scoring.py)
         from mmrec_flows.runners import make_task_runner
 
@@ -74,7 +81,7 @@ def nightly_recommendations(
         if not state.is_completed():
             return Failed(message=f"materialize: {state.message}")
         summary = {**summary, "features": state.result()}
-    return summary
+    return {**summary, "events": ingested.result()}
 
 
 @flow(name="score-on-dask", log_prints=True)

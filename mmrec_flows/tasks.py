@@ -94,6 +94,7 @@ def stage_outputs(ctx: Any, stage: str) -> list[Path]:
     return {
         "ingest": [paths.warehouse / "manifest.json"],
         "validate": [paths.validated_table("interactions"), paths.validated_table("items"), paths.validation_report],
+        "ingest_events": [paths.data / "events" / "ingested.parquet"],
         "split": [paths.split_file(kind, "train")],
         "train": [paths.model_dir(m) / "model.json" for m in ctx.params.train.models],
         "evaluate": [paths.metrics],

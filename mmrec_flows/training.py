@@ -35,7 +35,7 @@ from mmrec_flows.tasks import (
     tune_task,
 )
 
-STAGES = ("ingest", "validate", "split", "train", "evaluate")
+STAGES = ("ingest", "validate", "ingest_events", "split", "train", "evaluate")
 
 
 def extract_available() -> bool:
@@ -132,7 +132,13 @@ def training_pipeline(
                     ctx = load_context(args)
                 except MMRecError as exc:
                     return Failed(message=f"{type(exc).__name__}: {exc}")
-        state = _run_stage(stage, args, ctx, op.retries, op.retry_delay_seconds)
+        if stage == "ingest_events":  # a live store: snapshot it every run, never from a cache (mmrec_flows/events.py)
+            from mmrec_flows.events import ingest_events_task
+
+            state = ingest_events_task.with_options(retries=op.retries, retry_delay_seconds=op.retry_delay_seconds)(
+                args, return_state=True)
+        else:
+            state = _run_stage(stage, args, ctx, op.retries, op.retry_delay_seconds)
         if not state.is_completed():
             return Failed(message=f"stage {stage}: {state.message}")  # the run fails with the stage's message
         results[stage] = state.result()

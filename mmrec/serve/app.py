@@ -76,7 +76,7 @@ def scrub(message: str) -> str:
 
 
 def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll: bool = True,
-               overview: ModelsOverview | None = None) -> Any:
+               overview: ModelsOverview | None = None, events: Any = None) -> Any:
     """The API over `holder`'s states.
 
     Args:
@@ -85,6 +85,8 @@ def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll:
         poll: start `holder`'s background poll for a new champion while the app runs.
         overview: the models page's registry and reports (mmrec/serve/overview.py); None: the
             page says none is configured.
+        events: an `EventsRuntime` (mmrec/serve/realtime.py): adds `POST /events` and real-time
+            recommendations for users with recent events; None: neither.
     """
     from fastapi import FastAPI, Path, Query, Request
     from fastapi.exceptions import RequestValidationError
@@ -105,6 +107,8 @@ def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll:
             yield
         finally:
             holder.stop()
+            if events is not None:
+                events.close()
 
     app = FastAPI(
         title="mmrec",
@@ -228,6 +232,8 @@ def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll:
         Users the model was not trained on are scored from their history (or get popularity when
         they have none); a user no source knows is a 404.
         """
+        if events is not None:  # users with recent events: real-time (mmrec/serve/realtime.py)
+            return json_response(events.recommendations(current(), user_id, k or settings.default_k))
         return json_response(service.user_recommendations(current(), user_id, k or settings.default_k))
 
     @app.post("/recommendations", response_model=SessionRecommendations, tags=["recommendations"],
@@ -242,6 +248,11 @@ def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll:
     async def explain(user_id: UserId, item_id: ItemId) -> JSONResponse:
         """Why the item is recommended to the user: score parts per source and the user's items behind it."""
         return json_response(await scored(service.explain_pair, current(), user_id, item_id))
+
+    if events is not None:
+        from mmrec.serve.events_api import router as events_router
+
+        app.include_router(events_router(events, current, UserId))
 
     # -- items and users -----------------------------------------------------------------------
     @app.get("/items/{item_id:id}/similar", response_model=Similar, tags=["items"], responses=not_found)

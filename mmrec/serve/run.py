@@ -41,7 +41,18 @@ def build_app(ctx: StageContext, profile: str | None = None, alias: str = "champ
     result = holder.reload()
     if holder.state is None:
         raise MMRecError(f"cannot start serving {ctx.spec.name!r}: {result.error}")
-    return create_app(holder, settings, overview=ModelsOverview.from_context(ctx))
+    return create_app(holder, settings, overview=ModelsOverview.from_context(ctx), events=events_runtime(ctx))
+
+
+def events_runtime(ctx: StageContext) -> Any:
+    """The feedback loop over the dataset's event store (mmrec/events/store.py: sqlite or Redis)."""
+    from mmrec.events.config import events_params
+    from mmrec.events.store import open_store
+    from mmrec.serve.realtime import EventsRuntime
+
+    store = open_store(ctx)
+    store.ping()
+    return EventsRuntime(store, events_params(ctx.params), ctx.params.validate_)
 
 
 #: uvicorn's h11 protocol answering unparsable requests with the API's JSON error body

@@ -42,6 +42,12 @@ class SimilarItem(Item):
     similarity: float
 
 
+class PartRankedItem(RankedItem):
+    part: Literal["nightly", "realtime", "popularity", "content"] | None = Field(
+        None, description="for users with recent events: which part placed the item (mmrec/events/strategies.py)")
+    realtime: bool | None = Field(None, description="for users with recent events: placed by the real-time fold-in")
+
+
 class Recommendations(BaseModel):
     user_id: str
     source: Literal["precomputed", "model", "history", "fallback"] = Field(
@@ -49,7 +55,13 @@ class Recommendations(BaseModel):
         "the model scored from their interactions; fallback: a known user without interactions (popularity)"
     )
     version: str = Field(description="registry version of the model that produced them")
-    items: list[RankedItem]
+    items: list[PartRankedItem]
+    strategy: Literal["nightly", "realtime", "popularity", "content"] | None = Field(
+        None, description="the strategy that chose the list (the bandit's draw for users with recent events)")
+    segment: str | None = Field(None, description="the user segment the bandit learns for (by history length)")
+    recent_item_ids: list[str] | None = Field(None, description="the recent events folded in, newest first (excluded)")
+    realtime_item_ids: list[str] | None = Field(None, description="items placed by the real-time fold-in")
+    impression_id: str | None = Field(None, description="id of the logged impression of this list")
 
 
 class SessionRequest(BaseModel):

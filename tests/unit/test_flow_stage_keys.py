@@ -76,6 +76,8 @@ def _keys(ctx) -> dict[str, str]:
         ({"extract.precision": "fp32"}, {"train", "evaluate"}),
         ({"split.kind": "random"}, {"split", "train", "evaluate"}),
         ({"validate.min_text_chars": 2}, {"validate"}),
+        ({"validate.future_tolerance": "2 days"}, {"validate", "ingest_events"}),
+        ({"events.store": "sqlite"}, {"ingest_events"}),
         ({"recommend.k": 7}, set()),  # read by no training stage
     ],
 )
