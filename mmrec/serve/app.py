@@ -73,13 +73,16 @@ def scrub(message: str) -> str:
     return _PATH_RE.sub("<path>", message)[:500]
 
 
-def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll: bool = True) -> Any:
+def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll: bool = True,
+               search_encoders: Any = None) -> Any:
     """The API over `holder`'s states.
 
     Args:
         holder: owns the current `ServingState` and reloads it.
         settings: limits and secrets (`ServeSettings.from_env()` when None).
         poll: start `holder`'s background poll for a new champion while the app runs.
+        search_encoders: the dataset's query encoders (`mmrec.search.QueryEncoders`) for /search;
+            None answers its requests with 503.
     """
     from fastapi import FastAPI, Path, Query, Request
     from fastapi.exceptions import RequestValidationError
@@ -87,6 +90,8 @@ def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll:
     from fastapi.staticfiles import StaticFiles
     from pydantic import AfterValidator
     from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    from mmrec.serve.search_api import search_body_limit, search_router
 
     settings = settings or ServeSettings.from_env()
 
@@ -115,7 +120,7 @@ def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll:
     app.add_middleware(BrowserGuards, allowed_hosts=settings.allowed_hosts, api_key_set=settings.api_key is not None,
                        open_path=is_open)
     app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes, log_key=settings.log_key,
-                       api_key=settings.api_key)
+                       api_key=settings.api_key, body_limits=search_body_limit())
 
     # -- errors -----------------------------------------------------------------------------
     def error(status: int, code: str, detail: Any, **extra: Any) -> JSONResponse:
@@ -312,6 +317,8 @@ def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll:
         response = Response(status_code=204)
         response.delete_cookie(API_KEY_COOKIE, path="/", httponly=True, samesite="strict")
         return response
+
+    app.include_router(search_router(holder, settings, search_encoders))  # GET/POST /search (search_api.py)
 
     # -- the web page ------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)

@@ -40,7 +40,9 @@ def build_app(ctx: StageContext, profile: str | None = None, alias: str = "champ
     result = holder.reload()
     if holder.state is None:
         raise MMRecError(f"cannot start serving {ctx.spec.name!r}: {result.error}")
-    return create_app(holder, settings)
+    from mmrec.search import QueryEncoders
+
+    return create_app(holder, settings, search_encoders=QueryEncoders(ctx.params.extract))
 
 
 #: uvicorn's h11 protocol answering unparsable requests with the API's JSON error body
