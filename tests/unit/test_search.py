@@ -198,3 +198,31 @@ def test_search_embeds_text_and_images_with_the_dataset_encoders(fitted):
     assert len(hits) == 3 and all(set(h.matched) == {"text"} for h in hits)
     with pytest.raises(QueryError, match="not both"):
         search(model, encoders, 3)
+
+
+def test_search_command_with_a_saved_model(fitted, tiny_dataset, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from mmrec.cli import app
+
+    model_dir = fitted[0].save(tmp_path / "tt")
+    params = tmp_path / "params.yaml"
+    params.write_text("extract:\n  device: cpu\n  text: {encoder: tiny_text}\n  image: {encoder: tiny_cnn}\n")
+    common = ["search", "--dataset", str(tiny_dataset), "--params", str(params), "--workspace", str(tmp_path),
+              "--model", str(model_dir)]
+    runner = CliRunner()
+    result = runner.invoke(app, [*common, "a red poster", "--k", "4", "--target", "image", "--json"])
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.stdout)
+    assert len(body["items"]) == 4 and all(set(i["matched"]) == {"image"} for i in body["items"])
+    image = tmp_path / "q.png"
+    image.write_bytes(png(16, 16))
+    result = runner.invoke(app, [*common, "--image", str(image), "--k", "2"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("\n") == 3  # a header line and two results
+    for bad, message in ((["--k", "2"], "give a text query or --image"), (["  "], "query is empty"),
+                         (["--image", str(tmp_path / "missing.png")], "no such image file")):
+        result = runner.invoke(app, [*common, *bad])
+        assert result.exit_code == 2 and message in result.output, result.output
