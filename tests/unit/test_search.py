@@ -226,3 +226,29 @@ def test_search_command_with_a_saved_model(fitted, tiny_dataset, tmp_path):
                          (["--image", str(tmp_path / "missing.png")], "no such image file")):
         result = runner.invoke(app, [*common, *bad])
         assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_search_model_falls_back_to_the_declared_alias_only_when_configured(fitted, monkeypatch):
+    from types import SimpleNamespace
+
+    import mmrec.tracking
+    from mmrec.serve.search_api import SearchModels
+
+    joint = fitted[0]
+    train, valid, *_ = planted()
+    bpr = create_model("bpr", dim=4, max_epochs=1).fit(train, valid)
+    holder = SimpleNamespace(source=SimpleNamespace(ctx=object()))
+    state = SimpleNamespace(model=bpr, version="7")
+    with pytest.raises(NoProjection, match="the champion \\(bpr\\) has no cross-modal projection"):
+        SearchModels(holder, None).get(state)  # type: ignore[arg-type]
+    loads = []
+    monkeypatch.setattr(mmrec.tracking, "alias_version", lambda ctx, alias: "3" if alias == "search" else None)
+    monkeypatch.setattr(mmrec.tracking, "load_champion", lambda ctx, alias: loads.append(alias) or (joint, {}))
+    models = SearchModels(holder, "search")  # type: ignore[arg-type]
+    model, info = models.get(state)
+    assert model is joint and info == {"name": "two_tower", "version": "3", "source": "search"}
+    models.get(state)
+    assert loads == ["search"]  # loaded once per registry version
+    assert SearchModels(holder, "search").get(SimpleNamespace(model=joint, version="9"))[1]["source"] == "champion"  # type: ignore[arg-type]
+    with pytest.raises(NoProjection, match="no model has the alias 'other'"):
+        SearchModels(holder, "other").get(state)  # type: ignore[arg-type]
