@@ -318,7 +318,7 @@ def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll:
         response.delete_cookie(API_KEY_COOKIE, path="/", httponly=True, samesite="strict")
         return response
 
-    app.include_router(search_router(holder, settings, search_encoders))  # GET/POST /search (search_api.py)
+    app.include_router(search_router(holder, settings, search_encoders, scrub))  # GET/POST /search (search_api.py)
 
     # -- the web page ------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)

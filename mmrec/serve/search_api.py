@@ -25,6 +25,7 @@ offline: the message says which and why).
 import logging
 import os
 import threading
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
@@ -109,8 +110,17 @@ class SearchResults(BaseModel):
 
 
 def search_router(holder: StateHolder, settings: Any, encoders: QueryEncoders | None,
-                  search_settings: SearchSettings | None = None) -> Any:
-    """The search routes over `holder`'s current state; `encoders` None answers 503 (no encoders wired)."""
+                  scrub: Callable[[str], str], search_settings: SearchSettings | None = None) -> Any:
+    """The search routes over `holder`'s current state.
+
+    Args:
+        holder: the app's state holder.
+        settings: the app's ServeSettings (default k).
+        encoders: the dataset's query encoders; None answers 503 (none wired).
+        scrub: the app's message cleaner (no paths or credentials reach a client), passed in so
+            this module does not import the app that includes it.
+        search_settings: limits (`SearchSettings.from_env()` when None).
+    """
     from fastapi import APIRouter, Query, Request
     from fastapi.responses import JSONResponse
     from starlette.concurrency import run_in_threadpool
@@ -129,8 +139,6 @@ def search_router(holder: StateHolder, settings: Any, encoders: QueryEncoders | 
     }
 
     def fail(status: int, code: str, detail: str) -> JSONResponse:
-        from mmrec.serve.app import scrub
-
         return JSONResponse({"error": code, "detail": scrub(detail)}, status_code=status)
 
     def run(request_query: dict[str, Any], k: int | None, target: str, **query: Any) -> JSONResponse:
