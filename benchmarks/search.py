@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def main(argv: list[str] | None = None) -> dict:
     from mmrec.context import StageContext
     from mmrec.models import create_model
-    from mmrec.models.features import load_item_features, with_features
+    from mmrec.models.item_features import load_item_features, with_features
     from mmrec.runtime import configure_threads
     from mmrec.search import QueryEncoders, evaluate_title_search
     from mmrec.stages import load_split_data, seed_everything

@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
             model = load_model(model_dir)
             source = str(model_dir)
         else:
-            from mmrec.tracking import load_champion
+            from mmrec.tracking.registry import load_champion
 
             model, info = load_champion(ctx, alias=alias)
             source = f"{info['registered_model']} v{info['version']} ({alias})"

@@ -121,9 +121,9 @@ class QueryEncoders:
         with self._lock:  # the first request builds it; concurrent ones wait instead of loading twice
             enc = self._encoders.get(modality)
             if enc is None:
-                from mmrec.extract import _extract_params, build_encoder
+                from mmrec.extract import build_encoder, extract_params
 
-                enc = build_encoder(modality, _extract_params(self.extract))
+                enc = build_encoder(modality, extract_params(self.extract))
                 self._encoders[modality] = enc
             return enc
 

@@ -45,7 +45,7 @@ from mmrec.constants import SEED
 from mmrec.data.interactions import Interactions
 from mmrec.errors import ModelError
 from mmrec.models.bpr import l2_penalty
-from mmrec.models.features import centred_unit, check_modalities, modality_mask, pca_basis
+from mmrec.models.item_features import centred_unit, check_modalities, modality_mask, pca_basis
 from mmrec.models.projection import CrossModalProjection, ModalityProjection
 from mmrec.models.registry import register_model
 from mmrec.models.training import FactorModel, check_positive

@@ -80,7 +80,7 @@ class SearchModels:
             model_projection(model, "the champion")  # raises NoProjection with the explanation
             raise AssertionError("unreachable")  # model_projection raised
         with self._lock:
-            from mmrec.tracking import alias_version, load_champion
+            from mmrec.tracking.registry import alias_version, load_champion
 
             version = alias_version(ctx, alias)
             if version is None:

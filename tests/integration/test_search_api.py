@@ -49,7 +49,7 @@ def two_tower_on_tiny(dataset_yaml: Path, encoders) -> object:
     from mmrec.constants import ITEM_ID, USER_ID
     from mmrec.data.interactions import Interactions
     from mmrec.models import create_model
-    from mmrec.models.features import with_features
+    from mmrec.models.item_features import with_features
 
     items, inter, root = tiny_frames(dataset_yaml)
     item_ids = items[ITEM_ID].astype(str).tolist()

@@ -16,7 +16,7 @@ import scipy.sparse as sp
 
 from mmrec.data.interactions import Interactions
 from mmrec.models import create_model, load_model
-from mmrec.models.features import with_features
+from mmrec.models.item_features import with_features
 from mmrec.models.projection import CrossModalProjection, ModalityProjection
 from mmrec.search import (
     NoProjection,
@@ -231,7 +231,7 @@ def test_search_command_with_a_saved_model(fitted, tiny_dataset, tmp_path):
 def test_search_model_falls_back_to_the_declared_alias_only_when_configured(fitted, monkeypatch):
     from types import SimpleNamespace
 
-    import mmrec.tracking
+    import mmrec.tracking.registry
     from mmrec.serve.search_api import SearchModels
 
     joint = fitted[0]
@@ -242,8 +242,8 @@ def test_search_model_falls_back_to_the_declared_alias_only_when_configured(fitt
     with pytest.raises(NoProjection, match="the champion \\(bpr\\) has no cross-modal projection"):
         SearchModels(holder, None).get(state)  # type: ignore[arg-type]
     loads = []
-    monkeypatch.setattr(mmrec.tracking, "alias_version", lambda ctx, alias: "3" if alias == "search" else None)
-    monkeypatch.setattr(mmrec.tracking, "load_champion", lambda ctx, alias: loads.append(alias) or (joint, {}))
+    monkeypatch.setattr(mmrec.tracking.registry, "alias_version", lambda ctx, alias: "3" if alias == "search" else None)
+    monkeypatch.setattr(mmrec.tracking.registry, "load_champion", lambda ctx, alias: loads.append(alias) or (joint, {}))
     models = SearchModels(holder, "search")  # type: ignore[arg-type]
     model, info = models.get(state)
     assert model is joint and info == {"name": "two_tower", "version": "3", "source": "search"}
