@@ -250,6 +250,32 @@ def random_control_features(
     return out_f, out_m
 
 
+def pca_basis(matrix: np.ndarray, mask: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The centre (d,) and top `dim` principal directions (d, dim) of the present rows, or None
+    when no reduction applies (`dim` 0, or not more columns / present rows than `dim`).
+
+    Deterministic: seeded randomised SVD with fixed signs (see `pca_reduce`).
+    """
+    x = np.asarray(matrix, dtype=np.float32)
+    if dim <= 0 or x.shape[1] <= dim or mask.sum() <= dim:
+        return None
+    present = x[mask].astype(np.float64)
+    mean = present.mean(axis=0)
+    centred = present - mean[None, :]
+    # Randomised range finder with power iterations (Halko et al. 2011), seeded: the top `dim`
+    # directions at a fraction of a full SVD/eigh (seconds -> tens of milliseconds at d ~ 1000).
+    rng = np.random.default_rng(0)
+    y = centred @ rng.standard_normal((centred.shape[1], dim + 16))
+    for _ in range(3):
+        y, _ = np.linalg.qr(y)
+        y = centred @ (centred.T @ y)
+    q, _ = np.linalg.qr(y)
+    _, _, vt = np.linalg.svd(q.T @ centred, full_matrices=False)
+    top = vt[:dim].T
+    top *= np.where(top[np.abs(top).argmax(axis=0), np.arange(dim)] < 0, -1.0, 1.0)  # fixed signs
+    return mean, top
+
+
 def pca_reduce(matrix: np.ndarray, mask: np.ndarray, dim: int) -> np.ndarray:
     """Project the present rows onto their top `dim` principal components (absent rows stay 0).
 
@@ -264,21 +290,10 @@ def pca_reduce(matrix: np.ndarray, mask: np.ndarray, dim: int) -> np.ndarray:
         dim: target width (0 keeps every dimension).
     """
     x = np.asarray(matrix, dtype=np.float32)
-    if dim <= 0 or x.shape[1] <= dim or mask.sum() <= dim:
+    basis = pca_basis(x, mask, dim)
+    if basis is None:
         return x
-    present = x[mask].astype(np.float64)
-    centred = present - present.mean(axis=0, keepdims=True)
-    # Randomised range finder with power iterations (Halko et al. 2011), seeded: the top `dim`
-    # directions at a fraction of a full SVD/eigh (seconds -> tens of milliseconds at d ~ 1000).
-    rng = np.random.default_rng(0)
-    y = centred @ rng.standard_normal((centred.shape[1], dim + 16))
-    for _ in range(3):
-        y, _ = np.linalg.qr(y)
-        y = centred @ (centred.T @ y)
-    q, _ = np.linalg.qr(y)
-    _, _, vt = np.linalg.svd(q.T @ centred, full_matrices=False)
-    top = vt[:dim].T
-    top *= np.where(top[np.abs(top).argmax(axis=0), np.arange(dim)] < 0, -1.0, 1.0)  # fixed signs
+    mean, top = basis
     out = np.zeros((x.shape[0], dim), np.float32)
-    out[mask] = (centred @ top).astype(np.float32)
+    out[mask] = ((x[mask].astype(np.float64) - mean[None, :]) @ top).astype(np.float32)
     return out

@@ -20,6 +20,11 @@ positives with temperature, duplicates of a row's positive masked), plus a contr
 term pulling the projections of the same item's modalities together (symmetric InfoNCE between
 h_a(i) and h_b(i) over the batch), so text and image land in one space.
 
+Cross-modal projection. The input steps of each modality (centring, PCA) and its trained head
+h_m are exported as `projection` (mmrec/models/projection.py) and saved with the model, so a
+query vector of one modality can be placed in the joint space and matched against the other
+modality's item vectors (cross-modal search, mmrec/search.py).
+
 Cold items. Items without training interactions have an untrained ID embedding; it is zeroed at
 export (and, with `id_dropout`, randomly dropped for warm items while training, DropoutNet-style)
 so cold items are ranked by their content alone, which the towers learned on warm items.
@@ -30,7 +35,7 @@ fold-in and distributed training work as for every factor model.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -40,7 +45,8 @@ from mmrec.constants import SEED
 from mmrec.data.interactions import Interactions
 from mmrec.errors import ModelError
 from mmrec.models.bpr import l2_penalty
-from mmrec.models.item_features import centred_unit, check_modalities, modality_mask, pca_reduce
+from mmrec.models.item_features import centred_unit, check_modalities, modality_mask, pca_basis
+from mmrec.models.projection import CrossModalProjection, ModalityProjection
 from mmrec.models.registry import register_model
 from mmrec.models.training import FactorModel, check_positive
 
@@ -153,6 +159,9 @@ class TwoTower(FactorModel):
         self.sparse_updates = bool(sparse_updates)
         self.init_std, self.seed, self.device = float(init_std), int(seed), str(device)
         self.item_parts: dict[str, np.ndarray] = {}  # source ("id" or modality) -> (n_items, dim)
+        #: the frozen per-modality path into the joint space (set by fit/load; see `projection`)
+        self.projection: CrossModalProjection | None = None
+        self._inputs: dict[str, tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]] = {}
         self._feats: list[np.ndarray] = []
         self._masks: list[np.ndarray] = []
         self._t: dict[str, torch.Tensor] = {}
@@ -166,7 +175,7 @@ class TwoTower(FactorModel):
 
     # -- training -----------------------------------------------------------------------------
     def _fit(self, train: Interactions, valid: sp.csr_matrix | None) -> None:
-        self._feats, self._masks = [], []
+        self._feats, self._masks, self._inputs = [], [], {}
         for modality in self.modalities:
             matrix = train.require(modality)
             if matrix.shape[0] != train.n_items:
@@ -174,13 +183,22 @@ class TwoTower(FactorModel):
             mask = modality_mask(train, modality)
             if not mask.any():
                 raise ModelError(f"two_tower: no item has a {modality} vector; drop {modality!r} from modalities")
-            self._feats.append(pca_reduce(centred_unit(matrix, mask), mask, self.input_dim))
+            unit = centred_unit(matrix, mask)
+            basis = pca_basis(unit, mask, self.input_dim)
+            reduced = unit
+            if basis is not None:
+                reduced = np.zeros((unit.shape[0], self.input_dim), np.float32)
+                reduced[mask] = ((unit[mask].astype(np.float64) - basis[0]) @ basis[1]).astype(np.float32)
+            # the input steps, kept so `projection` can replay them on a query vector
+            self._inputs[modality] = (np.asarray(matrix, np.float32)[mask].mean(axis=0), basis)
+            self._feats.append(reduced)
             self._masks.append(mask)
         try:
             super()._fit(train, valid)
         finally:
             self._feats, self._masks, self._t, self._gen, self._hist = [], [], {}, None, None
             self._hist_table = None
+            self._inputs = {}
 
     def _epoch_start(self, epoch: int) -> None:
         if self.use_history and self.history_cache:
@@ -410,6 +428,36 @@ class TwoTower(FactorModel):
 
         self.user_factors, self.item_factors = host(users), host(items)  # type: ignore[arg-type]
         self.item_parts = {s: host(t) for s, t in parts.items()}
+        self.projection = self._export_projection(host)
+
+    def _export_projection(self, host: Callable[[torch.Tensor], np.ndarray]) -> CrossModalProjection | None:
+        """The input steps and current head weights of every modality, with the items placed.
+
+        The items' joint vectors are the heads' outputs on the training features (exactly what
+        the alignment term compared), L2-normalised; rows of items without the modality are 0.
+        """
+        import torch
+
+        if not self._inputs:  # a distributed trainer or a test calling _export without _fit
+            return None
+        p = self._params
+        mods: dict[str, ModalityProjection] = {}
+        with torch.no_grad():
+            src = self._tower_sources(None, train=False)
+        vectors, masks = {}, {}
+        for m, mask in zip(self.modalities, self._masks, strict=True):
+            mean, basis = self._inputs[m]
+            mods[m] = ModalityProjection(
+                mean=mean, pca_mean=None if basis is None else basis[0], components=None if basis is None else basis[1],
+                w1=host(p[f"w1_{m}"]), b1=host(p[f"b1_{m}"]),
+                w2=host(p[f"w2_{m}"]) if self.hidden else None, b2=host(p[f"b2_{m}"]) if self.hidden else None,
+            )
+            h = host(src[m])
+            h[~mask] = 0.0
+            norms = np.linalg.norm(h, axis=1, keepdims=True)
+            vectors[m] = np.divide(h, norms, out=np.zeros_like(h), where=norms > 1e-12)
+            masks[m] = mask.copy()
+        return CrossModalProjection(mods, vectors, masks)
 
     def _score_history(self, rows: sp.csr_matrix) -> np.ndarray:
         """A user known only by a few items: the history half of the user tower (no ID part)."""
@@ -430,8 +478,10 @@ class TwoTower(FactorModel):
         return parts
 
     def _state(self) -> dict[str, np.ndarray]:
-        return {**super()._state(), **{f"part_{s}": v for s, v in self.item_parts.items()}}
+        projection = self.projection.state() if self.projection is not None else {}
+        return {**super()._state(), **{f"part_{s}": v for s, v in self.item_parts.items()}, **projection}
 
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
         super()._load_state(state)
         self.item_parts = {k[len("part_") :]: np.asarray(v, np.float32) for k, v in state.items() if k.startswith("part_")}
+        self.projection = CrossModalProjection.from_state(state)  # None for a model saved before it existed

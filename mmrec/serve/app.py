@@ -76,7 +76,8 @@ def scrub(message: str) -> str:
 
 
 def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll: bool = True,
-               overview: ModelsOverview | None = None, events: Any = None) -> Any:
+               overview: ModelsOverview | None = None, events: Any = None,
+               search_encoders: Any = None) -> Any:
     """The API over `holder`'s states.
 
     Args:
@@ -87,6 +88,8 @@ def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll:
             page says none is configured.
         events: an `EventsRuntime` (mmrec/serve/realtime.py): adds `POST /events` and real-time
             recommendations for users with recent events; None: neither.
+        search_encoders: the dataset's query encoders (`mmrec.search.QueryEncoders`) for /search;
+            None answers its requests with 503.
     """
     from fastapi import FastAPI, Path, Query, Request
     from fastapi.exceptions import RequestValidationError
@@ -94,6 +97,8 @@ def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll:
     from fastapi.staticfiles import StaticFiles
     from pydantic import AfterValidator
     from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    from mmrec.serve.search_api import search_body_limit, search_router
 
     settings = settings or ServeSettings.from_env()
 
@@ -124,7 +129,7 @@ def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll:
     app.add_middleware(BrowserGuards, allowed_hosts=settings.allowed_hosts, api_key_set=settings.api_key is not None,
                        open_path=is_open)
     app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes, log_key=settings.log_key,
-                       api_key=settings.api_key)
+                       api_key=settings.api_key, body_limits=search_body_limit())
 
     # -- errors -----------------------------------------------------------------------------
     def error(status: int, code: str, detail: Any, **extra: Any) -> JSONResponse:
@@ -328,6 +333,8 @@ def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll:
         response = Response(status_code=204)
         response.delete_cookie(API_KEY_COOKIE, path="/", httponly=True, samesite="strict")
         return response
+
+    app.include_router(search_router(holder, settings, search_encoders, scrub))  # GET/POST /search (search_api.py)
 
     # -- the web pages -----------------------------------------------------------------------
     app.include_router(models_router(overview, scrub))  # /models and its data (models_api.py)

@@ -8,7 +8,8 @@ and, through DNS rebinding, read its answers under its own host name. So:
   no cookie for its own origin). Probes (/health, /ready) are exempt: orchestrators call them
   by pod IP;
 - requests that change state (POST, PUT, PATCH, DELETE) need `Content-Type: application/json`
-  or the `X-API-Key` header, neither of which a cross-site form can send;
+  (or an `image/*` upload, for `POST /search`) or the `X-API-Key` header, none of which a
+  cross-site form can send;
 - HEAD is answered for every GET route (the headers of the GET, no body);
 - with an API key, every protected answer is `Cache-Control: private`, so a shared cache never
   hands one user's (or the key holder's) responses to another;
@@ -53,8 +54,11 @@ def host_allowed(name: str, allowed: Iterable[str]) -> bool:
 
 
 def _is_json(content_type: bytes) -> bool:
+    """JSON, or an image upload (`POST /search`): neither is a simple content type, so a cross-site
+    page cannot send them without a CORS preflight, which this server never grants."""
     media = content_type.split(b";", 1)[0].strip().lower()
-    return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
+    return (media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
+            or media.startswith(b"image/"))
 
 
 class BrowserGuards:

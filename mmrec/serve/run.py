@@ -28,6 +28,7 @@ def build_app(ctx: StageContext, profile: str | None = None, alias: str = "champ
     Raises:
         MMRecError: no champion, no online store, no warehouse (the message names the fix).
     """
+    from mmrec.search import QueryEncoders
     from mmrec.serve.app import create_app
     from mmrec.serve.loader import ChampionSource
     from mmrec.serve.overview import ModelsOverview
@@ -41,7 +42,8 @@ def build_app(ctx: StageContext, profile: str | None = None, alias: str = "champ
     result = holder.reload()
     if holder.state is None:
         raise MMRecError(f"cannot start serving {ctx.spec.name!r}: {result.error}")
-    return create_app(holder, settings, overview=ModelsOverview.from_context(ctx), events=events_runtime(ctx))
+    return create_app(holder, settings, overview=ModelsOverview.from_context(ctx), events=events_runtime(ctx),
+                      search_encoders=QueryEncoders(ctx.params.extract))
 
 
 def events_runtime(ctx: StageContext) -> Any:
