@@ -79,7 +79,8 @@ class MMGraph(LightGCN):
         knn_k: neighbours per item in each modality graph.
         item_weight: alpha, the weight of the item-graph term.
         dim, n_layers, lr, reg, batch_size, max_epochs, eval_every, patience, min_epochs, init_std, seed,
-            device: as in `LightGCN`.
+            device, propagation, walks, refresh_every: as in `LightGCN` (the item-graph term is
+            computed for the batch's items in every mode).
 
     Users without training interactions are scored by popularity.
 
@@ -107,9 +108,12 @@ class MMGraph(LightGCN):
         seed: int = SEED,
         device: str = "cpu",
         min_epochs: int = 0,
+        propagation: str = "auto",
+        walks: int = 8,
+        refresh_every: int = 0,
     ) -> None:
         super().__init__(dim, n_layers, lr, reg, batch_size, max_epochs, eval_every, patience, init_std, seed, device,
-                         min_epochs=min_epochs)
+                         min_epochs=min_epochs, propagation=propagation, walks=walks, refresh_every=refresh_every)
         self.modalities = list(check_modalities(self.name, modalities))
         self.weights = check_weights(self.name, weights, self.modalities)
         check_positive(knn_k=knn_k)
@@ -172,6 +176,19 @@ class MMGraph(LightGCN):
         mask = torch.cat([torch.ones(self._n_users, device=ego.device), self._warm_t])[:, None]
         return ego * mask
 
+    def _ego(self) -> torch.Tensor:
+        return self._masked_ego()
+
+    def _ego_rows(self, index: torch.Tensor) -> torch.Tensor:
+        """Rows of the masked ego table without building it (a cold item's row is zero)."""
+        import torch
+
+        assert self._warm_t is not None
+        rows = self._rows("ego", index)
+        item = index - self._n_users
+        keep = torch.where(item >= 0, self._warm_t[item.clamp(min=0)], torch.ones_like(item, dtype=rows.dtype))
+        return rows * keep[:, None]
+
     def _parts(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(users, {"collaborative": LightGCN item term, modality: its item-graph term})."""
         import torch
@@ -185,28 +202,36 @@ class MMGraph(LightGCN):
             parts[m] = self.item_weight * torch.sparse.mm(g, item_ego)
         return emb[:n_u], parts
 
+    def _item_graph_rows(self, items: torch.Tensor) -> torch.Tensor:
+        """alpha * sum_m (S_m E)_i for the given items: their rows of S times the ego rows they name.
+
+        The batch's 2B x k graph entries are gathered through the row lookup (sparse gradients
+        while sampling) instead of S @ E over the catalogue (n_items x k) in every batch. S's
+        columns are warm items, whose ego rows are unmasked.
+        """
+        import torch
+
+        out = torch.zeros(items.shape[0], self.dim, device=items.device)
+        rows = items.cpu().numpy()
+        for g in self._graphs.values():
+            sub = g[rows]
+            if not sub.nnz:
+                continue
+            at = torch.from_numpy(np.repeat(np.arange(len(rows)), np.diff(sub.indptr))).to(items.device)
+            cols = torch.from_numpy(sub.indices.astype(np.int64)).to(items.device)
+            vals = torch.from_numpy(sub.data.astype(np.float32)).to(items.device)
+            out = out.index_add(0, at, self._rows("ego", cols + self._n_users) * vals[:, None])
+        return self.item_weight * out
+
     def _batch_loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         import torch
 
         b = users.shape[0]
-        n_u = self._n_users
-        ego = self._masked_ego()
-        emb = self._propagate(ego)
-        need = torch.cat([pos, neg])
-        items = emb[n_u:][need]
-        # the item-graph term only for the batch's items: rows of S (2B x k entries) times the
-        # ego table, instead of S @ E over the whole catalogue (n_items x k) in every batch
-        rows = need.cpu().numpy()
-        for g in self._graphs.values():
-            sub = g[rows].tocoo()
-            s_rows = torch.sparse_coo_tensor(
-                torch.from_numpy(np.vstack([sub.row, sub.col]).astype(np.int64)), torch.from_numpy(sub.data),
-                size=sub.shape, device=ego.device, check_invariants=False,
-            )
-            items = items + self.item_weight * torch.sparse.mm(s_rows, ego[n_u:])
-        loss = bpr_loss(emb[:n_u][users], items[:b], items[b:])
         idx = torch.cat([users, pos + self._n_users, neg + self._n_users])
-        return loss + self.reg * l2_penalty(self._params["ego"][idx], b)
+        rows = self._final_rows(idx)  # LightGCN term: full propagation or the sampled estimator
+        items = rows[b:] + self._item_graph_rows(torch.cat([pos, neg]))
+        loss = bpr_loss(rows[:b], items[:b], items[b:])
+        return loss + self.reg * l2_penalty(self._rows("ego", idx), b)
 
     def _factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         u, parts = self._parts()

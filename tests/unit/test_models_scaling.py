@@ -150,3 +150,89 @@ def test_training_moves_batches_with_the_runtime_copy(monkeypatch) -> None:
     with pytest.raises(ModelError, match="bad device"):
         create_model("bpr", dim=4, max_epochs=1, device="cuda:0").fit(train)
 
+
+
+def test_random_walks_estimate_the_propagated_layers() -> None:
+    from mmrec.models.lightgcn import normalized_adjacency, random_walks
+
+    train = wide_catalogue(n_items=40, n_users=30, per_user=6)
+    adj = normalized_adjacency(train.matrix)
+    value = np.random.default_rng(1).normal(size=(adj.shape[0], 3))
+    nodes = np.array([0, 7, 30 + 5, adj.shape[0] - 1])
+    positions, weights = random_walks(adj, nodes, 20_000, 2, np.random.default_rng(0))
+    dense = adj.toarray()
+    for hop in range(2):
+        est = (weights[hop][:, None] * value[positions[hop]]).reshape(len(nodes), 20_000, 3).mean(axis=1)
+        exact = (np.linalg.matrix_power(dense, hop + 1) @ value)[nodes]
+        np.testing.assert_allclose(est, exact, atol=0.05)
+    # a node without edges contributes nothing (weight 0), it does not walk off the graph
+    isolated = np.flatnonzero(np.diff(adj.indptr) == 0)
+    if len(isolated):
+        _, w = random_walks(adj, isolated[:1], 5, 2, np.random.default_rng(0))
+        assert not w.any()
+
+
+def _built(name: str, train: Interactions, **params):
+    import torch
+
+    model = create_model(name, dim=8, **params)
+    if name == "mm_graph":
+        model._graphs = model.item_graphs(train)
+    model._params = model._build(sp.csr_matrix(train.matrix), torch.Generator().manual_seed(0), torch.device("cpu"))
+    return model
+
+
+@pytest.mark.parametrize("name", ["lightgcn", "mm_graph"])
+def test_sampled_propagation_is_exact_after_a_refresh_and_unbiased_after(name) -> None:
+    import torch
+
+    train = wide_catalogue(n_items=300, n_users=80, per_user=8)
+    extra = {"modalities": ["text", "image"], "knn_k": 4} if name == "mm_graph" else {}
+    model = _built(name, train, propagation="sampled", walks=16, refresh_every=10**6, **extra)
+    assert model._sampled and model.sparse_tables == ("ego",)
+    idx = torch.tensor([0, 5, 79, 80 + 3, 80 + 200, 80 + 299])
+    with torch.no_grad():
+        exact = model._propagate(model._ego())[idx]
+        np.testing.assert_allclose(model._final_rows(idx).numpy(), exact.numpy(), atol=1e-6)
+        model._params["ego"].add_(0.1 * torch.randn(model._params["ego"].shape, generator=torch.Generator().manual_seed(2)))
+        drifted = model._propagate(model._ego())[idx]
+        est = torch.stack([model._final_rows(idx) for _ in range(300)]).mean(0)
+    assert float((est - drifted).abs().max()) < 0.1 * float((exact - drifted).abs().max())  # far closer than stale
+
+
+def test_sampled_steps_touch_the_batch_rows_and_refresh_at_the_set_pace(monkeypatch) -> None:
+
+    train = wide_catalogue(n_items=3000, n_users=60, per_user=5)
+    model = create_model("lightgcn", dim=8, batch_size=16, max_epochs=2, propagation="sampled", walks=2,
+                         refresh_every=4)
+    refreshes: list[int] = []
+    grads: list[tuple[bool, int]] = []  # (sparse?, distinct rows) of each step's ego gradient
+    original_refresh = type(model)._refresh_snapshot
+
+    def counting_refresh(self):
+        if not refreshes:  # first step: watch the ego table's gradients from now on
+            self._params["ego"].register_hook(
+                lambda g: grads.append((g.is_sparse, int(g.coalesce().indices().unique().numel()))))
+        refreshes.append(self._step)
+        original_refresh(self)
+
+    monkeypatch.setattr(type(model), "_refresh_snapshot", counting_refresh)
+    model.fit(train)
+    steps = 2 * int(np.ceil(train.nnz / 16))
+    assert refreshes == list(range(0, steps, 4))  # one full propagation per 4 steps, not per step
+    # each step's gradient is sparse, on the batch's nodes and their walks' only (3 x 16 + 3 x 16 x 2 x 2)
+    assert len(grads) == steps and all(sparse for sparse, _ in grads)
+    assert max(rows for _, rows in grads) <= 3 * 16 * (1 + 2 * 2) < train.n_users + train.n_items
+
+
+def test_auto_propagation_samples_only_large_graphs() -> None:
+    from mmrec.models.lightgcn import AUTO_SAMPLED_RATIO
+
+    model = create_model("lightgcn", batch_size=100, walks=4)
+    limit = int(AUTO_SAMPLED_RATIO * 3 * 100 * 4)
+    assert not model.uses_sampling(limit) and model.uses_sampling(limit + 1)
+    assert not create_model("lightgcn", propagation="full").uses_sampling(10**9)
+    assert create_model("lightgcn", propagation="sampled").uses_sampling(10)
+    assert not create_model("lightgcn", propagation="sampled", n_layers=0).uses_sampling(10)  # nothing to propagate
+    with pytest.raises(ModelError, match="propagation must be one of"):
+        create_model("lightgcn", propagation="walk")
