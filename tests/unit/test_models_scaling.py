@@ -15,7 +15,7 @@ from mmrec.data.interactions import Interactions
 from mmrec.errors import ModelError
 from mmrec.models import content_knn as content_knn_module
 from mmrec.models import create_model
-from mmrec.models.features import with_features
+from mmrec.models.features import modality_mask, with_features
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -236,3 +236,61 @@ def test_auto_propagation_samples_only_large_graphs() -> None:
     assert not create_model("lightgcn", propagation="sampled", n_layers=0).uses_sampling(10)  # nothing to propagate
     with pytest.raises(ModelError, match="propagation must be one of"):
         create_model("lightgcn", propagation="walk")
+
+
+def test_content_knn_hnsw_keeps_exact_values_and_finds_the_exact_neighbours(monkeypatch) -> None:
+    from mmrec.models import neighbours
+    from mmrec.models.neighbours import use_hnsw
+
+    assert use_hnsw("auto", neighbours.ANN_MIN_ITEMS) and not use_hnsw("auto", neighbours.ANN_MIN_ITEMS - 1)
+    calls: list[int] = []
+    original = neighbours.hnsw_candidates
+    monkeypatch.setattr(neighbours, "hnsw_candidates", lambda b, q, n: calls.append(len(b)) or original(b, q, n))
+    monkeypatch.setattr(neighbours, "ANN_MIN_ITEMS", 100)  # every modality group gets an HNSW index
+    train = wide_catalogue(n_items=1500)
+    exact = create_model("content_knn", modalities=["text", "image"], k=10, search="exact").fit(train)
+    approx = create_model("content_knn", modalities=["text", "image"], k=10, search="hnsw").fit(train)
+    assert not exact.neighbour_search.approximate and approx.neighbour_search.approximate
+    a, e = approx.similarity, exact.similarity
+    assert a.nnz <= 1500 * 10 and not a.diagonal().any()
+    # every kept value is the exact fused similarity of its pair (only the choice is approximate)
+    rows, cols = a.nonzero()
+    np.testing.assert_allclose(np.asarray(a[rows, cols]).ravel(), _dense_fused(train)[rows, cols], rtol=1e-4, atol=1e-5)
+    overlap = sum(len(set(a[i].indices) & set(e[i].indices)) for i in range(1500)) / e.nnz
+    assert overlap > 0.9 and abs(approx.neighbour_search.recall - overlap) < 0.1
+    assert approx.neighbour_search.sample == 200
+    # one index per set of modalities present: text + image items, and text-only (no poster) items
+    assert sorted(calls) == sorted([int(modality_mask(train, "image").sum()), int((~modality_mask(train, "image")).sum())])
+    with pytest.raises(ModelError, match="neighbour search must be one of"):
+        create_model("content_knn", search="annoy")
+
+
+def _dense_fused(train: Interactions) -> np.ndarray:
+    from mmrec.models.content_knn import fused_rows
+    from mmrec.models.features import centred_unit
+
+    blocks = [(centred_unit(train.require(m), modality_mask(train, m)), modality_mask(train, m), 1.0)
+              for m in ("text", "image")]
+    return fused_rows(blocks, np.arange(train.n_items))
+
+
+def test_mm_graph_hnsw_item_graph_matches_the_exact_graph(monkeypatch) -> None:
+    from mmrec.models import neighbours
+    from mmrec.models.features import centred_unit
+    from mmrec.models.mm_graph import knn_item_graph
+
+    monkeypatch.setattr(neighbours, "ANN_MIN_ITEMS", 100)
+
+    train = wide_catalogue(n_items=1500)
+    mask = modality_mask(train, "image")
+    feats = centred_unit(train.require("image"), mask)
+    warm = np.diff(sp.csc_matrix(train.matrix).indptr) > 0
+    warm[::3] = True  # more warm columns than the 60 users touch
+    exact = knn_item_graph(feats, mask, warm, 5, search="exact")
+    approx = knn_item_graph(feats, mask, warm, 5, search="hnsw")
+    assert set(approx.indices) <= set(np.flatnonzero(warm & mask)) and not approx.diagonal().any()
+    sums = np.asarray(approx.sum(axis=1)).ravel()
+    np.testing.assert_allclose(sums[sums > 0], 1.0, rtol=1e-5)
+    assert not sums[~mask].any()  # no image, no edges in the image graph
+    overlap = sum(len(set(approx[i].indices) & set(exact[i].indices)) for i in range(1500)) / exact.nnz
+    assert overlap > 0.9
