@@ -122,7 +122,9 @@ def approximate_fused_knn(
     n = blocks[0][0].shape[0]
     joint = np.concatenate([np.sqrt(w) * x for x, _, w in blocks], axis=1).astype(np.float32)
     widths = np.cumsum([0] + [x.shape[1] for x, _, _ in blocks])
-    pattern = sum(mask.astype(np.int64) << b for b, (_, mask, _) in enumerate(blocks))
+    pattern = np.zeros(n, np.int64)  # bit b: the item has modality b
+    for b, (_, mask, _) in enumerate(blocks):
+        pattern |= mask.astype(np.int64) << b
     queries = np.flatnonzero(pattern > 0)  # an item with no vector at all has no neighbours
     n_cand = int(np.ceil(CANDIDATE_FACTOR * k)) + 1  # + 1: the item itself may come back first
     found = []
