@@ -25,7 +25,8 @@ unbiased in between; the gradient with respect to E is unbiased (its expectation
 full-graph gradient's A_hat^l-transposed sum) and touches only the batch's nodes and the walks'
 nodes, so the ego table trains with sparse gradients and lazy Adam. A step costs
 O(batch x walks x K x d) and the refreshes are spaced so that they cost no more than the steps:
-an epoch is O(interactions + edges).
+an epoch is O(interactions + edges). Its constant is high (a walk row costs far more CPU than
+an edge of the CSR product), so `auto` samples only from ~4M edges (`AUTO_SAMPLED_RATIO`).
 """
 
 from __future__ import annotations
@@ -109,9 +110,12 @@ def _symmetric_spmm() -> Any:
 
 #: propagation modes: the whole graph every step, or the batch's nodes with sampled walks
 PROPAGATIONS = ("auto", "full", "sampled")
-#: `auto` samples once a full propagation costs more than this many steps' walks (below it the
-#: exact full-graph step is as cheap and has no sampling noise)
-AUTO_SAMPLED_RATIO = 2.0
+#: `auto` samples once the graph's stored edges exceed this many times a step's walk rows
+#: (3 x batch x walks). Calibrated on benchmarks/scaling.py's full grid (CPU, one thread): a
+#: walk row (gather, sparse backward, lazy Adam) costs far more than an edge of the CSR
+#: product, so the sampled step (0.25-0.5 CPU-s at batch 4096, walks 8) was 5x slower than the
+#: exact step at 360k edges and ~3x slower at 1.44M; the crossover is near 4M edges, ~40x.
+AUTO_SAMPLED_RATIO = 40.0
 
 
 def random_walks(
@@ -162,8 +166,8 @@ class LightGCN(FactorModel):
         propagation: "full" propagates the whole graph every step (exact, O(edges) per step);
             "sampled" computes only the batch's nodes with control variates and random walks
             (module docstring; O(batch x walks) per step, so an epoch is linear in the data);
-            "auto" samples when one full propagation costs more than `AUTO_SAMPLED_RATIO`
-            steps' walks (edges > ratio x 3 x batch_size x walks), i.e. on large graphs only.
+            "auto" samples when edges > `AUTO_SAMPLED_RATIO` x 3 x batch_size x walks (about
+            4M stored edges at the defaults, where the sampled step became the cheaper one).
         walks: random walks per batch node and step ("sampled").
         refresh_every: steps between refreshes of the propagated snapshot ("sampled"); 0 spaces
             them so that their cost matches the steps' (edges / (3 x batch_size x walks)).
