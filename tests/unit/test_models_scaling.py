@@ -15,7 +15,7 @@ from mmrec.data.interactions import Interactions
 from mmrec.errors import ModelError
 from mmrec.models import content_knn as content_knn_module
 from mmrec.models import create_model
-from mmrec.models.features import modality_mask, with_features
+from mmrec.models.item_features import modality_mask, with_features
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -68,7 +68,7 @@ def test_two_tower_batch_vectors_equal_the_full_table_computation() -> None:
                          max_epochs=1, history_cache=False)
     model.fit(train)
     # rebuild the training state (fit frees it) and compare one batch both ways
-    from mmrec.models.features import centred_unit, modality_mask
+    from mmrec.models.item_features import centred_unit, modality_mask
 
     model._feats = [centred_unit(train.require(m), modality_mask(train, m)) for m in model.modalities]
     model._masks = [modality_mask(train, m) for m in model.modalities]
@@ -267,7 +267,7 @@ def test_content_knn_hnsw_keeps_exact_values_and_finds_the_exact_neighbours(monk
 
 def _dense_fused(train: Interactions) -> np.ndarray:
     from mmrec.models.content_knn import fused_rows
-    from mmrec.models.features import centred_unit
+    from mmrec.models.item_features import centred_unit
 
     blocks = [(centred_unit(train.require(m), modality_mask(train, m)), modality_mask(train, m), 1.0)
               for m in ("text", "image")]
@@ -276,7 +276,7 @@ def _dense_fused(train: Interactions) -> np.ndarray:
 
 def test_mm_graph_hnsw_item_graph_matches_the_exact_graph(monkeypatch) -> None:
     from mmrec.models import neighbours
-    from mmrec.models.features import centred_unit
+    from mmrec.models.item_features import centred_unit
     from mmrec.models.mm_graph import knn_item_graph
 
     monkeypatch.setattr(neighbours, "ANN_MIN_ITEMS", 100)
