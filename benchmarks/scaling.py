@@ -179,6 +179,11 @@ def time_model(name: str, shop: dict[str, Any], epochs: int) -> dict[str, Any]:
     out = {"s_per_epoch": best, "fit_wall_s": fit_s, "peak_rss_mb": peak}
     if name == "two_tower" and model is not None:
         out["tower_rows_last_batch"] = int(getattr(model, "last_tower_rows", 0))
+    search = getattr(model, "neighbour_search", None)
+    if search is not None:  # content_knn: how its neighbours were found, and their sampled recall
+        out["neighbours"] = {"approximate": search.approximate, "recall": search.recall, "sample": search.sample}
+    if name in ("lightgcn", "mm_graph") and model is not None:
+        out["propagation"] = "sampled" if model.uses_sampling(2 * int(shop["train"].nnz)) else "full"
     return out
 
 
@@ -301,6 +306,14 @@ def main(argv: list[str] | None = None) -> int:
         results["models"][name] = {"sizes": rows, "exponent_interactions": e_inter, "exponent_items": e_items}
         print(f"{name:<16} " + " ".join(f"{rows[lab]['s_per_epoch']:>14.4f} {rows[lab]['peak_rss_mb']:>6.0f}"
                                         for *_, lab in sizes) + f" {e_inter:>9.2f} {e_items:>9.2f}", flush=True)
+        if name == "content_knn":
+            print("  content_knn neighbours: " + ", ".join(
+                f"{lab}: " + ("HNSW, recall {:.3f} on {} sampled items".format(rows[lab]["neighbours"]["recall"],
+                                                                          rows[lab]["neighbours"]["sample"])
+                              if rows[lab]["neighbours"]["approximate"] else "exact") for *_, lab in sizes), flush=True)
+        if name in ("lightgcn", "mm_graph"):
+            print(f"  {name} propagation: " + ", ".join(f"{lab}: {rows[lab]['propagation']}" for *_, lab in sizes),
+                  flush=True)
         if name == "two_tower":
             print("  two_tower item-tower rows in the last (partial) batch, duplicates counted: "
                   + ", ".join(f"{lab}: {rows[lab].get('tower_rows_last_batch')} of {n} items" for n, _, lab in sizes))

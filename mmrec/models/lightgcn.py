@@ -5,15 +5,34 @@ symmetrically normalised bipartite adjacency A_hat = D^-1/2 A D^-1/2 (no weights
 non-linearity), and the final representation is the mean of E0..EK. Trained with the BPR loss
 plus L2 on the batch's ego (layer-0) embeddings.
 
-Speed: A_hat is built once per fit as a torch sparse CSR tensor; each step propagates the full
-graph once (the standard formulation). A_hat is symmetric, so the backward pass of A_hat @ X is
-A_hat @ grad: a custom autograd function reuses the same CSR tensor instead of letting torch
-transpose it at every step.
+Speed: A_hat is built once per fit as a torch sparse CSR tensor. On a small graph each step
+propagates the full graph once (the standard formulation; `propagation: full`). A_hat is
+symmetric, so the backward pass of A_hat @ X is A_hat @ grad: a custom autograd function reuses
+the same CSR tensor instead of letting torch transpose it at every step.
+
+That costs (interactions / batch) x edges per epoch: quadratic in the data at a fixed batch
+size. On a large graph (`propagation: auto` decides by size, or `sampled`) a step computes only
+the batch's nodes, with the control-variate estimator of VR-GCN (Chen, Zhu & Song, ICML 2018)
+and random-walk samples of the layers:
+
+    F_v = (E_v + H_v + sum_l mean_walks w_l (E - E~)[x_l]) / (K + 1),   H = sum_l A_hat^l E~
+
+E~ is a snapshot of the ego table and H its exact propagation, refreshed every few steps (one
+full propagation per refresh, without gradient); x_l is the l-th node of a random walk from v
+(uniform neighbour at each hop) and w_l = prod over its hops of A_hat[x, y] * deg(x), so
+E[w_l (E - E~)[x_l]] = (A_hat^l (E - E~))_v. The forward is exact right after a refresh and
+unbiased in between; the gradient with respect to E is unbiased (its expectation is the
+full-graph gradient's A_hat^l-transposed sum) and touches only the batch's nodes and the walks'
+nodes, so the ego table trains with sparse gradients and lazy Adam. A step costs
+O(batch x walks x K x d) and the refreshes are spaced so that they cost no more than the steps:
+an epoch is O(interactions + edges). Its constant is high (a walk row costs far more CPU than
+an edge of the CSR product), so `auto` samples only from ~4M edges (`AUTO_SAMPLED_RATIO`).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -89,6 +108,46 @@ def _symmetric_spmm() -> Any:
     return SymmetricSpMM
 
 
+#: propagation modes: the whole graph every step, or the batch's nodes with sampled walks
+PROPAGATIONS = ("auto", "full", "sampled")
+#: `auto` samples once the graph's stored edges exceed this many times a step's walk rows
+#: (3 x batch x walks). Calibrated on benchmarks/scaling.py's full grid (CPU, one thread): a
+#: walk row (gather, sparse backward, lazy Adam) costs far more than an edge of the CSR
+#: product, so the sampled step (0.25-0.5 CPU-s at batch 4096, walks 8) was 5x slower than the
+#: exact step at 360k edges and ~3x slower at 1.44M; the crossover is near 4M edges, ~40x.
+AUTO_SAMPLED_RATIO = 40.0
+
+
+def random_walks(
+    adj: sp.csr_matrix, nodes: np.ndarray, walks: int, length: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """`walks` random walks of `length` hops from each node, with their importance weights.
+
+    Each hop moves to a uniform random neighbour y of x and multiplies the weight by
+    A[x, y] * deg(x), so weight * value[node at hop l] is an unbiased estimate of
+    (A^l value)[start]. A node without neighbours ends the walk's contribution (weight 0).
+
+    Returns:
+        (positions, weights), each (length, len(nodes) * walks): hop l of walk j from node i
+        at column i * walks + j.
+    """
+    indptr, indices, data = adj.indptr, adj.indices, adj.data
+    x = np.repeat(np.asarray(nodes, np.int64), walks)
+    w = np.ones(len(x), np.float32)
+    positions = np.empty((length, len(x)), np.int64)
+    weights = np.empty((length, len(x)), np.float32)
+    for hop in range(length):
+        start = indptr[x]
+        deg = indptr[x + 1] - start
+        edge = start + (rng.random(len(x)) * deg).astype(np.int64)
+        alive = deg > 0
+        edge = np.where(alive, edge, 0)  # any valid slot; its weight is zeroed below
+        w = w * np.where(alive, data[edge] * deg, 0.0).astype(np.float32)
+        x = np.where(alive, indices[edge], x)
+        positions[hop], weights[hop] = x, w
+    return positions, weights
+
+
 @register_model
 class LightGCN(FactorModel):
     """LightGCN in torch with Adam, early stopping on validation Recall@20.
@@ -104,6 +163,14 @@ class LightGCN(FactorModel):
         init_std: standard deviation of the normal initialisation of the ego embeddings.
         seed: seeds initialisation, shuffling and negative sampling (same seed, same model on CPU).
         device: torch device to train on; the propagated embeddings are cached for scoring.
+        propagation: "full" propagates the whole graph every step (exact, O(edges) per step);
+            "sampled" computes only the batch's nodes with control variates and random walks
+            (module docstring; O(batch x walks) per step, so an epoch is linear in the data);
+            "auto" samples when edges > `AUTO_SAMPLED_RATIO` x 3 x batch_size x walks (about
+            4M stored edges at the defaults, where the sampled step became the cheaper one).
+        walks: random walks per batch node and step ("sampled").
+        refresh_every: steps between refreshes of the propagated snapshot ("sampled"); 0 spaces
+            them so that their cost matches the steps' (edges / (3 x batch_size x walks)).
 
     Users without training interactions are scored by popularity.
 
@@ -128,11 +195,21 @@ class LightGCN(FactorModel):
         seed: int = SEED,
         device: str = "cpu",
         min_epochs: int = 0,
+        propagation: str = "auto",
+        walks: int = 8,
+        refresh_every: int = 0,
     ) -> None:
         super().__init__()
-        check_positive(dim=dim, init_std=init_std)
+        check_positive(dim=dim, init_std=init_std, walks=walks)
         if n_layers < 0:
             raise ModelError(f"lightgcn: n_layers must be >= 0, got {n_layers}")
+        if propagation not in PROPAGATIONS:
+            raise ModelError(f"{self.name}: propagation must be one of {PROPAGATIONS}, got {propagation!r}")
+        if refresh_every < 0:
+            raise ModelError(f"{self.name}: refresh_every must be >= 0 (0: automatic), got {refresh_every}")
+        self.propagation = str(propagation)
+        self.walks = int(walks)
+        self.refresh_every = int(refresh_every)
         self.dim = int(dim)
         self.n_layers = int(n_layers)
         self.lr = float(lr)
@@ -148,6 +225,19 @@ class LightGCN(FactorModel):
         self._adj: torch.Tensor | None = None
         self._spmm: Any = None  # the autograd Function class, made on first fit
         self._n_users = 0
+        # sampled propagation: the adjacency (scipy, for walks), the snapshot E~ and H, the step
+        self._sampled = False
+        self._adj_np: sp.csr_matrix | None = None
+        self._snapshot: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._step = 0
+        self._refresh = 1
+        self._walk_rng = np.random.default_rng(self.seed)
+
+    def uses_sampling(self, n_edges: int) -> bool:
+        """Whether a fit on a graph of `n_edges` stored entries (both directions) samples."""
+        if self.propagation != "auto" or self.n_layers == 0:
+            return self.propagation == "sampled" and self.n_layers > 0
+        return n_edges > AUTO_SAMPLED_RATIO * 3 * self.batch_size * self.walks
 
     def _build(
         self, matrix: sp.csr_matrix, generator: torch.Generator, device: torch.device
@@ -156,10 +246,27 @@ class LightGCN(FactorModel):
 
         n_users, n_items = matrix.shape
         self._n_users = n_users
-        self._adj = to_torch_csr(normalized_adjacency(matrix), device)
+        adj = normalized_adjacency(matrix)
+        self._adj = to_torch_csr(adj, device)
         self._spmm = _symmetric_spmm()
+        self._sampled = self.uses_sampling(adj.nnz)
+        self._adj_np = adj if self._sampled else None
+        self._snapshot, self._step = None, 0
+        self._refresh = self.refresh_every or max(1, math.ceil(adj.nnz / (3 * self.batch_size * self.walks)))
+        self._walk_rng = np.random.default_rng(self.seed)
+        # sampled steps read the ego table by rows only: sparse gradients and lazy Adam (the
+        # FactorModel mechanism); an instance value, since the mode is decided per training set
+        vars(self)["sparse_tables"] = ("ego",) if self._sampled else ()
         ego = torch.randn(n_users + n_items, self.dim, generator=generator) * self.init_std
         return {"ego": ego.to(device).requires_grad_()}
+
+    def _ego(self) -> torch.Tensor:
+        """The ego table propagation starts from (the parameters; subclasses may mask rows)."""
+        return self._params["ego"]
+
+    def _ego_rows(self, index: torch.Tensor) -> torch.Tensor:
+        """Rows of `_ego()` through the (sparse-gradient while sampling) row lookup."""
+        return self._rows("ego", index)
 
     def _propagate(self, ego: torch.Tensor | None = None) -> torch.Tensor:
         """Mean of the layer embeddings, (n_users + n_items, dim), from `ego` (default: the parameters)."""
@@ -171,15 +278,54 @@ class LightGCN(FactorModel):
             total = total + x
         return total / (self.n_layers + 1)
 
+    def _refresh_snapshot(self) -> None:
+        """E~ = the ego table now, H = sum_l A_hat^l E~ (one full propagation, no gradient)."""
+        import torch
+
+        assert self._adj is not None
+        with torch.no_grad():
+            ego = self._ego().detach().clone()
+            x, layers = ego, torch.zeros_like(ego)
+            for _ in range(self.n_layers):
+                x = self._adj @ x
+                layers += x
+        self._snapshot = (ego, layers)
+
+    def _sampled_rows(self, index: torch.Tensor) -> torch.Tensor:
+        """Final representations of nodes `index` by the control-variate walk estimator."""
+        import torch
+
+        assert self._adj_np is not None
+        if self._snapshot is None or self._step % self._refresh == 0:
+            self._refresh_snapshot()
+        assert self._snapshot is not None
+        self._step += 1
+        stale, layers = self._snapshot
+        nodes, inverse = torch.unique(index, return_inverse=True)
+        n, f, hops = int(nodes.shape[0]), self.walks, self.n_layers
+        positions, weights = random_walks(self._adj_np, nodes.cpu().numpy(), f, hops, self._walk_rng)
+        where = torch.from_numpy(positions.reshape(-1)).to(index.device)
+        rows = self._ego_rows(torch.cat([nodes, where]))  # (n + hops * n * f, d)
+        delta = (rows[n:] - stale[where]) * torch.from_numpy(weights.reshape(-1, 1)).to(rows.device)
+        walked = delta.view(hops, n, f, -1).sum(dim=(0, 2)) / f
+        final = (rows[:n] + layers[nodes] + walked) / (hops + 1)
+        return final[inverse]
+
+    def _final_rows(self, index: torch.Tensor) -> torch.Tensor:
+        """Final (propagated) representations of nodes `index`, (len(index), dim)."""
+        if self._sampled:
+            return self._sampled_rows(index)
+        return self._propagate(self._ego())[index]
+
     def _batch_loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         import torch
 
         b = users.shape[0]
         # one gather (and one scatter in backward) for users, positives and negatives together
         idx = torch.cat([users, pos + self._n_users, neg + self._n_users])  # (3B,)
-        rows = self._propagate()[idx]  # (3B, d)
+        rows = self._final_rows(idx)  # (3B, d)
         loss = bpr_loss(rows[:b], rows[b : 2 * b], rows[2 * b :])
-        return loss + self.reg * l2_penalty(self._params["ego"][idx], b)
+        return loss + self.reg * l2_penalty(self._rows("ego", idx), b)
 
     def _factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         emb = self._propagate()
@@ -189,4 +335,5 @@ class LightGCN(FactorModel):
         try:
             super()._fit(train, valid)
         finally:
-            self._adj = None  # the cached factors are all scoring needs
+            # the cached factors are all scoring needs
+            self._adj, self._adj_np, self._snapshot = None, None, None

@@ -23,6 +23,7 @@ The score is a dot product of exported factors, and the item-graph term splits b
 from __future__ import annotations
 
 import functools
+import logging
 import operator
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -37,36 +38,77 @@ from mmrec.models.bpr import bpr_loss, l2_penalty
 from mmrec.models.content_knn import BLOCK, topk_sparse
 from mmrec.models.item_features import centred_unit, check_modalities, check_weights, modality_mask
 from mmrec.models.lightgcn import LightGCN
+from mmrec.models.neighbours import group_candidates, recall_sample, sampled_recall, topk_of_candidates, use_hnsw
 from mmrec.models.registry import register_model
 from mmrec.models.training import check_positive
 
 if TYPE_CHECKING:
     import torch
 
+log = logging.getLogger(__name__)
 
-def knn_item_graph(features: np.ndarray, mask: np.ndarray, warm: np.ndarray, k: int) -> sp.csr_matrix:
+
+def knn_item_graph(
+    features: np.ndarray, mask: np.ndarray, warm: np.ndarray, k: int, search: str = "exact"
+) -> sp.csr_matrix:
     """Row-stochastic kNN graph: row i = item i's k most similar warm items (cosine, > 0, no self).
 
     Args:
         features: (n_items, d) centred unit rows (zero where absent).
         mask: items that have the modality; warm: items with training interactions.
+        search: exact (every pair) or HNSW candidates re-scored exactly
+            (`mmrec.models.neighbours.use_hnsw`; the sampled recall is logged).
     """
     n = features.shape[0]
     cols = np.flatnonzero(warm & mask)
-    blocks = []
-    for start in range(0, n, BLOCK):
-        sim = features[start : start + BLOCK] @ features[cols].T  # (b, n_cols)
-        rows = np.arange(start, min(start + BLOCK, n))
-        self_hit = np.searchsorted(cols, rows)
-        ok = (self_hit < len(cols)) & (cols[np.minimum(self_hit, len(cols) - 1)] == rows)
-        sim[np.flatnonzero(ok), self_hit[ok]] = 0.0  # no self loops
-        sim[~mask[rows]] = 0.0  # an item without this modality has no edges in its graph
-        blocks.append(topk_sparse(sim, k))
-    g = sp.vstack(blocks, format="csr")
-    g = sp.csr_matrix((g.data, cols[g.indices], g.indptr), shape=(n, n), dtype=np.float32)
+    if use_hnsw(search, n) and len(cols):
+        g = _approximate_graph(features, mask, cols, k)
+    else:
+        blocks = [topk_sparse(_cosine_rows(features, mask, cols, np.arange(s, min(s + BLOCK, n))), k)
+                  for s in range(0, n, BLOCK)]
+        g = sp.vstack(blocks, format="csr")
+        g = sp.csr_matrix((g.data, cols[g.indices], g.indptr), shape=(n, n), dtype=np.float32)
     sums = np.asarray(g.sum(axis=1)).ravel()
     scale = np.divide(1.0, sums, out=np.zeros_like(sums), where=sums > 0)
     return sp.csr_matrix(sp.diags(scale.astype(np.float32)) @ g, dtype=np.float32)
+
+
+def _cosine_rows(features: np.ndarray, mask: np.ndarray, cols: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Cosines of items `rows` to the columns `cols`, (len(rows), len(cols)), self and absent zeroed."""
+    sim = features[rows] @ features[cols].T
+    self_hit = np.searchsorted(cols, rows)
+    ok = (self_hit < len(cols)) & (cols[np.minimum(self_hit, len(cols) - 1)] == rows)
+    sim[np.flatnonzero(ok), self_hit[ok]] = 0.0  # no self loops
+    sim[~mask[rows]] = 0.0  # an item without this modality has no edges in its graph
+    return sim
+
+
+def _approximate_graph(features: np.ndarray, mask: np.ndarray, cols: np.ndarray, k: int) -> sp.csr_matrix:
+    """The kNN graph (unnormalised) from HNSW candidates among `cols`, re-scored exactly."""
+    n = features.shape[0]
+    queries = np.flatnonzero(mask)
+    n_cand = int(np.ceil(1.5 * k)) + 1  # + 1: the item itself, when warm, comes back first
+    found = group_candidates(features[cols], features[queries], n_cand)
+    cand = np.where(found >= 0, cols[np.maximum(found, 0)], -1)
+
+    def score(rows: np.ndarray, c: np.ndarray) -> np.ndarray:
+        return np.einsum("rd,rcd->rc", features[rows], features[c])
+
+    parts = [topk_of_candidates(queries[s : s + 1024], cand[s : s + 1024], score, k) for s in range(0, len(queries), 1024)]
+    r, c, v = (np.concatenate(x) for x in zip(*parts, strict=True))
+    g = sp.csr_matrix((v, (r, c)), shape=(n, n), dtype=np.float32)
+    g.sort_indices()
+
+    def exact(items: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(items), n), np.float32)
+        out[:, cols] = _cosine_rows(features, mask, cols, items)
+        return out
+
+    sample = queries[recall_sample(len(queries))]
+    recall = sampled_recall([g.indices[g.indptr[i] : g.indptr[i + 1]] for i in sample], exact, k, sample)
+    log.info("mm_graph: item graph over %d items by HNSW; recall@%d against exact search on %d sampled items: %.3f",
+             n, k, len(sample), recall)
+    return g
 
 
 @register_model
@@ -77,9 +119,12 @@ class MMGraph(LightGCN):
         modalities: item features the item graphs are built from.
         weights: per-modality weight in the fused item graph (unnamed modalities weigh 1).
         knn_k: neighbours per item in each modality graph.
+        knn_search: how the graphs' neighbours are found: exact | hnsw | auto (HNSW from
+            `mmrec.models.neighbours.ANN_MIN_ITEMS` items; see `knn_item_graph`).
         item_weight: alpha, the weight of the item-graph term.
         dim, n_layers, lr, reg, batch_size, max_epochs, eval_every, patience, min_epochs, init_std, seed,
-            device: as in `LightGCN`.
+            device, propagation, walks, refresh_every: as in `LightGCN` (the item-graph term is
+            computed for the batch's items in every mode).
 
     Users without training interactions are scored by popularity.
 
@@ -107,15 +152,21 @@ class MMGraph(LightGCN):
         seed: int = SEED,
         device: str = "cpu",
         min_epochs: int = 0,
+        propagation: str = "auto",
+        walks: int = 8,
+        refresh_every: int = 0,
+        knn_search: str = "auto",
     ) -> None:
+        use_hnsw(knn_search, 0)  # validates the name
         super().__init__(dim, n_layers, lr, reg, batch_size, max_epochs, eval_every, patience, init_std, seed, device,
-                         min_epochs=min_epochs)
+                         min_epochs=min_epochs, propagation=propagation, walks=walks, refresh_every=refresh_every)
         self.modalities = list(check_modalities(self.name, modalities))
         self.weights = check_weights(self.name, weights, self.modalities)
         check_positive(knn_k=knn_k)
         if item_weight < 0:
             raise ModelError(f"mm_graph: item_weight must be >= 0, got {item_weight}")
         self.knn_k = int(knn_k)
+        self.knn_search = str(knn_search)
         self.item_weight = float(item_weight)
         self.item_parts: dict[str, np.ndarray] = {}  # "collaborative" / modality -> (n_items, dim)
         self._graphs: dict[str, sp.csr_matrix] = {}  # modality -> weighted, renormalised graph
@@ -134,7 +185,7 @@ class MMGraph(LightGCN):
             if feats.shape[0] != train.n_items:
                 raise ModelError(f"mm_graph: {m} features have {feats.shape[0]} rows for {train.n_items} items")
             mask = modality_mask(train, m)
-            raw[m] = knn_item_graph(centred_unit(feats, mask), mask, warm, self.knn_k)
+            raw[m] = knn_item_graph(centred_unit(feats, mask), mask, warm, self.knn_k, self.knn_search)
             present[m] = w * (np.diff(raw[m].indptr) > 0)
         total = sum(present.values())
         norm = np.divide(1.0, total, out=np.zeros(train.n_items), where=total > 0).astype(np.float32)
@@ -172,6 +223,19 @@ class MMGraph(LightGCN):
         mask = torch.cat([torch.ones(self._n_users, device=ego.device), self._warm_t])[:, None]
         return ego * mask
 
+    def _ego(self) -> torch.Tensor:
+        return self._masked_ego()
+
+    def _ego_rows(self, index: torch.Tensor) -> torch.Tensor:
+        """Rows of the masked ego table without building it (a cold item's row is zero)."""
+        import torch
+
+        assert self._warm_t is not None
+        rows = self._rows("ego", index)
+        item = index - self._n_users
+        keep = torch.where(item >= 0, self._warm_t[item.clamp(min=0)], torch.ones_like(item, dtype=rows.dtype))
+        return rows * keep[:, None]
+
     def _parts(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(users, {"collaborative": LightGCN item term, modality: its item-graph term})."""
         import torch
@@ -185,28 +249,36 @@ class MMGraph(LightGCN):
             parts[m] = self.item_weight * torch.sparse.mm(g, item_ego)
         return emb[:n_u], parts
 
+    def _item_graph_rows(self, items: torch.Tensor) -> torch.Tensor:
+        """alpha * sum_m (S_m E)_i for the given items: their rows of S times the ego rows they name.
+
+        The batch's 2B x k graph entries are gathered through the row lookup (sparse gradients
+        while sampling) instead of S @ E over the catalogue (n_items x k) in every batch. S's
+        columns are warm items, whose ego rows are unmasked.
+        """
+        import torch
+
+        out = torch.zeros(items.shape[0], self.dim, device=items.device)
+        rows = items.cpu().numpy()
+        for g in self._graphs.values():
+            sub = g[rows]
+            if not sub.nnz:
+                continue
+            at = torch.from_numpy(np.repeat(np.arange(len(rows)), np.diff(sub.indptr))).to(items.device)
+            cols = torch.from_numpy(sub.indices.astype(np.int64)).to(items.device)
+            vals = torch.from_numpy(sub.data.astype(np.float32)).to(items.device)
+            out = out.index_add(0, at, self._rows("ego", cols + self._n_users) * vals[:, None])
+        return self.item_weight * out
+
     def _batch_loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         import torch
 
         b = users.shape[0]
-        n_u = self._n_users
-        ego = self._masked_ego()
-        emb = self._propagate(ego)
-        need = torch.cat([pos, neg])
-        items = emb[n_u:][need]
-        # the item-graph term only for the batch's items: rows of S (2B x k entries) times the
-        # ego table, instead of S @ E over the whole catalogue (n_items x k) in every batch
-        rows = need.cpu().numpy()
-        for g in self._graphs.values():
-            sub = g[rows].tocoo()
-            s_rows = torch.sparse_coo_tensor(
-                torch.from_numpy(np.vstack([sub.row, sub.col]).astype(np.int64)), torch.from_numpy(sub.data),
-                size=sub.shape, device=ego.device, check_invariants=False,
-            )
-            items = items + self.item_weight * torch.sparse.mm(s_rows, ego[n_u:])
-        loss = bpr_loss(emb[:n_u][users], items[:b], items[b:])
         idx = torch.cat([users, pos + self._n_users, neg + self._n_users])
-        return loss + self.reg * l2_penalty(self._params["ego"][idx], b)
+        rows = self._final_rows(idx)  # LightGCN term: full propagation or the sampled estimator
+        items = rows[b:] + self._item_graph_rows(torch.cat([pos, neg]))
+        loss = bpr_loss(rows[:b], items[:b], items[b:])
+        return loss + self.reg * l2_penalty(self._rows("ego", idx), b)
 
     def _factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         u, parts = self._parts()

@@ -30,7 +30,7 @@ from typing import Annotated, Any
 
 from mmrec.errors import MMRecError, ModelError, NotFoundError, ServiceUnavailable
 from mmrec.ids import check_id
-from mmrec.serve import service
+from mmrec.serve import hot_path, service
 from mmrec.serve.guards import BrowserGuards
 from mmrec.serve.media import MEDIA_CSP
 from mmrec.serve.models_api import models_router
@@ -345,6 +345,9 @@ def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll:
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _docs(app, StaticFiles)
+    # the hot endpoint without FastAPI's per-request parameter solving, for provably valid
+    # requests only; anything else still reaches user_recommendations above (hot_path.py)
+    hot_path.install(app, holder, settings, MAX_K)
 
     def openapi() -> dict[str, Any]:
         """The generated spec plus the API key scheme on every operation GuardMiddleware protects."""

@@ -15,7 +15,7 @@ from mmrec.data.interactions import Interactions
 from mmrec.errors import ModelError
 from mmrec.models import content_knn as content_knn_module
 from mmrec.models import create_model
-from mmrec.models.item_features import with_features
+from mmrec.models.item_features import modality_mask, with_features
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -150,3 +150,147 @@ def test_training_moves_batches_with_the_runtime_copy(monkeypatch) -> None:
     with pytest.raises(ModelError, match="bad device"):
         create_model("bpr", dim=4, max_epochs=1, device="cuda:0").fit(train)
 
+
+
+def test_random_walks_estimate_the_propagated_layers() -> None:
+    from mmrec.models.lightgcn import normalized_adjacency, random_walks
+
+    train = wide_catalogue(n_items=40, n_users=30, per_user=6)
+    adj = normalized_adjacency(train.matrix)
+    value = np.random.default_rng(1).normal(size=(adj.shape[0], 3))
+    nodes = np.array([0, 7, 30 + 5, adj.shape[0] - 1])
+    positions, weights = random_walks(adj, nodes, 20_000, 2, np.random.default_rng(0))
+    dense = adj.toarray()
+    for hop in range(2):
+        est = (weights[hop][:, None] * value[positions[hop]]).reshape(len(nodes), 20_000, 3).mean(axis=1)
+        exact = (np.linalg.matrix_power(dense, hop + 1) @ value)[nodes]
+        np.testing.assert_allclose(est, exact, atol=0.05)
+    # a node without edges contributes nothing (weight 0), it does not walk off the graph
+    isolated = np.flatnonzero(np.diff(adj.indptr) == 0)
+    if len(isolated):
+        _, w = random_walks(adj, isolated[:1], 5, 2, np.random.default_rng(0))
+        assert not w.any()
+
+
+def _built(name: str, train: Interactions, **params):
+    import torch
+
+    model = create_model(name, dim=8, **params)
+    if name == "mm_graph":
+        model._graphs = model.item_graphs(train)
+    model._params = model._build(sp.csr_matrix(train.matrix), torch.Generator().manual_seed(0), torch.device("cpu"))
+    return model
+
+
+@pytest.mark.parametrize("name", ["lightgcn", "mm_graph"])
+def test_sampled_propagation_is_exact_after_a_refresh_and_unbiased_after(name) -> None:
+    import torch
+
+    train = wide_catalogue(n_items=300, n_users=80, per_user=8)
+    extra = {"modalities": ["text", "image"], "knn_k": 4} if name == "mm_graph" else {}
+    model = _built(name, train, propagation="sampled", walks=16, refresh_every=10**6, **extra)
+    assert model._sampled and model.sparse_tables == ("ego",)
+    idx = torch.tensor([0, 5, 79, 80 + 3, 80 + 200, 80 + 299])
+    with torch.no_grad():
+        exact = model._propagate(model._ego())[idx]
+        np.testing.assert_allclose(model._final_rows(idx).numpy(), exact.numpy(), atol=1e-6)
+        model._params["ego"].add_(0.1 * torch.randn(model._params["ego"].shape, generator=torch.Generator().manual_seed(2)))
+        drifted = model._propagate(model._ego())[idx]
+        est = torch.stack([model._final_rows(idx) for _ in range(300)]).mean(0)
+    assert float((est - drifted).abs().max()) < 0.1 * float((exact - drifted).abs().max())  # far closer than stale
+
+
+def test_sampled_steps_touch_the_batch_rows_and_refresh_at_the_set_pace(monkeypatch) -> None:
+
+    train = wide_catalogue(n_items=3000, n_users=60, per_user=5)
+    model = create_model("lightgcn", dim=8, batch_size=16, max_epochs=2, propagation="sampled", walks=2,
+                         refresh_every=4)
+    refreshes: list[int] = []
+    grads: list[tuple[bool, int]] = []  # (sparse?, distinct rows) of each step's ego gradient
+    original_refresh = type(model)._refresh_snapshot
+
+    def counting_refresh(self):
+        if not refreshes:  # first step: watch the ego table's gradients from now on
+            self._params["ego"].register_hook(
+                lambda g: grads.append((g.is_sparse, int(g.coalesce().indices().unique().numel()))))
+        refreshes.append(self._step)
+        original_refresh(self)
+
+    monkeypatch.setattr(type(model), "_refresh_snapshot", counting_refresh)
+    model.fit(train)
+    steps = 2 * int(np.ceil(train.nnz / 16))
+    assert refreshes == list(range(0, steps, 4))  # one full propagation per 4 steps, not per step
+    # each step's gradient is sparse, on the batch's nodes and their walks' only (3 x 16 + 3 x 16 x 2 x 2)
+    assert len(grads) == steps and all(sparse for sparse, _ in grads)
+    assert max(rows for _, rows in grads) <= 3 * 16 * (1 + 2 * 2) < train.n_users + train.n_items
+
+
+def test_auto_propagation_samples_only_large_graphs() -> None:
+    from mmrec.models.lightgcn import AUTO_SAMPLED_RATIO
+
+    model = create_model("lightgcn", batch_size=100, walks=4)
+    limit = int(AUTO_SAMPLED_RATIO * 3 * 100 * 4)
+    assert not model.uses_sampling(limit) and model.uses_sampling(limit + 1)
+    assert not create_model("lightgcn", propagation="full").uses_sampling(10**9)
+    assert create_model("lightgcn", propagation="sampled").uses_sampling(10)
+    assert not create_model("lightgcn", propagation="sampled", n_layers=0).uses_sampling(10)  # nothing to propagate
+    with pytest.raises(ModelError, match="propagation must be one of"):
+        create_model("lightgcn", propagation="walk")
+
+
+def test_content_knn_hnsw_keeps_exact_values_and_finds_the_exact_neighbours(monkeypatch) -> None:
+    from mmrec.models import neighbours
+    from mmrec.models.neighbours import use_hnsw
+
+    assert use_hnsw("auto", neighbours.ANN_MIN_ITEMS) and not use_hnsw("auto", neighbours.ANN_MIN_ITEMS - 1)
+    calls: list[int] = []
+    original = neighbours.hnsw_candidates
+    monkeypatch.setattr(neighbours, "hnsw_candidates", lambda b, q, n: calls.append(len(b)) or original(b, q, n))
+    monkeypatch.setattr(neighbours, "ANN_MIN_ITEMS", 100)  # every modality group gets an HNSW index
+    train = wide_catalogue(n_items=1500)
+    exact = create_model("content_knn", modalities=["text", "image"], k=10, search="exact").fit(train)
+    approx = create_model("content_knn", modalities=["text", "image"], k=10, search="hnsw").fit(train)
+    assert not exact.neighbour_search.approximate and approx.neighbour_search.approximate
+    a, e = approx.similarity, exact.similarity
+    assert a.nnz <= 1500 * 10 and not a.diagonal().any()
+    # every kept value is the exact fused similarity of its pair (only the choice is approximate)
+    rows, cols = a.nonzero()
+    np.testing.assert_allclose(np.asarray(a[rows, cols]).ravel(), _dense_fused(train)[rows, cols], rtol=1e-4, atol=1e-5)
+    overlap = sum(len(set(a[i].indices) & set(e[i].indices)) for i in range(1500)) / e.nnz
+    assert overlap > 0.9 and abs(approx.neighbour_search.recall - overlap) < 0.1
+    assert approx.neighbour_search.sample == 200
+    # one index per set of modalities present: text + image items, and text-only (no poster) items
+    assert sorted(calls) == sorted([int(modality_mask(train, "image").sum()), int((~modality_mask(train, "image")).sum())])
+    with pytest.raises(ModelError, match="neighbour search must be one of"):
+        create_model("content_knn", search="annoy")
+
+
+def _dense_fused(train: Interactions) -> np.ndarray:
+    from mmrec.models.content_knn import fused_rows
+    from mmrec.models.item_features import centred_unit
+
+    blocks = [(centred_unit(train.require(m), modality_mask(train, m)), modality_mask(train, m), 1.0)
+              for m in ("text", "image")]
+    return fused_rows(blocks, np.arange(train.n_items))
+
+
+def test_mm_graph_hnsw_item_graph_matches_the_exact_graph(monkeypatch) -> None:
+    from mmrec.models import neighbours
+    from mmrec.models.item_features import centred_unit
+    from mmrec.models.mm_graph import knn_item_graph
+
+    monkeypatch.setattr(neighbours, "ANN_MIN_ITEMS", 100)
+
+    train = wide_catalogue(n_items=1500)
+    mask = modality_mask(train, "image")
+    feats = centred_unit(train.require("image"), mask)
+    warm = np.diff(sp.csc_matrix(train.matrix).indptr) > 0
+    warm[::3] = True  # more warm columns than the 60 users touch
+    exact = knn_item_graph(feats, mask, warm, 5, search="exact")
+    approx = knn_item_graph(feats, mask, warm, 5, search="hnsw")
+    assert set(approx.indices) <= set(np.flatnonzero(warm & mask)) and not approx.diagonal().any()
+    sums = np.asarray(approx.sum(axis=1)).ravel()
+    np.testing.assert_allclose(sums[sums > 0], 1.0, rtol=1e-5)
+    assert not sums[~mask].any()  # no image, no edges in the image graph
+    overlap = sum(len(set(approx[i].indices) & set(exact[i].indices)) for i in range(1500)) / exact.nnz
+    assert overlap > 0.9
