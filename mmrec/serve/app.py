@@ -347,7 +347,7 @@ def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll:
     _docs(app, StaticFiles)
     # the hot endpoint without FastAPI's per-request parameter solving, for provably valid
     # requests only; anything else still reaches user_recommendations above (hot_path.py)
-    hot_path.install(app, holder, settings, MAX_K)
+    hot_path.install(app, holder, settings, MAX_K, events)
 
     def openapi() -> dict[str, Any]:
         """The generated spec plus the API key scheme on every operation GuardMiddleware protects."""

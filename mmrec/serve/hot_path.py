@@ -56,8 +56,10 @@ def fast_user_id(value: str) -> bool:
 class FastRecommendations:
     """The ASGI app of the fast route (a class, so Starlette does not wrap it as a request handler)."""
 
-    def __init__(self, slow: Any, holder: StateHolder, settings: ServeSettings, max_k: int) -> None:
+    def __init__(self, slow: Any, holder: StateHolder, settings: ServeSettings, max_k: int,
+                 events: Any = None) -> None:
         self.slow, self.holder, self.settings, self.max_k = slow, holder, settings, max_k
+        self.events = events  # the feedback loop's runtime (mmrec/serve/realtime.py), when enabled
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         user_id = scope["path_params"]["user_id"]
@@ -68,14 +70,22 @@ class FastRecommendations:
             _, child = self.slow.matches(scope)
             await self.slow.handle({**scope, **child}, receive, send)
             return
-        await json_response(service.user_recommendations(state, user_id, k))(scope, receive, send)
+        if self.events is not None:  # the same body as the FastAPI route: real-time blend, impressions logged
+            body = self.events.recommendations(state, user_id, k)
+        else:
+            body = service.user_recommendations(state, user_id, k)
+        await json_response(body)(scope, receive, send)
 
 
-def install(app: Any, holder: StateHolder, settings: ServeSettings, max_k: int) -> None:
-    """Put the fast route in front of the FastAPI route for `PATH` (registered before this call)."""
+def install(app: Any, holder: StateHolder, settings: ServeSettings, max_k: int, events: Any = None) -> None:
+    """Put the fast route in front of the FastAPI route for `PATH` (registered before this call).
+
+    `events` is the app's `EventsRuntime` (or None): the fast route answers through it exactly as
+    the FastAPI route does, so users with recent events get the real-time blend on both.
+    """
     from starlette.routing import Route
 
     routes = app.router.routes
     at, slow = next((i, r) for i, r in enumerate(routes) if getattr(r, "path", None) == PATH)
-    routes.insert(at, Route(PATH, FastRecommendations(slow, holder, settings, max_k), methods=["GET", "HEAD"],
+    routes.insert(at, Route(PATH, FastRecommendations(slow, holder, settings, max_k, events), methods=["GET", "HEAD"],
                             include_in_schema=False))
