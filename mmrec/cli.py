@@ -15,6 +15,7 @@ import typer
 from mmrec.cli_common import DatasetOpt, ParamsOpt, RootOpt, WorkspaceOpt, handle_errors
 from mmrec.cli_common import load_context as _context
 from mmrec.cli_lifecycle import register as _register_lifecycle
+from mmrec.cli_privacy import register as _register_privacy
 from mmrec.environment import QUIET_ENV_DEFAULTS, set_env_defaults  # noqa: F401 - re-exported
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="mmrec: multimodal recommendation, from raw catalogue to nightly recommendations.")
@@ -212,6 +213,7 @@ def list_models() -> None:
 
 
 _register_lifecycle(app)  # `pipeline` (through the orchestrator), `recommend`, `promote`, `rollback`, `registry`
+_register_privacy(app)  # `forget`
 
 
 def main() -> None:  # console-script entry point
