@@ -125,7 +125,7 @@ def test_forget_embedded_cli_then_pipeline_rerun(tmp_path: Path, harness: None, 
     for expected in ("data/tiny/warehouse/interactions.parquet", "data/tiny/validated/users.parquet",
                      "data/tiny/quarantine/interactions.parquet", "data/tiny/splits/temporal/train.tsv",
                      "data/tiny/recommendations/latest.parquet", "data/tiny/feast/sqlite/online.db",
-                     "artifacts/tiny/models/bpr/state.npz", "reports/tiny/validation.json"):
+                     "artifacts/tiny/models/bpr/state.npz"):
         assert expected in before, sorted(before)
     assert any(p.startswith("mlruns/") and p.endswith("state.npz") for p in before), sorted(before)
 
