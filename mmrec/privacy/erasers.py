@@ -416,42 +416,63 @@ def erase_reports(ctx: StageContext, user_id: str) -> dict[str, int]:
 def erase_dvc_cache(ctx: StageContext, user_id: str) -> dict[str, int]:
     """Stale DVC cache objects that hold the user go; dvc.lock is re-committed to the rewritten outputs.
 
-    Every object under `.dvc/cache` is searched (decoded: parquet, npz, gzip, sqlite); those
-    holding the id are deleted. Then `dvc commit --force` records the rewritten outputs, so
-    `dvc status` shows the workspace as committed and `dvc checkout` cannot restore the old ones.
-    Skipped when the workspace is no DVC repository.
+    `dvc commit --force` records the outputs the other erasers rewrote, so `dvc status` shows the
+    workspace as committed and `dvc checkout` cannot restore the old files. It is skipped when
+    `dvc status` shows a change no forget makes (raw data, code or params edited since the last
+    `dvc repro`): committing would hide that a re-run is due (`not_committed` counts those
+    stages; run `dvc repro`, whose ingest drops the forgotten user). Then every object under
+    `.dvc/cache` is searched (decoded: parquet, npz, gzip, sqlite) and those holding the id are
+    deleted. Skipped (zeros) when the workspace is no DVC repository.
     """
     if not (ctx.workspace / ".dvc").is_dir():
         return {}
-    out = {"objects": 0, "committed_stages": 0}
-    cache = ctx.workspace / ".dvc" / "cache"
+    out = {"objects": 0, "committed_stages": 0, "not_committed": 0}
     if (ctx.workspace / "dvc.yaml").is_file():
-        out["committed_stages"] = _dvc_commit(ctx.workspace)
-    for f in _files(cache):
+        out["committed_stages"], out["not_committed"] = _dvc_commit(ctx.workspace)
+    for f in _files(ctx.workspace / ".dvc" / "cache"):
         if file_mentions(f, user_id):
             f.unlink()
             out["objects"] += 1
     return out
 
 
-def _dvc_commit(workspace: Path) -> int:
-    """`dvc commit --force` of every stage whose outputs exist; the number of stages committed."""
+def _external_changes(status: dict[str, Any], outs: list[str]) -> list[str]:
+    """What `dvc status` reports that is not one of the pipeline's own outputs being rewritten."""
+    def is_out(path: str) -> bool:
+        return any(path == o or path.startswith(o.rstrip("/") + "/") for o in outs)
+
+    found = []
+    for stage, changes in status.items():
+        for change in changes:
+            if isinstance(change, dict):
+                found += [f"{stage}: {path}" for path in (change.get("changed deps") or {}) if not is_out(path)]
+            elif change not in ("changed outs",):
+                found.append(f"{stage}: {change}")
+    return found
+
+
+def _dvc_commit(workspace: Path) -> tuple[int, int]:
+    """`dvc commit --force` of every stage whose outputs exist: (committed, not committed)."""
+    import contextlib
+
     from dvc.repo import Repo  # type: ignore[import-untyped]
 
-    committed = 0
-    with Repo(str(workspace)) as repo:
-        for stage in repo.index.stages:
-            if not getattr(stage, "outs", None) or not all(o.exists for o in stage.outs if o.use_cache):
+    # DVC resolves stage paths against the working directory: run it from the repository's root
+    with contextlib.chdir(workspace), Repo(".") as repo:
+        stages = [s for s in repo.index.stages if getattr(s, "outs", None)]
+        outs = [str(o.def_path) for s in stages for o in s.outs]
+        external = _external_changes(repo.status(), outs)
+        if external:
+            log.warning("forget: not re-committing dvc.lock: `dvc status` shows changes made outside the forget (%s); "
+                        "run `dvc repro` (ingest drops the forgotten user)", "; ".join(external[:5]))
+            return 0, len(stages)
+        committed = 0
+        for stage in stages:
+            if not all(o.exists for o in stage.outs):
                 continue
-            if any(not o.use_cache for o in stage.outs) and not all(o.exists for o in stage.outs):
-                continue
-            try:
-                repo.commit(stage.addressing, force=True)
-            except Exception as exc:  # noqa: BLE001 - one stage that cannot be committed is reported
-                log.warning("dvc commit %s: %s", stage.addressing, exc)
-                continue
+            repo.commit(stage.addressing, force=True)
             committed += 1
-    return committed
+    return committed, len(stages) - committed
 
 
 def leftovers(ctx: StageContext, user_id: str, roots: Iterable[Path] | None = None) -> list[str]:

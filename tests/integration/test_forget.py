@@ -259,3 +259,45 @@ def test_forget_production_profile_via_delete(tmp_path: Path, production_env: di
     assert state.is_completed(), state.message
     check_nothing_left(ws, [server_artifacts])
     assert redis_keys_holding(private_redis.url, USER) == []
+
+
+# -- DVC: stale cache objects go, dvc.lock follows the rewritten outputs ----------------------------
+
+
+def dvc(cwd: Path, *args: str) -> str:
+    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+    assert proc.returncode == 0, f"dvc {' '.join(args)}: {proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+    return proc.stdout
+
+
+def test_dvc_cache_objects_holding_the_user_are_deleted_and_the_lock_recommitted(tiny_dataset: Path, tmp_path: Path):
+    from mmrec.config import load_params
+    from mmrec.context import StageContext
+    from mmrec.data.contract import load_dataset_spec
+    from mmrec.privacy import erasers
+
+    ws = tmp_path / "repo"
+    ws.mkdir()
+    (ws / "raw.tsv").write_text("user_id\titem_id\n" + "".join(f"{u}\ti{j}\n" for u in ("u1", USER, "u2") for j in (1, 2)))
+    (ws / "dvc.yaml").write_text("stages:\n  copy:\n    cmd: mkdir -p out && cp raw.tsv out/train.tsv\n"
+                                 "    deps: [raw.tsv]\n    outs: [out]\n")
+    dvc(ws, "init", "--no-scm", "-q")
+    dvc(ws, "repro", "-q")
+    ctx = StageContext(spec=load_dataset_spec(tiny_dataset), params=load_params(None), workspace=ws)
+    cache = ws / ".dvc" / "cache"
+    assert holding([cache], USER, skip=[])  # the stage's output was cached with the user in it
+    assert erasers.filter_tsv(ws / "out" / "train.tsv", USER) == 2  # what the file erasers do first
+
+    counts = erasers.erase_dvc_cache(ctx, USER)
+    assert counts["objects"] >= 1 and counts["committed_stages"] == 1 and counts["not_committed"] == 0, counts
+    assert holding([cache], USER, skip=[]) == []
+    assert "up to date" in dvc(ws, "status")  # dvc.lock points at the rewritten, cached output
+    dvc(ws, "checkout", "--force")  # and a checkout restores the clean file, not the old one
+    assert USER not in (ws / "out" / "train.tsv").read_text() and "u1\ti1" in (ws / "out" / "train.tsv").read_text()
+    assert erasers.erase_dvc_cache(ctx, USER)["objects"] == 0  # idempotent
+
+    # raw data edited since the last repro: the lock is not re-committed (that would hide the due re-run)
+    (ws / "raw.tsv").write_text((ws / "raw.tsv").read_text() + "u3\ti1\n")
+    assert erasers.erase_dvc_cache(ctx, USER)["committed_stages"] == 0
+    assert "changed deps" in dvc(ws, "status")
