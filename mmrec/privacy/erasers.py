@@ -223,11 +223,32 @@ def erase_online_redis(ctx: StageContext, user_id: str) -> dict[str, int]:
     try:
         client = redis.Redis.from_url(fp.redis_url)
         removed = int(client.delete(*keys))
+        rewrites = _rewrite_persistence(client) if removed else 0
     except redis.exceptions.RedisError as exc:
         where = fp.redis_url.split("@")[-1]
         raise ServiceUnavailable("redis", where, f"the Redis online store at {where} could not be reached ({exc}); "
                                  "re-run the forget when it is back") from exc
-    return {"keys": removed}
+    return {"keys": removed, "persistence_rewrites": rewrites}
+
+
+def _rewrite_persistence(client: Any) -> int:
+    """Start an append-only-file rewrite (and a snapshot when RDB is on) so the deleted key's
+    old writes leave Redis's files too; a server that forbids CONFIG/BG* (managed Redis) is left
+    to its own schedule (docs/privacy.md)."""
+    import redis
+
+    started = 0
+    try:
+        config = client.config_get("appendonly") | client.config_get("save")
+        if config.get("appendonly") == "yes":
+            client.bgrewriteaof()
+            started += 1
+        if config.get("save"):
+            client.bgsave()
+            started += 1
+    except redis.exceptions.ResponseError as exc:
+        log.warning("forget: Redis persistence not rewritten (%s); its files keep old writes until its next rewrite", exc)
+    return started
 
 
 def erase_recommendations(ctx: StageContext, user_id: str) -> dict[str, int]:
@@ -384,11 +405,14 @@ def erase_models(ctx: StageContext, user_id: str) -> dict[str, int]:
     out = {"artifacts": 0, "mlflow": 0}
     for f in _files(ctx.workspace / "artifacts" / ctx.spec.name, "state.npz"):
         out["artifacts"] += forget_in_state(f, user_id)
+    from mmrec.tracking import _mlflow, resolve_uri, tracking_params
+
     seen: set[Path] = set()
     for loc in _mlflow_locations(ctx):
         local = _local_path(loc)
         if local is None:
-            out["mlflow"] += _remote_states(loc, user_id)
+            with _mlflow(resolve_uri(tracking_params(ctx.params), ctx.workspace)):  # the server's artifact proxy
+                out["mlflow"] += _remote_states(loc, user_id)
             continue
         for f in _files(local, "state.npz"):
             if f.resolve() not in seen:

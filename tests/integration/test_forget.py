@@ -216,6 +216,21 @@ def redis_keys_holding(url: str, needle: str) -> list[str]:
     return hits
 
 
+def wait_for_redis_persistence(url: str, timeout: float = 60) -> None:
+    import time
+
+    import redis
+
+    r = redis.Redis.from_url(url)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = r.info("persistence")
+        if not (info.get("aof_rewrite_in_progress") or info.get("aof_rewrite_scheduled") or info.get("rdb_bgsave_in_progress")):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"Redis still rewriting its files after {timeout}s")
+
+
 @pytest.mark.services
 def test_forget_production_profile_via_delete(tmp_path: Path, production_env: dict[str, str], mlflow_pg_server: Any,
                                               private_redis: Any, prefect_pg_database: str):
@@ -250,7 +265,8 @@ def test_forget_production_profile_via_delete(tmp_path: Path, production_env: di
     finally:
         api.kill()
 
-    check_nothing_left(ws, [tmp_path / "api.log", server_artifacts])
+    wait_for_redis_persistence(private_redis.url)  # the forget started an AOF rewrite: old writes leave the files
+    check_nothing_left(ws, [tmp_path / "api.log", server_artifacts, tmp_path / "redis-data"])
     assert redis_keys_holding(private_redis.url, USER) == []
     assert pg_rows_holding(mlflow_db, USER) == []
     assert pg_rows_holding(prefect_pg_database, USER) == []
