@@ -25,11 +25,15 @@ def id_pattern(user_id: str) -> re.Pattern[bytes]:
     return re.compile(rb"(?<![" + _ID_CHARS + rb"])" + raw + rb"(?![" + _ID_CHARS + rb"])")
 
 
-def bytes_mention(data: bytes, user_id: str) -> bool:
+def bytes_mention(data: bytes, user_id: str, whole: bool = True) -> bool:
+    """`whole`: only as a whole token (`u1` not inside `u10`); False: any substring (a proof of
+    absence must use this: binary keys glue the id to other bytes, e.g. Feast's Redis keys)."""
+    if not whole:
+        return user_id.encode("utf-8") in data
     return id_pattern(user_id).search(data) is not None
 
 
-def _npy_mentions(data: bytes, user_id: str) -> bool:
+def _npy_mentions(data: bytes, user_id: str, whole: bool) -> bool:
     """A .npy array of strings (numpy writes them fixed-width UTF-32, so no byte boundary exists
     between elements): decoded and compared element by element."""
     import numpy as np
@@ -40,10 +44,10 @@ def _npy_mentions(data: bytes, user_id: str) -> bool:
         return False
     if arr.dtype.kind not in "US":
         return False
-    return any(bytes_mention(str(v).encode("utf-8") if arr.dtype.kind == "U" else bytes(v), user_id) for v in arr.ravel())
+    return any(bytes_mention(str(v).encode("utf-8") if arr.dtype.kind == "U" else bytes(v), user_id, whole) for v in arr.ravel())
 
 
-def _parquet_mentions(data: bytes, user_id: str) -> bool:
+def _parquet_mentions(data: bytes, user_id: str, whole: bool) -> bool:
     import pyarrow.parquet as pq
 
     table = pq.read_table(io.BytesIO(data))
@@ -51,56 +55,56 @@ def _parquet_mentions(data: bytes, user_id: str) -> bool:
         t = col.type
         if str(t) in ("string", "large_string", "binary", "large_binary") or "string" in str(t) or "list" in str(t):
             for v in col.to_pylist():
-                if v is not None and bytes_mention(str(v).encode("utf-8"), user_id):
+                if v is not None and bytes_mention(str(v).encode("utf-8"), user_id, whole):
                     return True
-    return bytes_mention(str(table.schema.metadata or {}).encode("utf-8"), user_id)
+    return bytes_mention(str(table.schema.metadata or {}).encode("utf-8"), user_id, whole)
 
 
-def _sqlite_mentions(path: Path, user_id: str) -> bool:
+def _sqlite_mentions(path: Path, user_id: str, whole: bool) -> bool:
     import sqlite3
 
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        return any(bytes_mention(line.encode("utf-8"), user_id) for line in con.iterdump())
+        return any(bytes_mention(line.encode("utf-8"), user_id, whole) for line in con.iterdump())
     finally:
         con.close()
 
 
-def data_mentions(data: bytes, user_id: str, depth: int = 0) -> bool:
+def data_mentions(data: bytes, user_id: str, depth: int = 0, whole: bool = True) -> bool:
     """Raw bytes, then whatever container they are (zip/npz, gzip, parquet) decoded, recursively."""
-    if bytes_mention(data, user_id):
+    if bytes_mention(data, user_id, whole):
         return True
     if depth > 3:
         return False
     if data[:4] == b"PK\x03\x04":
         try:
             with zipfile.ZipFile(io.BytesIO(data)) as z:
-                return any(data_mentions(z.read(n), user_id, depth + 1) or bytes_mention(n.encode(), user_id)
+                return any(data_mentions(z.read(n), user_id, depth + 1, whole) or bytes_mention(n.encode(), user_id, whole)
                            for n in z.namelist())
         except zipfile.BadZipFile:
             return False
     if data[:6] == b"\x93NUMPY":
-        return _npy_mentions(data, user_id)
+        return _npy_mentions(data, user_id, whole)
     if data[:2] == b"\x1f\x8b":
         try:
-            return data_mentions(gzip.decompress(data), user_id, depth + 1)
+            return data_mentions(gzip.decompress(data), user_id, depth + 1, whole)
         except (OSError, EOFError):
             return False
     if data[:4] == b"PAR1" and data[-4:] == b"PAR1":
         try:
-            return _parquet_mentions(data, user_id)
+            return _parquet_mentions(data, user_id, whole)
         except Exception:  # noqa: BLE001 - a corrupt parquet file is searched as bytes only
             return False
     return False
 
 
-def file_mentions(path: Path, user_id: str) -> bool:
+def file_mentions(path: Path, user_id: str, whole: bool = True) -> bool:
     """Does the file at `path` hold `user_id` (as bytes, or inside a format it is written in)?"""
     data = path.read_bytes()
-    if data_mentions(data, user_id):
+    if data_mentions(data, user_id, whole=whole):
         return True
     if data[:16] == b"SQLite format 3\x00":
-        return _sqlite_mentions(path, user_id)
+        return _sqlite_mentions(path, user_id, whole)
     return False
 
 
@@ -122,5 +126,5 @@ def walk_files(roots: Iterable[Path], skip: Iterable[Path] = ()) -> Iterator[Pat
             yield f
 
 
-def files_mentioning(roots: Iterable[Path], user_id: str, skip: Iterable[Path] = ()) -> list[Path]:
-    return [f for f in walk_files(roots, skip) if file_mentions(f, user_id)]
+def files_mentioning(roots: Iterable[Path], user_id: str, skip: Iterable[Path] = (), whole: bool = True) -> list[Path]:
+    return [f for f in walk_files(roots, skip) if file_mentions(f, user_id, whole)]

@@ -69,7 +69,8 @@ def make_workspace(root: Path, profile: str = "embedded", tracking_uri: str = "n
 
 
 def holding(roots: list[Path], needle: str, skip: list[Path]) -> list[str]:
-    return [str(f) for f in walk_files(roots, skip) if file_mentions(f, needle)]
+    # any substring, not only whole tokens: binary formats glue ids to other bytes
+    return [str(f) for f in walk_files(roots, skip) if file_mentions(f, needle, whole=False)]
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -211,7 +212,7 @@ def redis_keys_holding(url: str, needle: str) -> list[str]:
             values = [m for m, _ in r.zrange(key, 0, -1, withscores=True)]
         elif kind == "stream":
             values = [x for _, fields in r.xrange(key) for kv in fields.items() for x in kv]
-        if bytes_mention(key, needle) or any(bytes_mention(v, needle) for v in values):
+        if bytes_mention(key, needle, whole=False) or any(bytes_mention(v, needle, whole=False) for v in values):
             hits.append(repr(key))
     return hits
 
