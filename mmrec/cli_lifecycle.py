@@ -2,7 +2,7 @@
 
 `register(app)` adds them to the main typer app (mmrec/cli.py calls it). The flows are reached
 through the orchestrator entry point (mmrec/orchestrator.py) only inside `mmrec pipeline` and
-`mmrec recommend --prefect`; the library never imports Prefect or the `flows` package.
+`mmrec recommend --prefect`; the library never imports Prefect or the `mmrec_flows` package.
 """
 
 # No `from __future__ import annotations`: typer reads the option annotations at registration.

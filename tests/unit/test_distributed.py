@@ -151,7 +151,7 @@ def test_unfitted_model_is_refused(tmp_path: Path, client: Any):
 
 def test_ddp_is_inert_without_a_process_group():
     assert world() == (0, 1) and is_main_process()
-    assert DataParallel.wrap(object(), None) is None  # single-process training is untouched
+    assert DataParallel.wrap("bpr", object(), None) is None  # type: ignore[arg-type] # single-process training is untouched
     shares = [_share(7, r, 3) for r in range(3)]
     assert [(s.start, s.stop) for s in shares] == [(0, 3), (3, 5), (5, 7)]
     assert _share(1, 1, 2).stop - _share(1, 1, 2).start == 0  # a rank may get an empty share

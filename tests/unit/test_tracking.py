@@ -197,6 +197,6 @@ def test_library_imports_neither_prefect_nor_mlflow():
     import sys
 
     code = ("import sys, mmrec.tracking, mmrec.recommend, mmrec.cli_lifecycle; "
-            "print(sorted(m for m in ('prefect', 'mlflow', 'flows') if m in sys.modules))")
+            "print(sorted(m for m in ('prefect', 'mlflow', 'mmrec_flows', 'flows') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"

@@ -2,7 +2,7 @@
 
 - Caching: a stage task's cache key is its inputs, which include a fingerprint of the files the
   stage reads (path, size, mtime) and the values of the params keys it uses, both read from the
-  stage's `deps`/`params` in dvc.yaml (flows/dvc_stages.py: one definition, so `dvc repro` and a
+  stage's `deps`/`params` in dvc.yaml (mmrec_flows/dvc_stages.py: one definition, so `dvc repro` and a
   Prefect re-run cannot disagree), plus the task's source. Unchanged inputs -> the finished
   result is reused and the stage does not run; a stage whose outputs were deleted is re-run
   (`refresh_cache`).
@@ -27,9 +27,9 @@ from prefect import task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 from prefect.states import Failed, State
 
-from flows.dvc_stages import dep_paths, param_values
 from mmrec.context import StageContext
 from mmrec.errors import MMRecError, ServiceUnavailable, ValidationFailed
+from mmrec_flows.dvc_stages import dep_paths, param_values
 
 #: a run's dataset/params/workspace/root, passed to every task as plain strings (JSON-able, hashable)
 RunArgs = dict[str, str | None]
@@ -82,7 +82,7 @@ def fingerprint(paths: list[Path]) -> str:
 
 
 def stage_inputs(ctx: Any, stage: str) -> list[Path]:
-    """The files `stage` reads: its `deps` in dvc.yaml, resolved for this run (flows/dvc_stages.py)."""
+    """The files `stage` reads: its `deps` in dvc.yaml, resolved for this run (mmrec_flows/dvc_stages.py)."""
     inputs = dep_paths(ctx, stage)
     if stage == "ingest" and ctx.spec.spec_path:  # the dataset.yaml may live outside its data folder
         inputs.insert(0, Path(ctx.spec.spec_path))
