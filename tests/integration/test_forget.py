@@ -111,8 +111,8 @@ def harness() -> Iterator[None]:
 
 
 def test_forget_embedded_cli_then_pipeline_rerun(tmp_path: Path, harness: None, monkeypatch: pytest.MonkeyPatch):
-    from flows.nightly import run_nightly
-    from flows.training import run_training
+    from mmrec_flows.nightly import run_nightly
+    from mmrec_flows.training import run_training
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     dataset, params, ws_s = make_workspace(tmp_path / "ws")
@@ -237,8 +237,8 @@ def test_forget_production_profile_via_delete(tmp_path: Path, production_env: di
                                               private_redis: Any, prefect_pg_database: str):
     """Production profile (tests/integration/test_production_profile.py): every endpoint from the
     environment, Prefect + MLflow on PostgreSQL, a Dask worker, Feast on Redis."""
-    from flows.nightly import run_nightly
-    from flows.training import run_training
+    from mmrec_flows.nightly import run_nightly
+    from mmrec_flows.training import run_training
 
     dataset, params, ws_s = make_workspace(tmp_path / "ws", profile="production")
     ws = Path(ws_s)
