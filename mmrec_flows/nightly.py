@@ -37,11 +37,11 @@ def nightly_recommendations(
         k: overrides `recommend.k` for this run.
 
     Returns:
-        The summary of `mmrec.recommend.run_recommend`, or the Failed state.
+        The summary of `mmrec.recommend.run.run_recommend`, or the Failed state.
     """
     from prefect.artifacts import create_markdown_artifact
 
-    from mmrec.recommend import summary_markdown
+    from mmrec.recommend.writer import summary_markdown
 
     args = run_args(dataset, params, workspace, root)
     from mmrec.errors import MMRecError

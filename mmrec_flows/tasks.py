@@ -277,8 +277,8 @@ def tune_task(args: RunArgs, trials: int | None = None, timeout: float | None = 
 
 @task(name="register", retries=2, retry_delay_seconds=10, retry_condition_fn=is_transient)
 def register_task(args: RunArgs) -> Any:
-    """Log the runs, register the best model, apply the promotion gate (`mmrec.tracking.track_training`)."""
-    from mmrec.tracking import track_training
+    """Log the runs, register the best model, apply the promotion gate (`mmrec.tracking.runs.track_training`)."""
+    from mmrec.tracking.runs import track_training
 
     try:
         ctx = load_context(args)
@@ -289,12 +289,12 @@ def register_task(args: RunArgs) -> Any:
 
 @task(name="recommend", retries=2, retry_delay_seconds=10, retry_condition_fn=is_transient)
 def recommend_task(args: RunArgs, k: int | None = None, distributed: bool = False) -> Any:
-    """The champion's top-K for every user (`mmrec.recommend.run_recommend`).
+    """The champion's top-K for every user (`mmrec.recommend.run.run_recommend`).
 
     `distributed` (under a DaskTaskRunner): user blocks are scored on the cluster's workers
     (`mmrec.distributed.scoring`); same output file.
     """
-    from mmrec.recommend import run_recommend
+    from mmrec.recommend.run import run_recommend
 
     try:
         ctx = load_context(args)
@@ -308,8 +308,8 @@ def recommend_task(args: RunArgs, k: int | None = None, distributed: bool = Fals
 
 @task(name="materialize", retries=2, retry_delay_seconds=10, retry_condition_fn=is_transient)
 def materialize_task(args: RunArgs) -> Any:
-    """Export feature tables, `feast apply`, `materialize_incremental` (`mmrec.features.run_materialize`)."""
-    from mmrec.features import run_materialize
+    """Export feature tables, `feast apply`, `materialize_incremental` (`mmrec.feast.materialize.run_materialize`)."""
+    from mmrec.feast.materialize import run_materialize
 
     try:
         ctx = load_context(args)

@@ -51,7 +51,7 @@ def split_workspace(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pat
     """A synthetic catalogue (40 users, 64 items) ingested, validated and split."""
     from mmrec.config import load_params
     from mmrec.data.contract import load_dataset_spec
-    from mmrec.data.synth import generate_synthetic
+    from mmrec.data.synth.generate import generate_synthetic
     from mmrec.stages import StageContext, run_stage
 
     ws = tmp_path_factory.mktemp("ddp") / "single"

@@ -72,7 +72,7 @@ def write_params(ws: Path, runner: str = "threads", address: str | None = None, 
 @pytest.fixture(scope="module")
 def synth_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small synthetic catalogue with all four modalities (40 users, 64 items)."""
-    from mmrec.data.synth import generate_synthetic
+    from mmrec.data.synth.generate import generate_synthetic
 
     out = tmp_path_factory.mktemp("synth") / "raw"
     generate_synthetic(out, n_users=40, n_items=64, seed=7)

@@ -71,8 +71,9 @@ def champion_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple
     from mmrec.data.contract import load_dataset_spec
     from mmrec.data.interactions import Interactions
     from mmrec.models import create_model
+    from mmrec.params.tracking import TrackingParams
     from mmrec.stages import StageContext
-    from mmrec.tracking import TrackingParams, track_training
+    from mmrec.tracking.runs import track_training
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     ws = tmp_path / "ws"

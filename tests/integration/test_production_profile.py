@@ -103,7 +103,7 @@ def test_pipeline_nightly_and_api_on_real_servers_survive_a_redis_restart(
     from mmrec.config import load_params
     from mmrec.data.contract import load_dataset_spec
     from mmrec.stages import StageContext
-    from mmrec.tracking import load_champion, registry_state
+    from mmrec.tracking.registry import load_champion, registry_state
     from mmrec_flows.nightly import run_nightly
     from mmrec_flows.training import run_training
 
@@ -175,7 +175,7 @@ def test_mlflow_server_lost_mid_registration_leaves_nothing_half_registered(
     import mlflow
     from mlflow import MlflowClient
 
-    import mmrec.tracking as tracking
+    import mmrec.tracking.runs as tracking
     from mmrec_flows.training import run_training
 
     server, name = mlflow_pg_server, "mmrec-tiny"

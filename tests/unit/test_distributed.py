@@ -20,7 +20,8 @@ from mmrec.distributed.scoring import block_bounds, score_block, write_recommend
 from mmrec.encoders import read_features
 from mmrec.errors import ConfigError, ModelError
 from mmrec.extract import extract_modality
-from mmrec.recommend import iter_topk, write_recommendations
+from mmrec.recommend.topk import iter_topk
+from mmrec.recommend.writer import write_recommendations
 from tests.unit.test_extract import make_dataset, params
 from tests.unit.test_recommend import fitted
 
