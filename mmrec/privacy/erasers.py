@@ -207,7 +207,8 @@ def erase_online_redis(ctx: StageContext, user_id: str) -> dict[str, int]:
     Skipped (zeros) when the dataset does not use the redis profile. Raises ServiceUnavailable
     when Redis cannot be reached: the forget is then incomplete and must be re-run.
     """
-    from mmrec.features import features_params, project_name
+    from mmrec.feast.store import project_name
+    from mmrec.params.feast import features_params
 
     fp = features_params(ctx.params)
     if fp.profile != "redis" or not fp.redis_url:
@@ -334,7 +335,9 @@ def erase_feast_tables(ctx: StageContext, user_id: str) -> dict[str, int]:
 
 def _mlflow_locations(ctx: StageContext) -> list[str]:
     """Artifact locations of every run, logged model and registered version of the dataset."""
-    from mmrec.tracking import _mlflow, experiment_name, registered_model_name, resolve_uri, tracking_params
+    from mmrec.params.tracking import tracking_params
+    from mmrec.tracking.store import experiment_name, registered_model_name, resolve_uri
+    from mmrec.tracking.store import mlflow_client as _mlflow
 
     tp = tracking_params(ctx.params)
     uri = resolve_uri(tp, ctx.workspace)
@@ -405,7 +408,9 @@ def erase_models(ctx: StageContext, user_id: str) -> dict[str, int]:
     out = {"artifacts": 0, "mlflow": 0}
     for f in _files(ctx.workspace / "artifacts" / ctx.spec.name, "state.npz"):
         out["artifacts"] += forget_in_state(f, user_id)
-    from mmrec.tracking import _mlflow, resolve_uri, tracking_params
+    from mmrec.params.tracking import tracking_params
+    from mmrec.tracking.store import mlflow_client as _mlflow
+    from mmrec.tracking.store import resolve_uri
 
     seen: set[Path] = set()
     for loc in _mlflow_locations(ctx):
