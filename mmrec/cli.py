@@ -16,6 +16,7 @@ from mmrec.cli_common import DatasetOpt, ParamsOpt, RootOpt, WorkspaceOpt, handl
 from mmrec.cli_common import load_context as _context
 from mmrec.cli_events import register as _register_events
 from mmrec.cli_lifecycle import register as _register_lifecycle
+from mmrec.cli_privacy import register as _register_privacy
 from mmrec.cli_search import register as _register_search
 from mmrec.environment import QUIET_ENV_DEFAULTS, set_env_defaults  # noqa: F401 - re-exported
 
@@ -216,6 +217,7 @@ def list_models() -> None:
 _register_events(app)  # `replay`, `events ingest` (the feedback loop)
 _register_lifecycle(app)  # `pipeline` (through the orchestrator), `recommend`, `promote`, `rollback`, `registry`
 _register_search(app)  # `search` (mmrec/cli_search.py)
+_register_privacy(app)  # `forget`
 
 
 def main() -> None:  # console-script entry point

@@ -52,15 +52,25 @@ def ingest_dataset(spec: DatasetSpec, paths: DatasetPaths, params: IngestParams 
     Raises:
         DataError / ConfigError: a file is missing, empty or lacks a mapped column (nothing written).
     """
+    from mmrec.constants import USER_ID
+    from mmrec.privacy.forget_list import ForgetList, drop_forgotten, drop_forgotten_rejects
+
     tables = read_tables_counted(spec)
+    # Users who were forgotten (`mmrec forget`) never enter the warehouse again: the raw folder
+    # still has their rows, the forget list (pseudonyms only) drops them here, counted.
+    forget = ForgetList.load(paths)
     report = IngestReport(spec.name)
     with atomic_dir(paths.warehouse) as tmp:
         for name, (frame, rejects, source, counts) in tables.items():
-            if counts.records != len(frame) + len(rejects):  # the reader's own books must balance
+            if counts.records != len(frame) + len(rejects):  # checked before the forget list drops rows  # the reader's own books must balance
                 raise StageError(
                     f"{source}: {counts.records} data records read but {len(frame)} rows + {len(rejects)} rejects "
                     f"came out of normalisation; this is a bug in mmrec"
                 )
+            frame, forgotten = drop_forgotten(frame, USER_ID, forget)
+            if name != "items":
+                rejects, forgotten_rejects = drop_forgotten_rejects(rejects, forget)
+                forgotten += forgotten_rejects
             frame.to_parquet(tmp / f"{name}.parquet", index=False)
             if len(rejects):
                 rejects.to_parquet(tmp / f"{name}_rejects.parquet", index=False)
@@ -69,12 +79,14 @@ def ingest_dataset(spec: DatasetSpec, paths: DatasetPaths, params: IngestParams 
                 "sha256": file_sha256(source),
                 "rows": int(len(frame)),
                 "rejected": int(len(rejects)),
+                "forgotten": forgotten,  # rows of forgotten users dropped (mmrec.privacy)
                 # Where every line of the source went; validation checks its rows against
                 # `source_rows` (data records the reader saw, counted apart from the parser).
                 "source_rows": int(counts.records),
                 "lines": counts.to_dict(),
             }
-            log.info("ingested %s: %d rows, %d rejected (%s)", name, len(frame), len(rejects), source)
+            log.info("ingested %s: %d rows, %d rejected, %d of forgotten users dropped (%s)", name, len(frame),
+                     len(rejects), forgotten, source)
         manifest = {
             "dataset": spec.name,
             "root": str(spec.root_path),

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from mmrec.constants import EVENT, ITEM_ID, TIMESTAMP, USER_ID
+from mmrec.privacy.forget_list import ForgetList, drop_forgotten
 
 if TYPE_CHECKING:
     from mmrec.events.store import EventStore
@@ -119,11 +120,13 @@ def ingest_events(ctx: StageContext, store: EventStore | None = None) -> dict[st
     read = len(frame)
     frame = frame.drop_duplicates(EVENT_ID, keep="first").reset_index(drop=True)
     duplicates = read - len(frame)
+    # users forgotten since (`mmrec forget`) never reach the warehouse again, as at ingest
+    frame, forgotten = drop_forgotten(frame, USER_ID, ForgetList.load(ctx.paths))
     valid, quarantined = validate_events(frame, _valid_items(ctx.paths), ctx.params.validate_)
     valid = valid.sort_values([TIMESTAMP, EVENT_ID], kind="stable").reset_index(drop=True)
     _write(valid, snapshot_path(ctx.paths))
     _write(quarantined, quarantine_path(ctx.paths))
-    report = {"dataset": ctx.spec.name, "store": kind, "read": read, "duplicates": duplicates,
+    report = {"dataset": ctx.spec.name, "store": kind, "read": read, "duplicates": duplicates, "forgotten": forgotten,
               "quarantined": len(quarantined), "rows": len(valid), "path": str(snapshot_path(ctx.paths)),
               "reasons": quarantined["reason"].value_counts().head(20).to_dict() if len(quarantined) else {}}
     out = ctx.paths.reports / "events_ingest.json"

@@ -343,6 +343,10 @@ def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll:
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
 
+    from mmrec.serve.privacy_api import privacy_router
+
+    app.include_router(privacy_router(holder))  # DELETE /users/{id} (mmrec forget)
+
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _docs(app, StaticFiles)
     # the hot endpoint without FastAPI's per-request parameter solving, for provably valid

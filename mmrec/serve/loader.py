@@ -142,6 +142,16 @@ class ChampionSource:
             raise ModelError(f"no {self.alias!r} model is registered for {self.ctx.spec.name!r}; run `mmrec pipeline --dataset {spec}`")
         return version
 
+    def stamp(self) -> str | None:
+        """Changes when a user is forgotten (the forget list is rewritten): reload the same version."""
+        from mmrec.privacy.forget_list import privacy_dir
+
+        try:
+            st = (privacy_dir(self.ctx.paths) / "forget.json").stat()
+        except OSError:
+            return None
+        return f"{st.st_mtime_ns}:{st.st_size}"
+
     def online(self) -> Any:
         """A fresh Feast online reader for each load: the registry is read again and the store
         reopened, so `POST /admin/reload?force=true` recovers from a replaced or repaired store

@@ -142,3 +142,15 @@ class Reload(BaseModel):
     previous: str | None = None
     error: str | None = None
     seconds: float = 0.0
+
+
+class Forgotten(BaseModel):
+    """DELETE /users/{id}: what the forget removed (counts per store), never the raw id."""
+
+    status: Literal["forgotten", "incomplete"]
+    pseudonym: str
+    time: str
+    known: bool
+    removed: dict[str, dict[str, int]]
+    failed: dict[str, str] = {}
+    reloaded: str

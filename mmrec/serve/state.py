@@ -54,6 +54,9 @@ class StateSource(Protocol):
         """Expensive: build a complete state for the current version."""
         ...
 
+    # optional: `stamp() -> str | None`, cheap, changes when the same version must be reloaded
+    # (e.g. a user was forgotten: ChampionSource stamps the forget list)
+
 
 Explainer = Callable[[Any, str, str], dict[str, Any]]
 
@@ -146,6 +149,7 @@ class StateHolder:
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
         self.last_check: float | None = None
+        self._stamp: str | None = None
 
     @property
     def state(self) -> ServingState | None:
@@ -158,8 +162,9 @@ class StateHolder:
             previous = self._state.version if self._state else None
             try:
                 version = self.source.version()
+                stamp = _stamp(self.source)
                 self.last_check = time.time()
-                if not force and self._state is not None and version == previous:
+                if not force and self._state is not None and version == previous and stamp == self._stamp:
                     # what is served is current: an error of an earlier load is no longer true
                     self.last_error = None
                     return ReloadResult("unchanged", version, previous)
@@ -169,6 +174,7 @@ class StateHolder:
                 log.error("reload failed; still serving version %s: %s", previous, self.last_error)
                 return ReloadResult("failed", None, previous, error=self.last_error, seconds=time.perf_counter() - start)
             self._state = new
+            self._stamp = stamp
             self.last_error = None
             seconds = time.perf_counter() - start
             log.info("serving version %s (was %s), loaded in %.2fs", new.version, previous, seconds)
@@ -192,3 +198,8 @@ class StateHolder:
     def _poll(self) -> None:
         while not self._stop.wait(self.interval_s):
             self.reload()
+
+
+def _stamp(source: StateSource) -> str | None:
+    fn = getattr(source, "stamp", None)
+    return fn() if callable(fn) else None

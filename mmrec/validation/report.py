@@ -119,6 +119,8 @@ class TableReport:
         source_rows: data records the ingest reader counted in the source file, apart from the
             parser (None for a warehouse written without that count).
         lines: where every physical line of the source went (header, blank, records...).
+        forgotten: rows of forgotten users that ingest dropped (`mmrec forget`): accounted for,
+            never validated nor quarantined.
     """
 
     name: str
@@ -131,6 +133,7 @@ class TableReport:
     deduplicated: int = 0
     source_rows: int | None = None
     lines: dict[str, int] | None = None
+    forgotten: int = 0
     checks: list[CheckReport] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
 
@@ -139,15 +142,16 @@ class TableReport:
         return not self.failures
 
     def accounting(self) -> dict[str, Any]:
-        """source rows = valid + quarantined + deduplicated, with each term (see `line_accounting`)."""
+        """source rows = valid + quarantined + deduplicated + forgotten, with each term (see `line_accounting`)."""
         expected = self.rows if self.source_rows is None else self.source_rows
         valid = self.valid_rows or 0
-        accounted = valid + self.quarantined + self.deduplicated
+        accounted = valid + self.quarantined + self.deduplicated + (self.forgotten if self.source_rows is not None else 0)
         return {
             "source_rows": self.source_rows,
             "valid": self.valid_rows,
             "quarantined": self.quarantined,
             "deduplicated": self.deduplicated,
+            "forgotten": self.forgotten,
             "unaccounted": None if self.valid_rows is None else expected - accounted,
             "lines": self.lines,
         }
@@ -162,6 +166,7 @@ class TableReport:
             "valid_rows": self.valid_rows,
             "quarantined": self.quarantined,
             "deduplicated": self.deduplicated,
+            "forgotten": self.forgotten,
             "accounting": self.accounting(),
             "checks": [c.to_dict() for c in self.checks],
             "failures": [f.to_dict() for f in self.failures],

@@ -123,13 +123,15 @@ def _manifest_tables(paths: DatasetPaths) -> dict[str, Any]:
     return {}
 
 
-def _source_counts(paths: DatasetPaths, table: str) -> tuple[int | None, dict[str, int] | None]:
-    """(data records ingest counted in the source, its line buckets), from the manifest."""
+def _source_counts(paths: DatasetPaths, table: str) -> tuple[int | None, dict[str, int] | None, int]:
+    """(data records ingest counted in the source, its line buckets, rows of forgotten users
+    ingest dropped), from the manifest."""
     entry = _manifest_tables(paths).get(table)
     if not isinstance(entry, dict) or not isinstance(entry.get("source_rows"), int):
-        return None, None
+        return None, None, 0
     lines = entry.get("lines")
-    return int(entry["source_rows"]), lines if isinstance(lines, dict) else None
+    forgotten = entry.get("forgotten", 0)
+    return int(entry["source_rows"]), lines if isinstance(lines, dict) else None, forgotten if isinstance(forgotten, int) else 0
 
 
 def _sources(spec: DatasetSpec, paths: DatasetPaths, tables: Sequence[str]) -> dict[str, str]:
@@ -387,6 +389,7 @@ def _accounting_check(run: _TableRun, source: str) -> None:
     details = (
         f"{rep.source_rows if rep.source_rows is not None else rep.rows} source rows ({counted}) = "
         f"{rep.valid_rows} valid + {rep.quarantined} quarantined + {rep.deduplicated} duplicates merged/dropped"
+        + (f" + {rep.forgotten} of forgotten users (mmrec forget)" if rep.forgotten and rep.source_rows is not None else "")
     )
     ok = acc["unaccounted"] == 0
     if not ok:
@@ -489,7 +492,7 @@ def validate_dataset(spec: DatasetSpec, paths: DatasetPaths, params: ValidatePar
     for t in names:
         rejects = read_rejects(paths.warehouse / f"{t}_rejects.parquet")
         n_rej = 0 if rejects is None else len(rejects)
-        source_rows, lines = _source_counts(paths, t)
+        source_rows, lines, forgotten = _source_counts(paths, t)
         rows_in = len(frames[t]) + n_rej
         deduplicated = 0
         if t == "interactions":  # identical rows: the dataset's duplicate policy, not quarantine
@@ -503,6 +506,7 @@ def validate_dataset(spec: DatasetSpec, paths: DatasetPaths, params: ValidatePar
             deduplicated=deduplicated,
             source_rows=source_rows,
             lines=lines,
+            forgotten=forgotten,
         )
         runs[t] = _TableRun(t, frames[t], rep, rejects)
 

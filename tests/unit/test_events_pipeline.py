@@ -61,6 +61,32 @@ def test_ingest_events_validates_deduplicates_and_feeds_the_split(validated: Sta
     assert erase_user(ctx, "newbie") == {"events": 1, "recent": 1, "impressions": 0}
 
 
+def test_forget_erases_the_event_log_and_its_snapshot_and_ingest_keeps_the_user_out(validated: StageContext):
+    from mmrec.privacy.erasers import erase_events
+    from mmrec.privacy.forget_list import ForgetList
+
+    ctx = validated
+    store = open_store(ctx)
+    store.append([Event("e1", "u1", "i8", "purchase", T0), Event("e2", "gone", "i3", "view", T0 + 1),
+                  Event("e3", "gone", "ghost", "view", T0 + 2)])  # e3 is quarantined (unknown item)
+    store.close()
+    run_stage("ingest_events", ctx)
+    snap, quarantine = (ctx.paths.data / "events" / f for f in ("ingested.parquet", "quarantine.parquet"))
+    assert "gone" in set(pd.read_parquet(snap)[USER_ID]) and "gone" in set(pd.read_parquet(quarantine)[USER_ID])
+    forget = ForgetList.load(ctx.paths, create=True)
+    forget.add("gone")
+    forget.save()
+    assert erase_events(ctx, "gone") == {"events": 2, "recent": 2, "impressions": 0, "ingested": 1,
+                                         "ingest_quarantine": 1}
+    assert set(pd.read_parquet(snap)[USER_ID]) == {"u1"} and len(pd.read_parquet(quarantine)) == 0
+    assert b"gone" not in (ctx.paths.data / "events" / "events.db").read_bytes()  # vacuumed, not just unlinked
+    store = open_store(ctx)  # the user comes back through the API after being forgotten
+    store.append([Event("e4", "gone", "i1", "view", T0 + 3)])
+    store.close()
+    report = run_stage("ingest_events", ctx)
+    assert (report["forgotten"], set(pd.read_parquet(snap)[USER_ID])) == (1, {"u1"})
+
+
 def test_replay_scores_every_policy_and_the_bandit_learns(tmp_path: Path):
     state = tiny_state(FIXTURES / "tiny" / "dataset.yaml")
     strat = Strategies(state.model, state.item_pos, state.similar["fused"].similar)
