@@ -213,6 +213,8 @@ def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll:
         store answers (a deleted, replaced or corrupt store makes this 503 until it is fixed)."""
         state = holder.state
         body: dict[str, Any] = {"status": "ready" if state else "not_ready"}
+        # optional features this server has, so the page asks only for what exists
+        body["features"] = {"events": events is not None, "search": search_encoders is not None}
         ok = state is not None
         if state is not None:
             body.update(state.describe())

@@ -134,6 +134,7 @@ class Ready(BaseModel):
 
     status: Literal["ready", "not_ready"]
     version: str | None = None
+    features: dict[str, bool] = {}  # optional features enabled on this server: events, search
 
 
 class Reload(BaseModel):

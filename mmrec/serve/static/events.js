@@ -31,6 +31,22 @@
     return body;
   }
 
+  // whether this server has the feedback loop (GET /ready says); unknown (null) until it answers
+  let enabled = null;
+  async function isEnabled() {
+    if (enabled === null) {
+      try {
+        const ready = await request("/ready");
+        enabled = Boolean(ready && ready.features && ready.features.events);
+      } catch (err) {
+        return false; // not ready yet: ask again next time
+      }
+      const section = byId("recent");
+      if (section) section.hidden = !enabled;
+    }
+    return enabled;
+  }
+
   function stripCard(item) {
     const node = document.createElement("div");
     node.className = "card recent-card";
@@ -63,7 +79,7 @@
   async function refreshStrip() {
     const user = currentUser();
     const strip = byId("recent-strip");
-    if (!user || !strip) return;
+    if (!user || !strip || !(await isEnabled())) return;
     try {
       const body = await request(`/users/${encodeURIComponent(user)}/events?limit=12`);
       if (user !== currentUser()) return; // the user changed while loading
@@ -88,7 +104,7 @@
 
   async function postView(itemId) {
     const user = currentUser();
-    if (!user || !itemId) return;
+    if (!user || !itemId || !(await isEnabled())) return;
     const body = { events: [{ event_id: newEventId(), user_id: user, item_id: itemId, event: "view" }] };
     try {
       await request("/events", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
