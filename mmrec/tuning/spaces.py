@@ -63,6 +63,8 @@ SEARCH_SPACES: dict[str, dict[str, Dimension]] = {
         "reg": FloatRange(1e-6, 1e-1, log=True),
         "batch_size": Choice((512, 1024, 2048, 4096)),
         "init_std": FloatRange(1e-3, 1e-1, log=True),
+        # Cornac's BPR learns item biases, ours did not; validation decides per dataset
+        "item_bias": Choice((False, True)),
     },
     "lightgcn": {
         "lr": FloatRange(1e-4, 5e-2, log=True),

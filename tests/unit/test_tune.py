@@ -303,7 +303,8 @@ def test_trial_zero_is_the_current_configuration(prepared):
     raw["tune"]["spaces"] = {"bpr": {"batch_size": {"choices": [16, 32]}}}
     params.write_text(yaml.safe_dump(raw))
     first = run_tune(StageContext.from_files(dataset, params, ws), ["bpr"], trials=2)["models"]["bpr"]
-    assert first["history"][0]["params"] == pytest.approx({"lr": 2e-3, "reg": 3e-3, "batch_size": 16, "init_std": 0.01})
+    assert first["history"][0]["params"] == pytest.approx({"lr": 2e-3, "reg": 3e-3, "batch_size": 16, "init_std": 0.01,
+                                                                "item_bias": False})
     # a second search starts from what the first one wrote, so it cannot end below it
     again = run_tune(StageContext.from_files(dataset, params, ws), ["bpr"], trials=2)["models"]["bpr"]
     assert again["history"][0]["params"] == pytest.approx(first["best"]["params"], rel=1e-5)
