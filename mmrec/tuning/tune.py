@@ -471,7 +471,7 @@ def _choose_confirmed(record: dict[str, Any], confirmation: list[dict[str, Any]]
     `best.single_seed_value`, the per-seed values as `best.values`.
     """
     chosen = max(confirmation, key=lambda r: (r["mean"], -r["number"]))
-    rec = next((h for h in record["history"] if h["number"] == chosen["number"]), {})
+    rec: dict[str, Any] = next((h for h in record["history"] if h["number"] == chosen["number"]), {})
     record["confirmation"] = confirmation
     record["best"] = {"number": chosen["number"], "value": chosen["mean"], "params": dict(chosen["params"]),
                       "figures": rec.get("figures", {}), "best_epoch": rec.get("best_epoch"),
