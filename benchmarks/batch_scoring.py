@@ -2,7 +2,7 @@
 
 Both run in the same process on the same float32 embeddings with the same thread count,
 alternating repetitions (best time kept) so load from other processes hits both alike:
-- mmrec: `mmrec.recommend.iter_topk` over a factor model (BPR-MF's scoring: user @ item.T,
+- mmrec: `mmrec.recommend.topk.iter_topk` over a factor model (BPR-MF's scoring: user @ item.T,
   cold users filled with popularity), seen items masked, `torch.topk` per chunk. It does strictly
   more work than FAISS here, which does not mask seen items.
 - FAISS: `IndexFlatIP.search(users, k)`, exact maximum inner product.
@@ -102,7 +102,7 @@ def run_case(name: str, user_f: np.ndarray, item_f: np.ndarray, seen: sp.csr_mat
              repeat: int) -> dict[str, Any]:
     import faiss
 
-    from mmrec.recommend import iter_topk
+    from mmrec.recommend.topk import iter_topk
 
     model = factor_model(user_f, item_f, seen)
     n = user_f.shape[0]

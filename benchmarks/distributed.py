@@ -64,7 +64,7 @@ def _warm() -> None:
     import mmrec.distributed.scoring
     import mmrec.encoders.text
     import mmrec.models.bpr
-    import mmrec.recommend  # noqa: F401
+    import mmrec.recommend.writer  # noqa: F401
 
     torch.set_num_threads(1)
 
@@ -199,7 +199,8 @@ class RSSSampler:
 def score_child(mode: str, users: int, items: int, out: str) -> dict[str, Any]:
     import torch
 
-    from mmrec.recommend import RecommendParams, write_recommendations
+    from mmrec.params.recommend import RecommendParams
+    from mmrec.recommend.writer import write_recommendations
 
     torch.set_num_threads(1)
     model = synthetic_model(users, items)

@@ -65,7 +65,7 @@ def synth_items(folder: Path, n_items: int) -> dict[str, list[tuple[str, Any]]]:
     import pandas as pd
 
     if not (folder / "dataset.yaml").is_file():
-        from mmrec.data.synth import generate_synthetic
+        from mmrec.data.synth.generate import generate_synthetic
 
         print(f"generating the synthetic dataset in {folder} ...", flush=True)
         generate_synthetic(folder, n_items=n_items, overwrite=True)

@@ -50,7 +50,7 @@ from mmrec.encoders.config import ExtractParams
 from mmrec.evaluate import evaluate_scores, user_metrics
 from mmrec.io import write_json
 from mmrec.models import create_model
-from mmrec.models.features import feature_path, load_item_features, with_features
+from mmrec.models.item_features import feature_path, load_item_features, with_features
 from mmrec.paths import DatasetPaths
 
 KS = (10, 20)

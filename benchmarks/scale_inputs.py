@@ -8,7 +8,7 @@ core delivers it, and N cores deliver N times it for these embarrassingly parall
 - encoders (bare model, inputs decoded and preprocessed beforehand, as in extraction.py): CPU-s
   and FLOPs per item (torch's FlopCounterMode over a real batch), input and output bytes per
   item, resident memory of the loaded model; the decode+preprocess CPU-s per item separately;
-- exact top-K scoring (`mmrec.recommend.iter_topk`, seen items masked): CPU-s per user at I
+- exact top-K scoring (`mmrec.recommend.topk.iter_topk`, seen items masked): CPU-s per user at I
   items and d dims, peak RSS of the chunked scoring;
 - ANN (FAISS HNSW, M=32) against exact inner-product top-K on the same factors: build CPU-s per
   item, query CPU-s per user, recall@K.
@@ -117,7 +117,7 @@ def encoder_costs(name: str, items: list[tuple[str, Any]], limit: int, num_frame
 
 
 def scoring_costs(users: int, items: int, dim: int, k: int, batch: int) -> dict[str, Any]:
-    from mmrec.recommend import iter_topk
+    from mmrec.recommend.topk import iter_topk
 
     rng = np.random.default_rng(0)
     user_f = rng.standard_normal((users, dim), dtype=np.float32)

@@ -12,7 +12,7 @@ peak RSS above the process's baseline during the fit, and two fitted exponents:
 - items: log(s/epoch at 16x items / at 1x) / log 16 at fixed interactions (target <= 0.3).
 
 Also, in the same run:
-- batch top-K users/s of `mmrec.recommend.iter_topk` next to FAISS IndexFlatIP on the same
+- batch top-K users/s of `mmrec.recommend.topk.iter_topk` next to FAISS IndexFlatIP on the same
   factors (`benchmarks/batch_scoring.run_case`; reduced size by default, `--scoring-full` for
   100k users x 100k items);
 - the thread-oversubscription check: one training run alone and the same run beside CPU-bound
@@ -117,7 +117,7 @@ def synthetic_shop(n_items: int, n_interactions: int, seed: int = 0, clusters: i
 
 def interactions_of(shop: dict[str, Any], with_features: bool) -> Any:
     from mmrec.data.interactions import Interactions
-    from mmrec.models.features import with_features as attach
+    from mmrec.models.item_features import with_features as attach
 
     m = shop["train"]
     data = Interactions(m, np.array([f"u{i}" for i in range(m.shape[0])], dtype=object),

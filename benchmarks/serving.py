@@ -6,7 +6,7 @@ asyncio HTTP/1.1 keep-alive load generator at 1 and 32 concurrent clients and pr
 latency and requests/s. In the same run and process it times the bare online read of the same
 users' precomputed top-K (the read behind GET /users/{id}/recommendations) two ways: Feast's
 `FeatureStore.get_online_features` (the SDK call) and the online store's own `online_read`
-(`mmrec.feature_reads.ViewReader`, what the API calls), sequentially and from 32 threads.
+(`mmrec.feast.view_reader.ViewReader`, what the API calls), sequentially and from 32 threads.
 
 The machine may be shared, so every figure is compared with a reference measured in the same
 run; the server's CPU time per request is printed too (it barely moves with other load). The run is split into `--rounds` rounds that each visit every (profile, endpoint,
@@ -282,7 +282,7 @@ def main() -> None:
     import pandas as pd
 
     from mmrec.context import StageContext
-    from mmrec.features import OnlineFeatures
+    from mmrec.feast.online import OnlineFeatures
 
     ctx = StageContext.from_files(args.dataset, args.params, args.workspace)
     recs = pd.read_parquet(ctx.paths.recommendations, columns=["user_id", "item_id"])

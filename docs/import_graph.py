@@ -1,4 +1,4 @@
-"""Draw the import graph of `mmrec` and `flows` (mermaid) and list its import cycles.
+"""Draw the import graph of `mmrec` and its flows package (mermaid) and list its import cycles.
 
     python docs/import_graph.py [ROOT] [--label after]    # ROOT: a checkout (default: this one)
 
@@ -17,12 +17,20 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-PACKAGES = ("mmrec", "flows")
+#: the orchestrator's package: `mmrec_flows` (before the rename, a generic top-level `flows`)
+FLOW_PACKAGES = ("mmrec_flows", "flows")
+PACKAGES = ("mmrec", *FLOW_PACKAGES)
+
+
+def is_flows(module: str) -> bool:
+    return module.split(".")[0] in FLOW_PACKAGES
 
 
 def modules(root: Path) -> dict[str, Path]:
     out = {}
     for pkg in PACKAGES:
+        if not (root / pkg).is_dir():  # a checkout holds one of the flow package names
+            continue
         for path in sorted((root / pkg).rglob("*.py")):
             parts = list(path.relative_to(root).with_suffix("").parts)
             if parts[-1] == "__init__":
@@ -74,8 +82,8 @@ def edges(root: Path) -> dict[str, set[str]]:
 
 def group(module: str) -> str:
     parts = module.split(".")
-    if parts[0] == "flows":
-        return "flows"
+    if is_flows(module):
+        return parts[0]
     return parts[1] if len(parts) > 1 else "mmrec"
 
 
@@ -127,7 +135,7 @@ def mermaid(graph: dict[str, set[str]]) -> str:
     lines = ["flowchart LR"]
     for a in sorted(grouped):
         for b in sorted(grouped[a]):
-            style = " -.->|orchestrator!| " if a != "flows" and b == "flows" else " --> "
+            style = " -.->|orchestrator!| " if not is_flows(a) and is_flows(b) else " --> "
             lines.append(f"  {a}{style}{b}")
     return "\n".join(lines)
 
@@ -144,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(found)} import cycle(s) between modules:\n")
     for comp in found:
         print(f"- {len(comp)} modules: " + ", ".join(f"`{c}`" for c in comp))
-    lib_to_flows = sorted(a for a, bs in graph.items() if a.startswith("mmrec") and any(b.startswith("flows") for b in bs))
-    print(f"\nlibrary modules importing `flows`: {', '.join(f'`{m}`' for m in lib_to_flows) or 'none'}\n")
+    lib_to_flows = sorted(a for a, bs in graph.items() if not is_flows(a) and any(is_flows(b) for b in bs))
+    print(f"\nlibrary modules importing the flows package: {', '.join(f'`{m}`' for m in lib_to_flows) or 'none'}\n")
     print("```mermaid")
     print(mermaid(graph))
     print("```")

@@ -1,4 +1,4 @@
-"""Offline sources: the parquet tables `mmrec.features.export_tables` writes for one dataset.
+"""Offline sources: the parquet tables `mmrec.feast.export.export_tables` writes for one dataset.
 
 Where the tables are: `$MMREC_FEAST_DATA` (a folder; relative paths are relative to this repo),
 default `../data/synth/feast/tables`, i.e. the embedded default dataset of a checkout. mmrec sets

@@ -1,6 +1,6 @@
 """Feature services: one per registered model version, `model_v<N>` (N = MLflow version).
 
-Versions are not hard-coded: `mmrec.features.export_tables` writes `models.json` beside the
+Versions are not hard-coded: `mmrec.feast.export.export_tables` writes `models.json` beside the
 exported tables, listing every version of the registered model `mmrec-<dataset>` with its model
 name, aliases and the feature views it reads at serving time, e.g.
 

@@ -4,7 +4,7 @@ A multimodal model that beats its ID-only counterpart may do so because of the c
 merely because it has more parameters (or a regulariser that happens to help). The ablation
 trains the same model on each modality alone, on all of them, and on *controls* where a
 modality's vectors are replaced by seeded Gaussian vectors of the same dimension and missing
-pattern (`mmrec.models.features.random_control_features`). Only what a modality adds over its
+pattern (`mmrec.models.item_features.random_control_features`). Only what a modality adds over its
 control is content; the verdicts below say so per modality, with a paired bootstrap CI over
 users, and say "adds nothing" when that is what the numbers show.
 
@@ -28,6 +28,10 @@ from mmrec.analysis import bootstrap_ratio, compact_history, seconds_per_epoch
 from mmrec.constants import MODALITIES
 from mmrec.errors import ConfigError, DataError
 from mmrec.evaluate import UserMetrics, user_metrics
+from mmrec.models import available_models, create_model
+from mmrec.models.item_features import load_item_features, modalities_of, random_control_features, with_features
+from mmrec.models.modalities import feature_availability, resolve_model_params
+from mmrec.stage_inputs import seed_everything
 
 if TYPE_CHECKING:
     from mmrec.config import Params
@@ -159,10 +163,6 @@ def run_ablation(
         `"skipped": reason` (and no variants) when a needed feature file is missing, e.g. a
         pipeline run with extraction turned off.
     """
-    from mmrec.models import available_models, create_model
-    from mmrec.models.features import load_item_features, modalities_of, random_control_features, with_features
-    from mmrec.stages import seed_everything
-
     ev = params.evaluate
     ab = ev.ablation
     name = ab.model
@@ -176,8 +176,6 @@ def run_ablation(
         raise ConfigError(f"evaluate.ablation.model: {name!r} takes no `modalities` argument, so it cannot be ablated")
     dropped_variants: dict[str, str] = {}
     if spec is not None:
-        from mmrec.models.modalities import feature_availability, resolve_model_params
-
         try:
             available = feature_availability(spec, paths, params.extract, list(data.item_ids))
         except DataError as exc:

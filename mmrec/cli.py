@@ -39,7 +39,7 @@ def data_synth(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing non-empty folder.")] = False,
 ) -> None:
     """Generate the embedded default dataset: a synthetic shop with images, audio, video and text."""
-    from mmrec.data.synth import generate_synthetic
+    from mmrec.data.synth.generate import generate_synthetic
 
     kwargs: dict[str, Any] = {"seed": seed, "overwrite": overwrite}
     if users is not None:

@@ -2,7 +2,7 @@
 
 `register(app)` adds them to the main typer app (mmrec/cli.py calls it). The flows are reached
 through the orchestrator entry point (mmrec/orchestrator.py) only inside `mmrec pipeline` and
-`mmrec recommend --prefect`; the library never imports Prefect or the `flows` package.
+`mmrec recommend --prefect`; the library never imports Prefect or the `mmrec_flows` package.
 """
 
 # No `from __future__ import annotations`: typer reads the option annotations at registration.
@@ -53,7 +53,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the whole training pipeline through Prefect: ingest, validate, split, extract, [tune,] train, evaluate, register."""
         from mmrec.orchestrator import load_orchestrator
-        from mmrec.stages import format_metrics_table, read_metrics
+        from mmrec.stage_inputs import read_metrics
+        from mmrec.stages import format_metrics_table
 
         ctx = _context(dataset, root, params, workspace)  # fail fast on a bad dataset.yaml/params.yaml
         typer.echo(f"parameters: {' + '.join(ctx.params_files) or 'built-in defaults'}")
@@ -119,16 +120,11 @@ def register(app: typer.Typer) -> None:
         """Top-K from the registry's champion: every user to data/<name>/recommendations/latest.parquet, or --users to stdout."""
         import dataclasses
 
-        from mmrec.recommend import (
-            history_matrix,
-            parse_recommend_params,
-            read_user_ids,
-            recommend_for_ids,
-            recommend_params,
-            run_recommend,
-            strategy_scorer,
-        )
-        from mmrec.tracking import load_champion
+        from mmrec.params.recommend import parse_recommend_params, recommend_params
+        from mmrec.recommend.id_files import read_user_ids
+        from mmrec.recommend.run import run_recommend, strategy_scorer
+        from mmrec.recommend.topk import history_matrix, recommend_for_ids
+        from mmrec.tracking.registry import load_champion
 
         ctx = _context(dataset, root, params, workspace)
         overrides: dict[str, Any] = {
@@ -236,7 +232,7 @@ def register(app: typer.Typer) -> None:
                 raise ModelError(f"{folder}: no trained {model_name!r} model; run `mmrec stage train --dataset {dataset}`")
             model = load_model(folder)
         else:
-            from mmrec.tracking import load_champion
+            from mmrec.tracking.registry import load_champion
 
             model, _ = load_champion(ctx, alias=alias)
         result = do_explain(model, user, item, top_n=top)
@@ -290,7 +286,7 @@ def register(app: typer.Typer) -> None:
         workspace: WorkspaceOpt = Path("."),
     ) -> None:
         """Make a model version the champion if it passes the promotion gate (or --force)."""
-        from mmrec.tracking import promote as do_promote
+        from mmrec.tracking.registry import promote as do_promote
 
         decision = do_promote(_context(dataset, root, params, workspace), version=version, force=force)
         typer.echo(f"{decision.registered_model} v{decision.version}: {decision.action} ({decision.reason})")
@@ -306,7 +302,7 @@ def register(app: typer.Typer) -> None:
         workspace: WorkspaceOpt = Path("."),
     ) -> None:
         """Point the champion alias back at the previous champion."""
-        from mmrec.tracking import rollback as do_rollback
+        from mmrec.tracking.registry import rollback as do_rollback
 
         decision = do_rollback(_context(dataset, root, params, workspace))
         typer.echo(f"{decision.registered_model}: champion is v{decision.version} again ({decision.reason})")
@@ -321,7 +317,7 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     ) -> None:
         """Show the registered model's versions, aliases and last decisions."""
-        from mmrec.tracking import registry_state
+        from mmrec.tracking.registry import registry_state
 
         state = registry_state(_context(dataset, root, params, workspace))
         if as_json:

@@ -23,10 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from mmrec.constants import DEFAULT_KS, SEED
 from mmrec.encoders.config import ExtractParams
 from mmrec.errors import ConfigError
-from mmrec.features import FeaturesParams
-from mmrec.recommend import RecommendParams
+from mmrec.params.feast import FeaturesParams
+from mmrec.params.recommend import RecommendParams
+from mmrec.params.tracking import TrackingParams
 from mmrec.runtime import RuntimeParams
-from mmrec.tracking import TrackingParams
 from mmrec.tuning.params import TuneParams
 
 ENV_PREFIX = "MMREC__"
@@ -150,7 +150,7 @@ class AblationParams(_Section):
         model: the registered model to ablate (it must take a `modalities` argument); None: off.
         variants: each one trained and evaluated: a modality name (that modality alone), `all`
             (the model's configured modalities), `random_<modality>` (that modality replaced by
-            seeded Gaussian vectors, `mmrec.models.features.random_control_features`) or
+            seeded Gaussian vectors, `mmrec.models.item_features.random_control_features`) or
             `random` (every used modality replaced): the controls separate content from capacity.
         params: overrides of the model's `train.params` for the ablation runs (e.g. fewer epochs).
     """
@@ -304,7 +304,8 @@ def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
     return raw
 
 
-def _read_yaml_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
+def read_yaml_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A YAML file holding a mapping of sections; a ConfigError names the file otherwise."""
     try:
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
@@ -350,11 +351,11 @@ def load_params(
     where = "defaults"
     if path is not None and Path(path).is_file():
         where = str(path)
-        raw = _read_yaml_mapping(path)
+        raw = read_yaml_mapping(path)
     for extra in overlays:
         if not Path(extra).is_file():
             raise ConfigError(f"{extra}: parameter overlay not found")
-        raw = deep_merge(raw, _read_yaml_mapping(extra))
+        raw = deep_merge(raw, read_yaml_mapping(extra))
         where = f"{where} + {extra}" if where != "defaults" else str(extra)
     env = dict(os.environ if environ is None else environ)
     raw = _apply_env(raw, env)

@@ -12,8 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmrec.config import Params
-from mmrec.data.contract import DatasetSpec
+from mmrec.config import Params, load_run_params
+from mmrec.data.contract import DatasetSpec, load_dataset_spec
 from mmrec.paths import DatasetPaths
 
 log = logging.getLogger(__name__)
@@ -51,9 +51,6 @@ class StageContext:
         Raises:
             ConfigError: a bad dataset.yaml or params file, naming the file and field.
         """
-        from mmrec.config import load_run_params
-        from mmrec.data.contract import load_dataset_spec
-
         spec = load_dataset_spec(dataset, root=root)
         params_obj, files = load_run_params(params, spec, workspace)
         said = (spec.name, tuple(files))

@@ -1,4 +1,4 @@
-"""Environment defaults of mmrec's entry points (the `mmrec` command, flows/serve.py).
+"""Environment defaults of mmrec's entry points (the `mmrec` command, mmrec_flows/serve.py).
 
 Set before Prefect, MLflow, Great Expectations, DVC, Feast or the Hugging Face hub are imported,
 with `setdefault`, so a value the user exported always wins. Importing this module changes

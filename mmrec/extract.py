@@ -42,7 +42,7 @@ def feature_cache_root(paths: DatasetPaths, params: ExtractParams) -> Path:
     return Path(params.cache_dir) if params.cache_dir else paths.data / "cache" / "features"
 
 
-def _extract_params(params: Any) -> ExtractParams:
+def extract_params(params: Any) -> ExtractParams:
     """Accept the whole Params (with an `extract` section), an ExtractParams, a dict or None."""
     if params is None:
         return ExtractParams()
@@ -246,7 +246,7 @@ def plan_extraction(spec: DatasetSpec, paths: DatasetPaths, modality: str, param
     """
     if modality not in MODALITIES:
         raise ConfigError(f"unknown modality {modality!r}; expected one of {list(MODALITIES)}")
-    ex = _extract_params(params)
+    ex = extract_params(params)
     table = paths.validated_table("items")
     if not table.is_file():
         raise StageError(f"{table}: validated items table missing; run `mmrec stage validate` first")

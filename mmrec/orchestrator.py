@@ -5,7 +5,7 @@ the orchestrator (Prefect) or on the package holding the flows. The orchestrator
 instead, in its distribution's metadata (pyproject.toml of this repo):
 
     [project.entry-points."mmrec.orchestrators"]
-    prefect = "flows.orchestrator"
+    prefect = "mmrec_flows.orchestrator"
 
 The entry point names an object (here a module) with two callables that return the run's final
 state (`is_completed()`, `message`, `result()`):
@@ -65,7 +65,14 @@ def load_orchestrator(name: str | None = None) -> Orchestrator:
             f"no orchestrator {name!r} is installed (entry points {GROUP!r}: {have}); the Prefect flows ship with "
             "the mmrec repository: `pip install -e .` in the checkout registers them (then `mmrec pipeline` works)"
         )
-    plugin = found[name].load()
+    try:
+        plugin = found[name].load()
+    except ImportError as exc:
+        # the metadata of an editable install outlives a renamed package (flows -> mmrec_flows)
+        raise ConfigError(
+            f"orchestrator {name!r} is registered as {found[name].value!r} but cannot be imported ({exc}); the "
+            "installed metadata is stale: re-run `pip install -e .` (or `make install`) in the checkout"
+        ) from exc
     missing = [f for f in ("run_training", "run_nightly") if not callable(getattr(plugin, f, None))]
     if missing:
         raise ConfigError(f"orchestrator {name!r} ({found[name].value}) lacks {missing}; see mmrec/orchestrator.py")

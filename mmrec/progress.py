@@ -3,7 +3,7 @@
 The library reports progress through `report(key, done, total, message)`; what happens with it
 depends on who runs the library: nothing by default (the log lines and the terminal's tqdm bar
 are the library's own), a Prefect progress artifact when a flow task installed a hook with
-`progress_hook(fn)` (flows/tasks.py does; the library never imports Prefect). The hook lives in
+`progress_hook(fn)` (mmrec_flows/tasks.py does; the library never imports Prefect). The hook lives in
 a context variable, so concurrent tasks in one process each report to their own hook.
 """
 

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from mmrec.data.warehouse import file_sha256
 from mmrec.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -24,8 +25,6 @@ ALLOW_SPLIT_MISMATCH_ENV = "MMREC_ALLOW_SPLIT_MISMATCH"
 
 
 def _sha256(path: Path) -> str | None:
-    from mmrec.data.warehouse import file_sha256
-
     return file_sha256(path) if path.is_file() else None
 
 

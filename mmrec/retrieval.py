@@ -6,7 +6,7 @@ Four similarity metrics, all "higher is more similar":
 - `cosine`: the inner product of L2-normalised vectors, in [-1, 1].
 - `pearson`: the cosine of the vectors after each vector is centred on *its own* mean over its
   dimensions, i.e. the Pearson correlation of the two coordinate lists, in [-1, 1]. (This is not
-  `mmrec.models.features.centred_unit`, which centres every item on the catalogue mean per
+  `mmrec.models.item_features.centred_unit`, which centres every item on the catalogue mean per
   dimension; pass vectors through that first when the shared encoder direction should go.)
 - `euclidean`: the *negative* Euclidean distance -||q - x|| (<= 0, 0 = identical). Negating keeps
   the ranking of distance-ascending search and keeps a similarity threshold meaningful
@@ -126,11 +126,12 @@ def prepare(matrix: np.ndarray, metric: str, mask: np.ndarray | None = None) -> 
     return np.ascontiguousarray(out, dtype=np.float32), ok
 
 
-def _rows_per_block(n_cols: int, max_block_mb: int) -> int:
+def rows_per_block(n_cols: int, max_block_mb: int) -> int:
+    """Rows of a float32 block with `n_cols` columns that fit in `max_block_mb` (at least 1)."""
     return max(1, (int(max_block_mb) << 20) // max(4 * n_cols, 1))
 
 
-def _scores(q: np.ndarray, x: np.ndarray, metric: str, x_sq: np.ndarray | None = None) -> np.ndarray:
+def similarity_scores(q: np.ndarray, x: np.ndarray, metric: str, x_sq: np.ndarray | None = None) -> np.ndarray:
     """(len(q), len(x)) similarity of prepared vectors."""
     s = q @ x.T
     if metric == "euclidean":
@@ -161,9 +162,9 @@ def iter_similarity(
     if q.shape[1] != x.shape[1]:
         raise DataError(f"queries have dimension {q.shape[1]} but items have {x.shape[1]}")
     x_sq = np.einsum("ij,ij->i", x, x) if metric == "euclidean" else None
-    step = _rows_per_block(len(x), max_block_mb)
+    step = rows_per_block(len(x), max_block_mb)
     for start in range(0, len(q), step):
-        s = _scores(q[start : start + step], x, metric, x_sq)
+        s = similarity_scores(q[start : start + step], x, metric, x_sq)
         s[~q_ok[start : start + step]] = np.nan
         s[:, ~x_ok] = np.nan
         yield start, s
@@ -251,7 +252,7 @@ def exact_topk(
     all_ok = bool(ok.all())
     # square-ish tiles: up to 4096 items per tile, as many queries as the budget allows
     item_step = min(universe, 4096)
-    q_step = _rows_per_block(item_step, max_block_mb)
+    q_step = rows_per_block(item_step, max_block_mb)
     for qs in range(0, m, q_step):
         qe = min(qs + q_step, m)
         best_i = np.full((qe - qs, 0), -1, np.int64)
@@ -260,10 +261,10 @@ def exact_topk(
             ce = min(cs + item_step, universe)
             if gather:
                 c = cols[cs:ce]
-                s = _scores(q[qs:qe], x[c], metric, None if x_sq is None else x_sq[c])
+                s = similarity_scores(q[qs:qe], x[c], metric, None if x_sq is None else x_sq[c])
             else:
                 c = np.arange(cs, ce, dtype=np.int64)
-                s = _scores(q[qs:qe], x[cs:ce], metric, None if x_sq is None else x_sq[cs:ce])
+                s = similarity_scores(q[qs:qe], x[cs:ce], metric, None if x_sq is None else x_sq[cs:ce])
                 if not all_ok:
                     s[:, ~ok[cs:ce]] = -np.inf
             if exclude_rows is not None:

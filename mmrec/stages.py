@@ -10,7 +10,6 @@ import functools
 import json
 import logging
 import os
-import random
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -18,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from mmrec.constants import ITEM_ID, MODALITIES, RATING
+from mmrec.constants import MODALITIES, RATING
 from mmrec.context import StageContext
 from mmrec.errors import ConfigError, StageError
 from mmrec.io import atomic_dir, clean_interrupted, write_json, write_text
 from mmrec.paths import DatasetPaths
+from mmrec.stage_inputs import load_split_data, model_names, resolved_model_params, seed_everything, validated_table
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +56,10 @@ def run_validate(ctx: StageContext) -> dict[str, Any]:
     return validate_dataset(ctx.spec, ctx.paths, ctx.params.validate_, ctx.params.extract.image.max_pixels).to_dict()
 
 
-def _validated(ctx: StageContext, table: str) -> pd.DataFrame:
-    f = ctx.paths.validated_table(table)
-    if not f.is_file():
-        raise StageError(f"{f}: validated {table} table missing; run `mmrec stage validate` first")
-    return pd.read_parquet(f)
-
-
 def run_split(ctx: StageContext) -> dict[str, Any]:
     from mmrec.data.splits import split_interactions, write_split
 
-    inter = _validated(ctx, "interactions")
+    inter = validated_table(ctx, "interactions")
     min_rating = ctx.spec.interactions.min_rating
     if min_rating is not None:
         inter = inter[inter[RATING] >= min_rating]
@@ -86,48 +78,6 @@ def run_extract(ctx: StageContext, modality: str) -> dict[str, Any]:
     return extract_modality(ctx.spec, ctx.paths, modality, ctx.params.extract)
 
 
-def load_split_data(ctx: StageContext):  # -> SplitData (import kept lazy)
-    from mmrec.data.splits import load_split
-
-    items = _validated(ctx, "items")[ITEM_ID].astype(str)
-    return load_split(ctx.paths, ctx.params.split.kind, items=items)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    try:
-        import torch
-
-        torch.manual_seed(seed)
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
-
-
-def _model_names(ctx: StageContext, models: Sequence[str] | None) -> list[str]:
-    from mmrec.models import available_models
-
-    names = list(models) if models else list(ctx.params.train.models)
-    unknown = [m for m in names if m not in available_models()]
-    if unknown:
-        raise ConfigError(f"unknown model(s) {unknown} in train.models; available: {available_models()}")
-    return names
-
-
-def resolved_model_params(ctx: StageContext, names: Sequence[str], item_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """`train.params` of each model with its modalities narrowed to what the dataset has
-    (`mmrec.models.modalities`): a text+image catalogue trains the multimodal models on text and
-    images, with one log line per model saying what was dropped and why."""
-    from mmrec.models.modalities import feature_availability, resolve_all, uses_modalities, wanted_modalities
-
-    by_model = ctx.params.train.params
-    if not uses_modalities(names, by_model):
-        return {n: dict(by_model.get(n, {})) for n in names}
-    wanted = {m for n in names for m in wanted_modalities(n, by_model.get(n, {})) or ()}
-    available = feature_availability(ctx.spec, ctx.paths, ctx.params.extract, list(item_ids), wanted)
-    return resolve_all(names, by_model, available)
-
-
 def run_train(ctx: StageContext, models: Sequence[str] | None = None) -> dict[str, Any]:
     """Fit every configured model on train (early stopping on valid) and save them as one swap.
 
@@ -139,7 +89,7 @@ def run_train(ctx: StageContext, models: Sequence[str] | None = None) -> dict[st
     """
     from mmrec.distributed.ddp import is_main_process
     from mmrec.models import create_model
-    from mmrec.models.features import feature_path, load_item_features, modalities_of, with_features
+    from mmrec.models.item_features import feature_path, load_item_features, modalities_of, with_features
     from mmrec.provenance import training_provenance
 
     if is_main_process():
@@ -147,7 +97,7 @@ def run_train(ctx: StageContext, models: Sequence[str] | None = None) -> dict[st
             log.info("removed %s (left by an interrupted run)", leftover)
     data = load_split_data(ctx)
     summary: dict[str, Any] = {"split": {"kind": data.kind, "hash": data.split_hash}, "models": {}}
-    names = _model_names(ctx, models)
+    names = model_names(ctx, models)
     model_params = resolved_model_params(ctx, names, data.item_ids)
     built = [(name, create_model(name, **model_params[name])) for name in names]
     # Multimodal models get the item features they declare, aligned with the item index; items
@@ -226,7 +176,7 @@ def run_tune_stage(ctx: StageContext) -> dict[str, Any]:
 def write_point_in_time_training_set(ctx: StageContext, folder: Path | None = None) -> dict[str, Any]:
     """The training interactions joined with item/user statistics as of each one (Feast's
     `get_historical_features`), written beside the models for training code to read."""
-    from mmrec.features import point_in_time_training_set
+    from mmrec.feast.historical import point_in_time_training_set
     from mmrec.io import write_parquet
 
     df = point_in_time_training_set(ctx)
@@ -262,7 +212,7 @@ def run_evaluate(ctx: StageContext, models: Sequence[str] | None = None) -> dict
     has_cold_valid = data.cold_valid is not None and data.cold_valid.nnz > 0 and len(data.cold_valid_items) > 0
     k_main = 20 if 20 in ks else max(ks)
     lift_keys = [f"{m}@{k}" for m in ("recall", "ndcg") for k in ks]
-    names = _model_names(ctx, models)
+    names = model_names(ctx, models)
 
     def slices(score_fn: Any) -> dict[str, UserMetrics]:
         test = user_metrics(score_fn, data.test, history, ks, batch_size=bs)
@@ -491,8 +441,8 @@ def merge_partial_report(old: dict[str, Any] | None, new: dict[str, Any]) -> dic
 
 
 def run_materialize(ctx: StageContext) -> dict[str, Any]:
-    """Export the feature tables, apply the Feast repo and materialise the online store (mmrec.features)."""
-    from mmrec.features import run_materialize as materialize
+    """Export the feature tables, apply the Feast repo and materialise the online store (mmrec.feast)."""
+    from mmrec.feast.materialize import run_materialize as materialize
 
     return materialize(ctx)
 
@@ -556,9 +506,3 @@ def run_stage(name: str, ctx: StageContext) -> dict[str, Any]:
     result = STAGE_FUNCTIONS[name](ctx)
     log.info("stage %s done in %.1fs", name, time.perf_counter() - start)
     return result
-
-
-def read_metrics(paths: DatasetPaths) -> dict[str, Any]:
-    if not paths.metrics.is_file():
-        raise StageError(f"{paths.metrics}: no metrics yet; run `mmrec stage evaluate` first")
-    return json.loads(paths.metrics.read_text())

@@ -19,18 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mmrec.constants import (
-    EVENT,
-    ITEM_ID,
-    RATING,
-    REASON,
-    ROW_HASH,
-    SOURCE_ROW,
-    TEXT,
-    TIMESTAMP,
-    USER_ID,
-    WEIGHT,
-)
+from mmrec.constants import EVENT, ITEM_ID, RATING, REASON, ROW_HASH, SOURCE_ROW, TEXT, TIMESTAMP, USER_ID, WEIGHT
 from mmrec.data.contract import DatasetSpec, InteractionsSpec, ItemsSpec, TableSpec, UsersSpec
 from mmrec.data.reader import LineCounts, Reject, read_delimited_records, read_jsonl_records, recover_json_field
 from mmrec.errors import ConfigError, DataError

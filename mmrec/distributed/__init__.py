@@ -8,5 +8,5 @@
 - `cluster`: a `distributed.Client` for an `orchestrate:` section (scheduler or LocalCluster).
 - `ddp` / `train`: multi-process training of the factor models, launched by `torchrun`.
 
-Plain `dask.distributed` and `torch.distributed`; Prefect (prefect-dask) lives in flows/.
+Plain `dask.distributed` and `torch.distributed`; Prefect (prefect-dask) lives in mmrec_flows/.
 """

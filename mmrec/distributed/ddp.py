@@ -1,7 +1,11 @@
 """Data-parallel training of the factor models with `torch.distributed` (DDP).
 
-`FactorModel._fit` asks `DataParallel.wrap` for a replica; outside an initialised process group
-(the normal single-process run) it gets None and nothing changes. Under `torchrun` every process
+The launcher (mmrec/distributed/train.py) installs `DataParallel.wrap` as the training driver of
+the factor models (`mmrec.models.training.training_driver`); each `FactorModel.fit` inside that
+block hands it its `module()`, the `nn.Module` of its parameters whose forward is the batch loss,
+and DDP wraps that module from outside (nothing private of the model is touched; the models never
+import this package). Outside an initialised process group of more than one rank `wrap` returns
+None and the single-process loop runs unchanged. Under `torchrun` every process
 (rank) builds the same parameters from the same seed, draws the same shuffled epoch of
 (user, positive, negative) triples, and takes its contiguous share of every batch; DDP averages
 the gradients, each share's loss being scaled by (share size / batch size) x world size so the
@@ -21,7 +25,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,6 +33,7 @@ from mmrec.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
+    from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -92,41 +97,41 @@ def _share(n: int, rank: int, size: int) -> slice:
 
 
 class DataParallel:
-    """DDP around a `FactorModel`'s parameter dict and `_batch_loss`."""
+    """DDP around the `nn.Module` a factor model trains (`FactorModel.module()`).
 
-    def __init__(self, model: Any, device: torch.device, rank: int, size: int) -> None:
+    Implements the `BatchDriver` protocol of mmrec/models/training.py: the model's epoch loop
+    asks it for each batch's loss, the epoch's summed loss and the validation value.
+
+    Args:
+        module: forward(users, pos, neg) -> mean loss of the batch, zero (still connected to every
+            parameter) for an empty batch; its parameters are the ones the model reads.
+        device: where the module and the index tensors live.
+        rank, size: this process and the world size.
+    """
+
+    def __init__(self, module: nn.Module, device: torch.device, rank: int, size: int) -> None:
         import torch
-        import torch.nn as nn
         from torch.nn.parallel import DistributedDataParallel
 
-        # Parameters sharing the built tensors' storage; the model's hooks read them by name
-        params = {k: nn.Parameter(v.detach()) for k, v in model._params.items()}
-        model._params = params
-        self.model, self.rank, self.size, self.device = model, rank, size, device
-
-        class _Loss(nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.params = nn.ParameterDict(params)
-
-            def forward(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, weight: float) -> torch.Tensor:
-                if users.numel() == 0:  # no share of this batch: take part in the all-reduce with zeros
-                    return sum(p.sum() for p in self.params.values()) * 0.0
-                return model._batch_loss(users, pos, neg) * weight
-
+        self.rank, self.size, self.device = rank, size, device
         ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
-        # broadcasts rank 0's initial values; find_unused_parameters: a model may leave a tensor
-        # out of some batches (e.g. a modality absent from every item of the batch)
-        self.ddp = DistributedDataParallel(_Loss().to(device), device_ids=ids, find_unused_parameters=True)
+        # broadcasts rank 0's initial values into the module's own parameters (the model reads
+        # those); find_unused_parameters: a model may leave a tensor out of some batches (e.g. a
+        # modality absent from every item of the batch)
+        self.ddp = DistributedDataParallel(module.to(device), device_ids=ids, find_unused_parameters=True)
 
     @classmethod
-    def wrap(cls, model: Any, device: torch.device) -> DataParallel | None:
-        """A replica when a process group of more than one rank is initialised, else None."""
+    def wrap(cls, name: str, module: nn.Module, device: torch.device) -> DataParallel | None:
+        """A replica when a process group of more than one rank is initialised, else None.
+
+        The signature of a `mmrec.models.training.DriverFactory`: install it with
+        `training_driver(DataParallel.wrap)` around the training.
+        """
         rank, size = world()
         if size <= 1:
             return None
-        log.info("%s: data-parallel training, rank %d of %d", model.name, rank, size)
-        return cls(model, device, rank, size)
+        log.info("%s: data-parallel training, rank %d of %d", name, rank, size)
+        return cls(module, device, rank, size)
 
     def loss(self, users: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> tuple[torch.Tensor, float]:
         """(this rank's loss to back-propagate, its share of the batch's summed loss)."""
@@ -137,7 +142,9 @@ class DataParallel:
         part = sl.stop - sl.start
         weight = part / n * self.size if n else 0.0
         t = [torch.from_numpy(np.ascontiguousarray(x[sl])).to(self.device) for x in (users, pos, neg)]
-        out = self.ddp(*t, weight)
+        # each share's mean loss x (share / batch) x world size: DDP's gradient average is then
+        # the gradient of the whole batch's mean loss
+        out = self.ddp(*t) * weight
         share = float(out.detach()) / weight * part if part else 0.0  # mean loss of the share x its size
         return out, share
 

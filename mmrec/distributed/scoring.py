@@ -1,7 +1,7 @@
 """The nightly top-K partitioned by user blocks over Dask workers; same file as the single process.
 
 Each block is a contiguous range of user rows whose start is a multiple of the chunk size, so a
-worker scores exactly the chunks `mmrec.recommend.iter_topk` would (same matrix products, same
+worker scores exactly the chunks `mmrec.recommend.topk.iter_topk` would (same matrix products, same
 masking, same tie order) and returns only their top-K indices and scores (B x k, not B x n_items).
 The model is scattered once to every worker (held in worker memory, not re-sent per task); each
 task gets only its block's rows of the history matrix.
@@ -25,6 +25,8 @@ import scipy.sparse as sp
 
 from mmrec.constants import DEFAULT_K
 from mmrec.errors import ConfigError, ModelError
+from mmrec.ranking import iter_topk
+from mmrec.recommend.writer import RecommendationWriter
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +50,6 @@ def score_block(model: Any, lo: int, hi: int, k: int, chunk: int, exclude: sp.cs
     Returns:
         (item indices (hi-lo, k'), scores (hi-lo, k')), k' = min(k, n_items); masked entries -inf.
     """
-    from mmrec.ranking import iter_topk
-
     idx_parts, val_parts = [], []
     for _, idx, val in iter_topk(model.score, np.arange(lo, hi, dtype=np.int64), k, chunk, seen=exclude, seen_offset=lo):
         idx_parts.append(idx)
@@ -67,7 +67,7 @@ def write_recommendations_dask(
     block_users: int = DEFAULT_BLOCK_USERS,
     max_in_flight: int | None = None,
 ) -> dict[str, Any]:
-    """`mmrec.recommend.write_recommendations` for every user, with the scoring on Dask workers.
+    """`mmrec.recommend.writer.write_recommendations` for every user, with the scoring on Dask workers.
 
     Args:
         client: a `distributed.Client`.
@@ -80,8 +80,6 @@ def write_recommendations_dask(
     Returns:
         The summary of `write_recommendations`, plus `blocks` and `workers`.
     """
-    from mmrec.recommend import RecommendationWriter
-
     if model.item_ids is None or model.user_ids is None:
         raise ModelError(f"model {model.name!r} is not fitted; nothing to recommend from")
     n_users = len(model.user_ids)

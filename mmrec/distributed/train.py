@@ -5,7 +5,8 @@
 
 Every process runs the train stage (`mmrec.stages.run_train`) on the existing split; the factor
 models (BPR, LightGCN, VBPR, two_tower: everything built on `FactorModel`) train data-parallel
-through DDP (`mmrec.distributed.ddp`), the other models simply train on every rank. Rank 0 writes
+through DDP (`mmrec.distributed.ddp`, installed here as their training driver: the models never
+import it), the other models simply train on every rank. Rank 0 writes
 the models and, with `--evaluate`, the evaluation report (`run_evaluate`), exactly where the
 single-process stages write them, so `mmrec recommend`, the registry and DVC see no difference.
 
@@ -21,8 +22,13 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mmrec.errors import MMRecError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     from mmrec.context import StageContext
-    from mmrec.distributed.ddp import init_from_env, shutdown
+    from mmrec.distributed.ddp import DataParallel, init_from_env, shutdown
+    from mmrec.models.training import training_driver
     from mmrec.stages import run_evaluate, run_train
 
     args = parse_args(argv)
@@ -53,9 +60,18 @@ def main(argv: list[str] | None = None) -> int:
         log.info("process %d of %d (backend %s)", rank, size, backend)
         ctx = StageContext.from_files(args.dataset, args.params, args.workspace, args.root)
         names = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
-        summary = run_train(ctx, names)
+        parallel: list[str] = []  # the models that trained data-parallel (the factor models)
+
+        def driver(name: str, module: nn.Module, device: torch.device) -> DataParallel | None:
+            dp = DataParallel.wrap(name, module, device)
+            if dp is not None:
+                parallel.append(name)
+            return dp
+
+        with training_driver(driver):  # the factor models' batches are shared over the ranks
+            summary = run_train(ctx, names)
         if rank == 0:
-            summary["distributed"] = {"world_size": size, "backend": backend}
+            summary["distributed"] = {"world_size": size, "backend": backend, "data_parallel": parallel}
             if args.evaluate:
                 report = run_evaluate(ctx, names)
                 summary["evaluate"] = {m: {"valid": r.get("valid"), "test": r.get("test")} for m, r in report["models"].items()}

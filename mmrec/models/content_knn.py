@@ -34,7 +34,7 @@ import scipy.sparse as sp
 from mmrec.data.interactions import Interactions
 from mmrec.errors import ModelError
 from mmrec.models.base import Recommender
-from mmrec.models.features import centred_unit, check_modalities, check_weights, modality_mask
+from mmrec.models.item_features import centred_unit, check_modalities, check_weights, modality_mask
 from mmrec.models.registry import register_model
 from mmrec.models.training import ColdUserFallback
 from mmrec.ranking import topk

@@ -35,7 +35,7 @@ from mmrec.data.interactions import Interactions
 from mmrec.errors import ModelError
 from mmrec.models.bpr import bpr_loss, l2_penalty
 from mmrec.models.content_knn import BLOCK, topk_sparse
-from mmrec.models.features import centred_unit, check_modalities, check_weights, modality_mask
+from mmrec.models.item_features import centred_unit, check_modalities, check_weights, modality_mask
 from mmrec.models.lightgcn import LightGCN
 from mmrec.models.registry import register_model
 from mmrec.models.training import check_positive

@@ -77,7 +77,7 @@ def feature_availability(
     Raises:
         DataError: a wanted, declared modality has no feature file yet (run its extract stage).
     """
-    from mmrec.models.features import align_features, feature_path
+    from mmrec.models.item_features import align_features, feature_path
 
     base = declared_availability(spec)
     usable: list[str] = []

@@ -13,7 +13,7 @@ import time
 from abc import abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 import scipy.sparse as sp
@@ -24,6 +24,8 @@ from mmrec.models.base import Recommender, popularity_scores
 
 if TYPE_CHECKING:
     import torch
+
+    from mmrec.models.modules import BatchLossModule
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +72,54 @@ def evaluation_callback(callback: Callable[[int, float], None]) -> Iterator[None
         yield
     finally:
         _EVALUATION_CALLBACK.reset(token)
+
+
+class BatchDriver(Protocol):
+    """Runs the batches of a factor model's training on several processes (data parallelism).
+
+    What a driver factory installed with `training_driver` returns for one training run; the
+    epoch loop of `FactorModel` calls it instead of computing each batch's loss itself. The
+    implementation lives with the launcher (`mmrec.distributed.ddp.DataParallel`); the models
+    only know this protocol, so they never import `mmrec.distributed`.
+    """
+
+    def loss(self, users: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> tuple[torch.Tensor, float]:
+        """(this process's loss to back-propagate, its share of the batch's summed loss)."""
+        ...
+
+    def all_sum(self, value: float) -> float:
+        """`value` summed over the processes (the epoch's total loss)."""
+        ...
+
+    def on_main(self, fn: Callable[[], float]) -> Callable[[], float]:
+        """`fn` run on one process, its value shared by all (same early-stopping decision)."""
+        ...
+
+
+#: builds the driver of one training run from (model name, the model's `module()`, device); it
+#: returns None to leave that run single-process
+DriverFactory = Callable[[str, "BatchLossModule", "torch.device"], BatchDriver | None]
+
+_TRAINING_DRIVER: contextvars.ContextVar[DriverFactory | None] = contextvars.ContextVar(
+    "mmrec_training_driver", default=None
+)
+
+
+@contextlib.contextmanager
+def training_driver(factory: DriverFactory) -> Iterator[None]:
+    """Train the factor models fitted inside the block through the driver `factory` returns.
+
+    The launcher of a multi-process run (mmrec/distributed/train.py under torchrun) installs
+    `DataParallel.wrap` here; outside such a block, and whenever the factory returns None,
+    training is the plain single-process loop. A context variable, like `evaluation_callback`:
+    the models' hyper-parameters stay pure, and the dependency points from the launcher to the
+    models, never back.
+    """
+    token = _TRAINING_DRIVER.set(factory)
+    try:
+        yield
+    finally:
+        _TRAINING_DRIVER.reset(token)
 
 
 def seeded_generators(seed: int) -> tuple[np.random.Generator, torch.Generator]:
@@ -313,6 +363,10 @@ class FactorModel(ColdUserFallback, Recommender):
     `_factors`; this class owns the optimiser, the epoch loop with early stopping on validation
     Recall@20 (best epoch restored), scoring, cold users and persistence.
 
+    While it trains, the parameters and the batch loss are one `nn.Module` (`module()`, a
+    `BatchLossModule`); a data-parallel driver (`training_driver`) wraps that module from
+    outside, so the models know nothing of `torch.distributed`.
+
     Users with no training interactions get the popularity scores: their factors never
     received a gradient, so they are noise.
     """
@@ -335,8 +389,23 @@ class FactorModel(ColdUserFallback, Recommender):
         super().__init__()
         self.user_factors: np.ndarray | None = None  # (n_users, d) float32
         self.item_factors: np.ndarray | None = None  # (n_items, d) float32
+        # the trainable tensors by name while training (the ParameterDict of `module()`); empty otherwise
         self._params: dict[str, torch.Tensor] = {}
+        self._module: BatchLossModule | None = None
         self._sparse_on = False
+
+    def module(self) -> BatchLossModule:
+        """The `nn.Module` being trained: the parameters (by name) and `forward` = the batch loss.
+
+        Exists only during `fit` (what a `training_driver` factory receives); the fitted model
+        scores with numpy factors and keeps no torch state.
+
+        Raises:
+            ModelError: outside training.
+        """
+        if self._module is None:
+            raise ModelError(f"{self.name}: no torch module outside training (module() exists only during fit)")
+        return self._module
 
     def _rows(self, name: str, index: torch.Tensor) -> torch.Tensor:
         """Rows `index` of parameter `name` (a sparse-gradient lookup while training sparse tables)."""
@@ -367,6 +436,12 @@ class FactorModel(ColdUserFallback, Recommender):
 
     # -- training -----------------------------------------------------------------------------
     def _fit(self, train: Interactions, valid: sp.csr_matrix | None) -> None:
+        try:
+            self._train(train, valid)
+        finally:  # also after an error or a pruned trial: no torch state outlives the training
+            self._params, self._module, self._sparse_on = {}, None, False
+
+    def _train(self, train: Interactions, valid: sp.csr_matrix | None) -> None:
         import torch
 
         check_positive(lr=self.lr, batch_size=self.batch_size)
@@ -378,11 +453,14 @@ class FactorModel(ColdUserFallback, Recommender):
         except (RuntimeError, ConfigError) as exc:
             raise ModelError(f"{self.name}: bad device {self.device!r} ({exc}); use 'auto', 'cpu' or 'cuda'") from exc
         matrix = sp.csr_matrix(train.matrix)
-        self._params = self._build(matrix, generator, device)
-        # under torchrun: DDP over the processes, each taking a share of every batch (None otherwise)
-        from mmrec.distributed.ddp import DataParallel
+        from mmrec.models.modules import BatchLossModule
 
-        dp = DataParallel.wrap(self, device)
+        self._module = BatchLossModule(self._build(matrix, generator, device), self._batch_loss)
+        module = self._module
+        self._params = dict(module.params.items())  # the module's own Parameters, read by name in the hooks
+        # a driver installed by the launcher (torchrun: DDP, each process a share of every batch)
+        factory = _TRAINING_DRIVER.get()
+        dp = factory(self.name, self._module, device) if factory is not None else None
         # DDP all-reduces dense gradients: sparse tables only in a single process
         wants_sparse = bool(self.sparse_tables) and bool(getattr(self, "sparse_updates", True))
         if dp is not None and wants_sparse:
@@ -407,7 +485,7 @@ class FactorModel(ColdUserFallback, Recommender):
                     loss, share = dp.loss(u, p, n)
                 else:
                     # pinned + non-blocking on CUDA: the index copies overlap the previous step
-                    loss = self._batch_loss(
+                    loss = module(
                         to_device(torch.from_numpy(u), device),
                         to_device(torch.from_numpy(p), device),
                         to_device(torch.from_numpy(n), device),
@@ -445,8 +523,7 @@ class FactorModel(ColdUserFallback, Recommender):
             name=self.name,
         )
         self._sparse_on = False
-        self._export()
-        self._params = {}  # scoring needs the numpy factors only; free the graph inputs
+        self._export()  # scoring needs the numpy factors only; `_fit` frees the torch state
 
     def _export(self) -> None:
         import torch

@@ -29,7 +29,7 @@ from mmrec.constants import SEED
 from mmrec.data.interactions import Interactions
 from mmrec.errors import ModelError
 from mmrec.models.bpr import l2_penalty
-from mmrec.models.features import centred_unit, check_modalities, modality_mask
+from mmrec.models.item_features import centred_unit, check_modalities, modality_mask
 from mmrec.models.registry import register_model
 from mmrec.models.training import FactorModel, check_positive
 

@@ -3,9 +3,9 @@
 `ChampionSource(ctx)` is the `StateSource` behind `mmrec serve`: its `version()` asks the
 MLflow registry which version the `champion` alias points at (one query, no download), and
 `load()` builds a complete `ServingState` for it:
-- the model through `mmrec.tracking.load_champion` (the same path as the nightly job),
+- the model through `mmrec.tracking.registry.load_champion` (the same path as the nightly job),
 - the catalogue from the warehouse (titles, media, histories),
-- the precomputed top-K reader over the Feast online store (`mmrec.features.OnlineFeatures`),
+- the precomputed top-K reader over the Feast online store (`mmrec.feast.online.OnlineFeatures`),
 - one `mmrec.retrieval.ItemIndex` per embedding view the online store holds (text, image,
   audio, video, fused),
 - `mmrec.explain.explain` for the explain endpoint.
@@ -55,7 +55,7 @@ def build_indexes(views: dict[str, tuple[Sequence[str], np.ndarray]]) -> dict[st
     Centring (what content_knn does) removes the direction every vector of an encoder shares;
     raw cosines would all sit near 0.7 and rank by noise.
     """
-    from mmrec.models.features import centred_unit
+    from mmrec.models.item_features import centred_unit
     from mmrec.retrieval import ItemIndex
 
     out: dict[str, SimilarIndex] = {}
@@ -134,7 +134,7 @@ class ChampionSource:
         self._index_cache: tuple[tuple[Any, ...], dict[str, SimilarIndex]] | None = None
 
     def version(self) -> str:
-        from mmrec.tracking import alias_version
+        from mmrec.tracking.registry import alias_version
 
         version = alias_version(self.ctx, self.alias)
         if version is None:
@@ -146,7 +146,7 @@ class ChampionSource:
         """A fresh Feast online reader for each load: the registry is read again and the store
         reopened, so `POST /admin/reload?force=true` recovers from a replaced or repaired store
         (the state being replaced keeps its own reader until its requests finish)."""
-        from mmrec.features import OnlineFeatures
+        from mmrec.feast.online import OnlineFeatures
 
         self._online = OnlineFeatures.from_context(self.ctx, self.profile)
         return self._online
@@ -155,7 +155,7 @@ class ChampionSource:
         from mmrec.explain import explain
         from mmrec.provenance import check_split, current_split_hash
         from mmrec.serve.catalog import load_catalog
-        from mmrec.tracking import load_champion
+        from mmrec.tracking.registry import load_champion
 
         model, info = load_champion(self.ctx, alias=self.alias)
         # A champion trained on another split would mask the wrong "seen" items: say so, refuse.
@@ -180,13 +180,14 @@ class ChampionSource:
         )
 
     def _recs_table(self) -> Path:
-        from mmrec.features import table_path
+        from mmrec.feast.store import table_path
 
         return table_path(self.ctx.paths, "user_recommendations")
 
     def indexes(self, online: Any) -> dict[str, SimilarIndex]:
         """Item indexes over the online store's embeddings, rebuilt only when an exported table changed."""
-        from mmrec.features import EMBEDDING_VIEWS, table_path
+        from mmrec.feast.online import EMBEDDING_VIEWS
+        from mmrec.feast.store import table_path
         from mmrec.serve.service import MODALITY_CHOICES
 
         files = [table_path(self.ctx.paths, EMBEDDING_VIEWS[v]) for v in MODALITY_CHOICES]

@@ -34,8 +34,18 @@ import numpy as np
 import scipy.sparse as sp
 import yaml
 
+from mmrec import evaluate  # module attribute access: the test-leak check spies on evaluate.user_metrics
+from mmrec.cold import cold_summary, tied_users
+from mmrec.config import TUNED_PARAMS_DIR, deep_merge, read_yaml_mapping
 from mmrec.errors import ConfigError, DataError
 from mmrec.io import write_json, write_text
+from mmrec.models import create_model
+from mmrec.models.item_features import load_item_features, modalities_of, with_features
+from mmrec.models.registry import get_model_class
+from mmrec.models.training import TrainingPruned, evaluation_callback
+from mmrec.params.tracking import tracking_params
+from mmrec.stage_inputs import load_split_data, model_names, resolved_model_params, seed_everything
+from mmrec.tracking.store import experiment_id, experiment_name, mlflow_client, mlflow_key, resolve_uri
 from mmrec.tuning.spaces import Choice, Dimension, FloatRange, IntRange, search_space, tunable_models
 
 if TYPE_CHECKING:
@@ -54,8 +64,6 @@ HEADER_PREFIX = "# tuned "
 
 def overlay_path(ctx: StageContext) -> Path:
     """`<workspace>/params/<name>.yaml`: the overlay `mmrec.config.dataset_params_files` reads last."""
-    from mmrec.config import TUNED_PARAMS_DIR
-
     return Path(ctx.workspace) / TUNED_PARAMS_DIR / f"{ctx.spec.name}.yaml"
 
 
@@ -96,13 +104,11 @@ class _Tracker:
             return self
         import contextlib
 
-        from mmrec.tracking import _experiment_id, _mlflow, experiment_name, resolve_uri, tracking_params
-
         tp = tracking_params(self.ctx.params)
         self._uri = resolve_uri(tp, self.ctx.workspace)
         self._stack = contextlib.ExitStack()
-        client = self._stack.enter_context(_mlflow(self._uri))
-        self._exp = _experiment_id(client, experiment_name(self.ctx.spec.name), self._uri, tp, self.ctx.workspace)
+        client = self._stack.enter_context(mlflow_client(self._uri))
+        self._exp = experiment_id(client, experiment_name(self.ctx.spec.name), self._uri, tp, self.ctx.workspace)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -127,8 +133,6 @@ class _Tracker:
     def metric(self, key: str, value: float, step: int | None = None) -> None:
         if self.enabled and value is not None and math.isfinite(value):
             import mlflow
-
-            from mmrec.tracking import mlflow_key
 
             mlflow.log_metric(mlflow_key(key), float(value), step=step)
 
@@ -159,8 +163,6 @@ class Tuner:
     """
 
     def __init__(self, ctx: StageContext, tune: TuneParams | None = None, pruner: Any = None) -> None:
-        from mmrec.stages import load_split_data
-
         self.ctx = ctx
         self.tune = tune or ctx.params.tune
         self.pruner = pruner
@@ -178,8 +180,6 @@ class Tuner:
 
     # -- data ----------------------------------------------------------------------------------
     def _train_set(self, model: Any) -> Any:
-        from mmrec.models.features import load_item_features, modalities_of, with_features
-
         needed = sorted(modalities_of(model))
         if not needed:
             return self.data.train
@@ -197,16 +197,13 @@ class Tuner:
         cold_valid gets no credit from tie-breaks (mmrec/cold.py), as the cold test in evaluate:
         otherwise a model that cannot score new items would be tuned on its tie order.
         """
-        from mmrec.cold import cold_summary, tied_users
-        from mmrec.evaluate import evaluate_scores, user_metrics
-
         train = self.data.train.matrix
         k = min(OBJECTIVE_K, train.shape[1])
-        out = {"valid": float(evaluate_scores(model.score, self.data.valid, train, ks=(k,))[f"recall@{k}"])}
+        out = {"valid": float(evaluate.evaluate_scores(model.score, self.data.valid, train, ks=(k,))[f"recall@{k}"])}
         cv = self.data.cold_valid
         if cv is not None and cv.nnz and len(self.data.cold_valid_items):
             kc = min(OBJECTIVE_K, len(self.data.cold_valid_items))
-            um = user_metrics(model.score, cv, train, ks=(kc,), candidates=self.data.cold_valid_items)
+            um = evaluate.user_metrics(model.score, cv, train, ks=(kc,), candidates=self.data.cold_valid_items)
             tied = tied_users(model.score, um.users, self.data.cold_valid_items)
             out["cold_valid"] = float(cold_summary(um, tied, (kc,))[1][f"recall@{kc}"])
         return out
@@ -223,10 +220,6 @@ class Tuner:
     def tune_model(self, name: str, trials: int, timeout: float | None, tracker: _Tracker) -> dict[str, Any]:
         """Search one model; returns its record (best trial, every trial, importances, budget)."""
         import optuna
-
-        from mmrec.models import create_model
-        from mmrec.models.training import TrainingPruned, evaluation_callback
-        from mmrec.stages import resolved_model_params, seed_everything
 
         space = search_space(name, self.tune.spaces)
         base = resolved_model_params(self.ctx, [name], [str(i) for i in self.data.item_ids])[name]
@@ -457,8 +450,6 @@ def current_values(name: str, space: Mapping[str, Dimension], base: Mapping[str,
     defaults) for the searched arguments; None when one lies outside the space (not enqueued)."""
     import inspect
 
-    from mmrec.models.registry import get_model_class
-
     defaults = {k: p.default for k, p in inspect.signature(get_model_class(name).__init__).parameters.items()}
     values = {p: base.get(p, defaults.get(p)) for p in space}
     return values if all(in_space(space[p], v) for p, v in values.items()) else None
@@ -513,12 +504,10 @@ def write_overlay(path: Path, chosen: Mapping[str, Mapping[str, Any]], records: 
     Every other key of the file is kept (other models, other sections, keys of a tuned model
     that were not searched); the header keeps the records of models not searched this time.
     """
-    from mmrec.config import _read_yaml_mapping, deep_merge
-
     existing: dict[str, Any] = {}
     keep: list[str] = []
     if path.is_file():
-        existing = _read_yaml_mapping(path)
+        existing = read_yaml_mapping(path)
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.startswith(HEADER_PREFIX):
                 model = line[len(HEADER_PREFIX):].split(":", 1)[0]
@@ -582,9 +571,8 @@ def run_tune(
     if track is not None:
         update["track"] = track
     tune = type(t).model_validate({**t.model_dump(), **update})
-    from mmrec.stages import _model_names
 
-    names = _model_names(ctx, list(models) if models else (tune.models or None))
+    names = model_names(ctx, list(models) if models else (tune.models or None))
     names = tunable_models(names, tune.spaces)
     if not names:
         raise ConfigError("nothing to tune: none of the models has a search space (popularity has no hyper-parameters)")

@@ -51,7 +51,7 @@ def split_workspace(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pat
     """A synthetic catalogue (40 users, 64 items) ingested, validated and split."""
     from mmrec.config import load_params
     from mmrec.data.contract import load_dataset_spec
-    from mmrec.data.synth import generate_synthetic
+    from mmrec.data.synth.generate import generate_synthetic
     from mmrec.stages import StageContext, run_stage
 
     ws = tmp_path_factory.mktemp("ddp") / "single"
@@ -86,7 +86,9 @@ def test_two_process_ddp_matches_single_process(split_workspace: tuple[Path, Pat
     proc = subprocess.run(torchrun, env=env, cwd=ddp_ws, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])  # rank 0's summary
-    assert out["distributed"] == {"world_size": 2, "backend": "gloo"}
+    # the factor models really trained through the DDP driver (without it each rank would train
+    # the whole batches alone and still match the single-process metrics)
+    assert out["distributed"] == {"world_size": 2, "backend": "gloo", "data_parallel": ["bpr", "lightgcn", "two_tower"]}
     report = json.loads((ddp_ws / "reports" / "synth" / "metrics.json").read_text())["models"]
     # two_tower (the joint-embedding model) included: its cross-modal alignment term is computed
     # on each process's share of the batch, so it matches within the tolerance, not exactly.

@@ -72,7 +72,7 @@ def write_params(ws: Path, runner: str = "threads", address: str | None = None, 
 @pytest.fixture(scope="module")
 def synth_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small synthetic catalogue with all four modalities (40 users, 64 items)."""
-    from mmrec.data.synth import generate_synthetic
+    from mmrec.data.synth.generate import generate_synthetic
 
     out = tmp_path_factory.mktemp("synth") / "raw"
     generate_synthetic(out, n_users=40, n_items=64, seed=7)
@@ -104,9 +104,9 @@ def _features(ws: Path) -> dict[str, bytes]:
 
 
 def test_pipeline_and_nightly_on_dask_match_single_process(use_prefect_api: str, synth_raw: Path, tmp_path: Path):
-    from flows.nightly import run_nightly
-    from flows.training import run_training
     from mmrec.encoders import read_features
+    from mmrec_flows.nightly import run_nightly
+    from mmrec_flows.training import run_training
 
     # single process: the default thread runner
     ds_a, ws_a = _workspace(tmp_path / "single", synth_raw)
@@ -205,10 +205,10 @@ def cluster() -> Iterator[Any]:
 
 def test_worker_killed_mid_extraction_every_item_encoded_once(use_prefect_api: str, synth_raw: Path, tmp_path: Path,
                                                               cluster: Any):
-    from flows.runners import make_task_runner, orchestrate_params
-    from flows.tasks import load_context, run_args
-    from flows.training import extract_features
     from mmrec.stages import run_stage
+    from mmrec_flows.runners import make_task_runner, orchestrate_params
+    from mmrec_flows.tasks import load_context, run_args
+    from mmrec_flows.training import extract_features
 
     ds, ws = _workspace(tmp_path / "ws", synth_raw)
     address = cluster.scheduler.address

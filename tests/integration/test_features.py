@@ -45,7 +45,7 @@ def _params(profile: str = "sqlite", project: str | None = None, **features: Any
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny fixture through ingest .. train, plus a nightly top-K from the trained BPR."""
     from mmrec.models import load_model
-    from mmrec.recommend import run_recommend
+    from mmrec.recommend.run import run_recommend
 
     ws = tmp_path_factory.mktemp("features") / "ws"
     shutil.copytree(FIXTURES / "tiny", ws / "tiny")
@@ -78,7 +78,8 @@ def ctx(request: pytest.FixtureRequest, pipeline: Path, tmp_path: Path) -> Itera
     project = f"mmrec_t{uuid.uuid4().hex[:10]}"
     c = StageContext(spec=load_dataset_spec(ws / "tiny" / "dataset.yaml"), params=_params(profile, project), workspace=ws)
     yield c
-    from mmrec.features import feature_store, features_params
+    from mmrec.feast.store import feature_store
+    from mmrec.params.feast import features_params
 
     registry = ws / "data" / "tiny" / "feast" / profile / "registry.db"
     if registry.is_file():
@@ -94,7 +95,9 @@ def _bpr(ctx: StageContext):
 
 
 def _materialize(ctx: StageContext, versions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    from mmrec.features import apply, export_tables, materialize
+    from mmrec.feast.export import export_tables
+    from mmrec.feast.materialize import materialize
+    from mmrec.feast.store import apply
 
     model = _bpr(ctx)
     exported = export_tables(ctx, model=(model, MODEL_INFO), versions=versions if versions is not None else [])
@@ -103,8 +106,8 @@ def _materialize(ctx: StageContext, versions: list[dict[str, Any]] | None = None
 
 def test_online_reads_match_the_artifacts(ctx: StageContext):
     from mmrec.encoders.store import read_features
-    from mmrec.features import OnlineFeatures
-    from mmrec.models.features import feature_path
+    from mmrec.feast.online import OnlineFeatures
+    from mmrec.models.item_features import feature_path
 
     done = _materialize(ctx)
     assert done["apply"]["project"] == ctx.params.features.project
@@ -140,7 +143,7 @@ def test_online_reads_match_the_artifacts(ctx: StageContext):
     with pytest.raises(ConfigError, match="unknown embedding view"):
         of.item_embeddings(["i1"], "smell")
 
-    # the API's lean reads (mmrec/feature_reads.py) answer exactly what Feast's SDK call answers
+    # the API's lean reads (mmrec/feast/view_reader.py) answer exactly what Feast's SDK call answers
     probes = {"user_recommendations": ("user_id", [*users, "nobody", users[0]], ["item_ids", "scores", "model", "model_version"]),
               "item_text_embedding": ("item_id", [*text.item_ids, "nothing"], ["embedding"]),
               "item_stats": ("item_id", [*counts.index[:3], "nothing"], ["interactions", "days_since_last"])}
@@ -152,7 +155,9 @@ def test_online_reads_match_the_artifacts(ctx: StageContext):
 
 
 def test_incremental_materialisation_loads_only_what_changed(ctx: StageContext):
-    from mmrec.features import OnlineFeatures, export_tables, materialize
+    from mmrec.feast.export import export_tables
+    from mmrec.feast.materialize import materialize
+    from mmrec.feast.online import OnlineFeatures
 
     first = _materialize(ctx)
     assert all(t["changed"] for t in first["export"]["tables"].values())
@@ -175,7 +180,8 @@ def test_incremental_materialisation_loads_only_what_changed(ctx: StageContext):
 
 
 def test_one_feature_service_per_model_version(ctx: StageContext, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    from mmrec.features import apply, feature_store, features_params
+    from mmrec.feast.store import apply, feature_store
+    from mmrec.params.feast import features_params
 
     monkeypatch.chdir(tmp_path)  # the repo finds models.json from its own folder, not the working directory
 
@@ -205,7 +211,7 @@ def test_one_feature_service_per_model_version(ctx: StageContext, monkeypatch: p
 
 
 def test_reading_before_materialising_names_the_command(pipeline: Path, tmp_path: Path):
-    from mmrec.features import OnlineFeatures
+    from mmrec.feast.online import OnlineFeatures
 
     with pytest.raises(StageError, match="mmrec stage materialize"):
         OnlineFeatures("tiny", workspace=tmp_path, params=_params().features)
@@ -261,7 +267,7 @@ def test_point_in_time_training_set_has_no_future_information(tmp_path: Path, st
 
 
 def test_profile_is_a_setting_not_an_edit(tmp_path: Path):
-    from mmrec.features import redis_connection_string, store_config
+    from mmrec.feast.store import redis_connection_string, store_config
     from mmrec.paths import DatasetPaths
 
     env = {"MMREC__FEATURES__PROFILE": "redis", "MMREC__FEATURES__REDIS_URL": "redis://10.0.0.5:6380/2"}

@@ -93,7 +93,7 @@ def read_artifact(key: str) -> Any:
 @pytest.fixture(scope="module")
 def template(harness: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One full training run into a workspace that no test modifies (tests get copies: `trained`)."""
-    from flows.training import run_training
+    from mmrec_flows.training import run_training
 
     dataset, params, ws = make_workspace(tmp_path_factory.mktemp("flows") / "ws")
     stub = ExtractStub()
@@ -135,7 +135,7 @@ def test_training_pipeline_runs_every_stage_and_registers(template: dict[str, An
     state = template["state"]
     assert state.is_completed(), state.message
     result = state.result()
-    from flows.training import STAGES
+    from mmrec_flows.training import STAGES
 
     assert result["stages"] == dict.fromkeys(STAGES, "ok")
     assert sorted(result["extraction"]) == ["image", "text"]  # one task per declared modality
@@ -147,7 +147,7 @@ def test_training_pipeline_runs_every_stage_and_registers(template: dict[str, An
 
 
 def test_rerun_skips_finished_stages_and_redoes_missing_outputs(harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from flows.training import run_training
+    from mmrec_flows.training import run_training
 
     # its own workspace (a copy would miss the cache: the paths are part of the cache keys)
     dataset, params, ws = make_workspace(tmp_path / "ws")
@@ -168,8 +168,8 @@ def test_rerun_skips_finished_stages_and_redoes_missing_outputs(harness: None, t
 
 
 def test_nightly_writes_complete_deduplicated_topk(trained: dict[str, Any]):
-    from flows.nightly import run_nightly
     from mmrec.models import load_model
+    from mmrec_flows.nightly import run_nightly
 
     state = run_nightly(trained["dataset"], trained["params"], trained["ws"], k=3)
     assert state.is_completed(), state.message
@@ -188,10 +188,10 @@ def test_nightly_writes_complete_deduplicated_topk(trained: dict[str, Any]):
 
 
 def test_transient_failure_is_retried_then_passes(trained: dict[str, Any], monkeypatch: pytest.MonkeyPatch):
-    from flows.runners import OrchestrateParams
-    from flows.training import run_training
+    from mmrec_flows.runners import OrchestrateParams
+    from mmrec_flows.training import run_training
 
-    monkeypatch.setattr("flows.runners.orchestrate_params", lambda params: OrchestrateParams(retries=2, retry_delay_seconds=0))
+    monkeypatch.setattr("mmrec_flows.runners.orchestrate_params", lambda params: OrchestrateParams(retries=2, retry_delay_seconds=0))
     monkeypatch.setattr("mmrec.extract.extract_modality", ExtractStub())
     spy = StageSpy(monkeypatch, {"split": [OSError("disk hiccup")]})
     shutil.rmtree(Path(trained["ws"]) / "data" / "tiny" / "splits")  # forces the split stage to run
@@ -201,10 +201,10 @@ def test_transient_failure_is_retried_then_passes(trained: dict[str, Any], monke
 
 
 def test_deterministic_error_fails_the_run_without_retries(trained: dict[str, Any], monkeypatch: pytest.MonkeyPatch):
-    from flows.runners import OrchestrateParams
-    from flows.training import run_training
+    from mmrec_flows.runners import OrchestrateParams
+    from mmrec_flows.training import run_training
 
-    monkeypatch.setattr("flows.runners.orchestrate_params", lambda params: OrchestrateParams(retries=3, retry_delay_seconds=0))
+    monkeypatch.setattr("mmrec_flows.runners.orchestrate_params", lambda params: OrchestrateParams(retries=3, retry_delay_seconds=0))
     spy = StageSpy(monkeypatch, {"split": [StageError("splits/temporal/train.tsv unreadable; re-run `mmrec stage split`")]})
     shutil.rmtree(Path(trained["ws"]) / "data" / "tiny" / "splits")
     state = run_training(trained["dataset"], trained["params"], trained["ws"], extract=False)
@@ -214,7 +214,7 @@ def test_deterministic_error_fails_the_run_without_retries(trained: dict[str, An
 
 
 def test_validation_failure_fails_with_report_artifact(harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from flows.training import run_training
+    from mmrec_flows.training import run_training
 
     dataset, params, ws = make_workspace(tmp_path / "ws")
     report = Path(ws) / "reports" / "tiny" / "validation.md"
@@ -236,7 +236,7 @@ def test_validation_failure_fails_with_report_artifact(harness: None, tmp_path: 
 
 
 def test_nightly_without_champion_names_the_command(harness: None, tmp_path: Path):
-    from flows.nightly import run_nightly
+    from mmrec_flows.nightly import run_nightly
 
     dataset, params, ws = make_workspace(tmp_path / "ws")
     state = run_nightly(dataset, params, ws)
@@ -246,9 +246,9 @@ def test_nightly_without_champion_names_the_command(harness: None, tmp_path: Pat
 
 
 def test_extraction_fans_out_on_a_local_dask_cluster(trained: dict[str, Any], monkeypatch: pytest.MonkeyPatch):
-    from flows.runners import OrchestrateParams, make_task_runner
-    from flows.tasks import run_args
-    from flows.training import extract_features
+    from mmrec_flows.runners import OrchestrateParams, make_task_runner
+    from mmrec_flows.tasks import run_args
+    from mmrec_flows.training import extract_features
 
     stub = ExtractStub()
     monkeypatch.setattr("mmrec.extract.extract_modality", stub)

@@ -1,4 +1,4 @@
-"""A real Prefect server on loopback, `flows/serve.py` serving the nightly deployment on a short
+"""A real Prefect server on loopback, `mmrec_flows/serve.py` serving the nightly deployment on a short
 interval, and a scheduled run that fires and completes, all within a bounded time.
 
 Everything started here runs in its own process group and is stopped in `finally`.
@@ -71,8 +71,9 @@ def champion_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple
     from mmrec.data.contract import load_dataset_spec
     from mmrec.data.interactions import Interactions
     from mmrec.models import create_model
+    from mmrec.params.tracking import TrackingParams
     from mmrec.stages import StageContext
-    from mmrec.tracking import TrackingParams, track_training
+    from mmrec.tracking.runs import track_training
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     ws = tmp_path / "ws"
@@ -113,7 +114,7 @@ def test_served_deployment_fires_on_its_schedule(tmp_path: Path, champion_worksp
         wait_healthy(api, server, server_log, SERVER_START_S)
         serve_env = {**env, "PREFECT_API_URL": api}
         serve = start(
-            [sys.executable, "flows/serve.py", "--dataset", str(dataset), "--params", str(ws / "params.yaml"),
+            [sys.executable, "mmrec_flows/serve.py", "--dataset", str(dataset), "--params", str(ws / "params.yaml"),
              "--workspace", str(ws), "--only", "nightly-recommendations", "--interval", "5"],
             serve_env, serve_log, REPO,
         )
@@ -136,7 +137,7 @@ def wait_for_completed_run(api: str, serve: subprocess.Popen, log: Path, timeout
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if serve.poll() is not None:
-            pytest.fail(f"flows/serve.py exited with {serve.returncode}:\n{log.read_text()[-4000:]}")
+            pytest.fail(f"mmrec_flows/serve.py exited with {serve.returncode}:\n{log.read_text()[-4000:]}")
         req = urllib.request.Request(f"{api}/flow_runs/filter", data=body.encode(), headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=10) as r:
             runs = json.loads(r.read())

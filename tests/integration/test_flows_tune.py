@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_pipeline_tunes_before_training(harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from flows.training import run_training
+    from mmrec_flows.training import run_training
 
     dataset, params, ws = make_workspace(tmp_path / "ws")
     Path(params).write_text(yaml.safe_dump({

@@ -87,8 +87,10 @@ def test_registry_lifecycle_against_a_server(mlflow_server: str, tmp_path: Path,
     from mmrec.data.contract import load_dataset_spec
     from mmrec.data.interactions import Interactions
     from mmrec.models import create_model
+    from mmrec.params.tracking import TrackingParams
     from mmrec.stages import StageContext
-    from mmrec.tracking import TrackingParams, load_champion, registry_state, rollback, track_training
+    from mmrec.tracking.registry import load_champion, registry_state, rollback
+    from mmrec.tracking.runs import track_training
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     ws = tmp_path / "ws"

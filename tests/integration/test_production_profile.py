@@ -100,12 +100,12 @@ def server_state(state: Any) -> tuple[str, str]:
 def test_pipeline_nightly_and_api_on_real_servers_survive_a_redis_restart(
     tmp_path: Path, production_env: dict[str, str], private_redis: Any,
 ):
-    from flows.nightly import run_nightly
-    from flows.training import run_training
     from mmrec.config import load_params
     from mmrec.data.contract import load_dataset_spec
     from mmrec.stages import StageContext
-    from mmrec.tracking import load_champion, registry_state
+    from mmrec.tracking.registry import load_champion, registry_state
+    from mmrec_flows.nightly import run_nightly
+    from mmrec_flows.training import run_training
 
     mlflow_url = production_env["MLFLOW_TRACKING_URI"]
     dataset, params, ws = workspace(tmp_path / "ws")
@@ -175,8 +175,8 @@ def test_mlflow_server_lost_mid_registration_leaves_nothing_half_registered(
     import mlflow
     from mlflow import MlflowClient
 
-    import mmrec.tracking as tracking
-    from flows.training import run_training
+    import mmrec.tracking.runs as tracking
+    from mmrec_flows.training import run_training
 
     server, name = mlflow_pg_server, "mmrec-tiny"
     dataset, params, ws = workspace(tmp_path / "ws", profile="embedded", models="[popularity]", tracking_uri=server.url,

@@ -42,7 +42,7 @@ def test_training_reports_progress_artifacts(tmp_path: Path, monkeypatch: pytest
             return await client.read_artifacts(artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["progress"])))
 
     with prefect_test_harness(server_startup_timeout=300):
-        from flows.training import run_training
+        from mmrec_flows.training import run_training
 
         state = run_training(str(tmp_path / "tiny" / "dataset.yaml"), str(tmp_path / "params.yaml"), str(tmp_path),
                              extract=False, register_best=False)

@@ -68,9 +68,10 @@ def raw(api: ApiProcess, data: bytes) -> bytes:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory):
     """The tiny fixture trained, registered, materialised (sqlite) and served by `mmrec serve`."""
-    from mmrec.features import feast_dir, run_materialize
-    from mmrec.recommend import run_recommend
-    from mmrec.tracking import track_training
+    from mmrec.feast.materialize import run_materialize
+    from mmrec.feast.store import feast_dir
+    from mmrec.recommend.run import run_recommend
+    from mmrec.tracking.runs import track_training
 
     tmp = tmp_path_factory.mktemp("faults")
     ws = tmp / "ws"

@@ -42,7 +42,7 @@ def _params(models: list[str], profile: str = "sqlite", project: str | None = No
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny fixture through ingest .. evaluate, item-KNN registered as the champion (v1)."""
-    from mmrec.tracking import track_training
+    from mmrec.tracking.runs import track_training
 
     ws = tmp_path_factory.mktemp("serve") / "ws"
     shutil.copytree(FIXTURES / "tiny", ws / "tiny")
@@ -57,8 +57,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(params=PROFILES)
 def ctx(request: pytest.FixtureRequest, trained: Path, tmp_path: Path) -> Iterator[StageContext]:
     """A private copy of the trained workspace, nightly top-K written and materialised in one profile."""
-    from mmrec.features import feature_store, features_params, run_materialize
-    from mmrec.recommend import run_recommend
+    from mmrec.feast.materialize import run_materialize
+    from mmrec.feast.store import feature_store
+    from mmrec.params.feast import features_params
+    from mmrec.recommend.run import run_recommend
 
     profile = request.param
     if profile == "redis":
@@ -114,7 +116,8 @@ def test_endpoints_answer_from_the_online_store(ctx: StageContext):
 
 @pytest.mark.parametrize("ctx", ["sqlite"], indirect=True)
 def test_a_promoted_champion_is_served_after_reload_without_failed_requests(ctx: StageContext):
-    from mmrec.tracking import promote, track_training
+    from mmrec.tracking.registry import promote
+    from mmrec.tracking.runs import track_training
 
     with _client(ctx) as c:
         assert c.get("/ready").json()["version"] == "1"

@@ -5,7 +5,7 @@ import pytest
 
 from mmrec.ablation import Variant, control_of, parse_variants, sentence, variant_params, verdict
 from mmrec.errors import ConfigError, DataError
-from mmrec.models.features import random_control_features
+from mmrec.models.item_features import random_control_features
 
 RNG = np.random.default_rng(0)
 FEATS = {"text": RNG.normal(3.0, 0.5, (6, 4)).astype(np.float32), "image": RNG.random((6, 3)).astype(np.float32)}

@@ -476,7 +476,7 @@ def test_lost_rows_fail_validation(tmp_path):
 
 def test_recommend_users_file_with_a_stray_quote_fails_loudly(tmp_path):
     """`mmrec recommend --users FILE`: pandas would swallow the lines after the quote (no recs, no error)."""
-    from mmrec.recommend import read_user_ids
+    from mmrec.recommend.id_files import read_user_ids
 
     f = tmp_path / "users.csv"
     f.write_text("user_id,segment\nu1,a\nu2,\"b\nu3,c\nu4,d\n")

@@ -20,7 +20,8 @@ from mmrec.distributed.scoring import block_bounds, score_block, write_recommend
 from mmrec.encoders import read_features
 from mmrec.errors import ConfigError, ModelError
 from mmrec.extract import extract_modality
-from mmrec.recommend import iter_topk, write_recommendations
+from mmrec.recommend.topk import iter_topk
+from mmrec.recommend.writer import write_recommendations
 from tests.unit.test_extract import make_dataset, params
 from tests.unit.test_recommend import fitted
 
@@ -151,7 +152,7 @@ def test_unfitted_model_is_refused(tmp_path: Path, client: Any):
 
 def test_ddp_is_inert_without_a_process_group():
     assert world() == (0, 1) and is_main_process()
-    assert DataParallel.wrap(object(), None) is None  # single-process training is untouched
+    assert DataParallel.wrap("bpr", object(), None) is None  # type: ignore[arg-type] # single-process training is untouched
     shares = [_share(7, r, 3) for r in range(3)]
     assert [(s.start, s.stop) for s in shares] == [(0, 3), (3, 5), (5, 7)]
     assert _share(1, 1, 2).stop - _share(1, 1, 2).start == 0  # a rank may get an empty share

@@ -1,4 +1,4 @@
-"""Feature tables for Feast (mmrec.feature_tables): statistics snapshots, fused vectors, top-K lists.
+"""Feature tables for Feast (mmrec.feast.tables): statistics snapshots, fused vectors, top-K lists.
 
 No Feast here: these are the pure table builders, checked against values worked out by hand.
 """
@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mmrec import feature_tables as ft
 from mmrec.errors import DataError
+from mmrec.feast import tables as ft
 
 DAY = 86_400
 T0 = 1_600_041_600  # 2020-09-14 00:00:00 UTC, a midnight

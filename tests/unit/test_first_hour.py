@@ -466,7 +466,7 @@ def test_prefect_progress_artifacts_are_created_then_updated(monkeypatch):
     pytest.importorskip("prefect")
     from prefect import artifacts
 
-    from flows.tasks import PrefectProgress
+    from mmrec_flows.tasks import PrefectProgress
 
     calls = []
     monkeypatch.setattr(artifacts, "create_progress_artifact", lambda pct, **kw: calls.append(("create", pct)) or "id1")

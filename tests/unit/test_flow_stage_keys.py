@@ -1,6 +1,6 @@
 """The Prefect cache keys come from dvc.yaml: the two stage graphs cannot drift apart.
 
-`flows/dvc_stages.py` reads dvc.yaml itself; these tests compare what it reads with what DVC's
+`mmrec_flows/dvc_stages.py` reads dvc.yaml itself; these tests compare what it reads with what DVC's
 own parser resolves for every stage the training flow runs, and check that the keys react to
 exactly the inputs listed there (the drift the old hand-written keys had: evaluate ignored the
 feature folders, `extract`, `train.seed` and `train.params`; train ignored `extract`).
@@ -20,7 +20,7 @@ pytest.importorskip("prefect")
 
 
 def _flow_stages() -> tuple[str, ...]:
-    from flows.training import STAGES
+    from mmrec_flows.training import STAGES
 
     return STAGES
 
@@ -28,7 +28,7 @@ def _flow_stages() -> tuple[str, ...]:
 def test_every_flow_stage_reads_the_deps_and_params_dvc_resolves():
     from dvc.repo import Repo
 
-    from flows.dvc_stages import DVC_YAML, interpolate, load_stages
+    from mmrec_flows.dvc_stages import DVC_YAML, interpolate, load_stages
 
     assert DVC_YAML == REPO / "dvc.yaml"
     ours = load_stages()
@@ -45,7 +45,7 @@ def test_every_flow_stage_reads_the_deps_and_params_dvc_resolves():
 
 @pytest.fixture
 def ctx_for(tiny_dataset: Path, workspace: Path, tmp_path: Path):
-    from flows.tasks import load_context, run_args
+    from mmrec_flows.tasks import load_context, run_args
 
     def make(overrides: dict | None = None):
         params = tmp_path / "params.yaml"
@@ -63,7 +63,7 @@ def ctx_for(tiny_dataset: Path, workspace: Path, tmp_path: Path):
 
 
 def _keys(ctx) -> dict[str, str]:
-    from flows.tasks import stage_key
+    from mmrec_flows.tasks import stage_key
 
     return {s: stage_key(ctx, s) for s in _flow_stages()}
 
@@ -95,7 +95,7 @@ def test_a_new_feature_file_invalidates_train_and_evaluate(ctx_for):
 
 
 def test_bytecode_caches_are_not_inputs(ctx_for, tmp_path):
-    from flows.tasks import fingerprint
+    from mmrec_flows.tasks import fingerprint
 
     pkg = tmp_path / "pkg"
     pkg.mkdir()
@@ -109,8 +109,8 @@ def test_bytecode_caches_are_not_inputs(ctx_for, tmp_path):
 
 
 def test_unknown_params_keys_and_variables_fail_naming_the_stage(tmp_path, ctx_for):
-    from flows.dvc_stages import dep_paths, param_values
     from mmrec.errors import ConfigError
+    from mmrec_flows.dvc_stages import dep_paths, param_values
 
     bad = tmp_path / "dvc.yaml"
     bad.write_text(
@@ -126,7 +126,7 @@ def test_unknown_params_keys_and_variables_fail_naming_the_stage(tmp_path, ctx_f
 
 
 def test_workspace_and_checkout_paths_resolve_apart(ctx_for):
-    from flows.dvc_stages import dep_paths
+    from mmrec_flows.dvc_stages import dep_paths
 
     ctx = ctx_for()
     deps = dep_paths(ctx, "evaluate")

@@ -13,7 +13,10 @@ from mmrec.config import Params, load_params
 from mmrec.data.contract import load_dataset_spec
 from mmrec.data.interactions import Interactions
 from mmrec.errors import ConfigError, DataError
-from mmrec.generation import (
+from mmrec.models.base import Recommender
+from mmrec.params.recommend import RecommendParams, parse_recommend_params
+from mmrec.recommend.run import run_recommend
+from mmrec.recommend.strategies import (
     ContentScores,
     StrategyScorer,
     allowed_items,
@@ -21,8 +24,7 @@ from mmrec.generation import (
     minmax_normalise,
     rank_normalise,
 )
-from mmrec.models.base import Recommender
-from mmrec.recommend import RecommendParams, iter_topk, parse_recommend_params, recommend_for_ids, run_recommend
+from mmrec.recommend.topk import iter_topk, recommend_for_ids
 from mmrec.retrieval import similarity
 from mmrec.stages import StageContext
 from tests.conftest import FIXTURES

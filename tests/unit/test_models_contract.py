@@ -16,7 +16,7 @@ import scipy.sparse as sp
 from mmrec.data.interactions import Interactions
 from mmrec.errors import ModelError
 from mmrec.models import available_models, create_model, load_model
-from mmrec.models.features import with_features
+from mmrec.models.item_features import with_features
 
 # Tiny configs: every model trains in well under a second on the matrix below.
 TINY = {

@@ -18,7 +18,7 @@ from mmrec.errors import DataError, ModelError
 from mmrec.evaluate import evaluate_scores
 from mmrec.models import create_model, load_model
 from mmrec.models.content_knn import fused_similarity
-from mmrec.models.features import centred_unit, load_item_features, with_features
+from mmrec.models.item_features import centred_unit, load_item_features, with_features
 from mmrec.paths import DatasetPaths
 
 N_GROUPS, PER_GROUP, COLD_PER_GROUP, USERS_PER_GROUP = 4, 30, 10, 20
@@ -275,7 +275,7 @@ def test_vbpr_id_dropout_learns_and_is_deterministic():
 
 
 def test_modalities_of_models():
-    from mmrec.models.features import modalities_of
+    from mmrec.models.item_features import modalities_of
 
     assert modalities_of(create_model("vbpr", modalities=["image"])) == ("image",)
     assert modalities_of(create_model("content_knn")) == ("text", "image")

@@ -15,7 +15,7 @@ from mmrec.data.interactions import Interactions
 from mmrec.errors import ModelError
 from mmrec.models import content_knn as content_knn_module
 from mmrec.models import create_model
-from mmrec.models.features import with_features
+from mmrec.models.item_features import with_features
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -68,7 +68,7 @@ def test_two_tower_batch_vectors_equal_the_full_table_computation() -> None:
                          max_epochs=1, history_cache=False)
     model.fit(train)
     # rebuild the training state (fit frees it) and compare one batch both ways
-    from mmrec.models.features import centred_unit, modality_mask
+    from mmrec.models.item_features import centred_unit, modality_mask
 
     model._feats = [centred_unit(train.require(m), modality_mask(train, m)) for m in model.modalities]
     model._masks = [modality_mask(train, m) for m in model.modalities]

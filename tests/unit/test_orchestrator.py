@@ -2,7 +2,7 @@
 
 `mmrec pipeline` / `mmrec recommend --prefect` load the `mmrec.orchestrators` entry point that
 pyproject.toml declares (the Prefect flows); these tests check that no module of `mmrec` imports
-`flows` or Prefect (nor edits `sys.path` to find them), that the CLI modules have no import cycle,
+the flows (`mmrec_flows`, formerly `flows`) or Prefect (nor edits `sys.path` to find them), that the CLI modules have no import cycle,
 and that the commands run whatever orchestrator is installed.
 """
 
@@ -36,16 +36,20 @@ def _imports(path: Path) -> set[str]:
     return out
 
 
+#: top-level names the library must not import: the flows package (its old name too) and Prefect
+FORBIDDEN = {"mmrec_flows", "flows", "prefect", "prefect_dask"}
+
+
 def test_no_library_module_imports_the_orchestrator():
     offenders = []
     for path in sorted(MMREC.rglob("*.py")):
         top = {name.split(".")[0] for name in _imports(path)}
-        if top & {"flows", "prefect", "prefect_dask"}:
-            offenders.append(f"{path.relative_to(REPO)} imports {sorted(top & {'flows', 'prefect', 'prefect_dask'})}")
+        if top & FORBIDDEN:
+            offenders.append(f"{path.relative_to(REPO)} imports {sorted(top & FORBIDDEN)}")
         text = path.read_text(encoding="utf-8")
-        if "import_module(\"flows" in text or "__import__(\"flows" in text:
+        if any(f'{call}("{pkg}' in text for call in ("import_module", "__import__") for pkg in ("flows", "mmrec_flows")):
             offenders.append(f"{path.relative_to(REPO)} imports flows by name")
-    for name in ("cli.py", "cli_lifecycle.py", "cli_common.py", "orchestrator.py"):  # the old way: find flows/ on disk
+    for name in ("cli.py", "cli_lifecycle.py", "cli_common.py", "orchestrator.py"):  # the old way: find the flows on disk
         if "sys.path" in (MMREC / name).read_text(encoding="utf-8"):
             offenders.append(f"mmrec/{name} edits sys.path")
     assert not offenders, offenders
@@ -59,7 +63,7 @@ def test_cli_modules_do_not_import_each_other_in_a_cycle():
 def test_pyproject_registers_the_prefect_flows_as_the_default_orchestrator():
     meta = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
     target = meta["project"]["entry-points"][orchestrator.GROUP][orchestrator.DEFAULT]
-    assert target == "flows.orchestrator"
+    assert target == "mmrec_flows.orchestrator"
     plugin = EntryPoint(name=orchestrator.DEFAULT, value=target, group=orchestrator.GROUP).load()
     assert callable(plugin.run_training) and callable(plugin.run_nightly)
 
@@ -127,3 +131,17 @@ def test_an_entry_point_without_the_two_functions_is_refused(monkeypatch: pytest
     monkeypatch.setattr(orchestrator, "available", lambda: {"broken": ep})
     with pytest.raises(ConfigError, match=r"lacks \['run_training', 'run_nightly'\]"):
         orchestrator.load_orchestrator("broken")
+
+
+def test_a_stale_entry_point_says_to_reinstall(monkeypatch: pytest.MonkeyPatch):
+    # an editable install made before the flows package was renamed points at a module that is gone
+    ep = EntryPoint(name="prefect", value="mmrec_no_such_flows.orchestrator", group=orchestrator.GROUP)
+    monkeypatch.setattr(orchestrator, "available", lambda: {"prefect": ep})
+    monkeypatch.delenv("MMREC_ORCHESTRATOR", raising=False)
+    with pytest.raises(ConfigError, match=r"registered as 'mmrec_no_such_flows.orchestrator' but cannot be imported.*pip install -e \."):
+        orchestrator.load_orchestrator()
+
+
+def test_the_flows_package_has_a_namespaced_name():
+    assert (REPO / "mmrec_flows" / "orchestrator.py").is_file()
+    assert not (REPO / "flows").exists()  # a generic top-level `flows` would clash with any other project's

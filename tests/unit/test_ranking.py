@@ -177,7 +177,7 @@ def _fitted(scores: np.ndarray, seen: sp.csr_matrix) -> Fixed:
 def test_every_batch_caller_ranks_like_the_reference(scores, k, data):
     from mmrec.distributed.scoring import score_block
     from mmrec.evaluate import rank_users
-    from mmrec.recommend import iter_topk
+    from mmrec.recommend.topk import iter_topk
 
     n_users = scores.shape[0]
     density = data.draw(st.sampled_from([0.0, 0.2, 0.6]))

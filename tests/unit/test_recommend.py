@@ -15,17 +15,11 @@ from mmrec.data.interactions import Interactions
 from mmrec.errors import DataError, ModelError
 from mmrec.models import create_model
 from mmrec.models.base import Recommender
-from mmrec.recommend import (
-    RecommendParams,
-    history_matrix,
-    iter_topk,
-    read_user_ids,
-    recommend_for_ids,
-    recommend_params,
-    run_recommend,
-    summary_markdown,
-    write_recommendations,
-)
+from mmrec.params.recommend import RecommendParams, recommend_params
+from mmrec.recommend.id_files import read_user_ids
+from mmrec.recommend.run import run_recommend
+from mmrec.recommend.topk import history_matrix, iter_topk, recommend_for_ids
+from mmrec.recommend.writer import summary_markdown, write_recommendations
 from mmrec.stages import StageContext
 from tests.conftest import FIXTURES
 

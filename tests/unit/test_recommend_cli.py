@@ -30,7 +30,7 @@ def cli(monkeypatch: pytest.MonkeyPatch) -> typer.Typer:
     rng = np.random.default_rng(0)
     train = sp.csr_matrix((rng.random((6, 8)) < 0.3).astype(np.float32))
     model = create_model("popularity").fit(Interactions(train, USERS, ITEMS))
-    monkeypatch.setattr("mmrec.tracking.load_champion", lambda ctx, alias="champion": (model, {"registered_model": "m", "version": "1"}))
+    monkeypatch.setattr("mmrec.tracking.registry.load_champion", lambda ctx, alias="champion": (model, {"registered_model": "m", "version": "1"}))
     app = typer.Typer()
     register(app)
     return app

@@ -71,14 +71,15 @@ def test_feast_connection_errors_become_service_unavailable_without_the_password
     from redis.exceptions import BusyLoadingError, ResponseError
     from redis.exceptions import ConnectionError as RedisConnectionError
 
-    from mmrec.features import FeaturesParams, OnlineFeatures, _connection_lost
+    from mmrec.feast.online import OnlineFeatures, connection_lost
+    from mmrec.params.feast import FeaturesParams
 
-    assert _connection_lost(RedisConnectionError("Connection refused"))
-    assert _connection_lost(BusyLoadingError("Redis is loading the dataset in memory"))  # just restarted
-    assert _connection_lost(ConnectionRefusedError(111, "refused"))
-    assert not _connection_lost(ResponseError("WRONGTYPE")) and not _connection_lost(KeyError("x"))
+    assert connection_lost(RedisConnectionError("Connection refused"))
+    assert connection_lost(BusyLoadingError("Redis is loading the dataset in memory"))  # just restarted
+    assert connection_lost(ConnectionRefusedError(111, "refused"))
+    assert not connection_lost(ResponseError("WRONGTYPE")) and not connection_lost(KeyError("x"))
 
-    class Store:  # both read paths: Feast's SDK call and the lean per-view reader (mmrec/feature_reads.py)
+    class Store:  # both read paths: Feast's SDK call and the lean per-view reader (mmrec/feast/view_reader.py)
         def __init__(self, exc: Exception) -> None:
             self.exc = exc
 
@@ -108,8 +109,9 @@ def test_feast_connection_errors_become_service_unavailable_without_the_password
 def test_tracking_server_down_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from mmrec.config import Params
     from mmrec.data.contract import load_dataset_spec
+    from mmrec.params.tracking import TrackingParams
     from mmrec.stages import StageContext
-    from mmrec.tracking import TrackingParams, track_training
+    from mmrec.tracking.runs import track_training
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     with socket.socket() as s:
@@ -129,12 +131,12 @@ def test_tracking_server_down_is_a_clear_error(tmp_path: Path, monkeypatch: pyte
 
 
 def test_unreachable_message_is_honest_about_each_step():
-    from mmrec.tracking import _unreachable
+    from mmrec.tracking.store import unreachable_error
 
     exc = Exception("API request to http://h:5000/api/2.0/mlflow/registered-models/alias failed with exception "
                     "HTTPConnectionPool(host='h', port=5000): Max retries exceeded (Caused by ReadTimeoutError: Read timed out.)")
-    gate = str(_unreachable("http://h:5000", "mmrec-x", "applying the promotion gate to version 3", exc))
+    gate = str(unreachable_error("http://h:5000", "mmrec-x", "applying the promotion gate to version 3", exc))
     assert "(timed out on /api/2.0/mlflow/registered-models/alias)" in gate
     assert "the champion alias may not have moved" in gate
-    reg = str(_unreachable("http://h:5000", "mmrec-x", "registering model 'bpr'", exc))
+    reg = str(unreachable_error("http://h:5000", "mmrec-x", "registering model 'bpr'", exc))
     assert "no alias moved" in reg and "with its complete artifacts" in reg

@@ -11,7 +11,7 @@ import typer
 from typer.testing import CliRunner
 
 from mmrec.cli import handle_errors
-from mmrec.tracking import store_error
+from mmrec.tracking.store import store_error
 from tests.conftest import FIXTURES
 from tests.unit.test_tracking_cli import cli  # noqa: F401 - the lifecycle commands as a fixture
 

@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mmrec.data import synth
 from mmrec.data.contract import load_dataset_spec
-from mmrec.data.synth import ATTRIBUTE_GROUPS, GROUND_TRUTH_FILE, generate_synthetic
+from mmrec.data.synth import attributes, media
+from mmrec.data.synth.attributes import ATTRIBUTE_GROUPS, GROUND_TRUTH_FILE
+from mmrec.data.synth.generate import generate_synthetic
 from mmrec.errors import ConfigError
 
 # Tiny but complete: every modality is rendered, just small.
@@ -73,11 +74,11 @@ def test_tables_follow_the_documented_columns_and_ids(tiny: Path) -> None:
     assert set(inter["user_id"]) == set(users["user_id"])
     assert not inter.duplicated(["user_id", "item_id"]).any(), "a user draws each item at most once"
     assert inter["rating"].between(1, 5).all()
-    assert inter["timestamp"].between(synth.START_TS, synth.START_TS + synth.TIMELINE_DAYS * 86400).all()
+    assert inter["timestamp"].between(attributes.START_TS, attributes.START_TS + attributes.TIMELINE_DAYS * 86400).all()
     per_user = inter.groupby("user_id").size()
     assert per_user.max() <= 12 and per_user.min() >= 1
     assert inter["timestamp"].is_monotonic_increasing
-    assert set(items["category"]) <= set(synth.CATEGORIES)
+    assert set(items["category"]) <= set(attributes.CATEGORIES)
     assert (items["price"].astype(float) > 0).all()
     assert users["age"].between(18, 75).all()
 
@@ -184,7 +185,7 @@ def test_a_failure_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.Mon
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("encoder crashed")
 
-    monkeypatch.setattr(synth, "write_mp4", broken)
+    monkeypatch.setattr(media, "write_mp4", broken)
     with pytest.raises(RuntimeError, match="encoder crashed"):
         _make(tmp_path / "shop")
     assert list(tmp_path.iterdir()) == []

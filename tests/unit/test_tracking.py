@@ -19,19 +19,11 @@ from mmrec.data.contract import load_dataset_spec
 from mmrec.data.interactions import Interactions
 from mmrec.errors import ModelError
 from mmrec.models import create_model
+from mmrec.params.tracking import TrackingParams
 from mmrec.stages import StageContext
-from mmrec.tracking import (
-    CHALLENGER,
-    CHAMPION,
-    TrackingParams,
-    gate,
-    load_champion,
-    mlflow_key,
-    promote,
-    registry_state,
-    rollback,
-    track_training,
-)
+from mmrec.tracking.registry import CHALLENGER, CHAMPION, gate, load_champion, promote, registry_state, rollback
+from mmrec.tracking.runs import track_training
+from mmrec.tracking.store import mlflow_key
 from tests.conftest import FIXTURES
 
 USERS = np.array([f"u{i}" for i in range(6)], dtype=object)
@@ -196,7 +188,8 @@ def test_library_imports_neither_prefect_nor_mlflow():
     import subprocess
     import sys
 
-    code = ("import sys, mmrec.tracking, mmrec.recommend, mmrec.cli_lifecycle; "
-            "print(sorted(m for m in ('prefect', 'mlflow', 'flows') if m in sys.modules))")
+    code = ("import sys, mmrec.tracking.runs, mmrec.tracking.registry, mmrec.tracking.pyfunc, mmrec.recommend.run, "
+            "mmrec.cli_lifecycle; "
+            "print(sorted(m for m in ('prefect', 'mlflow', 'mmrec_flows', 'flows') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"

@@ -9,8 +9,9 @@ import typer
 from typer.testing import CliRunner
 
 from mmrec.cli_lifecycle import register, ui_hints
+from mmrec.params.tracking import TrackingParams
 from mmrec.stages import StageContext
-from mmrec.tracking import TrackingParams, track_training
+from mmrec.tracking.runs import track_training
 from tests.conftest import FIXTURES
 from tests.unit.test_tracking import ctx, template_db, train_and_report  # noqa: F401 - fixtures
 

@@ -48,7 +48,8 @@ def _pairs(m: sp.csr_matrix) -> set[tuple[int, int]]:
 def test_tune_writes_the_overlay_from_validation_only_and_the_pipeline_reads_it(prepared, monkeypatch):
     from mmrec import evaluate
     from mmrec.context import StageContext
-    from mmrec.stages import load_split_data, run_train
+    from mmrec.stage_inputs import load_split_data
+    from mmrec.stages import run_train
 
     dataset, params, ws = prepared
     overlay = ws / "params" / "tiny.yaml"

@@ -34,9 +34,9 @@ def feature_path(paths: DatasetPaths, extract: Any, modality: str) -> Path:
     The file stem is the encoder's id, which is its registered name unless the encoder says
     otherwise; building the encoder (cheap: weights load lazily) asks it.
     """
-    from mmrec.extract import _extract_params, build_encoder
+    from mmrec.extract import build_encoder, extract_params
 
-    ex = _extract_params(extract)
+    ex = extract_params(extract)
     try:
         encoder_id = build_encoder(modality, ex).id
     except ConfigError:

@@ -1,6 +1,6 @@
 """Generation strategies for batch recommendation: what scores the users x items grid.
 
-`mmrec.recommend` ranks whatever `score(users)` returns, chunk by chunk, masks seen items and
+`mmrec.recommend.topk` ranks whatever `score(users)` returns, chunk by chunk, masks seen items and
 keeps the top K. A `StrategyScorer` stands in for the model there: it keeps the model's user and
 item index and training matrix, and computes the scores of the configured strategy:
 
@@ -31,7 +31,7 @@ rank sorts each user's row (O(n log n) per user and component), minmax is one li
 After the strategy, in order: business filters (excluded items and a candidate restriction) set
 disallowed items to -inf, then a similarity `threshold` drops scores below it, so a user may get
 fewer than K recommendations (or none) when few items pass. Seen-item exclusion happens in
-`mmrec.recommend` as before.
+`mmrec.recommend.topk` as before.
 """
 
 from __future__ import annotations
@@ -46,36 +46,18 @@ import pandas as pd
 import scipy.sparse as sp
 
 from mmrec.constants import ITEM_ID
-from mmrec.errors import ConfigError, DataError
-from mmrec.retrieval import DEFAULT_BLOCK_MB, _rows_per_block, _scores, check_metric, prepare
+from mmrec.errors import ConfigError, DataError, ModelError
+from mmrec.models.item_features import centred_unit
+from mmrec.models.training import popularity_scores
+from mmrec.params.recommend import check_hybrid_weights, check_strategy
+from mmrec.recommend.id_files import read_ids
+from mmrec.retrieval import DEFAULT_BLOCK_MB, check_metric, prepare, rows_per_block, similarity_scores
 
 if TYPE_CHECKING:
     from mmrec.models.base import Recommender
-    from mmrec.recommend import RecommendParams
+    from mmrec.params.recommend import RecommendParams
 
 log = logging.getLogger(__name__)
-
-STRATEGIES = ("model", "popularity", "content", "hybrid")
-HYBRID_COMPONENTS = ("model", "popularity", "content")
-NORMALISATIONS = ("rank", "minmax")
-
-
-def check_strategy(strategy: str) -> str:
-    if strategy not in STRATEGIES:
-        raise ConfigError(f"unknown recommendation strategy {strategy!r}; expected one of {list(STRATEGIES)}")
-    return strategy
-
-
-def check_hybrid_weights(weights: Mapping[str, float]) -> dict[str, float]:
-    """Validated hybrid weights: known components, >= 0, at least one > 0."""
-    w = {str(k): float(v) for k, v in weights.items()}
-    unknown = sorted(set(w) - set(HYBRID_COMPONENTS))
-    if unknown:
-        raise ConfigError(f"recommend.hybrid.weights: unknown component {unknown}; expected some of {list(HYBRID_COMPONENTS)}")
-    if any(v < 0 for v in w.values()) or not any(v > 0 for v in w.values()):
-        raise ConfigError(f"recommend.hybrid.weights must be >= 0 with at least one > 0, got {w}")
-    return w
-
 
 # -- per-user normalisation ---------------------------------------------------------------------
 
@@ -124,7 +106,7 @@ class ContentScores:
         metric: cosine | dot | euclidean | pearson.
         weights: per-modality weight (unnamed modalities weigh 1; 0 drops one).
         centre: first mean-centre each modality over the items that have it and L2-normalise
-            (`mmrec.models.features.centred_unit`, what content_knn does): removes the direction
+            (`mmrec.models.item_features.centred_unit`, what content_knn does): removes the direction
             every vector of an encoder shares, which otherwise dominates cosines. The vectors
             are then unit length, so dot ranks like cosine; use centre=False to apply the metric
             to the raw encoder vectors.
@@ -139,8 +121,6 @@ class ContentScores:
         centre: bool = True,
         max_block_mb: int = DEFAULT_BLOCK_MB,
     ) -> None:
-        from mmrec.models.features import centred_unit
-
         self.metric = check_metric(metric)
         weights = dict(weights or {})
         stray = sorted(set(weights) - set(features))
@@ -192,10 +172,10 @@ class ContentScores:
         if not len(cols):
             return out
         x_sq = np.einsum("ij,ij->i", x, x)
-        step = _rows_per_block(self.n_items, self.max_block_mb)
+        step = rows_per_block(self.n_items, self.max_block_mb)
         for start in range(0, len(cols), step):
             c = cols[start : start + step]
-            sims = _scores(x[c], x, "euclidean", x_sq)  # (len(c), n): -distance from history item
+            sims = similarity_scores(x[c], x, "euclidean", x_sq)  # (len(c), n): -distance from history item
             out += np.asarray(hm[:, c] @ sims, dtype=np.float32)
         return out * inv[:, None]
 
@@ -205,8 +185,6 @@ class ContentScores:
 
 def read_item_ids(path: str | Path) -> list[str]:
     """Item ids from a file: one per line, or a CSV/TSV/parquet with an `item_id` column."""
-    from mmrec.recommend import read_ids
-
     return read_ids(path, ITEM_ID, what="items")
 
 
@@ -278,13 +256,9 @@ class StrategyScorer:
         allowed: np.ndarray | None = None,
         threshold: float | None = None,
     ) -> None:
-        from mmrec.models.training import popularity_scores
-
         self.model = model
         self.strategy = check_strategy(strategy)
         if model.item_ids is None or model.user_ids is None:
-            from mmrec.errors import ModelError
-
             raise ModelError(f"model {model.name!r} is not fitted; nothing to recommend from")
         self.name = model.name if strategy == "model" else f"{strategy}({model.name})" if strategy == "hybrid" else strategy
         self.user_ids, self.item_ids, self.train_matrix = model.user_ids, model.item_ids, model.train_matrix

@@ -1,6 +1,6 @@
 """The feature tables the Feast repository serves, built from pipeline artifacts (pure pandas/numpy).
 
-One function per table; `mmrec.features` writes them under `data/<name>/feast/tables/` and
+One function per table; `mmrec.feast.export` writes them under `data/<name>/feast/tables/` and
 points Feast at them. Every table has the entity key, its feature columns, `event_timestamp`
 and `created` (ARCHITECTURE.md §8, feature_repo/data_sources.py).
 

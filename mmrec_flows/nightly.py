@@ -14,7 +14,7 @@ from typing import Any
 from prefect import flow
 from prefect.states import Failed, State
 
-from flows.tasks import RunArgs, artifact_key, materialize_enabled, materialize_task, recommend_task, run_args
+from mmrec_flows.tasks import RunArgs, artifact_key, materialize_enabled, materialize_task, recommend_task, run_args
 
 
 @flow(name="nightly-recommendations", log_prints=True)
@@ -37,16 +37,16 @@ def nightly_recommendations(
         k: overrides `recommend.k` for this run.
 
     Returns:
-        The summary of `mmrec.recommend.run_recommend`, or the Failed state.
+        The summary of `mmrec.recommend.run.run_recommend`, or the Failed state.
     """
     from prefect.artifacts import create_markdown_artifact
 
-    from mmrec.recommend import summary_markdown
+    from mmrec.recommend.writer import summary_markdown
 
     args = run_args(dataset, params, workspace, root)
-    from flows.runners import orchestrate_params
-    from flows.tasks import load_context
     from mmrec.errors import MMRecError
+    from mmrec_flows.runners import orchestrate_params
+    from mmrec_flows.tasks import load_context
 
     try:
         ctx = load_context(args)
@@ -54,7 +54,7 @@ def nightly_recommendations(
     except MMRecError as exc:
         return Failed(message=f"{type(exc).__name__}: {exc}")
     if op.task_runner == "dask":  # user blocks scored across the cluster (mmrec/distributed/scoring.py)
-        from flows.runners import make_task_runner
+        from mmrec_flows.runners import make_task_runner
 
         sub = score_on_dask.with_options(task_runner=make_task_runner(op), flow_run_name="score-on-dask")
         state: State[Any] = sub(args, k, op.retries, op.retry_delay_seconds, return_state=True)  # type: ignore[assignment]  # a sync flow returns its state

@@ -2,7 +2,7 @@
 
 - Caching: a stage task's cache key is its inputs, which include a fingerprint of the files the
   stage reads (path, size, mtime) and the values of the params keys it uses, both read from the
-  stage's `deps`/`params` in dvc.yaml (flows/dvc_stages.py: one definition, so `dvc repro` and a
+  stage's `deps`/`params` in dvc.yaml (mmrec_flows/dvc_stages.py: one definition, so `dvc repro` and a
   Prefect re-run cannot disagree), plus the task's source. Unchanged inputs -> the finished
   result is reused and the stage does not run; a stage whose outputs were deleted is re-run
   (`refresh_cache`).
@@ -27,9 +27,9 @@ from prefect import task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 from prefect.states import Failed, State
 
-from flows.dvc_stages import dep_paths, param_values
 from mmrec.context import StageContext
 from mmrec.errors import MMRecError, ServiceUnavailable, ValidationFailed
+from mmrec_flows.dvc_stages import dep_paths, param_values
 
 #: a run's dataset/params/workspace/root, passed to every task as plain strings (JSON-able, hashable)
 RunArgs = dict[str, str | None]
@@ -82,7 +82,7 @@ def fingerprint(paths: list[Path]) -> str:
 
 
 def stage_inputs(ctx: Any, stage: str) -> list[Path]:
-    """The files `stage` reads: its `deps` in dvc.yaml, resolved for this run (flows/dvc_stages.py)."""
+    """The files `stage` reads: its `deps` in dvc.yaml, resolved for this run (mmrec_flows/dvc_stages.py)."""
     inputs = dep_paths(ctx, stage)
     if stage == "ingest" and ctx.spec.spec_path:  # the dataset.yaml may live outside its data folder
         inputs.insert(0, Path(ctx.spec.spec_path))
@@ -277,8 +277,8 @@ def tune_task(args: RunArgs, trials: int | None = None, timeout: float | None = 
 
 @task(name="register", retries=2, retry_delay_seconds=10, retry_condition_fn=is_transient)
 def register_task(args: RunArgs) -> Any:
-    """Log the runs, register the best model, apply the promotion gate (`mmrec.tracking.track_training`)."""
-    from mmrec.tracking import track_training
+    """Log the runs, register the best model, apply the promotion gate (`mmrec.tracking.runs.track_training`)."""
+    from mmrec.tracking.runs import track_training
 
     try:
         ctx = load_context(args)
@@ -289,12 +289,12 @@ def register_task(args: RunArgs) -> Any:
 
 @task(name="recommend", retries=2, retry_delay_seconds=10, retry_condition_fn=is_transient)
 def recommend_task(args: RunArgs, k: int | None = None, distributed: bool = False) -> Any:
-    """The champion's top-K for every user (`mmrec.recommend.run_recommend`).
+    """The champion's top-K for every user (`mmrec.recommend.run.run_recommend`).
 
     `distributed` (under a DaskTaskRunner): user blocks are scored on the cluster's workers
     (`mmrec.distributed.scoring`); same output file.
     """
-    from mmrec.recommend import run_recommend
+    from mmrec.recommend.run import run_recommend
 
     try:
         ctx = load_context(args)
@@ -308,8 +308,8 @@ def recommend_task(args: RunArgs, k: int | None = None, distributed: bool = Fals
 
 @task(name="materialize", retries=2, retry_delay_seconds=10, retry_condition_fn=is_transient)
 def materialize_task(args: RunArgs) -> Any:
-    """Export feature tables, `feast apply`, `materialize_incremental` (`mmrec.features.run_materialize`)."""
-    from mmrec.features import run_materialize
+    """Export feature tables, `feast apply`, `materialize_incremental` (`mmrec.feast.materialize.run_materialize`)."""
+    from mmrec.feast.materialize import run_materialize
 
     try:
         ctx = load_context(args)

@@ -1,6 +1,6 @@
 """The stage graph, read from `dvc.yaml`: the one place a stage's dependencies are written.
 
-The Prefect cache key of a stage (flows/tasks.py `stage_key`) is built from the `deps` and
+The Prefect cache key of a stage (mmrec_flows/tasks.py `stage_key`) is built from the `deps` and
 `params` that `dvc.yaml` lists for the stage of the same name, so `dvc repro` and a Prefect re-run
 agree on what invalidates a result; a dependency added to dvc.yaml invalidates the Prefect cache
 too, with nothing else to edit.

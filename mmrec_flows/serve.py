@@ -1,6 +1,6 @@
 """Serve the mmrec deployments from this process (no work pool needed).
 
-    python flows/serve.py --dataset data/raw/synth/dataset.yaml
+    python mmrec_flows/serve.py --dataset data/raw/synth/dataset.yaml
 
 creates two deployments on the Prefect API in `PREFECT_API_URL` and runs their flow runs here:
 - `nightly-recommendations/nightly-recommendations`: cron `0 2 * * *` (02:00 every night);
@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make `flows` importable from the repo root
+if __package__ in (None, ""):  # run as a script: make `mmrec_flows` importable from the repo root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 NIGHTLY_CRON = "0 2 * * *"
@@ -41,9 +41,9 @@ def build_deployments(
     """The RunnerDeployments to serve (parameters baked in as absolute paths)."""
     from prefect.schedules import Cron, Interval
 
-    from flows.nightly import nightly_recommendations
-    from flows.tasks import run_args
-    from flows.training import training_pipeline
+    from mmrec_flows.nightly import nightly_recommendations
+    from mmrec_flows.tasks import run_args
+    from mmrec_flows.training import training_pipeline
 
     args = run_args(dataset, params, workspace, root)
     deployments = []

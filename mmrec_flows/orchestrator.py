@@ -15,7 +15,7 @@ import os
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API call otherwise
 
-from flows.nightly import run_nightly  # noqa: E402
-from flows.training import run_training  # noqa: E402
+from mmrec_flows.nightly import run_nightly  # noqa: E402
+from mmrec_flows.training import run_training  # noqa: E402
 
 __all__ = ["run_nightly", "run_training"]

@@ -1,7 +1,7 @@
 """The training pipeline as a Prefect flow: ingest -> validate -> split -> extract[modality] ->
 train -> evaluate -> register/promote -> materialize (Feast; `features.materialize`).
 
-The flow only composes: every task calls one `mmrec` function (flows/tasks.py). Stages run one
+The flow only composes: every task calls one `mmrec` function (mmrec_flows/tasks.py). Stages run one
 after the other (each reads the previous one's files); the per-modality extraction fans out in a
 subflow whose task runner comes from `orchestrate.task_runner` (threads, or Dask for a cluster).
 
@@ -20,7 +20,7 @@ from prefect import flow, get_run_logger
 from prefect.futures import wait
 from prefect.states import Failed, State
 
-from flows.tasks import (
+from mmrec_flows.tasks import (
     RunArgs,
     artifact_key,
     extract_task,
@@ -105,8 +105,8 @@ def training_pipeline(
          "registry", "features"} ("features": the materialize step's summary, None when
         `features.materialize` is off); or the Failed state of the stage that failed.
     """
-    from flows.runners import orchestrate_params
     from mmrec.errors import MMRecError
+    from mmrec_flows.runners import orchestrate_params
 
     logger = get_run_logger()
     args = run_args(dataset, params, workspace, root)
@@ -165,7 +165,7 @@ def training_pipeline(
 
 
 def _extract(ctx: Any, args: RunArgs, op: Any, enabled: bool, logger: logging.Logger | logging.LoggerAdapter) -> Any:
-    from flows.runners import make_task_runner
+    from mmrec_flows.runners import make_task_runner
 
     modalities = list(ctx.spec.modalities)
     if not enabled:

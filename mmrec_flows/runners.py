@@ -3,7 +3,7 @@
 Threads by default (one machine, encoders release the GIL in torch); Dask (`prefect-dask`) to
 spread extraction over a cluster: a temporary `LocalCluster`, or an existing scheduler at
 `dask_address`. Under Dask the modality tasks shard their items over the same cluster and the
-nightly flow scores user blocks there (`flows.tasks.dask_client`, mmrec/distributed/). Every
+nightly flow scores user blocks there (`mmrec_flows.tasks.dask_client`, mmrec/distributed/). Every
 worker must see the same workspace (shared filesystem), since tasks exchange artifacts through
 files, never through Dask.
 """
