@@ -52,6 +52,7 @@ endif
 # Lint and types (pyproject.toml: [tool.ruff], [tool.mypy]); CI runs this before the tests.
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 test-all: $(STAMP)

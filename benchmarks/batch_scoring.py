@@ -98,8 +98,9 @@ def ml100k_seen(data: Path) -> sp.csr_matrix:
     return m
 
 
-def run_case(name: str, user_f: np.ndarray, item_f: np.ndarray, seen: sp.csr_matrix, k: int, batch: int,
-             repeat: int) -> dict[str, Any]:
+def run_case(
+    name: str, user_f: np.ndarray, item_f: np.ndarray, seen: sp.csr_matrix, k: int, batch: int, repeat: int
+) -> dict[str, Any]:
     import faiss
 
     from mmrec.recommend.topk import iter_topk
@@ -189,14 +190,18 @@ def main() -> None:
             print(f"ml100k: {opts.data / 'ratings.csv'} not found; skipped")
 
     print(f"threads: torch {torch.get_num_threads()}, faiss {faiss.omp_get_max_threads()}; best of repeats")
-    head = f"{'case':<10} {'users':>7} {'items':>6} {'mmrec users/s':>14} {'faiss users/s':>14} {'ratio':>6} " \
-           f"{'mmrec MB':>9} {'faiss MB':>9} {'overlap':>8}"
+    head = (
+        f"{'case':<10} {'users':>7} {'items':>6} {'mmrec users/s':>14} {'faiss users/s':>14} {'ratio':>6} "
+        f"{'mmrec MB':>9} {'faiss MB':>9} {'overlap':>8}"
+    )
     print(head)
     print("-" * len(head))
     for r in results:
-        print(f"{r['case']:<10} {r['users']:>7} {r['items']:>6} {r['users_per_s']['mmrec']:>14.0f} "
-              f"{r['users_per_s']['faiss_flat_ip']:>14.0f} {r['speedup_vs_faiss']:>6.2f} {r['peak_rss_mb']['mmrec']:>9.0f} "
-              f"{r['peak_rss_mb']['faiss_flat_ip']:>9.0f} {r['topk_overlap_unmasked']:>8.3f}")
+        print(
+            f"{r['case']:<10} {r['users']:>7} {r['items']:>6} {r['users_per_s']['mmrec']:>14.0f} "
+            f"{r['users_per_s']['faiss_flat_ip']:>14.0f} {r['speedup_vs_faiss']:>6.2f} {r['peak_rss_mb']['mmrec']:>9.0f} "
+            f"{r['peak_rss_mb']['faiss_flat_ip']:>9.0f} {r['topk_overlap_unmasked']:>8.3f}"
+        )
     print("ratio = mmrec users/s / FAISS users/s (mmrec also masks seen items; FAISS does not)")
     if opts.out:
         from mmrec.io import write_json

@@ -40,7 +40,41 @@ if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().p
     sys.path.pop(0)
 
 WORKERS = 2
-WORDS = ["movie", "story", "family", "war", "love", "city", "night", "music", "light", "river", "space", "game", "crime", "father", "heart", "dark", "school", "king", "road", "friend", "secret", "ocean", "summer", "island", "ghost", "truth", "power", "money", "dream", "fire", "winter", "train", "doctor"]
+WORDS = [
+    "movie",
+    "story",
+    "family",
+    "war",
+    "love",
+    "city",
+    "night",
+    "music",
+    "light",
+    "river",
+    "space",
+    "game",
+    "crime",
+    "father",
+    "heart",
+    "dark",
+    "school",
+    "king",
+    "road",
+    "friend",
+    "secret",
+    "ocean",
+    "summer",
+    "island",
+    "ghost",
+    "truth",
+    "power",
+    "money",
+    "dream",
+    "fire",
+    "winter",
+    "train",
+    "doctor",
+]
 
 
 def peak_rss_mb() -> float:
@@ -50,8 +84,13 @@ def peak_rss_mb() -> float:
 def cluster(n: int = WORKERS) -> Any:
     from distributed import Client, LocalCluster
 
-    lc = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                      env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    lc = LocalCluster(
+        n_workers=n,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=":0",
+        env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
+    )
     client = Client(lc)
     client.run(_warm)  # long-lived workers have their imports done: count them as start-up, not work
     return lc, client
@@ -80,16 +119,22 @@ def text_workspace(root: Path, n: int, seed: int = 0) -> tuple[Any, Any]:
     from mmrec.paths import DatasetPaths
 
     rng = np.random.default_rng(seed)
-    docs = [f"title: item {i}\ndescription: " + " ".join(rng.choice(WORDS, size=int(rng.integers(30, 120))))
-            for i in range(n)]
-    spec = DatasetSpec.model_validate({
-        "name": "bench",
-        "interactions": {"path": "i.csv", "columns": {"user_id": "u", "item_id": "i", "timestamp": "t"}},
-        "items": {"path": "items.csv", "columns": {"item_id": "id"}, "text_fields": {"title": "title"}},
-    }).model_copy(update={"resolved_root": str(root)})
+    docs = [
+        f"title: item {i}\ndescription: " + " ".join(rng.choice(WORDS, size=int(rng.integers(30, 120))))
+        for i in range(n)
+    ]
+    spec = DatasetSpec.model_validate(
+        {
+            "name": "bench",
+            "interactions": {"path": "i.csv", "columns": {"user_id": "u", "item_id": "i", "timestamp": "t"}},
+            "items": {"path": "items.csv", "columns": {"item_id": "id"}, "text_fields": {"title": "title"}},
+        }
+    ).model_copy(update={"resolved_root": str(root)})
     paths = DatasetPaths("bench", root / "ws")
     paths.validated.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"item_id": [f"i{i}" for i in range(n)], "text": docs}).to_parquet(paths.validated_table("items"), index=False)
+    pd.DataFrame({"item_id": [f"i{i}" for i in range(n)], "text": docs}).to_parquet(
+        paths.validated_table("items"), index=False
+    )
     return spec, paths
 
 
@@ -101,8 +146,9 @@ def bench_extraction(args: argparse.Namespace) -> dict[str, Any]:
     from mmrec.extract import extract_modality
 
     torch.set_num_threads(1)
-    params = ExtractParams.model_validate({"device": "cpu", "progress": False, "workers": 1,
-                                           "text": {"encoder": args.encoder, "batch_size": 32}})
+    params = ExtractParams.model_validate(
+        {"device": "cpu", "progress": False, "workers": 1, "text": {"encoder": args.encoder, "batch_size": 32}}
+    )
     tmp = Path(tempfile.mkdtemp(prefix="mmrec-bench-dist-"))
     spec, single = text_workspace(tmp / "single", args.items)
     _, dist = text_workspace(tmp / "dask", args.items)
@@ -133,12 +179,20 @@ def bench_extraction(args: argparse.Namespace) -> dict[str, Any]:
     same = single.features("text", e1["encoder"]).read_bytes() == dist.features("text", e2["encoder"]).read_bytes()
     overhead_ms = max(0.0, (dask_s - single_s / WORKERS) * WORKERS / e2["shards"] * 1e3)
     return {
-        "encoder": e1["encoder"], "items": args.items, "shards": e2["shards"],
-        "single_s": round(single_s, 2), "dask_s": round(dask_s, 2), "speedup": round(single_s / dask_s, 2),
-        "single_items_per_s": round(args.items / single_s, 1), "dask_items_per_s": round(args.items / dask_s, 1),
-        "cluster_startup_s": round(startup_s, 2), "noop_task_ms": round(noop_ms, 2),
-        "overhead_per_shard_ms": round(overhead_ms, 1), "identical_features": same,
-        "encoded": [e1["encoded"], e2["encoded"]], "encoder_loads": e2["encoder_loads"],
+        "encoder": e1["encoder"],
+        "items": args.items,
+        "shards": e2["shards"],
+        "single_s": round(single_s, 2),
+        "dask_s": round(dask_s, 2),
+        "speedup": round(single_s / dask_s, 2),
+        "single_items_per_s": round(args.items / single_s, 1),
+        "dask_items_per_s": round(args.items / dask_s, 1),
+        "cluster_startup_s": round(startup_s, 2),
+        "noop_task_ms": round(noop_ms, 2),
+        "overhead_per_shard_ms": round(overhead_ms, 1),
+        "identical_features": same,
+        "encoded": [e1["encoded"], e2["encoded"]],
+        "encoder_loads": e2["encoder_loads"],
         "worker_peak_rss_mb": {w: round(v, 0) for w, v in worker_rss.items()},
     }
 
@@ -220,19 +274,28 @@ def score_child(mode: str, users: int, items: int, out: str) -> dict[str, Any]:
         startup = time.perf_counter() - t1
         try:
             t0 = time.perf_counter()
-            summary = write_recommendations_dask(model, out, client, k=20, batch_size=chunk, exclude=model.train_matrix,
-                                                 block_users=8 * chunk)
+            summary = write_recommendations_dask(
+                model, out, client, k=20, batch_size=chunk, exclude=model.train_matrix, block_users=8 * chunk
+            )
             workers = {w: round(v, 0) for w, v in client.run(peak_rss_mb).items()}
         finally:
             client.close()
             lc.close()
     seconds = time.perf_counter() - t0
     sampler.__exit__()
-    return {"mode": mode, "seconds": round(seconds, 2), "cluster_startup_s": round(startup, 2), "chunk_users": chunk,
-            "blocks": summary.get("blocks"), "peak_rss_mb": round(sampler.peak, 0), "rss_before_scoring_mb": round(base, 0),
-            "lifetime_max_rss_mb": round(peak_rss_mb(), 0),
-            "worker_peak_rss_mb": workers, "rows": summary["rows"],
-            "full_matrix_mb": round(users * items * 4 / 2**20, 0)}
+    return {
+        "mode": mode,
+        "seconds": round(seconds, 2),
+        "cluster_startup_s": round(startup, 2),
+        "chunk_users": chunk,
+        "blocks": summary.get("blocks"),
+        "peak_rss_mb": round(sampler.peak, 0),
+        "rss_before_scoring_mb": round(base, 0),
+        "lifetime_max_rss_mb": round(peak_rss_mb(), 0),
+        "worker_peak_rss_mb": workers,
+        "rows": summary["rows"],
+        "full_matrix_mb": round(users * items * 4 / 2**20, 0),
+    }
 
 
 def bench_scoring(args: argparse.Namespace) -> dict[str, Any]:
@@ -241,8 +304,18 @@ def bench_scoring(args: argparse.Namespace) -> dict[str, Any]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for mode in ("single", "dask"):
         path = tmp / f"{mode}.parquet"
-        cmd = [sys.executable, __file__, "--child-score", mode, "--users", str(args.users),
-               "--items-score", str(args.items_score), "--out", str(path)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child-score",
+            mode,
+            "--users",
+            str(args.users),
+            "--items-score",
+            str(args.items_score),
+            "--out",
+            str(path),
+        ]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if proc.returncode:
             raise SystemExit(f"scoring child {mode} failed:\n{proc.stderr[-3000:]}")
@@ -271,20 +344,30 @@ def main() -> None:
         print(json.dumps(score_child(args.child_score, args.users, args.items_score, args.out)))
         return
     print(f"cpus: {os.cpu_count()}, load average: {os.getloadavg()}", flush=True)
-    results: dict[str, Any] = {"workers": WORKERS, "threads_per_worker": 1, "cpus": os.cpu_count(),
-                               "load_average_start": [round(x, 1) for x in os.getloadavg()]}
+    results: dict[str, Any] = {
+        "workers": WORKERS,
+        "threads_per_worker": 1,
+        "cpus": os.cpu_count(),
+        "load_average_start": [round(x, 1) for x in os.getloadavg()],
+    }
     if not args.skip_extraction:
         results["extraction"] = r = bench_extraction(args)
-        print(f"extraction {r['encoder']} x {r['items']} items: single {r['single_s']}s, dask {r['dask_s']}s "
-              f"({r['shards']} shards) -> speed-up x{r['speedup']}; overhead/shard {r['overhead_per_shard_ms']} ms, "
-              f"empty task {r['noop_task_ms']} ms; identical features: {r['identical_features']}", flush=True)
+        print(
+            f"extraction {r['encoder']} x {r['items']} items: single {r['single_s']}s, dask {r['dask_s']}s "
+            f"({r['shards']} shards) -> speed-up x{r['speedup']}; overhead/shard {r['overhead_per_shard_ms']} ms, "
+            f"empty task {r['noop_task_ms']} ms; identical features: {r['identical_features']}",
+            flush=True,
+        )
     if not args.skip_scoring:
         results["scoring"] = s = bench_scoring(args)
-        print(f"scoring {s['users']} users x {s['items']} items, top-20: single {s['single']['seconds']}s "
-              f"(peak RSS {s['single']['peak_rss_mb']} MB), dask {s['dask']['seconds']}s in {s['dask']['blocks']} blocks "
-              f"(driver peak RSS {s['dask']['peak_rss_mb']} MB, workers {s['dask']['worker_peak_rss_mb']}) -> "
-              f"speed-up x{s['speedup']}; full matrix would be {s['single']['full_matrix_mb']} MB; "
-              f"identical file: {s['identical_file']}", flush=True)
+        print(
+            f"scoring {s['users']} users x {s['items']} items, top-20: single {s['single']['seconds']}s "
+            f"(peak RSS {s['single']['peak_rss_mb']} MB), dask {s['dask']['seconds']}s in {s['dask']['blocks']} blocks "
+            f"(driver peak RSS {s['dask']['peak_rss_mb']} MB, workers {s['dask']['worker_peak_rss_mb']}) -> "
+            f"speed-up x{s['speedup']}; full matrix would be {s['single']['full_matrix_mb']} MB; "
+            f"identical file: {s['identical_file']}",
+            flush=True,
+        )
     results["load_average_end"] = [round(x, 1) for x in os.getloadavg()]
     print(json.dumps(results, indent=2))
     if args.json:

@@ -38,9 +38,13 @@ sys.path.insert(0, str(REPO))
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "ml100k-mm"
 MODALITY_OF = {
-    "minilm": "text", "tiny_text": "text",
-    "efficientnet_lite0": "image", "mobilenetv2": "image", "tiny_cnn": "image",
-    "whisper_tiny": "audio", "logmel": "audio",
+    "minilm": "text",
+    "tiny_text": "text",
+    "efficientnet_lite0": "image",
+    "mobilenetv2": "image",
+    "tiny_cnn": "image",
+    "whisper_tiny": "audio",
+    "logmel": "audio",
     "frames": "video",
 }
 BATCH = {"text": 64, "image": 32, "audio": 8, "video": 4}
@@ -77,7 +81,8 @@ def synth_items(folder: Path, n_items: int) -> dict[str, list[tuple[str, Any]]]:
     out: dict[str, list[tuple[str, Any]]] = {}
     for modality, col in spec["items"].get("media", {}).items():
         out[modality] = [
-            (str(i), folder / p if isinstance(p, str) and p else None) for i, p in zip(items[id_col], items[col], strict=True)
+            (str(i), folder / p if isinstance(p, str) and p else None)
+            for i, p in zip(items[id_col], items[col], strict=True)
         ]
     return out
 
@@ -139,8 +144,16 @@ def pipeline_throughput(encoder: Any, items: list[tuple[str, Any]], batch_size: 
 
     with tempfile.TemporaryDirectory(prefix="mmrec-bench-") as tmp:
         cache = FeatureCache(Path(tmp) / "cache")
-        result = run_extraction(encoder, items, cache, batch_size=batch_size, workers=workers,
-                                checkpoint_items=512, progress=False, sort_by_length=encoder.modality == "text")
+        result = run_extraction(
+            encoder,
+            items,
+            cache,
+            batch_size=batch_size,
+            workers=workers,
+            checkpoint_items=512,
+            progress=False,
+            sort_by_length=encoder.modality == "text",
+        )
     return result.encoded / result.seconds, result
 
 
@@ -177,13 +190,19 @@ def bench_encoder(name: str, items: list[tuple[str, Any]], args: argparse.Namesp
     busy = result.model_seconds / result.seconds if result.seconds else 0.0
     runtime = encoder.runtime()
     row = {
-        "encoder": encoder.id, "modality": modality, "items": len(items), "batch_size": batch_size,
-        "device": runtime.get("device"), "precision": runtime.get("precision"),
-        "bare_items_per_s": round(bare, 2), "pipeline_items_per_s": round(pipe, 2),
+        "encoder": encoder.id,
+        "modality": modality,
+        "items": len(items),
+        "batch_size": batch_size,
+        "device": runtime.get("device"),
+        "precision": runtime.get("precision"),
+        "bare_items_per_s": round(bare, 2),
+        "pipeline_items_per_s": round(pipe, 2),
         "ratio": round(pipe / bare, 3) if bare else None,
         "model_busy": round(busy, 3),
         "decode_only_items_per_s": round(len(prepared) / decode_s, 2) if decode_s else None,
-        "load_and_warmup_s": round(load_s, 2), "failed": result.failed,
+        "load_and_warmup_s": round(load_s, 2),
+        "failed": result.failed,
     }
     print(
         f"{encoder.id:<26} {modality:<6} n={len(items):<5} bs={batch_size:<4} {row['device']}/{row['precision']:<5} "
@@ -205,8 +224,9 @@ def ml100k_extraction(data: Path, args: argparse.Namespace) -> dict[str, Any]:
     items = ml100k_items(data)
     with tempfile.TemporaryDirectory(prefix="mmrec-ml100k-") as tmp:
         for modality, name in (("text", "minilm"), ("image", "efficientnet_lite0")):
-            kwargs = {k: v for k, v in (("device", args.device), ("precision", args.precision))
-                      if k in encoder_params(name)}
+            kwargs = {
+                k: v for k, v in (("device", args.device), ("precision", args.precision)) if k in encoder_params(name)
+            }
             t0 = time.perf_counter()
             encoder = create_encoder(name, **kwargs)
             key = encoder.cache_key()
@@ -214,11 +234,26 @@ def ml100k_extraction(data: Path, args: argparse.Namespace) -> dict[str, Any]:
             for attempt in ("cold", "warm"):
                 cache = FeatureCache(Path(tmp) / modality / key[:16])
                 start = time.perf_counter()
-                res = run_extraction(encoder, items[modality], cache, batch_size=args.batch_size or BATCH[modality],
-                                     workers=args.workers, progress=False, sort_by_length=modality == "text")
-                runs.append({"run": attempt, "seconds": round(time.perf_counter() - start, 2), "encoded": res.encoded,
-                             "cached": res.cached, "missing": res.missing, "failed": res.failed,
-                             "items_per_second": round(res.items_per_second, 2)})
+                res = run_extraction(
+                    encoder,
+                    items[modality],
+                    cache,
+                    batch_size=args.batch_size or BATCH[modality],
+                    workers=args.workers,
+                    progress=False,
+                    sort_by_length=modality == "text",
+                )
+                runs.append(
+                    {
+                        "run": attempt,
+                        "seconds": round(time.perf_counter() - start, 2),
+                        "encoded": res.encoded,
+                        "cached": res.cached,
+                        "missing": res.missing,
+                        "failed": res.failed,
+                        "items_per_second": round(res.items_per_second, 2),
+                    }
+                )
             total = round(time.perf_counter() - t0, 2)
             out[f"{modality}/{name}"] = {"runs": runs, "total_with_model_load_s": total}
             cold, warm = runs
@@ -236,8 +271,12 @@ def ml100k_extraction(data: Path, args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="ml100k-mm folder")
-    ap.add_argument("--synth", type=Path, default=Path(tempfile.gettempdir()) / "mmrec-synth",
-                    help="synthetic dataset folder (generated when missing)")
+    ap.add_argument(
+        "--synth",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "mmrec-synth",
+        help="synthetic dataset folder (generated when missing)",
+    )
     ap.add_argument("--encoders", default="minilm,efficientnet_lite0,mobilenetv2,whisper_tiny,logmel,frames")
     ap.add_argument("--video-image-encoder", default="efficientnet_lite0")
     ap.add_argument("--num-frames", type=int, default=8, help="frames per video clip")
@@ -256,8 +295,11 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} threads, {args.workers} decode workers, "
-          f"cuda={torch.cuda.is_available()}", flush=True)
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, {args.workers} decode workers, "
+        f"cuda={torch.cuda.is_available()}",
+        flush=True,
+    )
     sources: dict[str, list[tuple[str, Any]]] = {}
     if args.data.is_dir():
         sources.update(ml100k_items(args.data))

@@ -81,8 +81,11 @@ def main() -> None:
                 f"peak/file {r['peak_mb'] / mb:4.1f}x  rows {r['rows']}  rejects {r['rejects']}"
             )
         m, p = res["mmrec"], res["pandas (clean copy)"]
-        print(f"mmrec / pandas on the clean copy: time {m['seconds'] / p['seconds']:.2f}x, peak memory "
-              f"{m['peak_mb'] / max(p['peak_mb'], 1e-9):.2f}x")
+        print(
+            f"mmrec / pandas on the clean copy: time {m['seconds'] / p['seconds']:.2f}x, peak memory "
+            f"{m['peak_mb'] / max(p['peak_mb'], 1e-9):.2f}x"
+        )
+
 
 if __name__ == "__main__":
     main()

@@ -157,7 +157,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             entry["cold"]["recall@20"],
             model.train_seconds,
         )
-    rand = user_metrics(random_score_fn(train.n_items, seed=0), split.cold_test, history, KS, candidates=split.cold_items)
+    rand = user_metrics(
+        random_score_fn(train.n_items, seed=0), split.cold_test, history, KS, candidates=split.cold_items
+    )
     expected = expected_random(rand, KS)
     results["random_cold"] = {**rand.summary(KS), "expected_recall@20": expected["recall@20"], "expected": expected}
     return results
@@ -204,13 +206,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     ap.add_argument(
-        "--params", default="{}", type=json.loads, help='hyper-parameters per model as JSON, e.g. \'{"mm_graph": {"knn_k": 20}}\''
+        "--params",
+        default="{}",
+        type=json.loads,
+        help='hyper-parameters per model as JSON, e.g. \'{"mm_graph": {"knn_k": 20}}\'',
     )
-    ap.add_argument("--metrics", default=None,
-                    help="instead of training: print this metrics.json (e.g. reports/ml100k-mm/metrics.json from "
-                         "`mmrec tune` + `mmrec evaluate`) next to the reference figures of --reference")
-    ap.add_argument("--reference", default=str(REFERENCE),
-                    help="reference figures with their split hash and provenance (YAML)")
+    ap.add_argument(
+        "--metrics",
+        default=None,
+        help="instead of training: print this metrics.json (e.g. reports/ml100k-mm/metrics.json from "
+        "`mmrec tune` + `mmrec evaluate`) next to the reference figures of --reference",
+    )
+    ap.add_argument(
+        "--reference", default=str(REFERENCE), help="reference figures with their split hash and provenance (YAML)"
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.metrics:

@@ -102,17 +102,29 @@ def encoder_costs(name: str, items: list[tuple[str, Any]], limit: int, num_frame
     n = len(prepared)
     dim = int(getattr(encoder, "dim", 0) or 0)
     row = {
-        "encoder": encoder.id, "modality": modality, "items": n, "batch_size": bs, "threads": torch.get_num_threads(),
-        "cpu_s_per_item": cpu / n, "wall_s_per_item": wall / n, "cpu_share": cpu / wall if wall else None,
+        "encoder": encoder.id,
+        "modality": modality,
+        "items": n,
+        "batch_size": bs,
+        "threads": torch.get_num_threads(),
+        "cpu_s_per_item": cpu / n,
+        "wall_s_per_item": wall / n,
+        "cpu_share": cpu / wall if wall else None,
         "decode_cpu_s_per_item": decode_cpu,
-        "gflops_per_item": flops_per_item / 1e9, "gflops_per_cpu_s": flops_per_item * n / cpu / 1e9 if cpu else None,
+        "gflops_per_item": flops_per_item / 1e9,
+        "gflops_per_cpu_s": flops_per_item * n / cpu / 1e9 if cpu else None,
         "input_bytes_per_item": float(np.mean([input_bytes(v) for _, v in items])),
-        "output_dim": dim, "output_bytes_per_item": 4 * dim, "model_rss_mb": model_mb,
+        "output_dim": dim,
+        "output_bytes_per_item": 4 * dim,
+        "model_rss_mb": model_mb,
     }
-    print(f"{encoder.id:<28} n={n:<4} cpu {row['cpu_s_per_item'] * 1e3:8.1f} ms/item  wall {row['wall_s_per_item'] * 1e3:8.1f} "
-          f"ms/item  ({row['cpu_share']:.0%} of a core)  {row['gflops_per_item']:7.2f} GFLOP/item  "
-          f"decode {decode_cpu * 1e3:6.1f} ms/item  in {row['input_bytes_per_item'] / 1024:7.1f} KiB  "
-          f"out {4 * dim} B  model {model_mb:6.0f} MB", flush=True)
+    print(
+        f"{encoder.id:<28} n={n:<4} cpu {row['cpu_s_per_item'] * 1e3:8.1f} ms/item  wall {row['wall_s_per_item'] * 1e3:8.1f} "
+        f"ms/item  ({row['cpu_share']:.0%} of a core)  {row['gflops_per_item']:7.2f} GFLOP/item  "
+        f"decode {decode_cpu * 1e3:6.1f} ms/item  in {row['input_bytes_per_item'] / 1024:7.1f} KiB  "
+        f"out {4 * dim} B  model {model_mb:6.0f} MB",
+        flush=True,
+    )
     return row
 
 
@@ -135,12 +147,24 @@ def scoring_costs(users: int, items: int, dim: int, k: int, batch: int) -> dict[
     with PeakRSS() as mem:
         wall, cpu = clocked(run)
     flops = 2.0 * users * items * dim
-    row = {"users": users, "items": items, "dim": dim, "k": k, "batch_size": batch,
-           "cpu_s_per_user": cpu / users, "wall_s_per_user": wall / users, "cpu_share": cpu / wall,
-           "gflops_per_cpu_s": flops / cpu / 1e9, "peak_rss_mb": mem.mb}
-    print(f"exact top-{k} scoring  {users} users x {items} items x {dim}d: cpu {cpu / users * 1e6:7.1f} us/user  "
-          f"wall {wall / users * 1e6:7.1f} us/user  ({row['cpu_share']:.0%} of a core)  "
-          f"{row['gflops_per_cpu_s']:.1f} GFLOP/CPU-s  peak +{mem.mb:.0f} MB", flush=True)
+    row = {
+        "users": users,
+        "items": items,
+        "dim": dim,
+        "k": k,
+        "batch_size": batch,
+        "cpu_s_per_user": cpu / users,
+        "wall_s_per_user": wall / users,
+        "cpu_share": cpu / wall,
+        "gflops_per_cpu_s": flops / cpu / 1e9,
+        "peak_rss_mb": mem.mb,
+    }
+    print(
+        f"exact top-{k} scoring  {users} users x {items} items x {dim}d: cpu {cpu / users * 1e6:7.1f} us/user  "
+        f"wall {wall / users * 1e6:7.1f} us/user  ({row['cpu_share']:.0%} of a core)  "
+        f"{row['gflops_per_cpu_s']:.1f} GFLOP/CPU-s  peak +{mem.mb:.0f} MB",
+        flush=True,
+    )
     return row
 
 
@@ -151,8 +175,8 @@ def ann_costs(items: int, dim: int, queries: int, k: int) -> dict[str, Any]:
     rng = np.random.default_rng(1)
     # factors with structure (clusters), as trained ones have; uniform noise is ANN's worst case
     centers = rng.standard_normal((256, dim), dtype=np.float32)
-    item_f = (centers[rng.integers(0, 256, items)] + 0.5 * rng.standard_normal((items, dim), dtype=np.float32))
-    user_f = (centers[rng.integers(0, 256, queries)] + 0.5 * rng.standard_normal((queries, dim), dtype=np.float32))
+    item_f = centers[rng.integers(0, 256, items)] + 0.5 * rng.standard_normal((items, dim), dtype=np.float32)
+    user_f = centers[rng.integers(0, 256, queries)] + 0.5 * rng.standard_normal((queries, dim), dtype=np.float32)
     exact = faiss.IndexFlatIP(dim)
     exact.add(item_f)
     _, truth = exact.search(user_f, k)
@@ -165,13 +189,24 @@ def ann_costs(items: int, dim: int, queries: int, k: int) -> dict[str, Any]:
     _, found = holder["res"]
     recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(found, truth, strict=True)]))
     _e_wall, e_cpu = clocked(lambda: exact.search(user_f, k))
-    row = {"items": items, "dim": dim, "queries": queries, "k": k, "M": 32, "ef_search": 128,
-           "build_cpu_s_per_item": build_cpu / items, "query_cpu_s_per_user": q_cpu / queries,
-           "exact_cpu_s_per_user": e_cpu / queries, f"recall_at_{k}": recall,
-           "index_bytes_per_item": 4 * dim + 2 * 32 * 4}
-    print(f"HNSW M=32 ef=128 over {items} items: build {build_cpu / items * 1e6:.0f} us/item, query "
-          f"{q_cpu / queries * 1e6:.0f} us/user vs exact {e_cpu / queries * 1e6:.0f} us/user, recall@{k} {recall:.3f}",
-          flush=True)
+    row = {
+        "items": items,
+        "dim": dim,
+        "queries": queries,
+        "k": k,
+        "M": 32,
+        "ef_search": 128,
+        "build_cpu_s_per_item": build_cpu / items,
+        "query_cpu_s_per_user": q_cpu / queries,
+        "exact_cpu_s_per_user": e_cpu / queries,
+        f"recall_at_{k}": recall,
+        "index_bytes_per_item": 4 * dim + 2 * 32 * 4,
+    }
+    print(
+        f"HNSW M=32 ef=128 over {items} items: build {build_cpu / items * 1e6:.0f} us/item, query "
+        f"{q_cpu / queries * 1e6:.0f} us/user vs exact {e_cpu / queries * 1e6:.0f} us/user, recall@{k} {recall:.3f}",
+        flush=True,
+    )
     return row
 
 
@@ -184,18 +219,32 @@ def training_costs(users: int, items: int, per_user: int, dim: int, epochs: int)
 
     rng = np.random.default_rng(2)
     m = random_seen(users, items, per_user, rng)
-    data = Interactions(m, np.array([f"u{i}" for i in range(users)], dtype=object),
-                        np.array([f"i{i}" for i in range(items)], dtype=object))
+    data = Interactions(
+        m,
+        np.array([f"u{i}" for i in range(users)], dtype=object),
+        np.array([f"i{i}" for i in range(items)], dtype=object),
+    )
     model = create_model("bpr", dim=dim, max_epochs=epochs, eval_every=10**6, patience=10**6)
     torch.manual_seed(0)
     with PeakRSS() as mem:
         wall, cpu = clocked(lambda: model.fit(data))
     n = m.nnz * epochs
-    row = {"users": users, "items": items, "interactions": int(m.nnz), "epochs": epochs, "dim": dim,
-           "cpu_s_per_interaction_epoch": cpu / n, "wall_s_per_interaction_epoch": wall / n, "cpu_share": cpu / wall,
-           "peak_rss_mb": mem.mb}
-    print(f"BPR-MF d={dim}: {m.nnz} interactions x {epochs} epochs: cpu {cpu / n * 1e6:.2f} us/interaction-epoch "
-          f"({row['cpu_share']:.0%} of a core), peak +{mem.mb:.0f} MB", flush=True)
+    row = {
+        "users": users,
+        "items": items,
+        "interactions": int(m.nnz),
+        "epochs": epochs,
+        "dim": dim,
+        "cpu_s_per_interaction_epoch": cpu / n,
+        "wall_s_per_interaction_epoch": wall / n,
+        "cpu_share": cpu / wall,
+        "peak_rss_mb": mem.mb,
+    }
+    print(
+        f"BPR-MF d={dim}: {m.nnz} interactions x {epochs} epochs: cpu {cpu / n * 1e6:.2f} us/interaction-epoch "
+        f"({row['cpu_share']:.0%} of a core), peak +{mem.mb:.0f} MB",
+        flush=True,
+    )
     return row
 
 
@@ -218,14 +267,23 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     torch.set_num_interop_threads(1)
-    out: dict[str, Any] = {"load_average": os.getloadavg(), "cpus": os.cpu_count(), "encoders": [], "torch": torch.__version__,
-                           "rss_after_imports_mb": rss_mb()}  # Python + torch + mmrec: every worker pays it
+    out: dict[str, Any] = {
+        "load_average": os.getloadavg(),
+        "cpus": os.cpu_count(),
+        "encoders": [],
+        "torch": torch.__version__,
+        "rss_after_imports_mb": rss_mb(),
+    }  # Python + torch + mmrec: every worker pays it
     parts = set(args.parts.split(","))
     if "encoders" in parts:
         media = synth_items(args.synth, n_items=max(args.limit, 64))
         text_image = ml100k_items(args.data)
-        sources = {"text": text_image["text"], "image": text_image["image"], "audio": media.get("audio", []),
-                   "video": media.get("video", [])}
+        sources = {
+            "text": text_image["text"],
+            "image": text_image["image"],
+            "audio": media.get("audio", []),
+            "video": media.get("video", []),
+        }
         for name in [e for e in args.encoders.split(",") if e]:
             out["encoders"].append(encoder_costs(name, sources[MODALITY_OF[name]], args.limit, args.num_frames))
     if "scoring" in parts:

@@ -51,8 +51,16 @@ CLOSED_FORM = {"popularity", "itemknn", "content_knn"}
 PER_USER = 20  # mean interactions per user: users = interactions / PER_USER
 
 
-def _draw(rng: np.random.Generator, n: int, n_users: int, cluster: np.ndarray, pop: np.ndarray,
-          likes: np.ndarray, n_likes: np.ndarray, clusters: int) -> tuple[np.ndarray, np.ndarray]:
+def _draw(
+    rng: np.random.Generator,
+    n: int,
+    n_users: int,
+    cluster: np.ndarray,
+    pop: np.ndarray,
+    likes: np.ndarray,
+    n_likes: np.ndarray,
+    clusters: int,
+) -> tuple[np.ndarray, np.ndarray]:
     """`n` (user, item) draws: a liked cluster (80%) or the whole catalogue (20%), Zipf inside."""
     n_items = len(cluster)
     order = np.argsort(cluster, kind="stable")
@@ -72,8 +80,9 @@ def _draw(rng: np.random.Generator, n: int, n_users: int, cluster: np.ndarray, p
     return users, items
 
 
-def synthetic_shop(n_items: int, n_interactions: int, seed: int = 0, clusters: int = 64,
-                   n_users: int | None = None) -> dict[str, Any]:
+def synthetic_shop(
+    n_items: int, n_interactions: int, seed: int = 0, clusters: int = 64, n_users: int | None = None
+) -> dict[str, Any]:
     """A shop whose content predicts behaviour, generated in O(items + interactions).
 
     Items belong to one of `clusters` clusters; their text (64-d) and image (128-d) vectors are
@@ -91,8 +100,12 @@ def synthetic_shop(n_items: int, n_interactions: int, seed: int = 0, clusters: i
     centre = rng.standard_normal((clusters, latent)).astype(np.float32)
     cluster = rng.integers(0, clusters, n_items)
     z = centre[cluster] + 0.5 * rng.standard_normal((n_items, latent)).astype(np.float32)
-    text = z @ rng.standard_normal((latent, 64)).astype(np.float32) + 0.5 * rng.standard_normal((n_items, 64)).astype(np.float32)
-    image = z @ rng.standard_normal((latent, 128)).astype(np.float32) + rng.standard_normal((n_items, 128)).astype(np.float32)
+    text = z @ rng.standard_normal((latent, 64)).astype(np.float32) + 0.5 * rng.standard_normal((n_items, 64)).astype(
+        np.float32
+    )
+    image = z @ rng.standard_normal((latent, 128)).astype(np.float32) + rng.standard_normal((n_items, 128)).astype(
+        np.float32
+    )
     has_image = rng.random(n_items) > 0.08
     image[~has_image] = 0.0
     pop = 1.0 / (1.0 + rng.permutation(n_items)) ** 0.8  # Zipf popularity, random rank
@@ -120,12 +133,18 @@ def interactions_of(shop: dict[str, Any], with_features: bool) -> Any:
     from mmrec.models.item_features import with_features as attach
 
     m = shop["train"]
-    data = Interactions(m, np.array([f"u{i}" for i in range(m.shape[0])], dtype=object),
-                        np.array([f"i{i}" for i in range(m.shape[1])], dtype=object))
+    data = Interactions(
+        m,
+        np.array([f"u{i}" for i in range(m.shape[0])], dtype=object),
+        np.array([f"i{i}" for i in range(m.shape[1])], dtype=object),
+    )
     if not with_features:
         return data
-    return attach(data, {"text": shop["text"], "image": shop["image"]},
-                  {"text": np.ones(m.shape[1], bool), "image": shop["image_mask"]})
+    return attach(
+        data,
+        {"text": shop["text"], "image": shop["image"]},
+        {"text": np.ones(m.shape[1], bool), "image": shop["image_mask"]},
+    )
 
 
 def model_params(name: str, epochs: int) -> dict[str, Any]:
@@ -204,20 +223,24 @@ def _spin(stop_at: float) -> None:  # a CPU-bound neighbour (pure Python: no thr
 
 def _train_once(threads: str, shop_size: tuple[int, int], epochs: int) -> tuple[float, int]:
     """(seconds, threads used) of a two_tower fit in a fresh process with MMREC_THREADS=threads."""
-    code = "\n".join([
-        "import sys, time",
-        f"sys.path.insert(0, {str(REPO)!r}); sys.path.insert(0, {str(REPO / 'benchmarks')!r})",
-        "from scaling import synthetic_shop, interactions_of",
-        "from mmrec.runtime import configure_threads",
-        "from mmrec.models import create_model",
-        "n = configure_threads(None)",
-        f"shop = synthetic_shop({shop_size[0]}, {shop_size[1]}, seed=3)",
-        "data = interactions_of(shop, True)",
-        f"m = create_model('two_tower', modalities=['text', 'image'], max_epochs={epochs}, eval_every=10**6, "
-        + "patience=10**6)",
-        "t = time.perf_counter(); m.fit(data); print(time.perf_counter() - t, n)",
-    ])
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    code = "\n".join(
+        [
+            "import sys, time",
+            f"sys.path.insert(0, {str(REPO)!r}); sys.path.insert(0, {str(REPO / 'benchmarks')!r})",
+            "from scaling import synthetic_shop, interactions_of",
+            "from mmrec.runtime import configure_threads",
+            "from mmrec.models import create_model",
+            "n = configure_threads(None)",
+            f"shop = synthetic_shop({shop_size[0]}, {shop_size[1]}, seed=3)",
+            "data = interactions_of(shop, True)",
+            f"m = create_model('two_tower', modalities=['text', 'image'], max_epochs={epochs}, eval_every=10**6, "
+            + "patience=10**6)",
+            "t = time.perf_counter(); m.fit(data); print(time.perf_counter() - t, n)",
+        ]
+    )
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+    }
     env["MMREC_THREADS"] = threads
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     seconds, used = out.stdout.split()[-2:]
@@ -255,8 +278,15 @@ def neighbour_check(shop_size: tuple[int, int], epochs: int, repeats: int = 2) -
             alone.append(_train_once(threads, shop_size, epochs))
             busy.append(_beside_neighbours(threads, shop_size, epochs, cpus))
         a, b = min(alone), min(busy)
-        res[label] = {"alone_s": a[0], "beside_neighbour_s": b[0], "ratio": b[0] / a[0],
-                      "threads_alone": a[1], "threads_beside": b[1], "alone_all": alone, "beside_all": busy}
+        res[label] = {
+            "alone_s": a[0],
+            "beside_neighbour_s": b[0],
+            "ratio": b[0] / a[0],
+            "threads_alone": a[1],
+            "threads_beside": b[1],
+            "alone_all": alone,
+            "beside_all": busy,
+        }
     return res
 
 
@@ -279,21 +309,35 @@ def main(argv: list[str] | None = None) -> int:
 
     threads = configure_threads(None)
     base_items, base_inter = (500, 12_500) if args.quick else (2_000, 50_000)
-    sizes = [(base_items * f, base_inter * f, f"{f}x") for f in (1, 4, 16)] + [(base_items * 16, base_inter, "16x items")]
+    sizes = [(base_items * f, base_inter * f, f"{f}x") for f in (1, 4, 16)] + [
+        (base_items * 16, base_inter, "16x items")
+    ]
     models = [] if args.skip_models else [m.strip() for m in args.models.split(",") if m.strip()]
     budget = cpu_budget()
-    print(f"scaling benchmark: {budget.cpus} usable CPUs (affinity {budget.affinity}, quota {budget.quota}, host "
-          f"{budget.host}), {threads} threads, load average {os.getloadavg()}", flush=True)
+    print(
+        f"scaling benchmark: {budget.cpus} usable CPUs (affinity {budget.affinity}, quota {budget.quota}, host "
+        f"{budget.host}), {threads} threads, load average {os.getloadavg()}",
+        flush=True,
+    )
     results: dict[str, Any] = {"load_average_start": os.getloadavg(), "threads": threads, "sizes": [], "models": {}}
     shops = {}
     for n_items, n_inter, label in sizes:
         t = time.perf_counter()
         shops[label] = synthetic_shop(n_items, n_inter, seed=1)
         tr = shops[label]["train"]
-        results["sizes"].append({"label": label, "items": n_items, "users": tr.shape[0], "train_interactions": int(tr.nnz)})
-        print(f"  shop {label}: {n_items} items, {tr.shape[0]} users, {tr.nnz} train interactions "
-              f"({time.perf_counter() - t:.1f}s to generate)", flush=True)
-    head = f"{'model':<16} " + " ".join(f"{lab + ' s/ep':>14} {'MB':>6}" for *_, lab in sizes) + f" {'exp inter':>9} {'exp items':>9}"
+        results["sizes"].append(
+            {"label": label, "items": n_items, "users": tr.shape[0], "train_interactions": int(tr.nnz)}
+        )
+        print(
+            f"  shop {label}: {n_items} items, {tr.shape[0]} users, {tr.nnz} train interactions "
+            f"({time.perf_counter() - t:.1f}s to generate)",
+            flush=True,
+        )
+    head = (
+        f"{'model':<16} "
+        + " ".join(f"{lab + ' s/ep':>14} {'MB':>6}" for *_, lab in sizes)
+        + f" {'exp inter':>9} {'exp items':>9}"
+    )
     print(head)
     print("-" * len(head), flush=True)
     for name in models:
@@ -304,21 +348,42 @@ def main(argv: list[str] | None = None) -> int:
         e_inter = slope(inter, [rows[lab]["s_per_epoch"] for *_, lab in sizes[:3]])
         e_items = float(np.log(rows["16x items"]["s_per_epoch"] / rows["1x"]["s_per_epoch"]) / np.log(16))
         results["models"][name] = {"sizes": rows, "exponent_interactions": e_inter, "exponent_items": e_items}
-        print(f"{name:<16} " + " ".join(f"{rows[lab]['s_per_epoch']:>14.4f} {rows[lab]['peak_rss_mb']:>6.0f}"
-                                        for *_, lab in sizes) + f" {e_inter:>9.2f} {e_items:>9.2f}", flush=True)
+        print(
+            f"{name:<16} "
+            + " ".join(f"{rows[lab]['s_per_epoch']:>14.4f} {rows[lab]['peak_rss_mb']:>6.0f}" for *_, lab in sizes)
+            + f" {e_inter:>9.2f} {e_items:>9.2f}",
+            flush=True,
+        )
         if name == "content_knn":
-            print("  content_knn neighbours: " + ", ".join(
-                f"{lab}: " + ("HNSW, recall {:.3f} on {} sampled items".format(rows[lab]["neighbours"]["recall"],
-                                                                          rows[lab]["neighbours"]["sample"])
-                              if rows[lab]["neighbours"]["approximate"] else "exact") for *_, lab in sizes), flush=True)
+            print(
+                "  content_knn neighbours: "
+                + ", ".join(
+                    f"{lab}: "
+                    + (
+                        "HNSW, recall {:.3f} on {} sampled items".format(
+                            rows[lab]["neighbours"]["recall"], rows[lab]["neighbours"]["sample"]
+                        )
+                        if rows[lab]["neighbours"]["approximate"]
+                        else "exact"
+                    )
+                    for *_, lab in sizes
+                ),
+                flush=True,
+            )
         if name in ("lightgcn", "mm_graph"):
-            print(f"  {name} propagation: " + ", ".join(f"{lab}: {rows[lab]['propagation']}" for *_, lab in sizes),
-                  flush=True)
+            print(
+                f"  {name} propagation: " + ", ".join(f"{lab}: {rows[lab]['propagation']}" for *_, lab in sizes),
+                flush=True,
+            )
         if name == "two_tower":
-            print("  two_tower item-tower rows in the last (partial) batch, duplicates counted: "
-                  + ", ".join(f"{lab}: {rows[lab].get('tower_rows_last_batch')} of {n} items" for n, _, lab in sizes))
-    print("s/ep: CPU seconds of the fastest epoch without validation (closed-form models: of the fastest fit); "
-          "MB: peak RSS above baseline")
+            print(
+                "  two_tower item-tower rows in the last (partial) batch, duplicates counted: "
+                + ", ".join(f"{lab}: {rows[lab].get('tower_rows_last_batch')} of {n} items" for n, _, lab in sizes)
+            )
+    print(
+        "s/ep: CPU seconds of the fastest epoch without validation (closed-form models: of the fastest fit); "
+        "MB: peak RSS above baseline"
+    )
 
     if not args.skip_scoring:
         nu = 100_000 if args.scoring_full else (args.scoring_users or (10_000 if args.quick else 20_000))
@@ -330,10 +395,13 @@ def main(argv: list[str] | None = None) -> int:
         with PeakRSS() as mem:
             sc = run_case("synthetic", user_f, item_f, seen, 20, 1024, 1)
         results["scoring"] = sc
-        print(f"batch top-20, {nu} users x {ni} items: mmrec {sc['users_per_s']['mmrec']:.0f} users/s "
-              f"(peak +{sc['peak_rss_mb']['mmrec']:.0f} MB), FAISS IndexFlatIP {sc['users_per_s']['faiss_flat_ip']:.0f} "
-              f"users/s; ratio {sc['speedup_vs_faiss']:.2f} (mmrec masks seen items, FAISS does not); "
-              f"process peak +{mem.mb:.0f} MB", flush=True)
+        print(
+            f"batch top-20, {nu} users x {ni} items: mmrec {sc['users_per_s']['mmrec']:.0f} users/s "
+            f"(peak +{sc['peak_rss_mb']['mmrec']:.0f} MB), FAISS IndexFlatIP {sc['users_per_s']['faiss_flat_ip']:.0f} "
+            f"users/s; ratio {sc['speedup_vs_faiss']:.2f} (mmrec masks seen items, FAISS does not); "
+            f"process peak +{mem.mb:.0f} MB",
+            flush=True,
+        )
 
     if not args.skip_neighbour:
         size = (base_items * 4, base_inter * 4)
@@ -341,10 +409,13 @@ def main(argv: list[str] | None = None) -> int:
         results["neighbour"] = nb
         for label in ("auto", "host_cores"):
             r = nb[label]
-            print(f"neighbour check (two_tower, {size[0]} items, {size[1]} interactions, threads={label}): alone "
-                  f"{r['alone_s']:.1f}s ({r['threads_alone']} threads), beside {nb['cpus']} CPU-bound process(es) "
-                  f"{r['beside_neighbour_s']:.1f}s ({r['threads_beside']} threads; fastest of {nb['repeats']}): "
-                  f"ratio {r['ratio']:.2f} (target <= ~2)", flush=True)
+            print(
+                f"neighbour check (two_tower, {size[0]} items, {size[1]} interactions, threads={label}): alone "
+                f"{r['alone_s']:.1f}s ({r['threads_alone']} threads), beside {nb['cpus']} CPU-bound process(es) "
+                f"{r['beside_neighbour_s']:.1f}s ({r['threads_beside']} threads; fastest of {nb['repeats']}): "
+                f"ratio {r['ratio']:.2f} (target <= ~2)",
+                flush=True,
+            )
 
     results["load_average_end"] = os.getloadavg()
     worst_inter = max(r["exponent_interactions"] for r in results["models"].values()) if models else float("nan")

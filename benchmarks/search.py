@@ -50,8 +50,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--max-epochs", type=int, default=None, help="cap training epochs (default: the configured value)")
-    ap.add_argument("--align-weight", type=float, default=None,
-                    help="override two_tower's align_weight (a sensitivity check, not tuning: never pick it on these queries)")
+    ap.add_argument(
+        "--align-weight",
+        type=float,
+        default=None,
+        help="override two_tower's align_weight (a sensitivity check, not tuning: never pick it on these queries)",
+    )
     ap.add_argument("--seed", type=int, default=0, help="seed of the random-projection control and the warm sample")
     ap.add_argument("--json", dest="json_out", default=None, help="also write the figures to this file")
     args = ap.parse_args(argv)
@@ -83,25 +87,45 @@ def main(argv: list[str] | None = None) -> dict:
     encoders = QueryEncoders(ctx.params.extract)
     text_encoder = encoders.encoder("text")
     candidates = np.arange(len(data.item_ids))
-    out: dict = {"dataset": ctx.spec.name, "k": args.k, "params": params, "train_seconds": round(train_s, 1), "epochs": model.epochs,
-                 "text_encoder": text_encoder.name, "image_encoder": encoders.encoder("image").name, "sets": {}}
+    out: dict = {
+        "dataset": ctx.spec.name,
+        "k": args.k,
+        "params": params,
+        "train_seconds": round(train_s, 1),
+        "epochs": model.epochs,
+        "text_encoder": text_encoder.name,
+        "image_encoder": encoders.encoder("image").name,
+        "sets": {},
+    }
     for name, rows in (("held_out", held_out), ("warm", warm)):
-        rows = np.asarray([r for r in rows if isinstance(titles.get(str(data.item_ids[r])), str)
-                           and titles[str(data.item_ids[r])].strip()], np.int64)
+        rows = np.asarray(
+            [
+                r
+                for r in rows
+                if isinstance(titles.get(str(data.item_ids[r])), str) and titles[str(data.item_ids[r])].strip()
+            ],
+            np.int64,
+        )
         t1 = time.perf_counter()
         queries = text_encoder.encode([titles[str(data.item_ids[r])] for r in rows])
         enc_s = time.perf_counter() - t1
         res = evaluate_title_search(model.projection, queries, feats, masks, rows, candidates, k=args.k, seed=args.seed)
         out["sets"][name] = {**res.to_dict(), "encode_seconds": round(enc_s, 1)}
-    print(f"{out['dataset']}: two_tower (text+image, align_weight={model.align_weight}) trained {out['epochs']} epochs in {train_s:.0f}s; "
-          f"queries = titles via {out['text_encoder']}, items = {out['image_encoder']} image vectors")
-    print(f"{'queries':<10}{'n':>6}{'cands':>7}{'cross_modal':>13}{'random_proj':>13}{'text_only*':>12}{'chance':>9}"
-          f"{'x/random':>10}{'x/chance':>10}")
+    print(
+        f"{out['dataset']}: two_tower (text+image, align_weight={model.align_weight}) trained {out['epochs']} epochs in {train_s:.0f}s; "
+        f"queries = titles via {out['text_encoder']}, items = {out['image_encoder']} image vectors"
+    )
+    print(
+        f"{'queries':<10}{'n':>6}{'cands':>7}{'cross_modal':>13}{'random_proj':>13}{'text_only*':>12}{'chance':>9}"
+        f"{'x/random':>10}{'x/chance':>10}"
+    )
     for name, r in out["sets"].items():
         rec = r["recall"]
-        print(f"{name:<10}{r['n_queries']:>6}{r['n_candidates']:>7}{rec['cross_modal']:>13.3f}{rec['random_projection']:>13.3f}"
-              f"{rec['text_only']:>12.3f}{r['random_chance']:>9.4f}"
-              f"{ratio(rec['cross_modal'], rec['random_projection']):>10}{ratio(rec['cross_modal'], r['random_chance']):>10}")
+        print(
+            f"{name:<10}{r['n_queries']:>6}{r['n_candidates']:>7}{rec['cross_modal']:>13.3f}{rec['random_projection']:>13.3f}"
+            f"{rec['text_only']:>12.3f}{r['random_chance']:>9.4f}"
+            f"{ratio(rec['cross_modal'], rec['random_projection']):>10}{ratio(rec['cross_modal'], r['random_chance']):>10}"
+        )
     print(f"recall@{args.k}; *text_only compares the title with the items' own text vectors (which contain the title)")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(out, indent=2))

@@ -79,8 +79,15 @@ def request_bytes(method: str, path: str, body: dict[str, Any] | None, api_key: 
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
 
 
-async def _client(port: int, requests: list[bytes], counter: list[int], limit: int, deadline: float,
-                  lat: list[float], statuses: dict[int, int]) -> None:
+async def _client(
+    port: int,
+    requests: list[bytes],
+    counter: list[int],
+    limit: int,
+    deadline: float,
+    lat: list[float],
+    statuses: dict[int, int],
+) -> None:
     reader, writer = await asyncio.open_connection(HOST, port)
     try:
         while counter[0] < limit and time.perf_counter() < deadline:
@@ -107,12 +114,15 @@ async def _load(port: int, requests: list[bytes], clients: int, limit: int, seco
     statuses: dict[int, int] = {}
     counter = [0]
     start = time.perf_counter()
-    await asyncio.gather(*[_client(port, requests, counter, limit, start + seconds, lat, statuses) for _ in range(clients)])
+    await asyncio.gather(
+        *[_client(port, requests, counter, limit, start + seconds, lat, statuses) for _ in range(clients)]
+    )
     return {"lat": lat, "wall": time.perf_counter() - start, "statuses": statuses}
 
 
-def load(port: int, requests: list[bytes], clients: int, limit: int, seconds: float, warmup: int = 50,
-         server: Any = None) -> dict[str, Any]:
+def load(
+    port: int, requests: list[bytes], clients: int, limit: int, seconds: float, warmup: int = 50, server: Any = None
+) -> dict[str, Any]:
     """One burst of `limit` requests (or `seconds`) from `clients` connections: raw latencies, and
     the CPU seconds the server process (`psutil.Process`, workers included) spent on them."""
     asyncio.run(_load(port, requests, min(clients, 4), warmup, seconds))  # warm caches and the pool
@@ -190,7 +200,8 @@ def readers(online: Any) -> dict[str, Any]:
     features = [f"user_recommendations:{f}" for f in FIELDS]
     return {
         "get_online_features (Feast SDK)": lambda u: online.store.get_online_features(
-            features=features, entity_rows=[{"user_id": u}]).to_dict(),
+            features=features, entity_rows=[{"user_id": u}]
+        ).to_dict(),
         "online_read (ViewReader)": lambda u: online.views_reader.read("user_recommendations", "user_id", [u], FIELDS),
     }
 
@@ -198,10 +209,27 @@ def readers(online: Any) -> dict[str, Any]:
 # -- server -------------------------------------------------------------------------------------------
 
 
-def start_server(args: argparse.Namespace, profile: str | None, port: int, log_file: Path,
-                 src: Path | None = None) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "mmrec.cli", "serve", "--dataset", str(args.dataset), "--port", str(port), "--host", HOST,
-           "--workspace", str(args.workspace), "--params", str(args.params), "--reload-interval", "0"]
+def start_server(
+    args: argparse.Namespace, profile: str | None, port: int, log_file: Path, src: Path | None = None
+) -> subprocess.Popen[bytes]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "mmrec.cli",
+        "serve",
+        "--dataset",
+        str(args.dataset),
+        "--port",
+        str(port),
+        "--host",
+        HOST,
+        "--workspace",
+        str(args.workspace),
+        "--params",
+        str(args.params),
+        "--reload-interval",
+        "0",
+    ]
     if profile:
         cmd += ["--profile", profile]
     if args.workers > 1:
@@ -216,7 +244,9 @@ def start_server(args: argparse.Namespace, profile: str | None, port: int, log_f
     deadline = time.time() + args.startup_seconds
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"mmrec serve exited with {proc.returncode}; log: {log_file}\n{log_file.read_text()[-2000:]}")
+            raise SystemExit(
+                f"mmrec serve exited with {proc.returncode}; log: {log_file}\n{log_file.read_text()[-2000:]}"
+            )
         try:
             with urllib.request.urlopen(f"http://{HOST}:{port}/ready", timeout=1) as r:
                 if r.status == 200:
@@ -247,11 +277,29 @@ def targets(res: dict[str, Any], clients: list[int]) -> list[tuple[str, float, f
     """(target, measured ratio, bound, met) for one profile's figures (see the module docstring)."""
     lo, hi = min(clients), max(clients)
     api, bare = res["api"], res["bare"]
-    out = [(f"precomputed req/s / health req/s @{hi}", api[f"{PRE} @{hi}"]["rps"] / api[f"{HEALTH} @{hi}"]["rps"], 0.5, True),
-           (f"precomputed p50 / bare get_online_features p50 @{lo}", api[f"{PRE} @{lo}"]["p50"] / bare[f"{SDK} @{lo}"]["p50"], 2.0, False)]
+    out = [
+        (
+            f"precomputed req/s / health req/s @{hi}",
+            api[f"{PRE} @{hi}"]["rps"] / api[f"{HEALTH} @{hi}"]["rps"],
+            0.5,
+            True,
+        ),
+        (
+            f"precomputed p50 / bare get_online_features p50 @{lo}",
+            api[f"{PRE} @{lo}"]["p50"] / bare[f"{SDK} @{lo}"]["p50"],
+            2.0,
+            False,
+        ),
+    ]
     for name in (SESSION, SIMILAR, EXPLAIN):
-        out.append((f"{name.split(' (')[0]} p99 / precomputed p99 @{hi}", api[f"{name} @{hi}"]["p99"] / api[f"{PRE} @{hi}"]["p99"],
-                    2.0, False))
+        out.append(
+            (
+                f"{name.split(' (')[0]} p99 / precomputed p99 @{hi}",
+                api[f"{name} @{hi}"]["p99"] / api[f"{PRE} @{hi}"]["p99"],
+                2.0,
+                False,
+            )
+        )
     return [(t, round(v, 2), b, v >= b if at_least else v <= b) for t, v, b, at_least in out]
 
 
@@ -260,9 +308,14 @@ def main() -> None:
     ap.add_argument("--dataset", type=Path, default=REPO / "data/raw/synth/dataset.yaml")
     ap.add_argument("--workspace", type=Path, default=Path("."))
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
-    ap.add_argument("--profile", default=None,
-                    help="Feast profile(s), comma-separated (sqlite, redis: side by side); default params.yaml's")
-    ap.add_argument("--requests", type=int, default=2000, help="requests per (endpoint, clients) cell, all rounds together")
+    ap.add_argument(
+        "--profile",
+        default=None,
+        help="Feast profile(s), comma-separated (sqlite, redis: side by side); default params.yaml's",
+    )
+    ap.add_argument(
+        "--requests", type=int, default=2000, help="requests per (endpoint, clients) cell, all rounds together"
+    )
     ap.add_argument("--seconds", type=float, default=20.0, help="time cap per cell, all rounds together")
     ap.add_argument("--rounds", type=int, default=4, help="interleaved rounds (each visits every cell once)")
     ap.add_argument("--clients", default="1,32")
@@ -271,9 +324,13 @@ def main() -> None:
     ap.add_argument("--api-key", default=None, help="run the server with this MMREC_API_KEY (and send it)")
     ap.add_argument("--startup-seconds", type=float, default=180.0)
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
-    ap.add_argument("--baseline", type=Path, default=None,
-                    help="a checkout of an earlier commit (e.g. `git worktree add /tmp/base main`): its API is served and "
-                         "measured too, interleaved with this one, for a before/after under the same load")
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="a checkout of an earlier commit (e.g. `git worktree add /tmp/base main`): its API is served and "
+        "measured too, interleaved with this one, for a before/after under the same load",
+    )
     args = ap.parse_args()
     args.workspace = args.workspace.resolve()
     args.dataset = args.dataset.resolve()
@@ -298,16 +355,25 @@ def main() -> None:
     key = args.api_key
     cells = {
         PRE: [request_bytes("GET", f"/users/{u}/recommendations?k=20", None, key) for u in users],
-        SESSION: [request_bytes("POST", "/recommendations", {"item_ids": rng.sample(items, 5), "k": 20}, key) for _ in users],
+        SESSION: [
+            request_bytes("POST", "/recommendations", {"item_ids": rng.sample(items, 5), "k": 20}, key) for _ in users
+        ],
         SIMILAR: [request_bytes("GET", f"/items/{i}/similar?k=20&modality=fused", None, key) for i in sample_items],
-        EXPLAIN: [request_bytes("GET", f"/users/{u}/recommendations/{rng.choice(items)}/explain", None, key) for u in users],
+        EXPLAIN: [
+            request_bytes("GET", f"/users/{u}/recommendations/{rng.choice(items)}/explain", None, key) for u in users
+        ],
         HEALTH: [request_bytes("GET", "/health", None, None)],
     }
     client_counts = [int(c) for c in args.clients.split(",")]
     rounds = max(1, args.rounds)
     per_round, secs = max(1, args.requests // rounds), args.seconds / rounds
-    results: dict[str, Any] = {"dataset": ctx.spec.name, "cpus": os.cpu_count(), "rounds": rounds, "profiles": {},
-                               "load_average_before": os.getloadavg()[0]}
+    results: dict[str, Any] = {
+        "dataset": ctx.spec.name,
+        "cpus": os.cpu_count(),
+        "rounds": rounds,
+        "profiles": {},
+        "load_average_before": os.getloadavg()[0],
+    }
     codes = {"this": None, **({"baseline": args.baseline.resolve()} if args.baseline else {})}
     import psutil
 
@@ -326,10 +392,13 @@ def main() -> None:
                     for name, reqs in cells.items():
                         for c in client_counts:
                             raw.setdefault((f"{code}/{names[p]}", f"api|{name} @{c}"), []).append(
-                                load(port, reqs, c, per_round, secs, server=psutil.Process(proc.pid)))
+                                load(port, reqs, c, per_round, secs, server=psutil.Process(proc.pid))
+                            )
                 for name, read in readers(onlines[p]).items():
                     for c in client_counts:
-                        raw.setdefault((names[p], f"bare|{name} @{c}"), []).append(bare_reads(read, users, c, per_round, secs))
+                        raw.setdefault((names[p], f"bare|{name} @{c}"), []).append(
+                            bare_reads(read, users, c, per_round, secs)
+                        )
             print(f"round {r + 1}/{rounds} done (1-min load average {os.getloadavg()[0]:.1f})", flush=True)
     finally:
         for proc, _ in servers.values():
@@ -344,44 +413,58 @@ def main() -> None:
                 "bare": {c.split("|", 1)[1]: v for (who, c), v in summaries.items() if who == names[p]},
             }
     results["load_average_after"] = os.getloadavg()[0]
-    print(f"\nserving benchmark: dataset {ctx.spec.name}, online store(s) {', '.join(names.values())}, {os.cpu_count()} CPUs, "
-          f"{args.workers} server worker(s), {len(users)} users cycled, <= {args.requests} requests / {args.seconds:.0f} s per cell "
-          f"in {rounds} interleaved rounds, loopback; 1-min load average {results['load_average_before']:.1f} before, "
-          f"{results['load_average_after']:.1f} after (above {os.cpu_count()}: other processes share the cores and the "
-          f"absolute figures are inflated; compare the ratios)\n")
+    print(
+        f"\nserving benchmark: dataset {ctx.spec.name}, online store(s) {', '.join(names.values())}, {os.cpu_count()} CPUs, "
+        f"{args.workers} server worker(s), {len(users)} users cycled, <= {args.requests} requests / {args.seconds:.0f} s per cell "
+        f"in {rounds} interleaved rounds, loopback; 1-min load average {results['load_average_before']:.1f} before, "
+        f"{results['load_average_after']:.1f} after (above {os.cpu_count()}: other processes share the cores and the "
+        f"absolute figures are inflated; compare the ratios)\n"
+    )
     width = max(len(r) for r in results["profiles"])
-    print(f"{'store':<{width}} {'endpoint':<52} {'clients':>7} {'n':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'req/s':>8} "
-          f"{'cpu us':>7}  statuses")
+    print(
+        f"{'store':<{width}} {'endpoint':<52} {'clients':>7} {'n':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'req/s':>8} "
+        f"{'cpu us':>7}  statuses"
+    )
     for profile, res in results["profiles"].items():
         for key_, r in [*res["api"].items(), *res["bare"].items()]:
             name, clients = key_.rsplit(" @", 1)
             statuses = ",".join(f"{s}:{n}" for s, n in sorted(r.get("statuses", {}).items())) or "-"
             cpu = f"{r['server_cpu_us']:>7.0f}" if "server_cpu_us" in r else f"{'-':>7}"
-            print(f"{profile:<{width}} {name:<52} {clients:>7} {r['n']:>6} {r['p50']:>8.2f} {r['p95']:>8.2f} {r['p99']:>8.2f} "
-                  f"{r['rps']:>8.1f} {cpu}  {statuses}")
+            print(
+                f"{profile:<{width}} {name:<52} {clients:>7} {r['n']:>6} {r['p50']:>8.2f} {r['p95']:>8.2f} {r['p99']:>8.2f} "
+                f"{r['rps']:>8.1f} {cpu}  {statuses}"
+            )
     print()
     met_all = True
     for profile, res in results["profiles"].items():
         if profile.startswith("baseline/"):
-            res["targets"] = [{"target": t, "ratio": v, "bound": b, "met": m} for t, v, b, m in targets(res, client_counts)]
+            res["targets"] = [
+                {"target": t, "ratio": v, "bound": b, "met": m} for t, v, b, m in targets(res, client_counts)
+            ]
             for t in res["targets"]:
                 print(f"{profile:<{width}} {t['target']:<62} {t['ratio']:>6.2f}")
             continue
         res["targets"] = [{"target": t, "ratio": v, "bound": b, "met": m} for t, v, b, m in targets(res, client_counts)]
         for t in res["targets"]:
             met_all &= t["met"]
-            print(f"{profile:<{width}} {t['target']:<62} {t['ratio']:>6.2f}  ({'>=' if 'req/s' in t['target'] else '<='} "
-                  f"{t['bound']:g}) {'met' if t['met'] else 'NOT met'}")
+            print(
+                f"{profile:<{width}} {t['target']:<62} {t['ratio']:>6.2f}  ({'>=' if 'req/s' in t['target'] else '<='} "
+                f"{t['bound']:g}) {'met' if t['met'] else 'NOT met'}"
+            )
         lo = min(client_counts)
         lean = res["bare"][f"online_read (ViewReader) @{lo}"]["p50"]
         hi = max(client_counts)
         cpu = {n: res["api"][f"{n} @{hi}"].get("server_cpu_us") for n in (PRE, HEALTH)}
         if all(cpu.values()):
-            print(f"{profile:<{width}} (server CPU per request @{hi}: precomputed {cpu[PRE]:.0f} us, /health {cpu[HEALTH]:.0f} us: "
-                  f"/health's share {cpu[HEALTH] / cpu[PRE]:.2f}, what req/s would show on a machine with a core to spare)")
-        print(f"{profile:<{width}} (precomputed p50 / the API's own online_read p50 @{lo}: "
-              f"{res['api'][f'{PRE} @{lo}']['p50'] / lean:.2f}x; /health p50 / online_read p50: "
-              f"{res['api'][f'{HEALTH} @{lo}']['p50'] / lean:.2f}x)")
+            print(
+                f"{profile:<{width}} (server CPU per request @{hi}: precomputed {cpu[PRE]:.0f} us, /health {cpu[HEALTH]:.0f} us: "
+                f"/health's share {cpu[HEALTH] / cpu[PRE]:.2f}, what req/s would show on a machine with a core to spare)"
+            )
+        print(
+            f"{profile:<{width}} (precomputed p50 / the API's own online_read p50 @{lo}: "
+            f"{res['api'][f'{PRE} @{lo}']['p50'] / lean:.2f}x; /health p50 / online_read p50: "
+            f"{res['api'][f'{HEALTH} @{lo}']['p50'] / lean:.2f}x)"
+        )
     print(f"\nall targets {'met' if met_all else 'NOT all met'}" + (" (by this checkout)" if args.baseline else ""))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -39,16 +39,28 @@ def make_apps():
         holder.reload()  # what the lifespan does at startup
         app = create_app(holder, ServeSettings(log_key="bench"), poll=False)
         if not fast:
-            app.router.routes[:] = [r for r in app.router.routes
-                                    if not isinstance(getattr(r, "app", None), hot_path.FastRecommendations)]
+            app.router.routes[:] = [
+                r for r in app.router.routes if not isinstance(getattr(r, "app", None), hot_path.FastRecommendations)
+            ]
         apps.append(app)
     return apps
 
 
 async def call(app, path: str, query: bytes = b"") -> int:
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
-             "path": path, "raw_path": path.encode(), "query_string": query, "root_path": "",
-             "headers": [(b"host", b"localhost")], "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query,
+        "root_path": "",
+        "headers": [(b"host", b"localhost")],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+    }
     status = 0
 
     async def receive():
@@ -65,8 +77,11 @@ async def call(app, path: str, query: bytes = b"") -> int:
 
 async def run(requests: int, rounds: int) -> dict[str, float]:
     fast, slow = make_apps()
-    cases = {"health": (fast, "/health", b""), "precomputed (fast route)": (fast, "/users/u1/recommendations", b"k=2"),
-             "precomputed (FastAPI route)": (slow, "/users/u1/recommendations", b"k=2")}
+    cases = {
+        "health": (fast, "/health", b""),
+        "precomputed (fast route)": (fast, "/users/u1/recommendations", b"k=2"),
+        "precomputed (FastAPI route)": (slow, "/users/u1/recommendations", b"k=2"),
+    }
     for app, path, q in cases.values():
         assert await call(app, path, q) == 200
     best = {name: float("inf") for name in cases}
@@ -89,8 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, us in best.items():
         print(f"{name:<30} {us:8.1f} CPU-us/request (fastest of {args.rounds} rounds)")
     h, f, s = best["health"], best["precomputed (fast route)"], best["precomputed (FastAPI route)"]
-    print(f"precomputed / health CPU: fast route {f / h:.2f}x, FastAPI route {s / h:.2f}x; fast route saves "
-          f"{s - f:.0f} us ({1 - f / s:.0%}) per request; load average {os.getloadavg()}")
+    print(
+        f"precomputed / health CPU: fast route {f / h:.2f}x, FastAPI route {s / h:.2f}x; fast route saves "
+        f"{s - f:.0f} us ({1 - f / s:.0%}) per request; load average {os.getloadavg()}"
+    )
     return 0
 
 

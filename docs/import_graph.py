@@ -148,8 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     graph = edges(args.root)
     found = cycles(graph)
     print(f"### Import graph {args.label}".rstrip())
-    print(f"\n{len(modules(args.root))} modules, {sum(len(v) for v in graph.values())} import edges; "
-          f"{len(found)} import cycle(s) between modules:\n")
+    print(
+        f"\n{len(modules(args.root))} modules, {sum(len(v) for v in graph.values())} import edges; "
+        f"{len(found)} import cycle(s) between modules:\n"
+    )
     for comp in found:
         print(f"- {len(comp)} modules: " + ", ".join(f"`{c}`" for c in comp))
     lib_to_flows = sorted(a for a, bs in graph.items() if not is_flows(a) and any(is_flows(b) for b in bs))

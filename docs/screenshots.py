@@ -35,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(args.url + "/")
-            page.wait_for_function("() => !document.querySelector('#key-form').hidden || document.querySelector('#recs .card')")
+            page.wait_for_function(
+                "() => !document.querySelector('#key-form').hidden || document.querySelector('#recs .card')"
+            )
             if page.locator("#key-form").is_visible():
                 if not key:
                     print("the server needs an API key: set MMREC_API_KEY", file=sys.stderr)
@@ -53,10 +55,15 @@ def main(argv: list[str] | None = None) -> int:
             expect(panel.locator("svg.why-chart rect.bar").first).to_be_visible(timeout=30_000)
             page.wait_for_function("() => [...document.images].every(i => i.complete)")
             # from the Recommendations heading to the panel's bottom edge (page coordinates)
-            top, bottom = panel.evaluate("p => [p.parentElement.parentElement.querySelector('h2').getBoundingClientRect().top,"
-                                         " p.getBoundingClientRect().bottom].map(v => v + window.scrollY)")
-            page.screenshot(path=str(args.out / "why-panel.png"), full_page=True,
-                            clip={"x": 0, "y": max(0, top - 8), "width": 1280, "height": bottom - top + 16})
+            top, bottom = panel.evaluate(
+                "p => [p.parentElement.parentElement.querySelector('h2').getBoundingClientRect().top,"
+                " p.getBoundingClientRect().bottom].map(v => v + window.scrollY)"
+            )
+            page.screenshot(
+                path=str(args.out / "why-panel.png"),
+                full_page=True,
+                clip={"x": 0, "y": max(0, top - 8), "width": 1280, "height": bottom - top + 16},
+            )
             page.locator("header a[href='/models']").focus()
             page.keyboard.press("Enter")
             expect(page.locator("body")).to_have_attribute("data-loaded", "true", timeout=60_000)

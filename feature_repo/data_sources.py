@@ -45,10 +45,15 @@ item_audio_embedding_source = item_embedding_sources["audio"]
 item_video_embedding_source = item_embedding_sources["video"]
 
 item_fused_embedding_source = table_source(
-    "item_fused_embedding", "Concatenation of the L2-normalised per-modality vectors (missing modality = zeros), unit length."
+    "item_fused_embedding",
+    "Concatenation of the L2-normalised per-modality vectors (missing modality = zeros), unit length.",
 )
 item_model_embedding_source = table_source("item_model_embedding", "The champion model's item factors.")
 user_embedding_source = table_source("user_embedding", "The champion model's user factors.")
-item_stats_source = table_source("item_stats", "Daily item statistics over the training interactions, plus a current snapshot.")
-user_stats_source = table_source("user_stats", "Daily user statistics over the training interactions, plus a current snapshot.")
+item_stats_source = table_source(
+    "item_stats", "Daily item statistics over the training interactions, plus a current snapshot."
+)
+user_stats_source = table_source(
+    "user_stats", "Daily user statistics over the training interactions, plus a current snapshot."
+)
 user_recommendations_source = table_source("user_recommendations", "The nightly top-K of the champion per user.")

@@ -45,28 +45,38 @@ def _embedding_view(name: str, source, extra: list[Field], description: str) -> 
 
 
 item_text_embedding = _embedding_view(
-    "item_text_embedding", item_embedding_sources["text"], [Field(name="encoder", dtype=String)],
+    "item_text_embedding",
+    item_embedding_sources["text"],
+    [Field(name="encoder", dtype=String)],
     "Item text vectors (title, description, ... through the text encoder).",
 )
 item_image_embedding = _embedding_view(
-    "item_image_embedding", item_embedding_sources["image"], [Field(name="encoder", dtype=String)],
+    "item_image_embedding",
+    item_embedding_sources["image"],
+    [Field(name="encoder", dtype=String)],
     "Item image vectors.",
 )
 item_audio_embedding = _embedding_view(
-    "item_audio_embedding", item_embedding_sources["audio"], [Field(name="encoder", dtype=String)],
+    "item_audio_embedding",
+    item_embedding_sources["audio"],
+    [Field(name="encoder", dtype=String)],
     "Item audio vectors.",
 )
 item_video_embedding = _embedding_view(
-    "item_video_embedding", item_embedding_sources["video"], [Field(name="encoder", dtype=String)],
+    "item_video_embedding",
+    item_embedding_sources["video"],
+    [Field(name="encoder", dtype=String)],
     "Item video vectors (sampled frames through an image encoder, pooled over time).",
 )
 item_fused_embedding = _embedding_view(
-    "item_fused_embedding", item_fused_embedding_source,
+    "item_fused_embedding",
+    item_fused_embedding_source,
     [Field(name="modalities", dtype=Array(String), description="modalities present for this item")],
     "All modalities in one unit vector: cosine = mean of the per-modality cosines, up to normalisation.",
 )
 item_model_embedding = _embedding_view(
-    "item_model_embedding", item_model_embedding_source,
+    "item_model_embedding",
+    item_model_embedding_source,
     [Field(name="model", dtype=String), Field(name="model_version", dtype=String)],
     "The champion model's item factors (factor models only).",
 )
@@ -89,7 +99,11 @@ user_embedding = FeatureView(
 
 _STATS = [
     Field(name="interactions", dtype=Int64, description="interactions before the snapshot time"),
-    Field(name="interactions_window", dtype=Int64, description="interactions in the window (features.stats_window_days) before it"),
+    Field(
+        name="interactions_window",
+        dtype=Int64,
+        description="interactions in the window (features.stats_window_days) before it",
+    ),
     Field(name="days_since_first", dtype=Float32, description="age: days from the first interaction to the snapshot"),
     Field(name="days_since_last", dtype=Float32, description="recency: days from the last interaction to the snapshot"),
 ]

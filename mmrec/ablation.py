@@ -190,14 +190,26 @@ def run_ablation(
             if missing:
                 dropped_variants[v.name] = "; ".join(f"{m}: {available.reason(m)}" for m in missing)
         if dropped_variants:
-            log.info("ablation of %s: variants %s left out (%s)", name, sorted(dropped_variants),
-                     "; ".join(f"{k}: {w}" for k, w in dropped_variants.items()))
+            log.info(
+                "ablation of %s: variants %s left out (%s)",
+                name,
+                sorted(dropped_variants),
+                "; ".join(f"{k}: {w}" for k, w in dropped_variants.items()),
+            )
         variants = [v for v in variants if v.name not in dropped_variants]
         if not variants:
-            reason = f"no variant of {list(ab.variants)} can run on the modalities {list(available.usable)} of this dataset"
+            reason = (
+                f"no variant of {list(ab.variants)} can run on the modalities {list(available.usable)} of this dataset"
+            )
             log.warning("ablation of %s skipped: %s", name, reason)
-            return {"model": name, "params": base, "variants": {}, "verdicts": [], "skipped": reason,
-                    "dropped_variants": dropped_variants}
+            return {
+                "model": name,
+                "params": base,
+                "variants": {},
+                "verdicts": [],
+                "skipped": reason,
+                "dropped_variants": dropped_variants,
+            }
     else:
         variants = parse_variants(ab.variants, modalities_of(probe))
     needed = sorted({m for v in variants for m in v.modalities})
@@ -267,4 +279,3 @@ def run_ablation(
     if missing:
         out["note"] = f"no random control for {missing}; add random_<modality> (or random for all) to the variants"
     return out
-

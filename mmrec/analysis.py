@@ -69,7 +69,12 @@ def bootstrap_ratio(
         raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
     n = len(a)
     out: dict[str, float | int | None] = {
-        "ratio": None, "low": None, "high": None, "users": n, "resamples": n_resamples, "confidence": confidence,
+        "ratio": None,
+        "low": None,
+        "high": None,
+        "users": n,
+        "resamples": n_resamples,
+        "confidence": confidence,
     }
     if n == 0 or b.mean() == 0:
         return out
@@ -178,7 +183,10 @@ def rank_personalisation(
     users = np.unique(np.asarray(users, dtype=np.int64))
     candidates = np.asarray(candidates, dtype=np.int64)
     out: dict[str, float | int | None] = {
-        "mean_spearman": None, "pairs": 0, "users": len(users), "constant_share": None,
+        "mean_spearman": None,
+        "pairs": 0,
+        "users": len(users),
+        "constant_share": None,
     }
     if len(users) < 2 or len(candidates) < 2 or pairs < 1:
         return out
@@ -224,7 +232,6 @@ def seconds_per_epoch(history: Sequence[Mapping[str, Any]], train_seconds: float
 def compact_history(history: Sequence[Mapping[str, Any]], digits: int = 6) -> list[dict[str, float]]:
     """The per-epoch log with floats rounded, small enough to keep in metrics.json."""
     return [{k: (round(float(v), digits) if isinstance(v, float) else v) for k, v in h.items()} for h in history]
-
 
 
 def is_multimodal(entry: Mapping[str, Any]) -> bool:

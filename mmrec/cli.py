@@ -20,10 +20,13 @@ from mmrec.cli_privacy import register as _register_privacy
 from mmrec.cli_search import register as _register_search
 from mmrec.environment import QUIET_ENV_DEFAULTS, set_env_defaults  # noqa: F401 - re-exported
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="mmrec: multimodal recommendation, from raw catalogue to nightly recommendations.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="mmrec: multimodal recommendation, from raw catalogue to nightly recommendations.",
+)
 data_app = typer.Typer(no_args_is_help=True, help="Dataset tools (synthetic default dataset, checks).")
 app.add_typer(data_app, name="data")
-
 
 
 @app.callback()
@@ -35,7 +38,9 @@ def _main_callback() -> None:
 @data_app.command("synth")
 @handle_errors
 def data_synth(
-    out: Annotated[Path, typer.Option("--out", help="Folder to create (must not exist or be empty).")] = Path("data/raw/synth"),
+    out: Annotated[Path, typer.Option("--out", help="Folder to create (must not exist or be empty).")] = Path(
+        "data/raw/synth"
+    ),
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same dataset.")] = 42,
     users: Annotated[int | None, typer.Option("--users", help="Number of users.")] = None,
     items: Annotated[int | None, typer.Option("--items", help="Number of items.")] = None,
@@ -82,7 +87,12 @@ def data_check(
 @app.command("stage")
 @handle_errors
 def stage(
-    name: Annotated[str, typer.Argument(help="ingest | validate | split | extract_text | extract_image | extract_audio | extract_video | tune | train | evaluate | materialize")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="ingest | validate | split | extract_text | extract_image | extract_audio | extract_video | tune | train | evaluate | materialize"
+        ),
+    ],
     dataset: DatasetOpt,
     root: RootOpt = None,
     params: ParamsOpt = Path("params.yaml"),
@@ -106,7 +116,9 @@ def stage(
 @handle_errors
 def evaluate(
     dataset: DatasetOpt,
-    models: Annotated[str | None, typer.Option("--models", help="Comma-separated model names (default: params.yaml train.models).")] = None,
+    models: Annotated[
+        str | None, typer.Option("--models", help="Comma-separated model names (default: params.yaml train.models).")
+    ] = None,
     root: RootOpt = None,
     params: ParamsOpt = Path("params.yaml"),
     workspace: WorkspaceOpt = Path("."),
@@ -132,8 +144,10 @@ def evaluate(
     typer.echo(format_metrics_table(report))
     if names and len(report.get("runs", [])) > 1:
         kept = sorted(set(report["models"]) - set(names))
-        typer.echo(f"merged into the existing report: {', '.join(names)} from this run; {', '.join(kept)} kept "
-                   "from earlier runs (each row records its run)")
+        typer.echo(
+            f"merged into the existing report: {', '.join(names)} from this run; {', '.join(kept)} kept "
+            "from earlier runs (each row records its run)"
+        )
     typer.echo(f"report: {ctx.paths.reports / 'report.md'}")
 
 
@@ -141,11 +155,31 @@ def evaluate(
 @handle_errors
 def tune(
     dataset: DatasetOpt,
-    models: Annotated[str | None, typer.Option("--models", help="Comma-separated models to tune (default: tune.models, else every model of train.models with a search space).")] = None,
-    trials: Annotated[int | None, typer.Option("--trials", min=1, help="Trials per model (default: tune.trials).")] = None,
-    timeout: Annotated[float | None, typer.Option("--timeout", min=1, help="Seconds for the whole search, shared among the models (default: tune.timeout_seconds).")] = None,
-    objective: Annotated[str | None, typer.Option("--objective", help="valid | cold_valid | combined (default: tune.objective).")] = None,
-    track: Annotated[bool | None, typer.Option("--track/--no-track", help="Log every trial as a nested MLflow run (default: tune.track).")] = None,
+    models: Annotated[
+        str | None,
+        typer.Option(
+            "--models",
+            help="Comma-separated models to tune (default: tune.models, else every model of train.models with a search space).",
+        ),
+    ] = None,
+    trials: Annotated[
+        int | None, typer.Option("--trials", min=1, help="Trials per model (default: tune.trials).")
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout",
+            min=1,
+            help="Seconds for the whole search, shared among the models (default: tune.timeout_seconds).",
+        ),
+    ] = None,
+    objective: Annotated[
+        str | None, typer.Option("--objective", help="valid | cold_valid | combined (default: tune.objective).")
+    ] = None,
+    track: Annotated[
+        bool | None,
+        typer.Option("--track/--no-track", help="Log every trial as a nested MLflow run (default: tune.track)."),
+    ] = None,
     root: RootOpt = None,
     params: ParamsOpt = Path("params.yaml"),
     workspace: WorkspaceOpt = Path("."),
@@ -166,12 +200,17 @@ def tune(
     for name, rec in result["models"].items():
         n = rec["trials"]
         best = rec.get("best")
-        shown = (f"{result['objective']} recall@20 {best['value']:.4f}: "
-                 + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items())
-                 if best else rec.get("note", "no completed trial"))
+        shown = (
+            f"{result['objective']} recall@20 {best['value']:.4f}: "
+            + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items())
+            if best
+            else rec.get("note", "no completed trial")
+        )
         typer.echo(f"{name}: {n['run']} trials ({n['complete']} complete, {n['pruned']} pruned): {shown}")
-    typer.echo(f"params: {result['overlay'] or 'nothing written'}; report: {result['report']} "
-               f"({result['seconds'] / 60:.1f} min)")
+    typer.echo(
+        f"params: {result['overlay'] or 'nothing written'}; report: {result['report']} "
+        f"({result['seconds'] / 60:.1f} min)"
+    )
 
 
 @app.command("train-ddp")
@@ -179,8 +218,12 @@ def tune(
 def train_ddp(
     dataset: DatasetOpt,
     nproc: Annotated[int, typer.Option("--nproc", help="Processes on this machine (torchrun --nproc-per-node).")] = 2,
-    models: Annotated[str | None, typer.Option("--models", help="Comma-separated model names (default: train.models).")] = None,
-    device: Annotated[str, typer.Option("--device", help="cpu (gloo backend) or cuda (nccl, one GPU per process).")] = "cpu",
+    models: Annotated[
+        str | None, typer.Option("--models", help="Comma-separated model names (default: train.models).")
+    ] = None,
+    device: Annotated[
+        str, typer.Option("--device", help="cpu (gloo backend) or cuda (nccl, one GPU per process).")
+    ] = "cpu",
     evaluate: Annotated[bool, typer.Option("--evaluate", help="Also run the evaluate stage (rank 0).")] = False,
     root: RootOpt = None,
     params: ParamsOpt = Path("params.yaml"),
@@ -193,9 +236,24 @@ def train_ddp(
     """
     import subprocess
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
-           "-m", "mmrec.distributed.train", "--dataset", str(dataset), "--params", str(params),
-           "--workspace", str(workspace), "--device", device]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        str(nproc),
+        "-m",
+        "mmrec.distributed.train",
+        "--dataset",
+        str(dataset),
+        "--params",
+        str(params),
+        "--workspace",
+        str(workspace),
+        "--device",
+        device,
+    ]
     if root is not None:
         cmd += ["--root", str(root)]
     if models:

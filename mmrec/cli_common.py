@@ -37,7 +37,9 @@ ParamsOpt = Annotated[
         "The files used are logged.",
     ),
 ]
-WorkspaceOpt = Annotated[Path, typer.Option("--workspace", help="Folder under which data/, artifacts/ and reports/ are written.")]
+WorkspaceOpt = Annotated[
+    Path, typer.Option("--workspace", help="Folder under which data/, artifacts/ and reports/ are written.")
+]
 
 
 def setup_logging() -> None:

@@ -20,11 +20,20 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def replay(
         dataset: DatasetOpt,
-        model: Annotated[str | None, typer.Option("--model", help="The model playing the nightly job (default: the champion, else the best evaluated).")] = None,
+        model: Annotated[
+            str | None,
+            typer.Option(
+                "--model", help="The model playing the nightly job (default: the champion, else the best evaluated)."
+            ),
+        ] = None,
         k: Annotated[int, typer.Option("--k", min=1, max=100, help="List length.")] = 20,
         seed: Annotated[int, typer.Option("--seed", help="The bandit sampler's seed.")] = 0,
-        max_events: Annotated[int | None, typer.Option("--max-events", min=1, help="Replay only the first N test events.")] = None,
-        docs: Annotated[Path | None, typer.Option("--docs", help="Also copy the figure into this folder (e.g. docs/figures).")] = None,
+        max_events: Annotated[
+            int | None, typer.Option("--max-events", min=1, help="Replay only the first N test events.")
+        ] = None,
+        docs: Annotated[
+            Path | None, typer.Option("--docs", help="Also copy the figure into this folder (e.g. docs/figures).")
+        ] = None,
         root: RootOpt = None,
         params: ParamsOpt = Path("params.yaml"),
         workspace: WorkspaceOpt = Path("."),
@@ -40,7 +49,9 @@ def register(app: typer.Typer) -> None:
         ctx = _context(dataset, root, params, workspace)
         configure_threads(ctx.params.runtime)
         summary = run_replay(ctx, model, k=k, seed=seed, max_events=max_events, docs_dir=docs)
-        typer.echo(f"{summary['dataset']}: {summary['events']} test events replayed, nightly model {summary['model']}, K={k}")
+        typer.echo(
+            f"{summary['dataset']}: {summary['events']} test events replayed, nightly model {summary['model']}, K={k}"
+        )
         typer.echo(f"{'policy':<12} {'hit_rate@' + str(k):>12} {'recall@' + str(k):>12}")
         for policy, figures in summary["policies"].items():
             typer.echo(f"{policy:<12} {figures[f'hit_rate@{k}']:>12.4f} {figures[f'recall@{k}']:>12.4f}")
@@ -60,5 +71,7 @@ def register(app: typer.Typer) -> None:
 
         ctx = _context(dataset, root, params, workspace)
         report = ingest_events(ctx)
-        typer.echo(f"events: {report['read']} read, {report['duplicates']} duplicates dropped, "
-                   f"{report['quarantined']} quarantined, {report['rows']} rows in {report['path']}")
+        typer.echo(
+            f"events: {report['read']} read, {report['duplicates']} duplicates dropped, "
+            f"{report['quarantined']} quarantined, {report['rows']} rows in {report['path']}"
+        )

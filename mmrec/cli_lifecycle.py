@@ -23,9 +23,13 @@ def ui_hints(tracking_uri: str) -> list[str]:
     if tracking_uri.startswith(("http://", "https://")):
         mlflow_line = f"MLflow UI: {tracking_uri}"
     else:
-        mlflow_line = f"MLflow UI: `mlflow ui --backend-store-uri {tracking_uri} --port 5000`, then open http://127.0.0.1:5000"
+        mlflow_line = (
+            f"MLflow UI: `mlflow ui --backend-store-uri {tracking_uri} --port 5000`, then open http://127.0.0.1:5000"
+        )
     if api:
-        prefect_line = f"Prefect UI: {api.removesuffix('/api')} (runs of flow training-pipeline / nightly-recommendations)"
+        prefect_line = (
+            f"Prefect UI: {api.removesuffix('/api')} (runs of flow training-pipeline / nightly-recommendations)"
+        )
     else:
         prefect_line = (
             "Prefect UI: this run used a temporary Prefect server; to keep run history start "
@@ -36,6 +40,7 @@ def ui_hints(tracking_uri: str) -> list[str]:
 
 def register(app: typer.Typer) -> None:
     """Add `pipeline`, `recommend`, `explain`, `serve`, `promote`, `rollback` and `registry` to `app`."""
+
     @app.command("pipeline")
     @handle_errors
     def pipeline(
@@ -43,13 +48,34 @@ def register(app: typer.Typer) -> None:
         root: RootOpt = None,
         params: ParamsOpt = Path("params.yaml"),
         workspace: WorkspaceOpt = Path("."),
-        extract: Annotated[bool, typer.Option("--extract/--no-extract", help="Run per-modality feature extraction.")] = True,
-        register_models: Annotated[
-            bool, typer.Option("--register/--no-register", help="Log to MLflow, register the best model, apply the promotion gate.")
+        extract: Annotated[
+            bool, typer.Option("--extract/--no-extract", help="Run per-modality feature extraction.")
         ] = True,
-        tune: Annotated[bool, typer.Option("--tune", help="Search hyper-parameters on validation before training (mmrec tune) and train with the chosen values.")] = False,
-        tune_trials: Annotated[int | None, typer.Option("--tune-trials", min=1, help="With --tune: trials per model (default: tune.trials).")] = None,
-        tune_timeout: Annotated[float | None, typer.Option("--tune-timeout", min=1, help="With --tune: seconds for the whole search (default: tune.timeout_seconds).")] = None,
+        register_models: Annotated[
+            bool,
+            typer.Option(
+                "--register/--no-register", help="Log to MLflow, register the best model, apply the promotion gate."
+            ),
+        ] = True,
+        tune: Annotated[
+            bool,
+            typer.Option(
+                "--tune",
+                help="Search hyper-parameters on validation before training (mmrec tune) and train with the chosen values.",
+            ),
+        ] = False,
+        tune_trials: Annotated[
+            int | None,
+            typer.Option("--tune-trials", min=1, help="With --tune: trials per model (default: tune.trials)."),
+        ] = None,
+        tune_timeout: Annotated[
+            float | None,
+            typer.Option(
+                "--tune-timeout",
+                min=1,
+                help="With --tune: seconds for the whole search (default: tune.timeout_seconds).",
+            ),
+        ] = None,
     ) -> None:
         """Run the whole training pipeline through Prefect: ingest, validate, split, extract, [tune,] train, evaluate, register."""
         from mmrec.orchestrator import load_orchestrator
@@ -58,18 +84,33 @@ def register(app: typer.Typer) -> None:
 
         ctx = _context(dataset, root, params, workspace)  # fail fast on a bad dataset.yaml/params.yaml
         typer.echo(f"parameters: {' + '.join(ctx.params_files) or 'built-in defaults'}")
-        state = load_orchestrator().run_training(str(dataset), str(params), str(workspace), str(root) if root else None,
-                                            extract=extract, register_best=register_models, tune=tune,
-                                            tune_trials=tune_trials, tune_timeout=tune_timeout)
+        state = load_orchestrator().run_training(
+            str(dataset),
+            str(params),
+            str(workspace),
+            str(root) if root else None,
+            extract=extract,
+            register_best=register_models,
+            tune=tune,
+            tune_trials=tune_trials,
+            tune_timeout=tune_timeout,
+        )
         if not state.is_completed():
             typer.echo(f"error: pipeline failed: {state.message}", err=True)
             raise typer.Exit(2)
         result = state.result()
         if result.get("tuning"):
             t = result["tuning"]
-            typer.echo(f"tuned on validation ({t['objective']}, {t['seconds'] / 60:.1f} min): "
-                       + "; ".join(f"{n} {r['best']['value']:.4f} ({r['trials']['run']} trials)" if r["best"] else f"{n}: no completed trial"
-                                   for n, r in t["models"].items()) + f"; written to {t['overlay']}")
+            typer.echo(
+                f"tuned on validation ({t['objective']}, {t['seconds'] / 60:.1f} min): "
+                + "; ".join(
+                    f"{n} {r['best']['value']:.4f} ({r['trials']['run']} trials)"
+                    if r["best"]
+                    else f"{n}: no completed trial"
+                    for n, r in t["models"].items()
+                )
+                + f"; written to {t['overlay']}"
+            )
         report = read_metrics(ctx.paths)
         typer.echo(format_metrics_table(report))
         typer.echo(f"\nbest model on validation {report['selection_metric']}: {report['best_model']}")
@@ -80,7 +121,9 @@ def register(app: typer.Typer) -> None:
         registry = result.get("registry")
         if registry:
             d = registry.get("decision") or {}
-            typer.echo(f"registry: {registry['registered_model']} v{registry['version']}: {d.get('action', 'registered')} ({d.get('reason', '')})")
+            typer.echo(
+                f"registry: {registry['registered_model']} v{registry['version']}: {d.get('action', 'registered')} ({d.get('reason', '')})"
+            )
             for line in ui_hints(registry["tracking_uri"]):
                 typer.echo(line)
 
@@ -88,30 +131,51 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def recommend(
         dataset: DatasetOpt,
-        k: Annotated[int | None, typer.Option("--k", help="Recommendations per user (default: params.yaml recommend.k).")] = None,
-        users: Annotated[
-            Path | None, typer.Option("--users", help="Only these users: one id per line, or a table with a user_id column.")
+        k: Annotated[
+            int | None, typer.Option("--k", help="Recommendations per user (default: params.yaml recommend.k).")
         ] = None,
-        user: Annotated[list[str] | None, typer.Option("--user", help="Only this user (repeatable); printed to stdout.")] = None,
+        users: Annotated[
+            Path | None,
+            typer.Option("--users", help="Only these users: one id per line, or a table with a user_id column."),
+        ] = None,
+        user: Annotated[
+            list[str] | None, typer.Option("--user", help="Only this user (repeatable); printed to stdout.")
+        ] = None,
         prefect: Annotated[
-            bool, typer.Option("--prefect", help="Run as the nightly-recommendations Prefect flow (summary artifact, retries).")
+            bool,
+            typer.Option(
+                "--prefect", help="Run as the nightly-recommendations Prefect flow (summary artifact, retries)."
+            ),
         ] = False,
-        out: Annotated[Path | None, typer.Option("--out", help="With --users: write the rows here (.parquet/.csv/.tsv) instead of stdout.")] = None,
+        out: Annotated[
+            Path | None,
+            typer.Option("--out", help="With --users: write the rows here (.parquet/.csv/.tsv) instead of stdout."),
+        ] = None,
         alias: Annotated[str, typer.Option("--alias", help="Registry alias to recommend from.")] = "champion",
         strategy: Annotated[
-            str | None, typer.Option("--strategy", help="model | popularity | content | hybrid (default: params.yaml recommend.strategy).")
+            str | None,
+            typer.Option(
+                "--strategy", help="model | popularity | content | hybrid (default: params.yaml recommend.strategy)."
+            ),
         ] = None,
         threshold: Annotated[
-            float | None, typer.Option("--threshold", help="Drop recommendations scoring below this (fewer than K per user).")
+            float | None,
+            typer.Option("--threshold", help="Drop recommendations scoring below this (fewer than K per user)."),
         ] = None,
         metric: Annotated[
             str | None, typer.Option("--metric", help="Content similarity: cosine | dot | euclidean | pearson.")
         ] = None,
         exclude_items: Annotated[
-            Path | None, typer.Option("--exclude-items", help="Never recommend these item ids (one per line, or an item_id column).")
+            Path | None,
+            typer.Option(
+                "--exclude-items", help="Never recommend these item ids (one per line, or an item_id column)."
+            ),
         ] = None,
         candidates: Annotated[
-            Path | None, typer.Option("--candidates", help="Recommend only among these item ids (one per line, or an item_id column).")
+            Path | None,
+            typer.Option(
+                "--candidates", help="Recommend only among these item ids (one per line, or an item_id column)."
+            ),
         ] = None,
         root: RootOpt = None,
         params: ParamsOpt = Path("params.yaml"),
@@ -130,7 +194,8 @@ def register(app: typer.Typer) -> None:
         overrides: dict[str, Any] = {
             key: value
             for key, value in (
-                ("strategy", strategy), ("threshold", threshold),
+                ("strategy", strategy),
+                ("threshold", threshold),
                 ("exclude_items_file", str(exclude_items.resolve()) if exclude_items else None),
                 ("candidates_file", str(candidates.resolve()) if candidates else None),
             )
@@ -153,7 +218,9 @@ def register(app: typer.Typer) -> None:
                 )
             from mmrec.orchestrator import load_orchestrator
 
-            state = load_orchestrator().run_nightly(str(dataset), str(params), str(workspace), str(root) if root else None, k)
+            state = load_orchestrator().run_nightly(
+                str(dataset), str(params), str(workspace), str(root) if root else None, k
+            )
             if not state.is_completed():
                 typer.echo(f"error: nightly run failed: {state.message}", err=True)
                 raise typer.Exit(2)
@@ -165,8 +232,10 @@ def register(app: typer.Typer) -> None:
             feats = summary.get("features")
             if feats:
                 changed = [t for t, v in feats["export"]["tables"].items() if v["changed"]]
-                typer.echo(f"feature store: project {feats['apply']['project']} ({feats['profile']} online store), "
-                           f"materialised incrementally; updated tables: {', '.join(changed) or 'none'}")
+                typer.echo(
+                    f"feature store: project {feats['apply']['project']} ({feats['profile']} online store), "
+                    f"materialised incrementally; updated tables: {', '.join(changed) or 'none'}"
+                )
             return
         model, info = load_champion(ctx, alias=alias)
         if users is None and not user:
@@ -181,13 +250,22 @@ def register(app: typer.Typer) -> None:
 
         rp = recommend_params(ctx.params)
         validated = ctx.paths.validated_table("interactions")
-        seen = pd.read_parquet(validated, columns=["user_id", "item_id"]) if validated.is_file() and rp.exclude_seen else None
+        seen = (
+            pd.read_parquet(validated, columns=["user_id", "item_id"])
+            if validated.is_file() and rp.exclude_seen
+            else None
+        )
         wanted = (read_user_ids(users) if users is not None else []) + list(user or [])
         if rp.strategy != "model" and validated.is_file() and seen is None:
             seen = pd.read_parquet(validated, columns=["user_id", "item_id"])  # content needs the whole history
         history = history_matrix(model, seen)
-        rows = recommend_for_ids(strategy_scorer(ctx, model, rp, history), wanted, k=k or rp.k,
-                                 exclude=history if rp.exclude_seen else None, exclude_seen=rp.exclude_seen)
+        rows = recommend_for_ids(
+            strategy_scorer(ctx, model, rp, history),
+            wanted,
+            k=k or rp.k,
+            exclude=history if rp.exclude_seen else None,
+            exclude_seen=rp.exclude_seen,
+        )
         if out is None:
             typer.echo(rows.to_csv(sep="\t", index=False, float_format="%.6g"), nl=False)
         else:
@@ -207,11 +285,16 @@ def register(app: typer.Typer) -> None:
         user: Annotated[str, typer.Option("--user", help="User id.")],
         item: Annotated[str, typer.Option("--item", help="Item id.")],
         model_name: Annotated[
-            str | None, typer.Option("--model", help="Explain this trained model (artifacts/<name>/models/<model>) instead of the champion.")
+            str | None,
+            typer.Option(
+                "--model", help="Explain this trained model (artifacts/<name>/models/<model>) instead of the champion."
+            ),
         ] = None,
         top: Annotated[int, typer.Option("--top", min=1, max=100, help="Supporting past items to show.")] = 5,
         as_json: Annotated[bool, typer.Option("--json", help="Print the explanation as JSON.")] = False,
-        alias: Annotated[str, typer.Option("--alias", help="Registry alias to explain (without --model).")] = "champion",
+        alias: Annotated[
+            str, typer.Option("--alias", help="Registry alias to explain (without --model).")
+        ] = "champion",
         root: RootOpt = None,
         params: ParamsOpt = Path("params.yaml"),
         workspace: WorkspaceOpt = Path("."),
@@ -229,7 +312,9 @@ def register(app: typer.Typer) -> None:
 
             folder = ctx.paths.model_dir(model_name)
             if not (folder / "model.json").is_file():
-                raise ModelError(f"{folder}: no trained {model_name!r} model; run `mmrec stage train --dataset {dataset}`")
+                raise ModelError(
+                    f"{folder}: no trained {model_name!r} model; run `mmrec stage train --dataset {dataset}`"
+                )
             model = load_model(folder)
         else:
             from mmrec.tracking.registry import load_champion
@@ -253,14 +338,24 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def serve(
         dataset: DatasetOpt,
-        host: Annotated[str, typer.Option("--host", help="Interface to bind (0.0.0.0 to serve beyond this machine).")] = "127.0.0.1",
+        host: Annotated[
+            str, typer.Option("--host", help="Interface to bind (0.0.0.0 to serve beyond this machine).")
+        ] = "127.0.0.1",
         port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 8000,
         profile: Annotated[
-            str | None, typer.Option("--profile", help="Feast online store profile: sqlite or redis (default: params.yaml features.profile).")
+            str | None,
+            typer.Option(
+                "--profile", help="Feast online store profile: sqlite or redis (default: params.yaml features.profile)."
+            ),
         ] = None,
-        alias: Annotated[str, typer.Option("--alias", help="Registry alias to serve; a new version behind it is picked up live.")] = "champion",
+        alias: Annotated[
+            str, typer.Option("--alias", help="Registry alias to serve; a new version behind it is picked up live.")
+        ] = "champion",
         reload_interval: Annotated[
-            float | None, typer.Option("--reload-interval", min=0, help="Seconds between registry polls (0: only POST /admin/reload).")
+            float | None,
+            typer.Option(
+                "--reload-interval", min=0, help="Seconds between registry polls (0: only POST /admin/reload)."
+            ),
         ] = None,
         workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Server processes (one per core).")] = 1,
         root: RootOpt = None,
@@ -272,15 +367,28 @@ def register(app: typer.Typer) -> None:
         from mmrec.serve.settings import ServeSettings
 
         settings = ServeSettings.from_env(reload_interval_s=reload_interval)
-        run_server(_context(dataset, root, params, workspace), host=host, port=port, profile=profile, alias=alias, settings=settings,
-                   workers=workers, params_path=str(params.resolve()), root=str(root) if root else None)
+        run_server(
+            _context(dataset, root, params, workspace),
+            host=host,
+            port=port,
+            profile=profile,
+            alias=alias,
+            settings=settings,
+            workers=workers,
+            params_path=str(params.resolve()),
+            root=str(root) if root else None,
+        )
 
     @app.command("promote")
     @handle_errors
     def promote(
         dataset: DatasetOpt,
-        version: Annotated[str | None, typer.Option("--version", help="Model version to promote (default: the challenger).")] = None,
-        force: Annotated[bool, typer.Option("--force", help="Skip the promotion gate (the decision is logged as forced).")] = False,
+        version: Annotated[
+            str | None, typer.Option("--version", help="Model version to promote (default: the challenger).")
+        ] = None,
+        force: Annotated[
+            bool, typer.Option("--force", help="Skip the promotion gate (the decision is logged as forced).")
+        ] = False,
         root: RootOpt = None,
         params: ParamsOpt = Path("params.yaml"),
         workspace: WorkspaceOpt = Path("."),
@@ -325,6 +433,9 @@ def register(app: typer.Typer) -> None:
             return
         typer.echo(f"{state['registered_model']} at {state['tracking_uri']}; aliases: {state['aliases']}")
         for v in state["versions"]:
-            typer.echo("  v{version:<4} {model:<12} ".format(**{**v, "model": v["model"] or "?"}) + json.dumps({k: val for k, val in v.items() if k not in ("version", "model")}))
+            typer.echo(
+                "  v{version:<4} {model:<12} ".format(**{**v, "model": v["model"] or "?"})
+                + json.dumps({k: val for k, val in v.items() if k not in ("version", "model")})
+            )
         for d in state["decisions"][-5:]:
             typer.echo(f"  {d.get('at', '')} v{d.get('version')}: {d.get('action')} - {d.get('reason', '')}")

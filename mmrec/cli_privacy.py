@@ -42,13 +42,17 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(result.to_dict(), indent=2))
         else:
             removed = ", ".join(f"{store} {sum(c.values())}" for store, c in result.removed.items() if sum(c.values()))
-            typer.echo(f"forgot user (pseudonym {result.pseudonym[:16]}…) in {ctx.spec.name!r}: "
-                       f"{removed or 'nothing held the user (already forgotten or unknown)'}")
+            typer.echo(
+                f"forgot user (pseudonym {result.pseudonym[:16]}…) in {ctx.spec.name!r}: "
+                f"{removed or 'nothing held the user (already forgotten or unknown)'}"
+            )
             typer.echo(f"audit record: {audit_path(ctx.paths)}")
         if not result.complete:
             for store, err in result.failed.items():
                 typer.echo(f"error: store {store} not erased: {err}", err=True)
             for f in result.left:
                 typer.echo(f"error: still holds the user: {f}", err=True)
-            typer.echo("the forget is incomplete; fix the cause and run the same command again (it is idempotent)", err=True)
+            typer.echo(
+                "the forget is incomplete; fix the cause and run the same command again (it is idempotent)", err=True
+            )
             raise typer.Exit(1)

@@ -22,12 +22,19 @@ def register(app: typer.Typer) -> None:
     def search_command(
         dataset: DatasetOpt,
         query: Annotated[str | None, typer.Argument(help="Text to search for (or give --image).")] = None,
-        image: Annotated[Path | None, typer.Option("--image", help="Search with this image file instead of text.")] = None,
+        image: Annotated[
+            Path | None, typer.Option("--image", help="Search with this image file instead of text.")
+        ] = None,
         k: Annotated[int, typer.Option("--k", min=1, max=1000, help="How many items.")] = 10,
-        target: Annotated[str, typer.Option("--target", help="Match items by: all (their modalities, averaged), text or image.")] = "all",
+        target: Annotated[
+            str, typer.Option("--target", help="Match items by: all (their modalities, averaged), text or image.")
+        ] = "all",
         alias: Annotated[str, typer.Option("--alias", help="Registry alias of the model to search with.")] = "champion",
         model_dir: Annotated[
-            Path | None, typer.Option("--model", help="A saved model folder (e.g. data/<name>/models/two_tower) instead of the registry.")
+            Path | None,
+            typer.Option(
+                "--model", help="A saved model folder (e.g. data/<name>/models/two_tower) instead of the registry."
+            ),
         ] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
         root: RootOpt = None,
@@ -66,8 +73,9 @@ def register(app: typer.Typer) -> None:
             content_type = {"jpg": "image/jpeg", "tif": "image/tiff"}.get(suffix, f"image/{suffix}")
             if content_type not in IMAGE_TYPES:
                 raise ConfigError(f"{image}: unsupported image type {suffix!r}; use one of {sorted(IMAGE_TYPES)}")
-            img = decode_query_image(image.read_bytes(), content_type, 64 * 1024 * 1024,
-                                     ctx.params.extract.image.max_pixels)
+            img = decode_query_image(
+                image.read_bytes(), content_type, 64 * 1024 * 1024, ctx.params.extract.image.max_pixels
+            )
             hits = search(model, encoders, k, image=img, target=target)
         else:
             hits = search(model, encoders, k, text=check_text_query(query), target=target)
@@ -94,4 +102,8 @@ def _titles(ctx: object) -> dict[str, str]:
     if col is None:
         return {}
     items = pd.read_parquet(path, columns=["item_id", col])
-    return {str(i): str(t).splitlines()[0][:120] for i, t in zip(items["item_id"], items[col], strict=True) if isinstance(t, str)}
+    return {
+        str(i): str(t).splitlines()[0][:120]
+        for i, t in zip(items["item_id"], items[col], strict=True)
+        if isinstance(t, str)
+    }

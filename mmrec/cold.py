@@ -29,8 +29,9 @@ from mmrec.metrics import METRICS, expected_random_at_k, per_user_metrics
 ScoreFn = Callable[[np.ndarray], np.ndarray]
 
 
-def tied_users(score_fn: ScoreFn, users: np.ndarray, candidates: np.ndarray, batch_size: int = 1024,
-               rtol: float = 1e-6) -> np.ndarray:
+def tied_users(
+    score_fn: ScoreFn, users: np.ndarray, candidates: np.ndarray, batch_size: int = 1024, rtol: float = 1e-6
+) -> np.ndarray:
     """Per user of `users`: True when the model gives every candidate the same score (all tied).
 
     Scores equal within `rtol` of their magnitude count as tied (float noise of a dot product
@@ -43,12 +44,12 @@ def tied_users(score_fn: ScoreFn, users: np.ndarray, candidates: np.ndarray, bat
         out[:] = True
         return out
     for start in range(0, len(users), batch_size):
-        block = np.asarray(score_fn(users[start:start + batch_size]), dtype=np.float64)[:, candidates]
+        block = np.asarray(score_fn(users[start : start + batch_size]), dtype=np.float64)[:, candidates]
         block = np.where(np.isfinite(block), block, -np.inf)
         hi, lo = block.max(axis=1), block.min(axis=1)
         scale = np.maximum(np.abs(hi), np.abs(lo))
         with np.errstate(invalid="ignore"):
-            out[start:start + batch_size] = (hi == lo) | (hi - lo <= rtol * np.where(np.isfinite(scale), scale, 0.0))
+            out[start : start + batch_size] = (hi == lo) | (hi - lo <= rtol * np.where(np.isfinite(scale), scale, 0.0))
     return out
 
 
@@ -126,9 +127,16 @@ def permutation_null(
         "seed": int(seed),
         "users": len(users),
         "candidates": len(candidates),
-        "metrics": {m: {"mean": float(d.mean()), "std": float(d.std(ddof=1)) if len(d) > 1 else 0.0,
-                        "q95": float(np.quantile(d, 0.95)), "q99": float(np.quantile(d, 0.99)),
-                        "max": float(d.max())} for m, d in draws.items()},
+        "metrics": {
+            m: {
+                "mean": float(d.mean()),
+                "std": float(d.std(ddof=1)) if len(d) > 1 else 0.0,
+                "q95": float(np.quantile(d, 0.95)),
+                "q99": float(np.quantile(d, 0.99)),
+                "max": float(d.max()),
+            }
+            for m, d in draws.items()
+        },
         "_draws": draws,  # dropped before writing (p_values reads it)
     }
 

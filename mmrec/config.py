@@ -157,7 +157,9 @@ class AblationParams(_Section):
     """
 
     model: str | None = None
-    variants: list[str] = Field(default_factory=lambda: ["text", "image", "all", "random_text", "random_image", "random"])
+    variants: list[str] = Field(
+        default_factory=lambda: ["text", "image", "all", "random_text", "random_image", "random"]
+    )
     params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -258,15 +260,22 @@ def production_endpoints(environ: dict[str, str] | None = None) -> Endpoints:
     missing = [f"{k} ({why})" for k, why in PRODUCTION_ENV.items() if not env.get(k, "").strip()]
     if missing:
         raise ConfigError(
-            "profile production needs these environment variables: " + "; ".join(missing)
+            "profile production needs these environment variables: "
+            + "; ".join(missing)
             + ". Set them (infra/.env.example lists them) or use MMREC__PROFILE=embedded"
         )
     uri = env["MLFLOW_TRACKING_URI"].strip()
     if uri.startswith(("sqlite:", "file:")) or "://" not in uri:
-        raise ConfigError(f"MLFLOW_TRACKING_URI={uri!r}: profile production needs a tracking server (http(s)://...), "
-                          "not an embedded store")
-    return Endpoints(tracking_uri=uri, prefect_api_url=env["PREFECT_API_URL"].strip(),
-                     redis_url=env["MMREC_REDIS_URL"].strip(), dask_address=env["DASK_SCHEDULER_ADDRESS"].strip())
+        raise ConfigError(
+            f"MLFLOW_TRACKING_URI={uri!r}: profile production needs a tracking server (http(s)://...), "
+            "not an embedded store"
+        )
+    return Endpoints(
+        tracking_uri=uri,
+        prefect_api_url=env["PREFECT_API_URL"].strip(),
+        redis_url=env["MMREC_REDIS_URL"].strip(),
+        dask_address=env["DASK_SCHEDULER_ADDRESS"].strip(),
+    )
 
 
 class Params(_Section):
@@ -383,7 +392,8 @@ def apply_profile(params: Params, environ: dict[str, str] | None = None) -> Para
     update: dict[str, Any] = {
         "tracking": params.tracking.model_copy(update={"uri": params.tracking.uri or ep.tracking_uri}),
         "orchestrate": params.orchestrate.model_copy(
-            update={"task_runner": "dask", "dask_address": params.orchestrate.dask_address or ep.dask_address}),
+            update={"task_runner": "dask", "dask_address": params.orchestrate.dask_address or ep.dask_address}
+        ),
         "features": params.features.model_copy(update={"profile": "redis", "redis_url": ep.redis_url}),
     }
     return params.model_copy(update=update)
@@ -418,7 +428,9 @@ def dataset_params_files(spec: Any, workspace: str | os.PathLike[str] = ".") -> 
 
 
 def load_run_params(
-    params: str | os.PathLike[str] | None, spec: Any, workspace: str | os.PathLike[str] = ".",
+    params: str | os.PathLike[str] | None,
+    spec: Any,
+    workspace: str | os.PathLike[str] = ".",
     environ: dict[str, str] | None = None,
 ) -> tuple[Params, list[str]]:
     """The parameters of a run on `spec`: the base file plus the dataset's overlays (`dataset_params_files`).

@@ -164,4 +164,3 @@ def evaluate_model(
 ) -> dict[str, float]:
     """`evaluate_scores` with a fitted model's `score` as the score function."""
     return evaluate_scores(model.score, target, exclude, ks=ks, candidates=candidates, batch_size=batch_size)
-

@@ -196,12 +196,22 @@ def skip_undeclared(spec: DatasetSpec, paths: DatasetPaths, modality: str) -> di
     report a `skipped` entry, so DVC and Prefect see a finished stage and a reader sees why.
     """
     where = "items.text_fields" if modality == "text" else f"items.media.{modality}"
-    reason = (f"dataset {spec.name!r} declares no {modality} ({where} in {spec.spec_path or 'dataset.yaml'}); "
-              f"nothing to extract, and models that list {modality} use the dataset's other modalities")
+    reason = (
+        f"dataset {spec.name!r} declares no {modality} ({where} in {spec.spec_path or 'dataset.yaml'}); "
+        f"nothing to extract, and models that list {modality} use the dataset's other modalities"
+    )
     folder = paths.data / "features" / modality
     folder.mkdir(parents=True, exist_ok=True)
-    entry = {"modality": modality, "declared": False, "skipped": reason, "items": 0, "encoded": 0, "cached": 0,
-             "missing": 0, "failed": 0}
+    entry = {
+        "modality": modality,
+        "declared": False,
+        "skipped": reason,
+        "items": 0,
+        "encoded": 0,
+        "cached": 0,
+        "missing": 0,
+        "failed": 0,
+    }
     write_json(folder / SKIPPED_MARKER, entry)
     target = extraction_report_path(paths)
     with _locked(target):
@@ -254,8 +264,14 @@ def plan_extraction(spec: DatasetSpec, paths: DatasetPaths, modality: str, param
     encoder = build_encoder(modality, ex)
     info = encoder.info()
     return ExtractionJob(
-        spec=spec, paths=paths, modality=modality, params=ex, encoder=encoder,
-        values=_item_values(items, spec, modality), declared=modality in spec.modalities, info=info,
+        spec=spec,
+        paths=paths,
+        modality=modality,
+        params=ex,
+        encoder=encoder,
+        values=_item_values(items, spec, modality),
+        declared=modality in spec.modalities,
+        info=info,
         cache_folder=feature_cache_root(paths, ex) / modality / encoder.id / info["cache_key"][:16],
         out_path=paths.features(modality, encoder.id),
     )
@@ -301,8 +317,15 @@ def finish_extraction(job: ExtractionJob, result: Any, runtime: dict[str, Any]) 
     merge_report(paths, modality, info["encoder"], entry)
     log.info(
         "extract %s/%s: %d encoded, %d cached, %d missing, %d failed in %.1fs (%.1f items/s) -> %s",
-        modality, info["encoder"], result.encoded, result.cached, result.missing, result.failed,
-        result.seconds, result.items_per_second, out_path,
+        modality,
+        info["encoder"],
+        result.encoded,
+        result.cached,
+        result.missing,
+        result.failed,
+        result.seconds,
+        result.items_per_second,
+        out_path,
     )
     for f in result.failures[:20]:
         log.warning("extract %s: item %s failed: %s", modality, f["item_id"], f["reason"])

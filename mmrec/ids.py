@@ -41,8 +41,10 @@ def id_problem(value: object) -> str | None:
         return "the id is empty"
     bad = _CONTROL_RE.search(value)
     if bad is not None:
-        return (f"the id contains the control character U+{ord(bad.group()):04X} at position {bad.start()}; "
-                "control characters cannot be shown, logged or exported safely: remove them from the source")
+        return (
+            f"the id contains the control character U+{ord(bad.group()):04X} at position {bad.start()}; "
+            "control characters cannot be shown, logged or exported safely: remove them from the source"
+        )
     if value in (".", ".."):
         return f"the id {value!r} is a URL path navigation segment that HTTP clients remove; rename it"
     if len(value) > ID_MAX_LENGTH:

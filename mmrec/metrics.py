@@ -127,7 +127,11 @@ def per_user_metrics(hits: np.ndarray, n_relevant: np.ndarray, ks: tuple[int, ..
 
 
 def compute_all(
-    hits: np.ndarray, n_relevant: np.ndarray, ks: tuple[int, ...], top_items: np.ndarray | None = None, n_items: int | None = None
+    hits: np.ndarray,
+    n_relevant: np.ndarray,
+    ks: tuple[int, ...],
+    top_items: np.ndarray | None = None,
+    n_items: int | None = None,
 ) -> dict[str, float]:
     """Mean of every metric at every k, keyed `name@k` (plus `coverage@k` when top_items is given)."""
     out: dict[str, float] = {}

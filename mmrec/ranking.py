@@ -146,7 +146,9 @@ def _fix_boundary(a: np.ndarray, part: np.ndarray) -> np.ndarray:
 # -- masking ----------------------------------------------------------------------------------
 
 
-def mask(scores: np.ndarray, seen: sp.spmatrix | sp.sparray | Sequence[int] | np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+def mask(
+    scores: np.ndarray, seen: sp.spmatrix | sp.sparray | Sequence[int] | np.ndarray, rows: np.ndarray | None = None
+) -> np.ndarray:
     """Set the scores of already-seen items to -inf, in place, and return `scores`.
 
     Args:

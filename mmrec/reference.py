@@ -49,21 +49,33 @@ def load_reference(path: str | Path) -> dict[str, Any]:
 def compare(metrics: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
     """Which parts of `metrics` (a metrics.json) compare with `ref`, and the rows side by side."""
     split = metrics.get("split", {})
-    warm_ok = (bool(split.get("warm_hash")) and split.get("warm_hash") == ref["split"].get("warm_hash")) \
-        or split.get("hash") == ref["split"]["hash"]
+    warm_ok = (bool(split.get("warm_hash")) and split.get("warm_hash") == ref["split"].get("warm_hash")) or split.get(
+        "hash"
+    ) == ref["split"]["hash"]
     cold_ok = split.get("hash") == ref["split"]["hash"]
     ours = []
     for name, e in metrics.get("models", {}).items():
         cold = e.get("cold", {})
-        ours.append({
-            "model": f"ours: {name}", "toolkit": "mmrec (this run)",
-            "recall@20": e.get("test", {}).get("recall@20"), "ndcg@20": e.get("test", {}).get("ndcg@20"),
-            "cold_recall@20": cold.get("recall@20"), "cold_unscored": bool(cold.get("unscored")),
-            "cold_lift": (e.get("cold_random_lift") or {}).get("recall@20"),
-            "cold_p": (cold.get("p_value") or {}).get("recall@20"),
-        })
-    return {"warm_comparable": warm_ok, "cold_comparable": cold_ok, "ours": ours, "reference": ref["rows"],
-            "split": {"ours": split, "reference": ref["split"]}, "cold_random": ref.get("cold_random_recall@20")}
+        ours.append(
+            {
+                "model": f"ours: {name}",
+                "toolkit": "mmrec (this run)",
+                "recall@20": e.get("test", {}).get("recall@20"),
+                "ndcg@20": e.get("test", {}).get("ndcg@20"),
+                "cold_recall@20": cold.get("recall@20"),
+                "cold_unscored": bool(cold.get("unscored")),
+                "cold_lift": (e.get("cold_random_lift") or {}).get("recall@20"),
+                "cold_p": (cold.get("p_value") or {}).get("recall@20"),
+            }
+        )
+    return {
+        "warm_comparable": warm_ok,
+        "cold_comparable": cold_ok,
+        "ours": ours,
+        "reference": ref["rows"],
+        "split": {"ours": split, "reference": ref["split"]},
+        "cold_random": ref.get("cold_random_recall@20"),
+    }
 
 
 def format_comparison(cmp: dict[str, Any]) -> str:
@@ -71,12 +83,22 @@ def format_comparison(cmp: dict[str, Any]) -> str:
     ours_split = cmp["split"]["ours"]
     ref_split = cmp["split"]["reference"]
     lines = [
-        (f"reference split {ref_split['hash'][:12]} (warm {str(ref_split.get('warm_hash'))[:12]}); "
-         f"this report: split {str(ours_split.get('hash'))[:12]} (warm {str(ours_split.get('warm_hash'))[:12]})"),
-        "warm test: " + ("comparable (same train/valid/test)" if cmp["warm_comparable"] else
-                         "NOT comparable (different train/valid/test): reference rows shown for orientation only"),
-        "cold slice: " + ("comparable (same cold items)" if cmp["cold_comparable"] else
-                          "NOT comparable (different cold items, e.g. a cold_valid part): compare x random instead"),
+        (
+            f"reference split {ref_split['hash'][:12]} (warm {str(ref_split.get('warm_hash'))[:12]}); "
+            f"this report: split {str(ours_split.get('hash'))[:12]} (warm {str(ours_split.get('warm_hash'))[:12]})"
+        ),
+        "warm test: "
+        + (
+            "comparable (same train/valid/test)"
+            if cmp["warm_comparable"]
+            else "NOT comparable (different train/valid/test): reference rows shown for orientation only"
+        ),
+        "cold slice: "
+        + (
+            "comparable (same cold items)"
+            if cmp["cold_comparable"]
+            else "NOT comparable (different cold items, e.g. a cold_valid part): compare x random instead"
+        ),
         "",
     ]
     rnd = cmp.get("cold_random")
@@ -88,12 +110,16 @@ def format_comparison(cmp: dict[str, Any]) -> str:
 
     for r in cmp["reference"]:
         lift = r.get("cold_recall@20") / rnd if rnd and isinstance(r.get("cold_recall@20"), (int, float)) else None
-        lines.append(f"{r['model'][:52]:<52} {num(r.get('recall@20'), 7)} {num(r.get('ndcg@20'), 7)} "
-                     f"{num(r.get('cold_recall@20'), 10, 3)} {num(lift, 9, 2)} {num(None, 7)}")
+        lines.append(
+            f"{r['model'][:52]:<52} {num(r.get('recall@20'), 7)} {num(r.get('ndcg@20'), 7)} "
+            f"{num(r.get('cold_recall@20'), 10, 3)} {num(lift, 9, 2)} {num(None, 7)}"
+        )
     lines.append("-" * len(head))
     for r in cmp["ours"]:
         cold = "unscored" if r["cold_unscored"] else None
-        lines.append(f"{r['model'][:52]:<52} {num(r['recall@20'], 7)} {num(r['ndcg@20'], 7)} "
-                     f"{(f'{cold:>10}' if cold else num(r['cold_recall@20'], 10, 3))} {num(r['cold_lift'], 9, 2)} "
-                     f"{num(r['cold_p'], 7, 3)}")
+        lines.append(
+            f"{r['model'][:52]:<52} {num(r['recall@20'], 7)} {num(r['ndcg@20'], 7)} "
+            f"{(f'{cold:>10}' if cold else num(r['cold_recall@20'], 10, 3))} {num(r['cold_lift'], 9, 2)} "
+            f"{num(r['cold_p'], 7, 3)}"
+        )
     return "\n".join(lines)

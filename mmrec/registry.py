@@ -44,7 +44,9 @@ class Registry(Generic[C]):
         """Class decorator: make `cls` available under `cls.name`; a second class with that name is an error."""
         name = cls.name  # type: ignore[attr-defined]
         if name in self._classes and self._classes[name] is not cls:
-            raise self.error(f"{self.kind} name {name!r} is registered twice ({self._classes[name].__module__} and {cls.__module__})")
+            raise self.error(
+                f"{self.kind} name {name!r} is registered twice ({self._classes[name].__module__} and {cls.__module__})"
+            )
         self._classes[name] = cls  # type: ignore[assignment]  # R is a subclass of what C stands for
         return cls
 
@@ -79,5 +81,7 @@ class Registry(Generic[C]):
         if name not in classes:
             hint = difflib.get_close_matches(name, classes, n=3, cutoff=0.5)
             did_you_mean = f" Did you mean {' or '.join(repr(h) for h in hint)}?" if hint else ""
-            raise self.error(f"unknown {self.kind} {name!r}.{did_you_mean} Available {self.kind}s: {listing() if listing else ', '.join(sorted(classes))}")
+            raise self.error(
+                f"unknown {self.kind} {name!r}.{did_you_mean} Available {self.kind}s: {listing() if listing else ', '.join(sorted(classes))}"
+            )
         return classes[name]

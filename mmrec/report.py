@@ -195,29 +195,44 @@ def _cold_null(report: dict[str, Any]) -> list[str]:
     out: list[str] = []
     models = report["models"]
     unscored = [n for n, e in models.items() if e.get("cold", {}).get("unscored")]
-    partly = [f"{n} ({e['cold']['tied_users']:.0%} of users)" for n, e in models.items()
-              if 0 < e.get("cold", {}).get("tied_users", 0) < 1]
+    partly = [
+        f"{n} ({e['cold']['tied_users']:.0%} of users)"
+        for n, e in models.items()
+        if 0 < e.get("cold", {}).get("tied_users", 0) < 1
+    ]
     if unscored:
-        out += [f"Unscored: {', '.join(unscored)} give every cold item the same score (they cannot score unseen "
-                "items); their cold figures are the exact random expectation, not a tie-break's pick.", ""]
+        out += [
+            f"Unscored: {', '.join(unscored)} give every cold item the same score (they cannot score unseen "
+            "items); their cold figures are the exact random expectation, not a tie-break's pick.",
+            "",
+        ]
     if partly:
         out += [f"Tied for some users (reported at the random expectation for those users): {', '.join(partly)}.", ""]
     null = report.get("random", {}).get("cold", {}).get("permutation_null") or {}
     if null.get("metrics"):
         cols = list(null["metrics"])
-        out += [f"Permutation null: {null['permutations']} random global orders of the {null['candidates']} cold items "
-                f"(one order shared by the {null['users']} users, as a popularity-like ranking): "
-                + "; ".join(f"{_label(m)} {v['mean']:.4f} ± {v['std']:.4f} (95th pct {v['q95']:.4f})"
-                            for m, v in null["metrics"].items())
-                + ". p: share of those orders scoring at least the model (one-sided).", "",
-                "| model | " + " | ".join(f"{_label(m)} | p" for m in cols) + " |", "|---|" + "---|---|" * len(cols)]
+        out += [
+            f"Permutation null: {null['permutations']} random global orders of the {null['candidates']} cold items "
+            f"(one order shared by the {null['users']} users, as a popularity-like ranking): "
+            + "; ".join(
+                f"{_label(m)} {v['mean']:.4f} ± {v['std']:.4f} (95th pct {v['q95']:.4f})"
+                for m, v in null["metrics"].items()
+            )
+            + ". p: share of those orders scoring at least the model (one-sided).",
+            "",
+            "| model | " + " | ".join(f"{_label(m)} | p" for m in cols) + " |",
+            "|---|" + "---|---|" * len(cols),
+        ]
         for n, e in models.items():
             c = e.get("cold", {})
             if not c:
                 continue
             pv = c.get("p_value", {})
-            out.append(f"| {n}{' (unscored)' if c.get('unscored') else ''} | "  # unscored: no p (random by construction)
-                       + " | ".join(f"{_fmt(c.get(m))} | {_fmt(pv.get(m), 3)}" for m in cols) + " |")
+            out.append(
+                f"| {n}{' (unscored)' if c.get('unscored') else ''} | "  # unscored: no p (random by construction)
+                + " | ".join(f"{_fmt(c.get(m))} | {_fmt(pv.get(m), 3)}" for m in cols)
+                + " |"
+            )
         out.append("")
     return out
 
@@ -227,11 +242,19 @@ def _runs_and_flags(report: dict[str, Any]) -> list[str]:
     out: list[str] = []
     runs = report.get("runs") or []
     if len(runs) > 1:
-        out += ["## Runs", "", "Rows come from several evaluation runs on the same split:", "",
-                "| run | at | models | parameter files |", "|---|---|---|---|"]
+        out += [
+            "## Runs",
+            "",
+            "Rows come from several evaluation runs on the same split:",
+            "",
+            "| run | at | models | parameter files |",
+            "|---|---|---|---|",
+        ]
         for r in runs:
             rows = [n for n, e in report["models"].items() if (e.get("run") or {}).get("id") == r["id"]]
-            files = ", ".join(f"`{Path(f).name}`" if Path(f).name != "params.yaml" else f"`{f}`" for f in r.get("params_files", []))
+            files = ", ".join(
+                f"`{Path(f).name}`" if Path(f).name != "params.yaml" else f"`{f}`" for f in r.get("params_files", [])
+            )
             out.append(f"| `{r['id']}` | {r.get('at') or '?'} | {', '.join(rows)} | {files or '-'} |")
         out.append("")
     if report.get("dropped"):
@@ -259,7 +282,9 @@ def render_markdown(report: dict[str, Any], figures: Sequence[str] = ()) -> str:
         "",
     ]
     out += _runs_and_flags(report)
-    sparse_n = next((e["sparse"].get("max_train_interactions") for e in report["models"].values() if "sparse" in e), "?")
+    sparse_n = next(
+        (e["sparse"].get("max_train_interactions") for e in report["models"].values() if "sparse" in e), "?"
+    )
     titles = {
         "test": "Warm test",
         "sparse": f"Sparse users (≤ {sparse_n} training interactions), test",

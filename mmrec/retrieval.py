@@ -361,7 +361,14 @@ class ItemIndex:
             backend = "hnsw" if int(present.sum()) >= ANN_THRESHOLD else "exact"
         params = {"hnsw_m": int(hnsw_m), "ef_construction": int(ef_construction), "ef_search": int(ef_search)}
         ann = _build_hnsw(prepared[present], metric, params) if backend == "hnsw" else None
-        log.info("item index: %d items (%d with a vector), dim %d, %s, %s", len(ids), int(present.sum()), x.shape[1], metric, backend)
+        log.info(
+            "item index: %d items (%d with a vector), dim %d, %s, %s",
+            len(ids),
+            int(present.sum()),
+            x.shape[1],
+            metric,
+            backend,
+        )
         return cls(ids, prepared, present, metric, backend, params, ann)
 
     @property
@@ -422,7 +429,9 @@ class ItemIndex:
         cand = None if candidates is None else self._rows_of(candidates)
         return self._search(q, int(k), [excl] * len(q), cand)
 
-    def similar(self, item_ids: Sequence[str] | str, k: int, exclude: Iterable[str] | None = None) -> list[list[tuple[str, float]]]:
+    def similar(
+        self, item_ids: Sequence[str] | str, k: int, exclude: Iterable[str] | None = None
+    ) -> list[list[tuple[str, float]]]:
         """The k items most similar to each given item, the item itself left out.
 
         Returns:
@@ -517,7 +526,12 @@ class ItemIndex:
                 "params": self.params,
             }
             (tmp / "index.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-            np.savez(tmp / "vectors.npz", item_ids=np.asarray(self.item_ids, dtype=str), vectors=self._x, present=self._present)
+            np.savez(
+                tmp / "vectors.npz",
+                item_ids=np.asarray(self.item_ids, dtype=str),
+                vectors=self._x,
+                present=self._present,
+            )
             if self._ann is not None:
                 import faiss
 
@@ -540,7 +554,9 @@ class ItemIndex:
         except json.JSONDecodeError as exc:
             raise DataError(f"{meta_file}: not valid JSON ({exc}); rebuild the index") from exc
         if meta.get("format") != _FORMAT_VERSION:
-            raise DataError(f"{meta_file}: index format {meta.get('format')!r}, this mmrec reads {_FORMAT_VERSION}; rebuild it")
+            raise DataError(
+                f"{meta_file}: index format {meta.get('format')!r}, this mmrec reads {_FORMAT_VERSION}; rebuild it"
+            )
         metric = check_metric(meta["metric"])
         with np.load(path / "vectors.npz", allow_pickle=False) as z:
             ids = z["item_ids"].astype(object)
@@ -557,7 +573,9 @@ class ItemIndex:
                 raise DataError(f"{ann_file}: missing HNSW graph of an hnsw index; rebuild the index")
             ann = faiss.read_index(str(ann_file))
             if ann.ntotal != int(present.sum()):
-                raise DataError(f"{ann_file}: holds {ann.ntotal} vectors, expected {int(present.sum())}; rebuild the index")
+                raise DataError(
+                    f"{ann_file}: holds {ann.ntotal} vectors, expected {int(present.sum())}; rebuild the index"
+                )
         return cls(ids, x, present, metric, meta["backend"], dict(meta["params"]), ann)
 
 

@@ -93,7 +93,9 @@ def decode_query_image(data: bytes, content_type: str | None, max_bytes: int, ma
 
     media = (content_type or "").split(";", 1)[0].strip().lower()
     if media not in IMAGE_TYPES:
-        raise QueryError(f"unsupported Content-Type {media or '(none)'!r}; send the image as one of {sorted(IMAGE_TYPES)}")
+        raise QueryError(
+            f"unsupported Content-Type {media or '(none)'!r}; send the image as one of {sorted(IMAGE_TYPES)}"
+        )
     if not data:
         raise QueryError("empty upload: send the image bytes as the request body")
     if len(data) > max_bytes:
@@ -203,8 +205,7 @@ def rank(
     top = np.argpartition(-score, k - 1)[:k]
     top = top[np.lexsort((top, -score[top]))]  # best first, ties by row for a stable order
     return [
-        Hit(str(item_ids[i]), float(score[i]),
-            {m: float(cos[m][i]) for m in mods if projection.item_masks[m][i]})
+        Hit(str(item_ids[i]), float(score[i]), {m: float(cos[m][i]) for m in mods if projection.item_masks[m][i]})
         for i in top
     ]
 
@@ -230,13 +231,16 @@ def search(
     projection = model_projection(model)
     modality = "text" if text is not None else "image"
     if modality not in projection.modalities:
-        raise NoProjection(f"the model has no {modality} projection (it was trained on {sorted(projection.modalities)})")
+        raise NoProjection(
+            f"the model has no {modality} projection (it was trained on {sorted(projection.modalities)})"
+        )
     raw = encoders.text(check_text_query(text)) if text is not None else encoders.image(image)
     query = projection.project(modality, raw)
     return rank(projection, query, [str(i) for i in model.item_ids], k, target)
 
 
 # -- evaluation ----------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class TitleSearchResult:
@@ -248,8 +252,13 @@ class TitleSearchResult:
     recall: dict[str, float]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"k": self.k, "n_queries": self.n_queries, "n_candidates": self.n_candidates,
-                "recall": self.recall, "random_chance": self.k / max(self.n_candidates, 1)}
+        return {
+            "k": self.k,
+            "n_queries": self.n_queries,
+            "n_candidates": self.n_candidates,
+            "recall": self.recall,
+            "random_chance": self.k / max(self.n_candidates, 1),
+        }
 
 
 def recall_at_k(queries: np.ndarray, items: np.ndarray, truth: np.ndarray, k: int) -> float:

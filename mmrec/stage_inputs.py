@@ -60,7 +60,9 @@ def model_names(ctx: StageContext, models: Sequence[str] | None) -> list[str]:
     return names
 
 
-def resolved_model_params(ctx: StageContext, names: Sequence[str], item_ids: Sequence[str] | np.ndarray) -> dict[str, dict[str, Any]]:
+def resolved_model_params(
+    ctx: StageContext, names: Sequence[str], item_ids: Sequence[str] | np.ndarray
+) -> dict[str, dict[str, Any]]:
     """`train.params` of each model with its modalities narrowed to what the dataset has
     (`mmrec.models.modalities`): a text+image catalogue trains the multimodal models on text and
     images, with one log line per model saying what was dropped and why."""

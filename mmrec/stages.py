@@ -77,8 +77,9 @@ def _with_events(ctx: StageContext, inter: pd.DataFrame) -> pd.DataFrame:
     events = pd.read_parquet(path, columns=[USER_ID, ITEM_ID, TIMESTAMP])
     if events.empty:
         return inter
-    events = events.merge(inter[[USER_ID, ITEM_ID, TIMESTAMP]], how="left", indicator=True,
-                          on=[USER_ID, ITEM_ID, TIMESTAMP])
+    events = events.merge(
+        inter[[USER_ID, ITEM_ID, TIMESTAMP]], how="left", indicator=True, on=[USER_ID, ITEM_ID, TIMESTAMP]
+    )
     events = events[events["_merge"] == "left_only"].drop(columns="_merge")
     log.info("split: %d interactions from the event log added to %d", len(events), len(inter))
     return pd.concat([inter, events], ignore_index=True)
@@ -165,8 +166,10 @@ def run_train(ctx: StageContext, models: Sequence[str] | None = None) -> dict[st
         except (OSError, ValueError):
             old = {}
         if old.get("split", {}).get("hash") == data.split_hash:
-            summary["models"] = {**{k: v for k, v in old.get("models", {}).items() if k not in summary["models"]},
-                                 **summary["models"]}
+            summary["models"] = {
+                **{k: v for k, v in old.get("models", {}).items() if k not in summary["models"]},
+                **summary["models"],
+            }
     summary["params_files"] = list(ctx.params_files)
     with atomic_dir(ctx.paths.models) as tmp:
         if ctx.paths.models.is_dir():
@@ -205,7 +208,8 @@ def run_tune_stage(ctx: StageContext) -> dict[str, Any]:
 
     result = run_tune(ctx)
     return {k: v for k, v in result.items() if k != "models"} | {
-        "models": {n: {"best": r.get("best"), "trials": r["trials"]} for n, r in result["models"].items()}}
+        "models": {n: {"best": r.get("best"), "trials": r["trials"]} for n, r in result["models"].items()}
+    }
 
 
 def write_point_in_time_training_set(ctx: StageContext, folder: Path | None = None) -> dict[str, Any]:
@@ -266,8 +270,15 @@ def run_evaluate(ctx: StageContext, models: Sequence[str] | None = None) -> dict
         assert data.cold_test is not None
         random_ref["cold"]["expected"] = analysis.expected_random(rand["cold"], ks)
         # many random global orders (one per draw, shared by every user): the slice's null
-        null = cold_slice.permutation_null(data.cold_test, history, data.cold_items, ks, ev.cold_permutations, ev.seed,
-                                           metrics=[f"recall@{k_main}", f"ndcg@{k_main}"])
+        null = cold_slice.permutation_null(
+            data.cold_test,
+            history,
+            data.cold_items,
+            ks,
+            ev.cold_permutations,
+            ev.seed,
+            metrics=[f"recall@{k_main}", f"ndcg@{k_main}"],
+        )
         random_ref["cold"]["permutation_null"] = cold_slice.public(null)
     results: dict[str, Any] = {}
     per_user: dict[str, dict[str, UserMetrics]] = {}
@@ -286,8 +297,9 @@ def run_evaluate(ctx: StageContext, models: Sequence[str] | None = None) -> dict
             tied = cold_slice.tied_users(model.score, per_user[name]["cold"].users, data.cold_items, bs)
             per_user[name]["cold"], cold_block = cold_slice.cold_summary(per_user[name]["cold"], tied, ks)
             if cold_block.get("unscored"):
-                log.info("%s cannot score cold items (all tied for every user): cold figures = random expectation",
-                         name)
+                log.info(
+                    "%s cannot score cold items (all tied for every user): cold figures = random expectation", name
+                )
         entry: dict[str, Any] = {
             "valid": user_metrics(model.score, data.valid, train, ks, batch_size=bs).summary(ks),
             **{part: um.summary(ks) for part, um in per_user[name].items()},
@@ -299,7 +311,11 @@ def run_evaluate(ctx: StageContext, models: Sequence[str] | None = None) -> dict
         if has_cold_valid:  # validation of cold-start settings (what `mmrec tune --objective cold_valid` uses)
             assert data.cold_valid is not None
             cv = user_metrics(model.score, data.cold_valid, train, ks, candidates=data.cold_valid_items, batch_size=bs)
-            cv_tied = cold_slice.tied_users(model.score, cv.users, data.cold_valid_items, bs) if len(cv.users) else np.zeros(0, bool)
+            cv_tied = (
+                cold_slice.tied_users(model.score, cv.users, data.cold_valid_items, bs)
+                if len(cv.users)
+                else np.zeros(0, bool)
+            )
             entry["cold_valid"] = cold_slice.cold_summary(cv, cv_tied, ks)[1]
         entry["sparse"]["max_train_interactions"] = ev.sparse_max_train
         if has_cold:
@@ -332,8 +348,12 @@ def run_evaluate(ctx: StageContext, models: Sequence[str] | None = None) -> dict
     if ev.reference in per_user:
         for part in per_user[ev.reference]:
             comparisons[part] = analysis.compare_to_reference(
-                {n: pu[part] for n, pu in per_user.items()}, ev.reference, comparisons["metrics"],
-                ev.bootstrap_resamples, ev.seed, ev.confidence,
+                {n: pu[part] for n, pu in per_user.items()},
+                ev.reference,
+                comparisons["metrics"],
+                ev.bootstrap_resamples,
+                ev.seed,
+                ev.confidence,
             )["models"]
     else:
         comparisons["skipped"] = f"reference model {ev.reference!r} is not among the evaluated models {names}"
@@ -352,8 +372,13 @@ def run_evaluate(ctx: StageContext, models: Sequence[str] | None = None) -> dict
         "random": random_ref,
         "comparisons": comparisons,
     }
-    run = {"id": uuid.uuid4().hex[:12], "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "split_hash": data.split_hash, "models": list(names), "params_files": list(ctx.params_files)}
+    run = {
+        "id": uuid.uuid4().hex[:12],
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "split_hash": data.split_hash,
+        "models": list(names),
+        "params_files": list(ctx.params_files),
+    }
     for entry in results.values():
         entry["run"] = {k: run[k] for k in ("id", "at", "split_hash")}
     report["run"] = run
@@ -392,11 +417,15 @@ def truncation_flag(model: Any) -> str | None:
         return None
     max_epochs = getattr(model, "max_epochs", None)
     if model.best_epoch == checks[0] and len(checks) > 1:
-        return (f"best epoch {model.best_epoch} is the first validation check: training may have stopped too "
-                f"early; raise train.params.{model.name}.patience / min_epochs or lower its lr")
+        return (
+            f"best epoch {model.best_epoch} is the first validation check: training may have stopped too "
+            f"early; raise train.params.{model.name}.patience / min_epochs or lower its lr"
+        )
     if max_epochs and model.best_epoch == checks[-1] == model.epochs == max_epochs:
-        return (f"best epoch {model.best_epoch} is the last one (max_epochs {max_epochs}): still improving; "
-                f"raise train.params.{model.name}.max_epochs")
+        return (
+            f"best epoch {model.best_epoch} is the last one (max_epochs {max_epochs}): still improving; "
+            f"raise train.params.{model.name}.max_epochs"
+        )
     return None
 
 
@@ -440,9 +469,13 @@ def merge_partial_report(old: dict[str, Any] | None, new: dict[str, Any]) -> dic
             row = {**row, "run": {"id": "earlier", "at": None, "split_hash": row_hash}}
         keep[name] = row
     if dropped:
-        log.warning("metrics.json: rows of %s dropped (%s)", sorted(dropped), "; ".join(f"{k}: {v}" for k, v in dropped.items()))
+        log.warning(
+            "metrics.json: rows of %s dropped (%s)", sorted(dropped), "; ".join(f"{k}: {v}" for k, v in dropped.items())
+        )
         merged["dropped"] = dropped
-    order = [n for n in old["models"] if n in keep or n in new["models"]] + [n for n in new["models"] if n not in old["models"]]
+    order = [n for n in old["models"] if n in keep or n in new["models"]] + [
+        n for n in new["models"] if n not in old["models"]
+    ]
     merged["models"] = {n: new["models"][n] if n in new["models"] else keep[n] for n in order}
     metric = new["selection_metric"]
     merged["best_model"] = max(merged["models"], key=lambda m: merged["models"][m]["valid"].get(metric, float("-inf")))
@@ -509,7 +542,12 @@ def format_metrics_markdown(report: dict[str, Any]) -> str:
     ]
     for k in ks:
         cols = [f"recall@{k}", f"ndcg@{k}", f"precision@{k}", f"map@{k}", f"hit@{k}", f"coverage@{k}"]
-        out += [f"## @{k}", "", "| model | part | " + " | ".join(cols) + " | train s | epochs |", "|" + "---|" * (len(cols) + 4)]
+        out += [
+            f"## @{k}",
+            "",
+            "| model | part | " + " | ".join(cols) + " | train s | epochs |",
+            "|" + "---|" * (len(cols) + 4),
+        ]
         for name, entry in report["models"].items():
             for part in ("valid", "test", "cold"):
                 if part in entry:

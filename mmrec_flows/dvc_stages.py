@@ -63,7 +63,11 @@ def _load(path: str, _mtime: int, _size: int) -> dict[str, DvcStage]:
     for name, body in stages.items():
         if not isinstance(body, dict):
             raise ConfigError(f"{path}: stage {name!r} is not a mapping")
-        out[name] = DvcStage(name, tuple(_dep_paths(path, name, body.get("deps") or [])), tuple(_param_keys(path, name, body.get("params") or [])))
+        out[name] = DvcStage(
+            name,
+            tuple(_dep_paths(path, name, body.get("deps") or [])),
+            tuple(_param_keys(path, name, body.get("params") or [])),
+        )
     return out
 
 
@@ -113,7 +117,11 @@ def variables(ctx: Any) -> dict[str, Any]:
     """What `${...}` means for this run: the params (by their params.yaml names) and the dataset."""
     tree = ctx.params.model_dump(mode="json", by_alias=True)
     spec_path = getattr(ctx.spec, "spec_path", None)
-    tree["dataset"] = {"name": ctx.spec.name, "raw": str(ctx.spec.root_path), "spec": str(spec_path) if spec_path else None}
+    tree["dataset"] = {
+        "name": ctx.spec.name,
+        "raw": str(ctx.spec.root_path),
+        "spec": str(spec_path) if spec_path else None,
+    }
     return tree
 
 
@@ -124,7 +132,9 @@ def interpolate(template: str, tree: dict[str, Any], stage: str = "?") -> str:
         try:
             value = lookup(tree, m.group(1).strip())
         except KeyError as exc:
-            raise ConfigError(f"dvc.yaml stage {stage!r}: `${{{m.group(1)}}}` names {exc.args[0]!r}, which the params do not define") from None
+            raise ConfigError(
+                f"dvc.yaml stage {stage!r}: `${{{m.group(1)}}}` names {exc.args[0]!r}, which the params do not define"
+            ) from None
         return str(value)
 
     return _VAR.sub(sub, template)
@@ -157,7 +167,9 @@ def param_values(ctx: Any, stage: str, dvc_yaml: str | Path = DVC_YAML) -> dict[
         try:
             out[key] = lookup(tree, key)
         except KeyError as exc:
-            raise ConfigError(f"dvc.yaml stage {stage!r} lists params key {key!r}, but {exc.args[0]!r} is not a params.yaml setting") from None
+            raise ConfigError(
+                f"dvc.yaml stage {stage!r} lists params key {key!r}, but {exc.args[0]!r} is not a params.yaml setting"
+            ) from None
     return out
 
 

@@ -57,7 +57,8 @@ def nightly_recommendations(
     from mmrec_flows.events import ingest_events_task
 
     ingested = ingest_events_task.with_options(retries=op.retries, retry_delay_seconds=op.retry_delay_seconds)(
-        args, return_state=True)
+        args, return_state=True
+    )
     if not ingested.is_completed():
         return Failed(message=f"ingest_events: {ingested.message}")
     if op.task_runner == "dask":  # user blocks scored across the cluster (mmrec/distributed/scoring.py)
@@ -77,7 +78,9 @@ def nightly_recommendations(
         description=f"nightly recommendations of {summary['dataset']}",
     )
     if materialize_enabled(ctx):  # the new top-K (and any new champion) into the online store
-        state = materialize_task.with_options(retries=op.retries, retry_delay_seconds=op.retry_delay_seconds)(args, return_state=True)
+        state = materialize_task.with_options(retries=op.retries, retry_delay_seconds=op.retry_delay_seconds)(
+            args, return_state=True
+        )
         if not state.is_completed():
             return Failed(message=f"materialize: {state.message}")
         summary = {**summary, "features": state.result()}
@@ -95,7 +98,8 @@ def score_on_dask(args: RunArgs, k: int | None, retries: int, retry_delay_second
     return future.result()
 
 
-def run_nightly(dataset: str, params: str = "params.yaml", workspace: str = ".", root: str | None = None,
-                k: int | None = None) -> State:
+def run_nightly(
+    dataset: str, params: str = "params.yaml", workspace: str = ".", root: str | None = None, k: int | None = None
+) -> State:
     """Run the flow in this process and return its final state."""
     return nightly_recommendations(dataset, params, workspace, root, k, return_state=True)

@@ -41,8 +41,12 @@ def make_task_runner(op: OrchestrateParams) -> Any:
         if op.dask_address:
             return DaskTaskRunner(address=op.dask_address)
         return DaskTaskRunner(
-            cluster_kwargs={"n_workers": op.dask_workers, "processes": op.dask_processes, "threads_per_worker": 1,
-                            "dashboard_address": None}
+            cluster_kwargs={
+                "n_workers": op.dask_workers,
+                "processes": op.dask_processes,
+                "threads_per_worker": 1,
+                "dashboard_address": None,
+            }
         )
     from prefect.task_runners import ThreadPoolTaskRunner
 

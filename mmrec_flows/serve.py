@@ -77,7 +77,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--workspace", default=".")
     parser.add_argument("--root", default=None, help="data root overriding dataset.yaml `root:`")
-    parser.add_argument("--weekly", action="store_true", help="also schedule the training pipeline weekly (Sunday 03:00)")
+    parser.add_argument(
+        "--weekly", action="store_true", help="also schedule the training pipeline weekly (Sunday 03:00)"
+    )
     parser.add_argument("--interval", type=float, default=None, help="run nightly every N seconds instead of the cron")
     parser.add_argument("--timezone", default="UTC")
     parser.add_argument("--only", choices=[NIGHTLY, TRAINING], default=None, help="serve just one deployment")
@@ -89,8 +91,9 @@ def main(argv: list[str] | None = None) -> None:
     set_env_defaults()  # no analytics/telemetry, offline hub: before prefect is imported
     from prefect import serve
 
-    deployments = build_deployments(opts.dataset, opts.params, opts.workspace, opts.root, opts.weekly, opts.interval,
-                                    opts.timezone, opts.only)
+    deployments = build_deployments(
+        opts.dataset, opts.params, opts.workspace, opts.root, opts.weekly, opts.interval, opts.timezone, opts.only
+    )
     serve(*deployments, limit=opts.limit)
 
 

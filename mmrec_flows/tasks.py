@@ -35,8 +35,12 @@ from mmrec_flows.dvc_stages import dep_paths, param_values
 RunArgs = dict[str, str | None]
 
 
-def run_args(dataset: str | os.PathLike[str], params: str | os.PathLike[str] = "params.yaml",
-             workspace: str | os.PathLike[str] = ".", root: str | os.PathLike[str] | None = None) -> RunArgs:
+def run_args(
+    dataset: str | os.PathLike[str],
+    params: str | os.PathLike[str] = "params.yaml",
+    workspace: str | os.PathLike[str] = ".",
+    root: str | os.PathLike[str] | None = None,
+) -> RunArgs:
     """Absolute paths, so a task means the same thing on any worker and in any cwd."""
     return {
         "dataset": str(Path(dataset).resolve()),
@@ -110,7 +114,9 @@ def stage_key(ctx: Any, stage: str) -> str:
     """What a stage's result depends on: its input files and its params keys."""
     import json
 
-    blob = json.dumps({"files": fingerprint(stage_inputs(ctx, stage)), "params": stage_params(ctx, stage)}, sort_keys=True)
+    blob = json.dumps(
+        {"files": fingerprint(stage_inputs(ctx, stage)), "params": stage_params(ctx, stage)}, sort_keys=True
+    )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -149,13 +155,17 @@ def publish_validation_report(ctx: Any, exc: ValidationFailed) -> None:
     md_path = ctx.paths.validation_markdown
     json_path = Path(exc.report_path) if exc.report_path else ctx.paths.validation_report
     body = md_path.read_text(encoding="utf-8") if md_path.is_file() else f"(no markdown report at `{md_path}`)"
-    header = (f"**Validation failed** for dataset `{ctx.spec.name}`: {exc}\n\n"
-              f"Report: `{md_path}` (machine-readable: `{json_path}`). Fix the data or the `validate:` "
-              "thresholds in params.yaml, then re-run; finished stages are cached.\n\n---\n\n")
+    header = (
+        f"**Validation failed** for dataset `{ctx.spec.name}`: {exc}\n\n"
+        f"Report: `{md_path}` (machine-readable: `{json_path}`). Fix the data or the `validate:` "
+        "thresholds in params.yaml, then re-run; finished stages are cached.\n\n---\n\n"
+    )
     key = artifact_key("validation", ctx.spec.name)
     create_markdown_artifact(markdown=header + body, key=key, description=f"validation report of {ctx.spec.name}")
     target = md_path if md_path.is_file() else json_path
-    create_link_artifact(link=target.resolve().as_uri(), link_text=str(target), key=artifact_key("validation-report", ctx.spec.name))
+    create_link_artifact(
+        link=target.resolve().as_uri(), link_text=str(target), key=artifact_key("validation-report", ctx.spec.name)
+    )
 
 
 # -- progress -------------------------------------------------------------------------------------
@@ -190,8 +200,14 @@ class PrefectProgress:
 # -- tasks ----------------------------------------------------------------------------------------
 
 
-@task(name="stage", cache_policy=INPUTS + TASK_SOURCE, persist_result=True, retries=2, retry_delay_seconds=10,
-      retry_condition_fn=is_transient)
+@task(
+    name="stage",
+    cache_policy=INPUTS + TASK_SOURCE,
+    persist_result=True,
+    retries=2,
+    retry_delay_seconds=10,
+    retry_condition_fn=is_transient,
+)
 def stage_task(stage: str, args: RunArgs, key: str) -> Any:
     """One pipeline stage (`mmrec.stages.run_stage`). `key` is `stage_key(...)`: part of the cache key."""
     from mmrec.progress import progress_hook
@@ -204,7 +220,10 @@ def stage_task(stage: str, args: RunArgs, key: str) -> Any:
     except ValidationFailed as exc:
         publish_validation_report(ctx, exc)
         report = ctx.paths.validation_markdown if ctx.paths.validation_markdown.is_file() else exc.report_path
-        return _failed(exc, f"validation failed: {exc} (report: {report}; also the `{artifact_key('validation', ctx.spec.name)}` artifact)")
+        return _failed(
+            exc,
+            f"validation failed: {exc} (report: {report}; also the `{artifact_key('validation', ctx.spec.name)}` artifact)",
+        )
     except MMRecError as exc:
         return _failed(exc)
 
@@ -251,8 +270,9 @@ def extract_task(modality: str, args: RunArgs, sharded: bool = False, parallel_t
         from mmrec.distributed.extract import extract_modality_dask
 
         with dask_client() as client:
-            return extract_modality_dask(ctx.spec, ctx.paths, modality, params, client,
-                                         shard_items=ctx.params.orchestrate.shard_items)
+            return extract_modality_dask(
+                ctx.spec, ctx.paths, modality, params, client, shard_items=ctx.params.orchestrate.shard_items
+            )
     except MMRecError as exc:
         return _failed(exc)
 
@@ -271,7 +291,8 @@ def tune_task(args: RunArgs, trials: int | None = None, timeout: float | None = 
         ctx = load_context(args)
         result = run_tune(ctx, trials=trials, timeout=timeout)
         return {k: v for k, v in result.items() if k != "models"} | {
-            "models": {n: {"best": r.get("best"), "trials": r["trials"]} for n, r in result["models"].items()}}
+            "models": {n: {"best": r.get("best"), "trials": r["trials"]} for n, r in result["models"].items()}
+        }
     except MMRecError as exc:
         return _failed(exc)
 

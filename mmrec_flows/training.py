@@ -124,7 +124,8 @@ def training_pipeline(
                 return Failed(message=results["extract"].message)
             if tune:
                 state = tune_task.with_options(task_run_name=f"tune-{ctx.spec.name}")(
-                    args, tune_trials, tune_timeout, return_state=True)
+                    args, tune_trials, tune_timeout, return_state=True
+                )
                 if not state.is_completed():
                     return Failed(message=f"tune: {state.message}")
                 results["tune"] = state.result()
@@ -136,7 +137,8 @@ def training_pipeline(
             from mmrec_flows.events import ingest_events_task
 
             state = ingest_events_task.with_options(retries=op.retries, retry_delay_seconds=op.retry_delay_seconds)(
-                args, return_state=True)
+                args, return_state=True
+            )
         else:
             state = _run_stage(stage, args, ctx, op.retries, op.retry_delay_seconds)
         if not state.is_completed():
@@ -146,13 +148,17 @@ def training_pipeline(
     report = results["evaluate"]
     registry = None
     if register_best:
-        state = register_task.with_options(retries=op.retries, retry_delay_seconds=op.retry_delay_seconds)(args, return_state=True)
+        state = register_task.with_options(retries=op.retries, retry_delay_seconds=op.retry_delay_seconds)(
+            args, return_state=True
+        )
         if not state.is_completed():
             return Failed(message=f"register: {state.message}")
         registry = state.result()
     features = None
     if materialize_enabled(ctx):  # after registration: the new champion's factors go online too
-        state = materialize_task.with_options(retries=op.retries, retry_delay_seconds=op.retry_delay_seconds)(args, return_state=True)
+        state = materialize_task.with_options(retries=op.retries, retry_delay_seconds=op.retry_delay_seconds)(
+            args, return_state=True
+        )
         if not state.is_completed():
             return Failed(message=f"materialize: {state.message}")
         features = state.result()
@@ -205,13 +211,23 @@ def _publish_summary(ctx: Any, report: dict[str, Any], registry: dict[str, Any] 
             f"\n## Registry\n\nRegistered model `{registry['registered_model']}` version {registry.get('version')} "
             f"at `{registry['tracking_uri']}`: **{d.get('action', 'not gated')}** - {d.get('reason', '')}\n"
         )
-    create_markdown_artifact(markdown=md, key=artifact_key("training", ctx.spec.name), description=f"training run of {ctx.spec.name}")
+    create_markdown_artifact(
+        markdown=md, key=artifact_key("training", ctx.spec.name), description=f"training run of {ctx.spec.name}"
+    )
 
 
-def run_training(dataset: str, params: str = "params.yaml", workspace: str = ".", root: str | None = None,
-                 extract: bool = True, register_best: bool = True, tune: bool = False,
-                 tune_trials: int | None = None, tune_timeout: float | None = None) -> State:
+def run_training(
+    dataset: str,
+    params: str = "params.yaml",
+    workspace: str = ".",
+    root: str | None = None,
+    extract: bool = True,
+    register_best: bool = True,
+    tune: bool = False,
+    tune_trials: int | None = None,
+    tune_timeout: float | None = None,
+) -> State:
     """Run the flow in this process and return its final state (what `mmrec pipeline` calls)."""
-    return training_pipeline(dataset, params, workspace, root, extract, register_best, tune, tune_trials, tune_timeout,
-                             return_state=True)
-
+    return training_pipeline(
+        dataset, params, workspace, root, extract, register_best, tune, tune_trials, tune_timeout, return_state=True
+    )

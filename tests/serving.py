@@ -50,7 +50,9 @@ def fit_itemknn(interactions: pd.DataFrame, item_ids: list[str], users: list[str
     cols = pd.Index(item_ids).get_indexer(inter[ITEM_ID])
     m = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(users), len(item_ids)))
     m.data[:] = 1.0
-    return create_model("itemknn").fit(Interactions(m, np.asarray(users, dtype=object), np.asarray(item_ids, dtype=object)))
+    return create_model("itemknn").fit(
+        Interactions(m, np.asarray(users, dtype=object), np.asarray(item_ids, dtype=object))
+    )
 
 
 def tiny_state(dataset_yaml: Path, version: str = "1") -> ServingState:
@@ -60,11 +62,21 @@ def tiny_state(dataset_yaml: Path, version: str = "1") -> ServingState:
     rng = np.random.default_rng(0)
     text = rng.normal(size=(8, 6)).astype(np.float32)
     image = rng.normal(size=(3, 4)).astype(np.float32)  # only i1..i3 have a picture
-    views = {"text": (item_ids, text), "image": (item_ids[:3], image),
-             "fused": (item_ids, np.hstack([text, np.vstack([image, np.zeros((5, 4), np.float32)])]))}
+    views = {
+        "text": (item_ids, text),
+        "image": (item_ids[:3], image),
+        "fused": (item_ids, np.hstack([text, np.vstack([image, np.zeros((5, 4), np.float32)])])),
+    }
     catalog = Catalog(items, inter, users=[*sorted(set(inter[USER_ID])), "u7"], root=root)
-    return ServingState(version=version, catalog=catalog, model=model, recs=DictRecs({"u1": PRECOMPUTED_U1, "u2": PRECOMPUTED_U2}),
-                        similar=build_indexes(views), explainer=explain, info={"source": "tiny"})
+    return ServingState(
+        version=version,
+        catalog=catalog,
+        model=model,
+        recs=DictRecs({"u1": PRECOMPUTED_U1, "u2": PRECOMPUTED_U2}),
+        similar=build_indexes(views),
+        explainer=explain,
+        info={"source": "tiny"},
+    )
 
 
 class ListSource:

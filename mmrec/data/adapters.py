@@ -31,7 +31,21 @@ LINE = "line"  # 1-based physical line of a reject in its file (the header is li
 _CHUNK_ROWS = 50_000  # rows are moved into the column lists in chunks of this size
 TIMESTAMP_RAW = "timestamp_raw"  # raw values kept next to parsed ones: errors quote what the file said
 REJECT_COLUMNS = [SOURCE_ROW, LINE, RAW, REASON]
-_RESERVED = {USER_ID, ITEM_ID, TIMESTAMP, TIMESTAMP_RAW, RATING, WEIGHT, EVENT, ROW_HASH, SOURCE_ROW, TEXT, "image", "audio", "video"}
+_RESERVED = {
+    USER_ID,
+    ITEM_ID,
+    TIMESTAMP,
+    TIMESTAMP_RAW,
+    RATING,
+    WEIGHT,
+    EVENT,
+    ROW_HASH,
+    SOURCE_ROW,
+    TEXT,
+    "image",
+    "audio",
+    "video",
+}
 
 
 @dataclass(frozen=True)
@@ -297,7 +311,9 @@ def normalise_items(raw: RawTable, spec: ItemsSpec) -> pd.DataFrame:
     _require_columns(raw, needed, "items")
     clash = sorted(set(spec.metadata) & (_RESERVED | {f"text_{k}" for k in spec.text_fields}))
     if clash:
-        raise ConfigError(f"dataset.yaml items.metadata column(s) {clash} clash with contract column names; rename them")
+        raise ConfigError(
+            f"dataset.yaml items.metadata column(s) {clash} clash with contract column names; rename them"
+        )
     f = raw.frame
     out = pd.DataFrame(index=f.index)
     out[ITEM_ID] = _clean_str(f[spec.columns[ITEM_ID]])
@@ -321,7 +337,9 @@ def normalise_users(raw: RawTable, spec: UsersSpec) -> pd.DataFrame:
     _require_columns(raw, needed, "users")
     clash = sorted(set(spec.attributes) & _RESERVED)
     if clash:
-        raise ConfigError(f"dataset.yaml users.attributes column(s) {clash} clash with contract column names; rename them")
+        raise ConfigError(
+            f"dataset.yaml users.attributes column(s) {clash} clash with contract column names; rename them"
+        )
     f = raw.frame
     out = pd.DataFrame(index=f.index)
     out[USER_ID] = _clean_str(f[spec.columns[USER_ID]])
@@ -360,9 +378,14 @@ def with_template_media(items: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
     for modality, template in spec.items.media_templates.items():
         paths, counts = template_media_paths(out[ITEM_ID].tolist(), template, spec.root_path)
         out[modality] = pd.Series(paths, index=out.index, dtype=object)
-        log.info("items.media.%s template %r: %d items have a file, %d have none%s", modality, template,
-                 counts["found"], counts["missing"],
-                 f", {counts['unsafe']} ids would leave the data root (no path)" if counts["unsafe"] else "")
+        log.info(
+            "items.media.%s template %r: %d items have a file, %d have none%s",
+            modality,
+            template,
+            counts["found"],
+            counts["missing"],
+            f", {counts['unsafe']} ids would leave the data root (no path)" if counts["unsafe"] else "",
+        )
     cols = [c for c in out.columns if c not in (ROW_HASH, SOURCE_ROW)]
     out[ROW_HASH] = row_hashes(out, cols)
     return out

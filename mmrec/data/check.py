@@ -67,7 +67,9 @@ def _line_count(path: Path) -> int:
     return n
 
 
-def _peek(path: Path, spec: TableSpec, usecols: list[str] | None = None, nrows: int | None = SAMPLE_ROWS) -> tuple[list[str], pd.DataFrame, int]:
+def _peek(
+    path: Path, spec: TableSpec, usecols: list[str] | None = None, nrows: int | None = SAMPLE_ROWS
+) -> tuple[list[str], pd.DataFrame, int]:
     """(header columns, sample rows, total data rows) of one table file, reading only what is needed."""
     if not path.is_file():
         raise DataError(f"{path}: file not found; check `path:` in dataset.yaml and the data root")
@@ -90,11 +92,21 @@ def _peek(path: Path, spec: TableSpec, usecols: list[str] | None = None, nrows: 
         header_df = pd.read_csv(path, sep=spec.sep(), nrows=0, encoding=spec.encoding)
         header = [str(c) for c in header_df.columns]
         cols = [c for c in (usecols or header) if c in header]
-        sample = pd.read_csv(path, sep=spec.sep(), nrows=nrows, usecols=cols, dtype=str, keep_default_na=False,
-                             encoding=spec.encoding, on_bad_lines="skip")
+        sample = pd.read_csv(
+            path,
+            sep=spec.sep(),
+            nrows=nrows,
+            usecols=cols,
+            dtype=str,
+            keep_default_na=False,
+            encoding=spec.encoding,
+            on_bad_lines="skip",
+        )
     except (UnicodeDecodeError, pd.errors.ParserError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read it as {fmt} (delimiter {spec.sep()!r}, encoding {spec.encoding}): {exc}; "
-                        "fix `delimiter:`/`encoding:` in dataset.yaml") from exc
+        raise DataError(
+            f"{path}: cannot read it as {fmt} (delimiter {spec.sep()!r}, encoding {spec.encoding}): {exc}; "
+            "fix `delimiter:`/`encoding:` in dataset.yaml"
+        ) from exc
     if nrows is None:  # read whole: exact (quoted fields may hold newlines, so lines over-count)
         return header, sample, len(sample)
     return header, sample, max(_line_count(path) - 1, 0)
@@ -104,8 +116,9 @@ def _present(values: pd.Series) -> pd.Series:
     return values.astype(str).str.strip().ne("") & values.notna()
 
 
-def check_dataset(spec: DatasetSpec, params: Any, workspace: str | os.PathLike[str] = ".",
-                  params_files: list[str] | None = None) -> dict[str, Any]:
+def check_dataset(
+    spec: DatasetSpec, params: Any, workspace: str | os.PathLike[str] = ".", params_files: list[str] | None = None
+) -> dict[str, Any]:
     """The pre-flight report of one dataset (see the module docstring).
 
     Returns:
@@ -133,16 +146,22 @@ def check_dataset(spec: DatasetSpec, params: Any, workspace: str | os.PathLike[s
             mapped.update({f"metadata[{i}]": v for i, v in enumerate(spec.items.metadata)})
         try:
             # the items table is read whole (only the mapped columns): its modalities are counted per item
-            header, sample, rows = _peek(path, tspec, usecols=list(mapped.values()) if name == "items" else None,
-                                         nrows=None if name == "items" else SAMPLE_ROWS)
+            header, sample, rows = _peek(
+                path,
+                tspec,
+                usecols=list(mapped.values()) if name == "items" else None,
+                nrows=None if name == "items" else SAMPLE_ROWS,
+            )
         except DataError as exc:
             problems.append(str(exc))
             tables[name] = {"file": str(path), "error": str(exc)}
             continue
         missing = {k: v for k, v in mapped.items() if v not in header}
         for key, col in missing.items():
-            problems.append(f"{path}: column {col!r} (dataset.yaml {name}.{key if '.' in key or '[' in key else 'columns.' + key}) "
-                            f"is not in the header {header[:12]}{'...' if len(header) > 12 else ''}; fix the mapping")
+            problems.append(
+                f"{path}: column {col!r} (dataset.yaml {name}.{key if '.' in key or '[' in key else 'columns.' + key}) "
+                f"is not in the header {header[:12]}{'...' if len(header) > 12 else ''}; fix the mapping"
+            )
         tables[name] = {"file": str(path), "rows": rows, "columns": header, "missing_columns": sorted(missing.values())}
         if name == "items" and not missing:
             items_frame = sample
@@ -160,16 +179,30 @@ def check_dataset(spec: DatasetSpec, params: Any, workspace: str | os.PathLike[s
             values = items_frame[col]
             present = _present(values)
             found = sum(1 for v in values[present] if spec.resolve_media(str(v).strip()).is_file())
-            modalities[m] = {"items": int(found), "with_path": int(present.sum()), "files_missing": int(present.sum()) - found,
-                             "source": f"column {col!r}"}
+            modalities[m] = {
+                "items": int(found),
+                "with_path": int(present.sum()),
+                "files_missing": int(present.sum()) - found,
+                "source": f"column {col!r}",
+            }
         for m, template in spec.items.media_templates.items():
             _, counts = template_media_paths(ids, template, spec.root_path)
-            modalities[m] = {"items": counts["found"], "files_missing": counts["missing"], "unsafe_ids": counts["unsafe"],
-                             "source": f"template {template!r}"}
+            modalities[m] = {
+                "items": counts["found"],
+                "files_missing": counts["missing"],
+                "unsafe_ids": counts["unsafe"],
+                "source": f"template {template!r}",
+            }
         for m, c in modalities.items():
-            if m != "text" and c.get("files_missing") and c["files_missing"] > 0.5 * max(c.get("with_path", total_items), 1):
-                problems.append(f"{m}: {c['files_missing']} of {c.get('with_path', total_items)} files not found under "
-                                f"{spec.root_path}; check the data root and items.media.{m} in dataset.yaml")
+            if (
+                m != "text"
+                and c.get("files_missing")
+                and c["files_missing"] > 0.5 * max(c.get("with_path", total_items), 1)
+            ):
+                problems.append(
+                    f"{m}: {c['files_missing']} of {c.get('with_path', total_items)} files not found under "
+                    f"{spec.root_path}; check the data root and items.media.{m} in dataset.yaml"
+                )
     declared = tuple(m for m in MODALITIES if m in spec.modalities)
     usable = tuple(m for m in declared if modalities.get(m, {}).get("items", 0) > 0)
     reasons = {m: f"dataset {spec.name!r} declares no {m}" for m in MODALITIES if m not in declared}
@@ -189,7 +222,7 @@ def check_dataset(spec: DatasetSpec, params: Any, workspace: str | os.PathLike[s
         "extraction": _extraction_estimates(paths, params, modalities, usable),
         "training": _training_estimates(paths, params, models, n_inter),
         "basis": "measured on this dataset's last run where marked, else reference rates of a 2-core CPU "
-                 "(one thread); a GPU extracts much faster. Orders of magnitude, not promises.",
+        "(one thread); a GPU extracts much faster. Orders of magnitude, not promises.",
     }
     return {
         "dataset": spec.name,
@@ -211,16 +244,25 @@ def _read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
-def _extraction_estimates(paths: Any, params: Any, modalities: dict[str, Any], usable: tuple[str, ...]) -> dict[str, Any]:
+def _extraction_estimates(
+    paths: Any, params: Any, modalities: dict[str, Any], usable: tuple[str, ...]
+) -> dict[str, Any]:
     last = _read_json(paths.reports / "extraction.json").get("modalities", {})
     out: dict[str, Any] = {}
     for m in usable:
         encoder = params.extract.modality(m).encoder
         n = int(modalities[m]["items"])
-        measured = (last.get(m) or {}).get(encoder, {}).get("items_per_second") if isinstance(last.get(m), dict) else None
+        measured = (
+            (last.get(m) or {}).get(encoder, {}).get("items_per_second") if isinstance(last.get(m), dict) else None
+        )
         rate = float(measured) if measured else REFERENCE_ITEMS_PER_SECOND.get(encoder)
-        out[m] = {"encoder": encoder, "items": n, "items_per_second": rate,
-                  "seconds": round(n / rate, 1) if rate else None, "basis": "measured" if measured else "reference"}
+        out[m] = {
+            "encoder": encoder,
+            "items": n,
+            "items_per_second": rate,
+            "seconds": round(n / rate, 1) if rate else None,
+            "basis": "measured" if measured else "reference",
+        }
     return out
 
 
@@ -245,8 +287,11 @@ def _training_estimates(paths: Any, params: Any, models: dict[str, Any], n_inter
         p = params.train.params.get(name, {})
         max_epochs = int(p.get("max_epochs", 300))
         typical = min(max_epochs, max(int(p.get("min_epochs", 0)), TYPICAL_EPOCHS))
-        out[name] = {"seconds": round(per * scale * typical, 1), "up_to_seconds": round(per * scale * max_epochs, 1),
-                     "basis": "reference"}
+        out[name] = {
+            "seconds": round(per * scale * typical, 1),
+            "up_to_seconds": round(per * scale * max_epochs, 1),
+            "basis": "reference",
+        }
     return out
 
 
@@ -257,8 +302,12 @@ def format_check(report: dict[str, Any]) -> str:
     def dur(s: float | None) -> str:
         return "?" if s is None else format_duration(s)
 
-    out = [f"dataset {report['dataset']} (root {report['root']}); checked in {report['seconds']:.1f}s",
-           f"parameters: {' + '.join(report['params_files']) or 'built-in defaults'}", "", "tables:"]
+    out = [
+        f"dataset {report['dataset']} (root {report['root']}); checked in {report['seconds']:.1f}s",
+        f"parameters: {' + '.join(report['params_files']) or 'built-in defaults'}",
+        "",
+        "tables:",
+    ]
     for name, t in report["tables"].items():
         if "error" in t:
             out.append(f"  {name:<13} {t['file']}: ERROR {t['error']}")

@@ -114,7 +114,9 @@ class InteractionsSpec(TableSpec):
 
     @model_validator(mode="after")
     def _columns(self) -> InteractionsSpec:
-        self._check_columns((USER_ID, ITEM_ID, TIMESTAMP, RATING, WEIGHT, EVENT), (USER_ID, ITEM_ID, TIMESTAMP), "interactions")
+        self._check_columns(
+            (USER_ID, ITEM_ID, TIMESTAMP, RATING, WEIGHT, EVENT), (USER_ID, ITEM_ID, TIMESTAMP), "interactions"
+        )
         if self.min_rating is not None and RATING not in self.columns:
             raise ValueError("interactions.min_rating needs a `rating` column in interactions.columns")
         return self
@@ -138,9 +140,11 @@ class MediaTemplate(_Strict):
         try:
             names = [f for _, f, _, _ in string.Formatter().parse(v) if f is not None]
         except ValueError as exc:
-            raise ValueError(f"template {v!r} is not a valid format string ({exc}); write e.g. \"images/{{item_id}}.jpg\"") from exc
+            raise ValueError(
+                f'template {v!r} is not a valid format string ({exc}); write e.g. "images/{{item_id}}.jpg"'
+            ) from exc
         if names != [ITEM_ID] * len(names) or not names:
-            raise ValueError(f"template {v!r} must use {{item_id}} and no other field, e.g. \"images/{{item_id}}.jpg\"")
+            raise ValueError(f'template {v!r} must use {{item_id}} and no other field, e.g. "images/{{item_id}}.jpg"')
         if Path(v).is_absolute():
             raise ValueError(f"template {v!r} must be relative to the data root")
         return v
@@ -246,7 +250,9 @@ class DatasetSpec(_Strict):
         return mods + [m for m in ("image", "audio", "video") if m in self.items.media]
 
 
-def template_media_paths(item_ids: list[str | None], template: str, root: Path) -> tuple[list[str | None], dict[str, int]]:
+def template_media_paths(
+    item_ids: list[str | None], template: str, root: Path
+) -> tuple[list[str | None], dict[str, int]]:
     """Paths (relative to `root`) of a media template for each item id; None where no file is.
 
     The path is built lexically and must stay inside `root`: an id such as `../../etc/passwd`
@@ -314,9 +320,7 @@ def load_dataset_spec(path: str | os.PathLike[str], root: str | os.PathLike[str]
     try:
         spec = DatasetSpec.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<top>'}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '<top>'}: {err['msg']}" for err in exc.errors())
         raise ConfigError(f"{spec_file}: invalid dataset.yaml: {problems}") from exc
 
     chosen = root or os.environ.get(root_env_var(spec.name)) or spec.root

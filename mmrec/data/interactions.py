@@ -115,7 +115,9 @@ def to_matrix(df: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray) -> s
     cols = i_index.get_indexer(df[ITEM_ID].astype(str))
     if (rows < 0).any() or (cols < 0).any():
         bad = df[(rows < 0) | (cols < 0)].head(3)
-        raise DataError(f"interactions reference ids outside the index, e.g. {bad[[USER_ID, ITEM_ID]].to_dict('records')}")
+        raise DataError(
+            f"interactions reference ids outside the index, e.g. {bad[[USER_ID, ITEM_ID]].to_dict('records')}"
+        )
     m = sp.csr_matrix(
         (np.ones(len(df), dtype=np.float32), (rows, cols)), shape=(len(user_ids), len(item_ids)), dtype=np.float32
     )

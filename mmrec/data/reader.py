@@ -77,7 +77,9 @@ class LineCounts:
         if self.header_lines + self.blank_lines + self.record_lines != self.lines or (
             self.parsed + self.rejected != self.records
         ):
-            raise DataError(f"{path}: line accounting does not add up ({self.to_dict()}); this is a bug in mmrec's reader")
+            raise DataError(
+                f"{path}: line accounting does not add up ({self.to_dict()}); this is a bug in mmrec's reader"
+            )
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -337,7 +339,10 @@ def _one_record(
         if isinstance(fields, str):
             return 1, (_field_error(fields), None)
         if len(fields) != n_fields:
-            return 1, (f"wrong field count: expected {n_fields} fields ({sep!r}-separated), found {len(fields)}", fields)
+            return 1, (
+                f"wrong field count: expected {n_fields} fields ({sep!r}-separated), found {len(fields)}",
+                fields,
+            )
         return 1, fields
     alone = _parse(line, sep, strict=True)
     if isinstance(alone, list) and len(alone) == n_fields:

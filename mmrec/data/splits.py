@@ -48,8 +48,13 @@ class SplitFrames:
 
     def parts(self) -> dict[str, pd.DataFrame]:
         """Every part, in file order (what is written: cold_valid.tsv too, empty when there is none)."""
-        return {"train": self.train, "valid": self.valid, "test": self.test, "cold_valid": self.cold_valid,
-                "cold_test": self.cold_test}
+        return {
+            "train": self.train,
+            "valid": self.valid,
+            "test": self.test,
+            "cold_valid": self.cold_valid,
+            "cold_test": self.cold_test,
+        }
 
 
 def ratio_counts(n: int, ratios: tuple[float, float, float]) -> tuple[int, int, int]:
@@ -115,7 +120,9 @@ def divide_cold_items(cold: np.ndarray, fraction: float) -> tuple[np.ndarray, np
     return cold[:n_valid], cold[n_valid:]
 
 
-def _assign_per_user(df: pd.DataFrame, order: np.ndarray, ratios: tuple[float, float, float], min_user: int) -> np.ndarray:
+def _assign_per_user(
+    df: pd.DataFrame, order: np.ndarray, ratios: tuple[float, float, float], min_user: int
+) -> np.ndarray:
     """Part index (0 train, 1 valid, 2 test) for each row of df, rows taken per user in `order`."""
     d = df.iloc[order]
     users = d[USER_ID].to_numpy()
@@ -250,8 +257,9 @@ def read_split_frames(paths: DatasetPaths, kind: str) -> tuple[SplitFrames, dict
     for part in SPLIT_PARTS:
         f = folder / f"{part}.tsv"
         if part == "cold_valid" and not f.is_file():  # a split written before cold_valid existed
-            parts[part] = pd.DataFrame({USER_ID: pd.Series(dtype=str), ITEM_ID: pd.Series(dtype=str),
-                                        TIMESTAMP: pd.Series(dtype="int64")})
+            parts[part] = pd.DataFrame(
+                {USER_ID: pd.Series(dtype=str), ITEM_ID: pd.Series(dtype=str), TIMESTAMP: pd.Series(dtype="int64")}
+            )
             continue
         if not f.is_file():
             raise StageError(f"{f}: split file missing; re-run `mmrec stage split`")
@@ -263,7 +271,13 @@ def load_split(paths: DatasetPaths, kind: str, items: pd.Series | np.ndarray | N
     """Read an exported split back into matrices over one index (items: the whole catalogue)."""
     frames, meta = read_split_frames(paths, kind)
     return split_data_from_frames(
-        frames.train, frames.valid, frames.test, frames.cold_test, items=items, kind=kind, split_hash=meta["hash"],
+        frames.train,
+        frames.valid,
+        frames.test,
+        frames.cold_test,
+        items=items,
+        kind=kind,
+        split_hash=meta["hash"],
         cold_valid=frames.cold_valid,
     )
 

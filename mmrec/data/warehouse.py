@@ -62,7 +62,9 @@ def ingest_dataset(spec: DatasetSpec, paths: DatasetPaths, params: IngestParams 
     report = IngestReport(spec.name)
     with atomic_dir(paths.warehouse) as tmp:
         for name, (frame, rejects, source, counts) in tables.items():
-            if counts.records != len(frame) + len(rejects):  # checked before the forget list drops rows  # the reader's own books must balance
+            if counts.records != len(frame) + len(
+                rejects
+            ):  # checked before the forget list drops rows  # the reader's own books must balance
                 raise StageError(
                     f"{source}: {counts.records} data records read but {len(frame)} rows + {len(rejects)} rejects "
                     f"came out of normalisation; this is a bug in mmrec"
@@ -85,8 +87,14 @@ def ingest_dataset(spec: DatasetSpec, paths: DatasetPaths, params: IngestParams 
                 "source_rows": int(counts.records),
                 "lines": counts.to_dict(),
             }
-            log.info("ingested %s: %d rows, %d rejected, %d of forgotten users dropped (%s)", name, len(frame),
-                     len(rejects), forgotten, source)
+            log.info(
+                "ingested %s: %d rows, %d rejected, %d of forgotten users dropped (%s)",
+                name,
+                len(frame),
+                len(rejects),
+                forgotten,
+                source,
+            )
         manifest = {
             "dataset": spec.name,
             "root": str(spec.root_path),
@@ -117,5 +125,5 @@ def connect(paths: DatasetPaths, validated: bool = True) -> duckdb.DuckDBPyConne
     folder = paths.validated if validated else paths.warehouse
     for f in sorted(folder.glob("*.parquet")):
         path = str(f.resolve()).replace("'", "''")
-        con.execute(f'CREATE VIEW "{f.stem}" AS SELECT * FROM read_parquet(\'{path}\')')
+        con.execute(f"CREATE VIEW \"{f.stem}\" AS SELECT * FROM read_parquet('{path}')")
     return con

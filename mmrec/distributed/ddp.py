@@ -74,7 +74,9 @@ def init_from_env(device: str = "cpu") -> tuple[int, int, str]:
             raise ConfigError(f"device {device!r} asked for but CUDA is not available; use device cpu (gloo)")
         local = int(os.environ.get("LOCAL_RANK", "0"))
         if local >= torch.cuda.device_count():
-            raise ConfigError(f"LOCAL_RANK {local} but only {torch.cuda.device_count()} GPU(s): use --nproc-per-node <= that")
+            raise ConfigError(
+                f"LOCAL_RANK {local} but only {torch.cuda.device_count()} GPU(s): use --nproc-per-node <= that"
+            )
         torch.cuda.set_device(local)
         backend = "nccl"
     dist.init_process_group(backend=backend)
@@ -114,7 +116,11 @@ class DataParallel:
         from torch.nn.parallel import DistributedDataParallel
 
         self.rank, self.size, self.device = rank, size, device
-        ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
+        ids = (
+            [device.index if device.index is not None else torch.cuda.current_device()]
+            if device.type == "cuda"
+            else None
+        )
         # broadcasts rank 0's initial values into the module's own parameters (the model reads
         # those); find_unused_parameters: a model may leave a tensor out of some batches (e.g. a
         # modality absent from every item of the batch)

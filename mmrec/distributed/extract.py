@@ -121,7 +121,9 @@ def encode_shard(
         cache.load()  # shard files other workers committed since this worker last looked
         section = params.modality(modality)
         result = run_extraction(
-            encoder, values, cache,
+            encoder,
+            values,
+            cache,
             batch_size=section.batch_size,
             workers=params.workers,
             checkpoint_items=params.checkpoint_items,
@@ -135,12 +137,19 @@ def encode_shard(
         where = get_worker().address
     except (ImportError, ValueError):
         where = "local"
-    return ShardResult(index=index, result=result, runtime=encoder.runtime(), worker=where, pid=os.getpid(),
-                       encoder_builds=state.builds.get(ekey, 0))
+    return ShardResult(
+        index=index,
+        result=result,
+        runtime=encoder.runtime(),
+        worker=where,
+        pid=os.getpid(),
+        encoder_builds=state.builds.get(ekey, 0),
+    )
 
 
-def merge_results(parts: list[Any], encoder: str, modality: str, dim: int, seconds: float,
-                  position: dict[str, int] | None = None) -> Any:
+def merge_results(
+    parts: list[Any], encoder: str, modality: str, dim: int, seconds: float, position: dict[str, int] | None = None
+) -> Any:
     """Shard results -> one `ExtractionResult` over all items, in items-table order.
 
     Args:
@@ -180,7 +189,9 @@ def merge_results(parts: list[Any], encoder: str, modality: str, dim: int, secon
     return out
 
 
-def shard_plan(values: list[tuple[str, Any]], modality: str, shard_items: int, batch_size: int) -> list[list[tuple[str, Any]]]:
+def shard_plan(
+    values: list[tuple[str, Any]], modality: str, shard_items: int, batch_size: int
+) -> list[list[tuple[str, Any]]]:
     """The shards' (item_id, value) lists.
 
     Media: contiguous runs of the items table. Text: the single process encodes texts in length
@@ -250,10 +261,29 @@ def extract_modality_dask(
         # the key is the shard's content: a restarted driver re-attaches to a shard still running
         key = f"mmrec-extract-{modality}-{i:05d}-{tokenize(cache_key, values, job.params.model_dump_json())}"
         where = {"workers": [addresses[i % len(addresses)]], "allow_other_workers": True} if addresses else {}
-        futures.append(client.submit(encode_shard, i, modality, job.params, cache_key, str(job.cache_folder.resolve()),
-                                     job.info, values, key=key, pure=False, **where))
-    log.info("extract %s/%s: %d items in %d shards on %d workers", modality, job.info["encoder"], len(job.values),
-             len(futures), len(client.scheduler_info().get("workers", {})))
+        futures.append(
+            client.submit(
+                encode_shard,
+                i,
+                modality,
+                job.params,
+                cache_key,
+                str(job.cache_folder.resolve()),
+                job.info,
+                values,
+                key=key,
+                pure=False,
+                **where,
+            )
+        )
+    log.info(
+        "extract %s/%s: %d items in %d shards on %d workers",
+        modality,
+        job.info["encoder"],
+        len(job.values),
+        len(futures),
+        len(client.scheduler_info().get("workers", {})),
+    )
     try:
         shard_results: list[ShardResult] = client.gather(futures)
     except BaseException:
@@ -261,8 +291,14 @@ def extract_modality_dask(
         raise
     job.cache_folder.mkdir(parents=True, exist_ok=True)
     position = {iid: i for i, (iid, _) in enumerate(job.values)}
-    merged = merge_results([s.result for s in shard_results], job.info["encoder"], modality, int(job.info["dim"]),
-                           time.perf_counter() - start, position)
+    merged = merge_results(
+        [s.result for s in shard_results],
+        job.info["encoder"],
+        modality,
+        int(job.info["dim"]),
+        time.perf_counter() - start,
+        position,
+    )
     # every writer is done: safe to merge shard files. A content two shards encoded differently is
     # rewritten with the vector this run returns, in one shard replacing all (so a re-run, which
     # reads only the cache, returns the same bytes; no shard file name can win over it)

@@ -41,7 +41,9 @@ def block_bounds(n_users: int, block_users: int, chunk: int) -> list[tuple[int, 
     return [(s, min(s + size, n_users)) for s in range(0, n_users, size)]
 
 
-def score_block(model: Any, lo: int, hi: int, k: int, chunk: int, exclude: sp.csr_matrix | None) -> tuple[np.ndarray, np.ndarray]:
+def score_block(
+    model: Any, lo: int, hi: int, k: int, chunk: int, exclude: sp.csr_matrix | None
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-K of users lo..hi-1, chunk by chunk (a Dask task).
 
     Args:
@@ -51,7 +53,9 @@ def score_block(model: Any, lo: int, hi: int, k: int, chunk: int, exclude: sp.cs
         (item indices (hi-lo, k'), scores (hi-lo, k')), k' = min(k, n_items); masked entries -inf.
     """
     idx_parts, val_parts = [], []
-    for _, idx, val in iter_topk(model.score, np.arange(lo, hi, dtype=np.int64), k, chunk, seen=exclude, seen_offset=lo):
+    for _, idx, val in iter_topk(
+        model.score, np.arange(lo, hi, dtype=np.int64), k, chunk, seen=exclude, seen_offset=lo
+    ):
         idx_parts.append(idx)
         val_parts.append(val)
     return np.concatenate(idx_parts), np.concatenate(val_parts)
@@ -96,8 +100,17 @@ def write_recommendations_dask(
     def submit(i: int) -> Any:
         lo, hi = blocks[i]
         rows = exclude[lo:hi] if exclude is not None else None
-        return client.submit(score_block, remote_model, lo, hi, k, batch_size, rows, key=f"mmrec-score-block-{i:06d}-{time.time_ns()}",
-                             pure=False)
+        return client.submit(
+            score_block,
+            remote_model,
+            lo,
+            hi,
+            k,
+            batch_size,
+            rows,
+            key=f"mmrec-score-block-{i:06d}-{time.time_ns()}",
+            pure=False,
+        )
 
     pending: dict[int, Any] = {}
     nxt = 0

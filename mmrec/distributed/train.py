@@ -52,9 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     from mmrec.stages import run_evaluate, run_train
 
     args = parse_args(argv)
-    logging.basicConfig(level=os.environ.get("MMREC_LOG_LEVEL", "INFO").upper(),
-                        format=f"%(asctime)s %(levelname)s [rank {os.environ.get('RANK', '0')}] %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=os.environ.get("MMREC_LOG_LEVEL", "INFO").upper(),
+        format=f"%(asctime)s %(levelname)s [rank {os.environ.get('RANK', '0')}] %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     try:
         rank, size, backend = init_from_env(args.device)
         log.info("process %d of %d (backend %s)", rank, size, backend)
@@ -74,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
             summary["distributed"] = {"world_size": size, "backend": backend, "data_parallel": parallel}
             if args.evaluate:
                 report = run_evaluate(ctx, names)
-                summary["evaluate"] = {m: {"valid": r.get("valid"), "test": r.get("test")} for m, r in report["models"].items()}
+                summary["evaluate"] = {
+                    m: {"valid": r.get("valid"), "test": r.get("test")} for m, r in report["models"].items()
+                }
             print(json.dumps(summary, default=str))
     except MMRecError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -155,8 +155,16 @@ class LogMelStatsEncoder(Encoder):
         self._window = np.hanning(self.win).astype(np.float32)
 
     def preprocessing(self) -> dict[str, Any]:
-        return {"rate": SAMPLE_RATE, "n_mels": self.n_mels, "n_mfcc": self.n_mfcc, "n_fft": self.n_fft,
-                "win": self.win, "hop": self.hop, "max_seconds": self.max_seconds, "silence_db": self.silence_db}
+        return {
+            "rate": SAMPLE_RATE,
+            "n_mels": self.n_mels,
+            "n_mfcc": self.n_mfcc,
+            "n_fft": self.n_fft,
+            "win": self.win,
+            "hop": self.hop,
+            "max_seconds": self.max_seconds,
+            "silence_db": self.silence_db,
+        }
 
     def weights_hash(self) -> str:
         return "handcrafted-v1"
@@ -173,9 +181,9 @@ class LogMelStatsEncoder(Encoder):
         logmel = np.log(power @ self._fb.T + 1e-6)  # (T, n_mels)
         mfcc = dct(logmel, type=2, norm="ortho", axis=1)[:, : self.n_mfcc]  # (T, n_mfcc)
         delta = np.diff(mfcc, axis=0) if len(mfcc) > 1 else np.zeros_like(mfcc)
-        return np.concatenate(
-            [logmel.mean(0), logmel.std(0), mfcc.mean(0), mfcc.std(0), delta.std(0)]
-        ).astype(np.float32)
+        return np.concatenate([logmel.mean(0), logmel.std(0), mfcc.mean(0), mfcc.std(0), delta.std(0)]).astype(
+            np.float32
+        )
 
     def prepare(self, raw: bytes) -> np.ndarray:
         return self.features(load_audio(raw, self.max_seconds, self.silence_db))
@@ -247,15 +255,25 @@ class WhisperTinyEncoder(TorchEncoder):
             folder = self._folder()
             files = []
             if folder is not None:
-                files = [folder] if folder.is_file() else sorted(
-                    [*folder.glob("model.bin"), *folder.glob("*.safetensors"), *folder.glob("pytorch_model*.bin")]
+                files = (
+                    [folder]
+                    if folder.is_file()
+                    else sorted(
+                        [*folder.glob("model.bin"), *folder.glob("*.safetensors"), *folder.glob("pytorch_model*.bin")]
+                    )
                 )
             self._weights_hash = files_sha256(files) if files else state_dict_sha256(self.model.state_dict())
         return self._weights_hash
 
     def preprocessing(self) -> dict[str, Any]:
-        return {"rate": SAMPLE_RATE, "mel": "whisper-80", "window": self.window, "max_seconds": self.max_seconds,
-                "silence_db": self.silence_db, "pooling": "mean_real_frames"}
+        return {
+            "rate": SAMPLE_RATE,
+            "mel": "whisper-80",
+            "window": self.window,
+            "max_seconds": self.max_seconds,
+            "silence_db": self.silence_db,
+            "pooling": "mean_real_frames",
+        }
 
     @property
     def feature_extractor(self) -> Any:
@@ -359,7 +377,11 @@ class WhisperTinyEncoder(TorchEncoder):
         if (folder / "config.json").is_file() and not (folder / "model.bin").is_file():
             return WhisperModel.from_pretrained(str(folder)).get_encoder()
         state, dims = self._converted_state(folder)
-        kwargs: dict[str, Any] = {**dims, "decoder_layers": 1, "decoder_attention_heads": dims["encoder_attention_heads"]}
+        kwargs: dict[str, Any] = {
+            **dims,
+            "decoder_layers": 1,
+            "decoder_attention_heads": dims["encoder_attention_heads"],
+        }
         config = WhisperConfig(**kwargs)
         model = WhisperEncoder(config)
         missing, unexpected = model.load_state_dict(state, strict=False)

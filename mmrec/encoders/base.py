@@ -305,7 +305,10 @@ class TorchEncoder(Encoder):
             if not (cos >= MIN_PRECISION_COSINE) or not np.isfinite(out).all():
                 log.warning(
                     "%s: %s vectors reach only cosine %.4f of fp32 (< %.2f); falling back to fp32",
-                    self.id, precision, cos, MIN_PRECISION_COSINE,
+                    self.id,
+                    precision,
+                    cos,
+                    MIN_PRECISION_COSINE,
                 )
                 self._precision = "fp32"
                 self.precision_check["fallback"] = "fp32"

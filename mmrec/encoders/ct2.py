@@ -110,23 +110,25 @@ def whisper_encoder_state_dict(variables: dict[str, np.ndarray]) -> tuple[dict[s
         qkv_w, qkv_b = get(src + "self_attention/linear_0/weight"), get(src + "self_attention/linear_0/bias")
         q_w, k_w, v_w = np.split(qkv_w, 3, axis=0)
         q_b, _k_b, v_b = np.split(qkv_b, 3, axis=0)
-        sd.update({
-            dst + "self_attn.q_proj.weight": t(q_w),
-            dst + "self_attn.q_proj.bias": t(q_b),
-            dst + "self_attn.k_proj.weight": t(k_w),
-            dst + "self_attn.v_proj.weight": t(v_w),
-            dst + "self_attn.v_proj.bias": t(v_b),
-            dst + "self_attn.out_proj.weight": t(get(src + "self_attention/linear_1/weight")),
-            dst + "self_attn.out_proj.bias": t(get(src + "self_attention/linear_1/bias")),
-            dst + "self_attn_layer_norm.weight": t(get(src + "self_attention/layer_norm/gamma")),
-            dst + "self_attn_layer_norm.bias": t(get(src + "self_attention/layer_norm/beta")),
-            dst + "fc1.weight": t(get(src + "ffn/linear_0/weight")),
-            dst + "fc1.bias": t(get(src + "ffn/linear_0/bias")),
-            dst + "fc2.weight": t(get(src + "ffn/linear_1/weight")),
-            dst + "fc2.bias": t(get(src + "ffn/linear_1/bias")),
-            dst + "final_layer_norm.weight": t(get(src + "ffn/layer_norm/gamma")),
-            dst + "final_layer_norm.bias": t(get(src + "ffn/layer_norm/beta")),
-        })
+        sd.update(
+            {
+                dst + "self_attn.q_proj.weight": t(q_w),
+                dst + "self_attn.q_proj.bias": t(q_b),
+                dst + "self_attn.k_proj.weight": t(k_w),
+                dst + "self_attn.v_proj.weight": t(v_w),
+                dst + "self_attn.v_proj.bias": t(v_b),
+                dst + "self_attn.out_proj.weight": t(get(src + "self_attention/linear_1/weight")),
+                dst + "self_attn.out_proj.bias": t(get(src + "self_attention/linear_1/bias")),
+                dst + "self_attn_layer_norm.weight": t(get(src + "self_attention/layer_norm/gamma")),
+                dst + "self_attn_layer_norm.bias": t(get(src + "self_attention/layer_norm/beta")),
+                dst + "fc1.weight": t(get(src + "ffn/linear_0/weight")),
+                dst + "fc1.bias": t(get(src + "ffn/linear_0/bias")),
+                dst + "fc2.weight": t(get(src + "ffn/linear_1/weight")),
+                dst + "fc2.bias": t(get(src + "ffn/linear_1/bias")),
+                dst + "final_layer_norm.weight": t(get(src + "ffn/layer_norm/gamma")),
+                dst + "final_layer_norm.bias": t(get(src + "ffn/layer_norm/beta")),
+            }
+        )
     heads = variables.get("encoder/num_heads")
     dims = {
         "d_model": d_model,

@@ -159,8 +159,9 @@ class ImageTransform:
         from PIL import Image
 
         r = Image.Resampling
-        return {"bicubic": r.BICUBIC, "bilinear": r.BILINEAR, "nearest": r.NEAREST,
-                "lanczos": r.LANCZOS}.get(self.interpolation, r.BICUBIC)
+        return {"bicubic": r.BICUBIC, "bilinear": r.BILINEAR, "nearest": r.NEAREST, "lanczos": r.LANCZOS}.get(
+            self.interpolation, r.BICUBIC
+        )
 
     def __call__(self, img: Any) -> np.ndarray:
         from PIL import Image
@@ -331,7 +332,9 @@ class EfficientNetLite0Encoder(ImageEncoder):
 
         cfg = timm.models.get_pretrained_cfg(self.timm_name)
         if cfg is None:
-            raise ConfigError(f"timm has no pretrained config for {self.timm_name!r}; upgrade timm or pick another encoder")
+            raise ConfigError(
+                f"timm has no pretrained config for {self.timm_name!r}; upgrade timm or pick another encoder"
+            )
         return resolve_data_config({}, pretrained_cfg=cfg.to_dict())
 
     def _timm_state_dict(self, model: Any) -> dict[str, Any]:

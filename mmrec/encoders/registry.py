@@ -15,7 +15,13 @@ if TYPE_CHECKING:
 # (they import torch/transformers lazily themselves).
 ENCODERS: Registry[type[Encoder]] = Registry(
     "encoder",
-    ("mmrec.encoders.text", "mmrec.encoders.image", "mmrec.encoders.audio", "mmrec.encoders.video", "mmrec.encoders.tiny"),
+    (
+        "mmrec.encoders.text",
+        "mmrec.encoders.image",
+        "mmrec.encoders.audio",
+        "mmrec.encoders.video",
+        "mmrec.encoders.tiny",
+    ),
     ConfigError,
 )
 

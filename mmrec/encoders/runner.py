@@ -156,12 +156,14 @@ def run_extraction(
 
     def fail(item_id: str, reason: str, cached: bool = False) -> None:
         src = sources.get(item_id)
-        result.failures.append({
-            "item_id": item_id,
-            "source": str(src)[:200] if encoder.modality != "text" else None,
-            "reason": reason,
-            "cached": cached,
-        })
+        result.failures.append(
+            {
+                "item_id": item_id,
+                "source": str(src)[:200] if encoder.modality != "text" else None,
+                "reason": reason,
+                "cached": cached,
+            }
+        )
 
     def run_batch() -> None:
         nonlocal batch
@@ -248,8 +250,14 @@ def run_extraction(
                 if now - last_log > LOG_EVERY_S:
                     last_log = now
                     line = rate.line(done)
-                    log.info("%s: %s; %d encoded, %d cached, %d failed", encoder.id, line, result.encoded,
-                             result.cached, result.failed)
+                    log.info(
+                        "%s: %s; %d encoded, %d cached, %d failed",
+                        encoder.id,
+                        line,
+                        result.encoded,
+                        result.cached,
+                        result.failed,
+                    )
                     report_progress(progress_key, done, len(todo), f"{encoder.id}: {line}")
             run_batch()
     finally:
@@ -271,7 +279,8 @@ def run_extraction(
     result.content_hashes = [content[i] for i in ids]
     result.vectors = (
         np.stack([cache.vectors[content[i]] for i in ids]).astype(np.float32)
-        if ids else np.zeros((0, encoder.dim), np.float32)
+        if ids
+        else np.zeros((0, encoder.dim), np.float32)
     )
     result.failures.sort(key=lambda f: order.get(f["item_id"], 0))
     result.seconds = time.perf_counter() - start

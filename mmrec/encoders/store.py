@@ -98,7 +98,9 @@ class FeatureCache:
             except Exception as exc:  # noqa: BLE001
                 log.warning("%s: unreadable cache shard skipped (%s)", shard, exc)
                 continue
-            for h, reason in zip(table.column(CONTENT_HASH).to_pylist(), table.column("reason").to_pylist(), strict=True):
+            for h, reason in zip(
+                table.column(CONTENT_HASH).to_pylist(), table.column("reason").to_pylist(), strict=True
+            ):
                 self.failures[h] = reason
         for h in self.vectors:  # a later success wins over an old failure
             self.failures.pop(h, None)
@@ -147,10 +149,12 @@ class FeatureCache:
                 pq.write_table(table, tmp)
             self._pending_vectors = []
         if self._pending_failures:
-            table = pa.table({
-                CONTENT_HASH: pa.array([h for h, _ in self._pending_failures], pa.string()),
-                "reason": pa.array([r for _, r in self._pending_failures], pa.string()),
-            })
+            table = pa.table(
+                {
+                    CONTENT_HASH: pa.array([h for h, _ in self._pending_failures], pa.string()),
+                    "reason": pa.array([r for _, r in self._pending_failures], pa.string()),
+                }
+            )
             with atomic_path(self._shard_name("failures")) as tmp:
                 pq.write_table(table, tmp)
             self._pending_failures = []
@@ -168,10 +172,12 @@ class FeatureCache:
         shards = self._shards("vectors")
         if len(shards) > max_shards and self.vectors:
             hashes = list(self.vectors)
-            table = pa.table({
-                CONTENT_HASH: pa.array(hashes, pa.string()),
-                VECTOR: vectors_to_arrow(np.stack([self.vectors[h] for h in hashes])),
-            })
+            table = pa.table(
+                {
+                    CONTENT_HASH: pa.array(hashes, pa.string()),
+                    VECTOR: vectors_to_arrow(np.stack([self.vectors[h] for h in hashes])),
+                }
+            )
             with atomic_path(self._shard_name("vectors")) as tmp:
                 pq.write_table(table, tmp)
             for s in shards:
@@ -179,10 +185,12 @@ class FeatureCache:
         fshards = self._shards("failures")
         if len(fshards) > max_shards:
             hashes = list(self.failures)
-            table = pa.table({
-                CONTENT_HASH: pa.array(hashes, pa.string()),
-                "reason": pa.array([self.failures[h] for h in hashes], pa.string()),
-            })
+            table = pa.table(
+                {
+                    CONTENT_HASH: pa.array(hashes, pa.string()),
+                    "reason": pa.array([self.failures[h] for h in hashes], pa.string()),
+                }
+            )
             with atomic_path(self._shard_name("failures")) as tmp:
                 pq.write_table(table, tmp)
             for s in fshards:

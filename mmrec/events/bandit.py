@@ -52,8 +52,9 @@ class ThompsonBandit:
         seed: the sampler's seed (None: fresh entropy).
     """
 
-    def __init__(self, strategies: Sequence[str], prior_alpha: float = 1.0, prior_beta: float = 1.0,
-                 seed: int | None = None) -> None:
+    def __init__(
+        self, strategies: Sequence[str], prior_alpha: float = 1.0, prior_beta: float = 1.0, seed: int | None = None
+    ) -> None:
         if not strategies:
             raise ValueError("a bandit needs at least one strategy")
         self.strategies = tuple(strategies)

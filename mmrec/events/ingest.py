@@ -52,7 +52,9 @@ def events_frame(store: EventStore) -> pd.DataFrame:
     return frame.astype({"event_id": str, "user_id": str, "item_id": str, "event": str})[COLUMNS]
 
 
-def validate_events(frame: pd.DataFrame, valid_items: list[str] | None, validate: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
+def validate_events(
+    frame: pd.DataFrame, valid_items: list[str] | None, validate: Any
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(valid rows, quarantined rows with `check` and `reason`) under the interactions suite."""
     from mmrec.validation.suites import SuiteRunner, interactions_checks
 
@@ -126,15 +128,25 @@ def ingest_events(ctx: StageContext, store: EventStore | None = None) -> dict[st
     valid = valid.sort_values([TIMESTAMP, EVENT_ID], kind="stable").reset_index(drop=True)
     _write(valid, snapshot_path(ctx.paths))
     _write(quarantined, quarantine_path(ctx.paths))
-    report = {"dataset": ctx.spec.name, "store": kind, "read": read, "duplicates": duplicates, "forgotten": forgotten,
-              "quarantined": len(quarantined), "rows": len(valid), "path": str(snapshot_path(ctx.paths)),
-              "reasons": quarantined["reason"].value_counts().head(20).to_dict() if len(quarantined) else {}}
+    report = {
+        "dataset": ctx.spec.name,
+        "store": kind,
+        "read": read,
+        "duplicates": duplicates,
+        "forgotten": forgotten,
+        "quarantined": len(quarantined),
+        "rows": len(valid),
+        "path": str(snapshot_path(ctx.paths)),
+        "reasons": quarantined["reason"].value_counts().head(20).to_dict() if len(quarantined) else {},
+    }
     out = ctx.paths.reports / "events_ingest.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(report, indent=2) + "\n")
     os.replace(tmp, out)
-    log.info("event log: %d read, %d duplicates, %d quarantined, %d ingested", read, duplicates, len(quarantined), len(valid))
+    log.info(
+        "event log: %d read, %d duplicates, %d quarantined, %d ingested", read, duplicates, len(quarantined), len(valid)
+    )
     return report
 
 

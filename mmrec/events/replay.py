@@ -67,16 +67,28 @@ class ReplayResult:
     seconds: float = 0.0
 
     def summary(self) -> dict[str, Any]:
-        per = {p: {f"hit_rate@{self.k}": round(self.hits[p] / max(self.events, 1), 5),
-                   f"recall@{self.k}": round(self.recall[p], 5)} for p in self.policies}
+        per = {
+            p: {
+                f"hit_rate@{self.k}": round(self.hits[p] / max(self.events, 1), 5),
+                f"recall@{self.k}": round(self.recall[p], 5),
+            }
+            for p in self.policies
+        }
         share = {s: round(self.picks.count(s) / max(len(self.picks), 1), 4) for s in sorted(set(self.picks))}
-        last = self.picks[-max(len(self.picks) // 5, 1):]
+        last = self.picks[-max(len(self.picks) // 5, 1) :]
         late = {s: round(last.count(s) / max(len(last), 1), 4) for s in sorted(set(last))}
-        return {"k": self.k, "events": self.events, "policies": per, "adaptive_picks": share,
-                "adaptive_picks_last_fifth": late,
-                "posteriors": {seg: {s: {"alpha": a, "beta": b, "mean": round(a / (a + b), 4)} for s, (a, b) in arms.items()}
-                               for seg, arms in self.posteriors.items()},
-                "seconds": round(self.seconds, 2)}
+        return {
+            "k": self.k,
+            "events": self.events,
+            "policies": per,
+            "adaptive_picks": share,
+            "adaptive_picks_last_fifth": late,
+            "posteriors": {
+                seg: {s: {"alpha": a, "beta": b, "mean": round(a / (a + b), 4)} for s, (a, b) in arms.items()}
+                for seg, arms in self.posteriors.items()
+            },
+            "seconds": round(self.seconds, 2),
+        }
 
 
 def replay(
@@ -110,7 +122,9 @@ def replay(
     bandit = ThompsonBandit(arms_names, params.prior_alpha, params.prior_beta, seed)
     counts: dict[str, dict[str, list[float]]] = defaultdict(lambda: {s: [0.0, 0.0] for s in arms_names})
     recent: dict[str, list[str]] = defaultdict(list)  # newest first
-    caught: dict[str, dict[str, set[str]]] = {p: defaultdict(set) for p in policies}  # items on a list before consumption
+    caught: dict[str, dict[str, set[str]]] = {
+        p: defaultdict(set) for p in policies
+    }  # items on a list before consumption
     wanted: dict[str, set[str]] = defaultdict(set)
     result = ReplayResult(k=k, policies=policies, hits=dict.fromkeys(policies, 0))
     running = dict.fromkeys(policies, 0)
@@ -141,12 +155,16 @@ def replay(
             for p in policies:
                 result.curve[p].append(running[p] / n)
         recent[user].insert(0, item)
-        del recent[user][params.history_length:]
+        del recent[user][params.history_length :]
     result.events = len(order)
     result.hits = running
-    result.recall = {p: float(np.mean([len(caught[p][u] & w) / len(w) for u, w in wanted.items()])) if wanted else 0.0
-                     for p in policies}
-    result.posteriors = {seg: bandit.posteriors({s: Arm(*c) for s, c in arms.items()}) for seg, arms in sorted(counts.items())}
+    result.recall = {
+        p: float(np.mean([len(caught[p][u] & w) / len(w) for u, w in wanted.items()])) if wanted else 0.0
+        for p in policies
+    }
+    result.posteriors = {
+        seg: bandit.posteriors({s: Arm(*c) for s, c in arms.items()}) for seg, arms in sorted(counts.items())
+    }
     result.seconds = time.perf_counter() - start
     return result
 
@@ -162,8 +180,14 @@ def plot_learning_curve(result: ReplayResult, title: str, path: Path) -> Path:
     styles = {STATIC: ("black", "--"), ADAPTIVE: ("crimson", "-")}
     for p in result.policies:
         color, line = styles.get(p, (None, ":"))
-        left.plot(result.checkpoints, result.curve[p], label=p, color=color, linestyle=line,
-                  linewidth=2.2 if p == ADAPTIVE else 1.4)
+        left.plot(
+            result.checkpoints,
+            result.curve[p],
+            label=p,
+            color=color,
+            linestyle=line,
+            linewidth=2.2 if p == ADAPTIVE else 1.4,
+        )
     left.set_xlabel("test events replayed (time order)")
     left.set_ylabel(f"running hit rate @{result.k}")
     left.set_title("hit rate of each policy")
@@ -220,7 +244,9 @@ def _fused_similar(ctx: StageContext, model: Any, item_pos: dict[str, int]) -> A
     return index.similar
 
 
-def _nightly_lists(model: Any, users: Sequence[str], known: dict[str, list[str]], k: int) -> dict[str, list[tuple[str, float]]]:
+def _nightly_lists(
+    model: Any, users: Sequence[str], known: dict[str, list[str]], k: int
+) -> dict[str, list[tuple[str, float]]]:
     """The nightly job's lists: model scores, training and validation items masked, top `k`."""
     from mmrec.ranking import mask, topk
 
@@ -230,7 +256,7 @@ def _nightly_lists(model: Any, users: Sequence[str], known: dict[str, list[str]]
     out: dict[str, list[tuple[str, float]]] = {}
     in_model = [u for u in users if u in pos_u]
     for start in range(0, len(in_model), 256):
-        batch = in_model[start:start + 256]
+        batch = in_model[start : start + 256]
         scores = model.score(np.asarray([pos_u[u] for u in batch], dtype=np.int64))
         for u, row in zip(batch, scores, strict=True):
             row = mask(np.array(row, dtype=np.float32), [pos_i[i] for i in known.get(u, []) if i in pos_i])
@@ -239,8 +265,14 @@ def _nightly_lists(model: Any, users: Sequence[str], known: dict[str, list[str]]
     return out
 
 
-def run_replay(ctx: StageContext, model_name: str | None = None, k: int = 20, seed: int = 0,
-               max_events: int | None = None, docs_dir: Path | None = None) -> dict[str, Any]:
+def run_replay(
+    ctx: StageContext,
+    model_name: str | None = None,
+    k: int = 20,
+    seed: int = 0,
+    max_events: int | None = None,
+    docs_dir: Path | None = None,
+) -> dict[str, Any]:
     """Replay the dataset's test period (see the module docstring); write the JSON and the figure.
 
     Args:
@@ -266,8 +298,10 @@ def run_replay(ctx: StageContext, model_name: str | None = None, k: int = 20, se
 
         found = champion(ctx)
         if found is None:
-            raise StageError(f"no trained model for {ctx.spec.name!r}: run `mmrec pipeline --dataset "
-                             f"{ctx.spec.spec_path or 'PATH/dataset.yaml'}` (or `mmrec evaluate`) first")
+            raise StageError(
+                f"no trained model for {ctx.spec.name!r}: run `mmrec pipeline --dataset "
+                f"{ctx.spec.spec_path or 'PATH/dataset.yaml'}` (or `mmrec evaluate`) first"
+            )
         model: Any = found[0]
         model_name = str(found[1]["model"])
     else:
@@ -275,8 +309,10 @@ def run_replay(ctx: StageContext, model_name: str | None = None, k: int = 20, se
 
         folder = ctx.paths.model_dir(model_name)
         if not (folder / "model.json").is_file():
-            raise StageError(f"{folder}: no trained {model_name!r} model; run `mmrec evaluate --dataset ... --models "
-                             f"{model_name}` first")
+            raise StageError(
+                f"{folder}: no trained {model_name!r} model; run `mmrec evaluate --dataset ... --models "
+                f"{model_name}` first"
+            )
         model = load_model(folder)
     frames, meta = read_split_frames(ctx.paths, ctx.params.split.kind)
     test = frames.test
@@ -290,14 +326,18 @@ def run_replay(ctx: StageContext, model_name: str | None = None, k: int = 20, se
     strategies = Strategies(model, item_pos, _fused_similar(ctx, model, item_pos), params.realtime_weight, params.rrf_k)
     log.info("replaying %d test events of %d users against %s", len(test), len(users), model_name)
     result = replay(strategies, nightly, history, test, params, k=k, seed=seed)
-    summary = {"dataset": ctx.spec.name, "model": model_name, "split": {"kind": ctx.params.split.kind, "hash": meta.get("hash")},
-               **result.summary()}
+    summary = {
+        "dataset": ctx.spec.name,
+        "model": model_name,
+        "split": {"kind": ctx.params.split.kind, "hash": meta.get("hash")},
+        **result.summary(),
+    }
     out = ctx.paths.reports / "replay.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(summary, indent=2) + "\n")
     os.replace(tmp, out)
-    title = (f"{ctx.spec.name}: replay of {result.events} test events, K={k}, nightly model {model_name}")
+    title = f"{ctx.spec.name}: replay of {result.events} test events, K={k}, nightly model {model_name}"
     figure = plot_learning_curve(result, title, ctx.paths.reports / "replay_learning_curve.png")
     summary["figure"] = str(figure)
     if docs_dir is not None:

@@ -65,7 +65,9 @@ def parse_timestamp(value: Any, now: float) -> float:
         try:
             ts = pd.Timestamp(value)
         except (ValueError, OverflowError) as exc:
-            raise ValueError(f"timestamp {value[:40]!r} does not parse as ISO-8601 (e.g. 2026-01-31T12:00:00Z)") from exc
+            raise ValueError(
+                f"timestamp {value[:40]!r} does not parse as ISO-8601 (e.g. 2026-01-31T12:00:00Z)"
+            ) from exc
         if ts is pd.NaT:
             raise ValueError(f"timestamp {value[:40]!r} is not a time")
         if ts.tzinfo is None:
@@ -112,8 +114,14 @@ def check_events(
             ts = parse_timestamp(row.get("timestamp"), now)
             if not bounds[0] <= ts <= bounds[1]:
                 lo, hi = (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(b)) for b in bounds)
-                problems.append(Problem(i, "timestamp", f"timestamp {row.get('timestamp')!r} is outside the accepted range "
-                                        f"{lo} .. {hi} (validate.timestamp_min / future_tolerance)"))
+                problems.append(
+                    Problem(
+                        i,
+                        "timestamp",
+                        f"timestamp {row.get('timestamp')!r} is outside the accepted range "
+                        f"{lo} .. {hi} (validate.timestamp_min / future_tolerance)",
+                    )
+                )
                 bad = True
         except ValueError as exc:
             problems.append(Problem(i, "timestamp", str(exc)))
@@ -128,8 +136,14 @@ def check_events(
         content = (ev.user_id, ev.item_id, ev.event, ev.timestamp)
         if ev.event_id in seen:
             if seen[ev.event_id] != content:
-                problems.append(Problem(i, "event_id", f"event_id {ev.event_id!r} repeats an earlier row of this batch "
-                                        "with different content (event ids must be unique)"))
+                problems.append(
+                    Problem(
+                        i,
+                        "event_id",
+                        f"event_id {ev.event_id!r} repeats an earlier row of this batch "
+                        "with different content (event ids must be unique)",
+                    )
+                )
             continue  # an exact repeat is the same event: kept once
         seen[ev.event_id] = content
         events.append(ev)

@@ -143,7 +143,9 @@ class SqliteEventStore:
                 con.execute("PRAGMA synchronous=NORMAL")  # durable at each WAL checkpoint; no fsync per event
                 con.execute("PRAGMA busy_timeout=10000")
             except sqlite3.Error as exc:
-                raise ServiceUnavailable("sqlite", str(self.path), f"event store {self.path.name}: cannot open: {exc}") from exc
+                raise ServiceUnavailable(
+                    "sqlite", str(self.path), f"event store {self.path.name}: cannot open: {exc}"
+                ) from exc
             self._local.con = con
         return con
 
@@ -169,7 +171,8 @@ class SqliteEventStore:
             for ev in events:
                 cur = con.execute(
                     "INSERT OR IGNORE INTO events (event_id, user_id, item_id, event, ts, received) VALUES (?,?,?,?,?,?)",
-                    (ev.event_id, ev.user_id, ev.item_id, ev.event, ev.timestamp, now))
+                    (ev.event_id, ev.user_id, ev.item_id, ev.event, ev.timestamp, now),
+                )
                 if cur.rowcount == 0:
                     continue
                 accepted += 1
@@ -180,21 +183,30 @@ class SqliteEventStore:
     def _attribute(self, con: sqlite3.Connection, ev: Event) -> int:
         rows = con.execute(
             "SELECT seq, segment, strategy, items, rewarded FROM impressions WHERE user_id = ? ORDER BY seq DESC LIMIT ?",
-            (ev.user_id, self.params.attribution_impressions)).fetchall()
+            (ev.user_id, self.params.attribution_impressions),
+        ).fetchall()
         for seq, segment, strategy, items, done in rows:
             if done or ev.item_id not in json.loads(items):
                 continue
             con.execute("UPDATE impressions SET rewarded = 1 WHERE seq = ?", (seq,))
-            con.execute("UPDATE bandit SET rewarded = rewarded + 1 WHERE segment = ? AND strategy = ?", (segment, strategy))
+            con.execute(
+                "UPDATE bandit SET rewarded = rewarded + 1 WHERE segment = ? AND strategy = ?", (segment, strategy)
+            )
             return 1
         return 0
 
     def recent(self, user_id: str, limit: int | None = None) -> list[Event]:
         limit = min(limit or self.params.history_length, self.params.history_length)
         since = time.time() - self.params.recent_ttl_seconds
-        rows = self._con().execute(
-            "SELECT event_id, user_id, item_id, event, ts FROM events WHERE user_id = ? AND received >= ? "
-            "ORDER BY seq DESC LIMIT ?", (user_id, since, limit)).fetchall()
+        rows = (
+            self._con()
+            .execute(
+                "SELECT event_id, user_id, item_id, event, ts FROM events WHERE user_id = ? AND received >= ? "
+                "ORDER BY seq DESC LIMIT ?",
+                (user_id, since, limit),
+            )
+            .fetchall()
+        )
         return [Event(*r) for r in rows]
 
     def log_impression(self, impression: Impression) -> None:
@@ -204,21 +216,37 @@ class SqliteEventStore:
         """Each impression and its trial of (segment, strategy), in one transaction."""
         with self._write() as con:
             for imp in impressions:
-                con.execute("INSERT INTO impressions (impression_id, user_id, segment, strategy, items, ts) VALUES (?,?,?,?,?,?)",
-                            (imp.impression_id, imp.user_id, imp.segment, imp.strategy, json.dumps(list(imp.item_ids)),
-                             imp.timestamp))
-                con.execute("INSERT INTO bandit (segment, strategy, shown) VALUES (?, ?, 1) "
-                            "ON CONFLICT (segment, strategy) DO UPDATE SET shown = shown + 1", (imp.segment, imp.strategy))
+                con.execute(
+                    "INSERT INTO impressions (impression_id, user_id, segment, strategy, items, ts) VALUES (?,?,?,?,?,?)",
+                    (
+                        imp.impression_id,
+                        imp.user_id,
+                        imp.segment,
+                        imp.strategy,
+                        json.dumps(list(imp.item_ids)),
+                        imp.timestamp,
+                    ),
+                )
+                con.execute(
+                    "INSERT INTO bandit (segment, strategy, shown) VALUES (?, ?, 1) "
+                    "ON CONFLICT (segment, strategy) DO UPDATE SET shown = shown + 1",
+                    (imp.segment, imp.strategy),
+                )
 
     def active_users(self, since: float) -> dict[str, float]:
         """Users with an event received after `since` (epoch seconds) -> their latest receive time."""
-        rows = self._con().execute("SELECT user_id, MAX(received) FROM events WHERE received > ? GROUP BY user_id",
-                                   (since,)).fetchall()
+        rows = (
+            self._con()
+            .execute("SELECT user_id, MAX(received) FROM events WHERE received > ? GROUP BY user_id", (since,))
+            .fetchall()
+        )
         return {u: float(t) for u, t in rows}
 
     def arms(self) -> dict[str, dict[str, Arm]]:
         out: dict[str, dict[str, Arm]] = {}
-        for segment, strategy, shown, rewarded in self._con().execute("SELECT segment, strategy, shown, rewarded FROM bandit"):
+        for segment, strategy, shown, rewarded in self._con().execute(
+            "SELECT segment, strategy, shown, rewarded FROM bandit"
+        ):
             out.setdefault(segment, {})[strategy] = Arm(shown, rewarded)
         return out
 
@@ -228,7 +256,9 @@ class SqliteEventStore:
             yield Event(*row)
 
     def impressions(self) -> Iterator[Impression]:
-        cur = self._con().execute("SELECT user_id, segment, strategy, items, ts, impression_id FROM impressions ORDER BY seq")
+        cur = self._con().execute(
+            "SELECT user_id, segment, strategy, items, ts, impression_id FROM impressions ORDER BY seq"
+        )
         for user, segment, strategy, items, ts, iid in cur:
             yield Impression(user, segment, strategy, tuple(json.loads(items)), ts, iid)
 
@@ -298,7 +328,9 @@ class RedisEventStore:
 
     kind = "redis"
 
-    def __init__(self, url: str, prefix: str, params: EventsParams | None = None, dedup_seconds: int = 7 * 86400) -> None:
+    def __init__(
+        self, url: str, prefix: str, params: EventsParams | None = None, dedup_seconds: int = 7 * 86400
+    ) -> None:
         import redis
 
         self.url = url
@@ -329,12 +361,28 @@ class RedisEventStore:
         pipe = self.client.pipeline(transaction=False)
         for ev in events:
             self._append(
-                keys=[self._k("eid", ev.event_id), self._k("log"), self._k("recent", ev.user_id),
-                      self._k("imp", ev.user_id), self._k("bandit"), self._k("active")],
-                args=[ev.event_id, ev.user_id, ev.item_id, ev.event, repr(ev.timestamp), repr(now),
-                      self.params.history_length, self.params.recent_ttl_seconds, self.dedup_seconds,
-                      "1" if ev.event in reward_types else "0"],
-                client=pipe)
+                keys=[
+                    self._k("eid", ev.event_id),
+                    self._k("log"),
+                    self._k("recent", ev.user_id),
+                    self._k("imp", ev.user_id),
+                    self._k("bandit"),
+                    self._k("active"),
+                ],
+                args=[
+                    ev.event_id,
+                    ev.user_id,
+                    ev.item_id,
+                    ev.event,
+                    repr(ev.timestamp),
+                    repr(now),
+                    self.params.history_length,
+                    self.params.recent_ttl_seconds,
+                    self.dedup_seconds,
+                    "1" if ev.event in reward_types else "0",
+                ],
+                client=pipe,
+            )
         results = self._call(pipe.execute) if events else []
         accepted = sum(1 for r in results if int(r) > 0)
         return AppendResult(accepted, len(events) - accepted, sum(1 for r in results if int(r) == 2))
@@ -358,12 +406,28 @@ class RedisEventStore:
         pipeline (MULTI) for the whole batch."""
         pipe = self.client.pipeline(transaction=True)
         for imp in impressions:
-            entry = json.dumps({"id": imp.impression_id, "seg": imp.segment, "s": imp.strategy,
-                                "items": list(imp.item_ids), "ts": imp.timestamp, "r": 0})
+            entry = json.dumps(
+                {
+                    "id": imp.impression_id,
+                    "seg": imp.segment,
+                    "s": imp.strategy,
+                    "items": list(imp.item_ids),
+                    "ts": imp.timestamp,
+                    "r": 0,
+                }
+            )
             key = self._k("imp", imp.user_id)
-            pipe.xadd(self._k("impressions"), {"impression_id": imp.impression_id, "user_id": imp.user_id,
-                                               "segment": imp.segment, "strategy": imp.strategy,
-                                               "items": json.dumps(list(imp.item_ids)), "ts": repr(imp.timestamp)})
+            pipe.xadd(
+                self._k("impressions"),
+                {
+                    "impression_id": imp.impression_id,
+                    "user_id": imp.user_id,
+                    "segment": imp.segment,
+                    "strategy": imp.strategy,
+                    "items": json.dumps(list(imp.item_ids)),
+                    "ts": repr(imp.timestamp),
+                },
+            )
             pipe.lpush(key, entry)
             pipe.ltrim(key, 0, self.params.attribution_impressions - 1)
             pipe.expire(key, self.params.recent_ttl_seconds)
@@ -403,13 +467,24 @@ class RedisEventStore:
 
     def events(self) -> Iterator[Event]:
         for _, f in self._stream(self._k("log")):
-            yield Event(f[b"event_id"].decode(), f[b"user_id"].decode(), f[b"item_id"].decode(), f[b"event"].decode(),
-                        float(f[b"ts"]))
+            yield Event(
+                f[b"event_id"].decode(),
+                f[b"user_id"].decode(),
+                f[b"item_id"].decode(),
+                f[b"event"].decode(),
+                float(f[b"ts"]),
+            )
 
     def impressions(self) -> Iterator[Impression]:
         for _, f in self._stream(self._k("impressions")):
-            yield Impression(f[b"user_id"].decode(), f[b"segment"].decode(), f[b"strategy"].decode(),
-                             tuple(json.loads(f[b"items"])), float(f[b"ts"]), f[b"impression_id"].decode())
+            yield Impression(
+                f[b"user_id"].decode(),
+                f[b"segment"].decode(),
+                f[b"strategy"].decode(),
+                tuple(json.loads(f[b"items"])),
+                float(f[b"ts"]),
+                f[b"impression_id"].decode(),
+            )
 
     def erase_user(self, user_id: str) -> dict[str, int]:
         """Delete the user's stream entries (log and impressions), recent list, impression list and
@@ -420,7 +495,7 @@ class RedisEventStore:
         for key, name in ((self._k("log"), "events"), (self._k("impressions"), "impressions")):
             doomed = [(sid, f.get(b"event_id")) for sid, f in self._stream(key) if f.get(b"user_id") == uid]
             for start in range(0, len(doomed), 1000):
-                chunk = doomed[start:start + 1000]
+                chunk = doomed[start : start + 1000]
                 self._call(self.client.xdel, key, *[sid for sid, _ in chunk])
                 eids = [self._k("eid", e.decode()) for _, e in chunk if e is not None]
                 if eids:

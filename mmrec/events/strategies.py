@@ -60,8 +60,14 @@ class Strategies:
         rrf_k: reciprocal-rank fusion constant.
     """
 
-    def __init__(self, model: Any, item_pos: Mapping[str, int], similar: Similar | None = None,
-                 realtime_weight: float = 0.5, rrf_k: float = 10.0) -> None:
+    def __init__(
+        self,
+        model: Any,
+        item_pos: Mapping[str, int],
+        similar: Similar | None = None,
+        realtime_weight: float = 0.5,
+        rrf_k: float = 10.0,
+    ) -> None:
         self.model = model
         self.item_pos = item_pos
         self.similar = similar

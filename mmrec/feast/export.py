@@ -35,7 +35,6 @@ from mmrec.tracking.registry import load_champion, registry_state
 from mmrec.tracking.store import registered_model_name
 
 if TYPE_CHECKING:
-
     from mmrec.context import StageContext
     from mmrec.models.base import Recommender
 
@@ -50,9 +49,11 @@ def _content_hash(df: pd.DataFrame, table: str) -> str:
     """Hash of a table's content, timestamps of the not-yet-stamped rows excluded (they are NaT)."""
     import pyarrow as pa
 
-    t = pa.Table.from_pandas(df.drop(columns=[ft.CREATED]).reset_index(drop=True),
-                             schema=ft.arrow_schema(table).remove(ft.arrow_schema(table).get_field_index(ft.CREATED)),
-                             preserve_index=False)
+    t = pa.Table.from_pandas(
+        df.drop(columns=[ft.CREATED]).reset_index(drop=True),
+        schema=ft.arrow_schema(table).remove(ft.arrow_schema(table).get_field_index(ft.CREATED)),
+        preserve_index=False,
+    )
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, t.schema) as writer:
         writer.write_table(t)
@@ -71,7 +72,9 @@ def _interactions(ctx: StageContext, fp: FeaturesParams) -> pd.DataFrame:
     ts = df[TIMESTAMP]
     if pd.api.types.is_datetime64_any_dtype(ts):
         ts = (pd.to_datetime(ts, utc=True) - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
-    return pd.DataFrame({USER_ID: df[USER_ID].astype(str), ITEM_ID: df[ITEM_ID].astype(str), TIMESTAMP: ts.astype("int64")})
+    return pd.DataFrame(
+        {USER_ID: df[USER_ID].astype(str), ITEM_ID: df[ITEM_ID].astype(str), TIMESTAMP: ts.astype("int64")}
+    )
 
 
 def _embedding_tables(ctx: StageContext) -> tuple[dict[str, pd.DataFrame], dict[str, tuple[list[str], np.ndarray]]]:
@@ -132,7 +135,12 @@ def model_versions(ctx: StageContext, champion_version: str | None, factor_views
 def _factors(model: Recommender) -> tuple[list[str], list[str], np.ndarray, np.ndarray] | None:
     """(user ids, item ids, user factors, item factors) of a factor model; None for other models."""
     uf, itf = getattr(model, "user_factors", None), getattr(model, "item_factors", None)
-    if isinstance(uf, np.ndarray) and isinstance(itf, np.ndarray) and model.user_ids is not None and model.item_ids is not None:
+    if (
+        isinstance(uf, np.ndarray)
+        and isinstance(itf, np.ndarray)
+        and model.user_ids is not None
+        and model.item_ids is not None
+    ):
         if uf.shape[0] == len(model.user_ids) and itf.shape[0] == len(model.item_ids):
             return [str(u) for u in model.user_ids], [str(i) for i in model.item_ids], uf, itf
     return None
@@ -191,7 +199,10 @@ def export_tables(
             built["user_embedding"] = ft.factor_table(USER_ID, users, uf, name, version)
             built["item_model_embedding"] = ft.factor_table(ITEM_ID, items, itf, name, version)
         else:
-            built["user_embedding"], built["item_model_embedding"] = ft.empty("user_embedding"), ft.empty("item_model_embedding")
+            built["user_embedding"], built["item_model_embedding"] = (
+                ft.empty("user_embedding"),
+                ft.empty("item_model_embedding"),
+            )
     if "recommendations" in parts:
         built["user_recommendations"] = _recommendations(ctx)
 
@@ -214,13 +225,19 @@ def export_tables(
             df[ft.CREATED] = now
             write_table(path, df, table)
             manifest["tables"][table] = {"hash": digest, "event_timestamp": stamp.isoformat(), "rows": len(df)}
-        summary["tables"][table] = {"rows": len(df), "changed": changed,
-                                    "event_timestamp": manifest["tables"][table]["event_timestamp"]}
+        summary["tables"][table] = {
+            "rows": len(df),
+            "changed": changed,
+            "event_timestamp": manifest["tables"][table]["event_timestamp"],
+        }
     if "model" in parts or versions is not None:
         if versions is None:
             versions = model_versions(ctx, champion_version, has_factors)
 
-        write_json(feast_dir(ctx.paths) / "models.json", {"registered_model": registered_model_name(ctx.spec.name), "versions": versions})
+        write_json(
+            feast_dir(ctx.paths) / "models.json",
+            {"registered_model": registered_model_name(ctx.spec.name), "versions": versions},
+        )
         summary["versions"] = versions
 
     write_json(manifest_file, manifest)

@@ -16,12 +16,12 @@ from mmrec.feast.store import apply, feature_store
 from mmrec.params.feast import features_params
 
 if TYPE_CHECKING:
-
     from mmrec.context import StageContext
 
 
-def historical_features(ctx: StageContext, entity_df: pd.DataFrame, features: Sequence[str] | str,
-                        full_feature_names: bool = True) -> pd.DataFrame:
+def historical_features(
+    ctx: StageContext, entity_df: pd.DataFrame, features: Sequence[str] | str, full_feature_names: bool = True
+) -> pd.DataFrame:
     """`get_historical_features`: each row of `entity_df` joined with feature values as of its time.
 
     Args:
@@ -33,7 +33,9 @@ def historical_features(ctx: StageContext, entity_df: pd.DataFrame, features: Se
         raise DataError(f"entity_df needs an 'event_timestamp' column; got {list(entity_df.columns)}")
     store = feature_store(ctx.paths, fp)
     refs: Any = store.get_feature_service(features) if isinstance(features, str) else list(features)
-    return store.get_historical_features(entity_df=entity_df, features=refs, full_feature_names=full_feature_names).to_df()
+    return store.get_historical_features(
+        entity_df=entity_df, features=refs, full_feature_names=full_feature_names
+    ).to_df()
 
 
 def point_in_time_training_set(ctx: StageContext) -> pd.DataFrame:
@@ -53,8 +55,13 @@ def point_in_time_training_set(ctx: StageContext) -> pd.DataFrame:
     apply(ctx)
     frames, _ = read_split_frames(ctx.paths, ctx.params.split.kind)
     train = frames.train
-    out = pd.DataFrame({USER_ID: train[USER_ID].astype(str).to_numpy(), ITEM_ID: train[ITEM_ID].astype(str).to_numpy(),
-                        "event_timestamp": pd.to_datetime(train[TIMESTAMP].to_numpy(), unit="s", utc=True)})
+    out = pd.DataFrame(
+        {
+            USER_ID: train[USER_ID].astype(str).to_numpy(),
+            ITEM_ID: train[ITEM_ID].astype(str).to_numpy(),
+            "event_timestamp": pd.to_datetime(train[TIMESTAMP].to_numpy(), unit="s", utc=True),
+        }
+    )
     for view, key in (("item_stats", ITEM_ID), ("user_stats", USER_ID)):
         entity_df = out[[key, "event_timestamp"]].drop_duplicates().reset_index(drop=True)
         got = historical_features(ctx, entity_df, [f"{view}:{f}" for f in ft.STAT_FIELDS])

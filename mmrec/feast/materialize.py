@@ -14,7 +14,6 @@ from mmrec.io import write_json
 from mmrec.params.feast import features_params
 
 if TYPE_CHECKING:
-
     from mmrec.context import StageContext
 
 
@@ -26,7 +25,9 @@ def materialize(ctx: StageContext, profile: str | None = None, full: bool = Fals
     manifest_file = tables_dir(ctx.paths) / "export.json"
     manifest = read_manifest(manifest_file)
     # rows stamped in the future (synthetic clocks, data ends ahead of now) must still be served
-    end = max([end, *[pd.Timestamp(t["event_timestamp"]) + pd.Timedelta(seconds=1) for t in manifest["tables"].values()]])
+    end = max(
+        [end, *[pd.Timestamp(t["event_timestamp"]) + pd.Timedelta(seconds=1) for t in manifest["tables"].values()]]
+    )
     start = time.perf_counter()
     if full:
         store.materialize(start_date=datetime(1970, 1, 2, tzinfo=UTC), end_date=end.to_pydatetime())
@@ -34,10 +35,17 @@ def materialize(ctx: StageContext, profile: str | None = None, full: bool = Fals
         store.materialize_incremental(end_date=end.to_pydatetime())
     if manifest_file.is_file():
         manifest = read_manifest(manifest_file)
-        until = max([end, *([pd.Timestamp(manifest["materialized_until"])] if manifest.get("materialized_until") else [])])
+        until = max(
+            [end, *([pd.Timestamp(manifest["materialized_until"])] if manifest.get("materialized_until") else [])]
+        )
         write_json(manifest_file, {**manifest, "materialized_until": until.isoformat()})
-    return {"project": store.project, "profile": profile or fp.profile, "end": end.isoformat(), "full": full,
-            "seconds": round(time.perf_counter() - start, 3)}
+    return {
+        "project": store.project,
+        "profile": profile or fp.profile,
+        "end": end.isoformat(),
+        "full": full,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
 
 
 def run_materialize(ctx: StageContext, profile: str | None = None, model: Any = "champion") -> dict[str, Any]:
@@ -46,7 +54,13 @@ def run_materialize(ctx: StageContext, profile: str | None = None, model: Any = 
     exported = export_tables(ctx, model=model)
     applied = apply(ctx, profile)
     done = materialize(ctx, profile)
-    summary = {"dataset": ctx.spec.name, "profile": profile or fp.profile, "export": exported, "apply": applied, "materialize": done}
+    summary = {
+        "dataset": ctx.spec.name,
+        "profile": profile or fp.profile,
+        "export": exported,
+        "apply": applied,
+        "materialize": done,
+    }
 
     write_json(ctx.paths.reports / "features.json", summary)
     return summary

@@ -22,15 +22,17 @@ from mmrec.params.feast import FeaturesParams, features_params
 from mmrec.paths import DatasetPaths
 
 if TYPE_CHECKING:
-
     from mmrec.context import StageContext
 
 log = logging.getLogger(__name__)
 
 
 #: embedding views by the short name `OnlineFeatures.item_embeddings(view=...)` takes
-EMBEDDING_VIEWS = {**{m: f"item_{m}_embedding" for m in MODALITIES}, "fused": "item_fused_embedding",
-                   "model": "item_model_embedding"}
+EMBEDDING_VIEWS = {
+    **{m: f"item_{m}_embedding" for m in MODALITIES},
+    "fused": "item_fused_embedding",
+    "model": "item_model_embedding",
+}
 
 
 @dataclass(frozen=True)
@@ -92,8 +94,9 @@ class OnlineFeatures:
     _db: Path | None = None
     _db_id: tuple[int, int] | None = None
 
-    def __init__(self, dataset: str, workspace: str | os.PathLike[str] = ".", profile: str | None = None,
-                 params: Any = None) -> None:
+    def __init__(
+        self, dataset: str, workspace: str | os.PathLike[str] = ".", profile: str | None = None, params: Any = None
+    ) -> None:
         if params is None:
             params = load_params(Path(workspace) / "params.yaml")
         self.params = params if isinstance(params, FeaturesParams) else features_params(params)
@@ -117,7 +120,9 @@ class OnlineFeatures:
         return cls(ctx.spec.name, ctx.workspace, profile, features_params(ctx.params))
 
     # -- plumbing
-    def get_online_features(self, features: Sequence[str], entity_rows: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
+    def get_online_features(
+        self, features: Sequence[str], entity_rows: Sequence[dict[str, Any]]
+    ) -> dict[str, list[Any]]:
         """Feast's online read; a lost online store is `ServiceUnavailable` (the API answers 503).
 
         Nothing is cached across a failure: Feast's Redis client reconnects on the next read, so
@@ -135,7 +140,8 @@ class OnlineFeatures:
         corrupt sqlite file, or a store server that is gone."""
         if self._db is not None and _sqlite_broken(exc):
             return ServiceUnavailable(
-                "sqlite", self._shown_db(),
+                "sqlite",
+                self._shown_db(),
                 f"Feast online store {self._shown_db()} cannot be read ({type(exc).__name__}: {str(exc)[:200]}); "
                 "rebuild it with `mmrec stage materialize` (the API reopens it by itself, or POST /admin/reload?force=true)",
             )
@@ -143,7 +149,8 @@ class OnlineFeatures:
             return exc
         where = _redacted(self.params.redis_url) if self.profile == "redis" else self.profile
         return ServiceUnavailable(
-            self.profile, where,
+            self.profile,
+            where,
             f"Feast online store ({self.profile} at {where}) is unreachable: {type(exc).__name__}: "
             f"{str(exc)[:200]}; retry shortly (the reader reconnects on its own)",
         )
@@ -168,7 +175,8 @@ class OnlineFeatures:
             st = os.stat(self._db)
         except FileNotFoundError:
             raise ServiceUnavailable(
-                "sqlite", self._shown_db(),
+                "sqlite",
+                self._shown_db(),
                 f"Feast online store {self._shown_db()} is missing (deleted?); rebuild it with "
                 "`mmrec stage materialize` (the API picks it up by itself)",
             ) from None
@@ -209,15 +217,21 @@ class OnlineFeatures:
             self.store.get_feature_view("user_recommendations")
             self._read(USER_ID, ["__mmrec_ping__"], "user_recommendations", ["model"])
         except Exception as exc:  # any backend failure means not ready
-            raise StageError(f"Feast store for {self.paths.name!r} ({self.profile}) is not usable: {type(exc).__name__}: {exc}") from exc
+            raise StageError(
+                f"Feast store for {self.paths.name!r} ({self.profile}) is not usable: {type(exc).__name__}: {exc}"
+            ) from exc
 
     # -- the reads the API uses
     def recommendations(self, user_ids: Sequence[str]) -> list[Recommendations | None]:
         """The nightly top-K of each user, aligned with `user_ids`; None: no precomputed list."""
         r = self._read(USER_ID, user_ids, "user_recommendations", ["item_ids", "scores", "model", "model_version"])
         return [
-            None if items is None else Recommendations(list(items), np.asarray(scores or [], np.float32), str(model), str(version))
-            for items, scores, model, version in zip(r["item_ids"], r["scores"], r["model"], r["model_version"], strict=True)
+            None
+            if items is None
+            else Recommendations(list(items), np.asarray(scores or [], np.float32), str(model), str(version))
+            for items, scores, model, version in zip(
+                r["item_ids"], r["scores"], r["model"], r["model_version"], strict=True
+            )
         ]
 
     def item_embeddings(self, item_ids: Sequence[str], view: str = "fused") -> list[np.ndarray | None]:
@@ -254,12 +268,19 @@ class OnlineFeatures:
         stats = self._read(USER_ID, user_ids, "user_stats", list(ft.STAT_FIELDS))
         out: list[dict[str, Any] | None] = []
         for i in range(len(user_ids)):
-            row = {"embedding": _vec(emb["embedding"][i]), "model": emb["model"][i], "model_version": emb["model_version"][i],
-                   **{f: stats[f][i] for f in ft.STAT_FIELDS}}
+            row = {
+                "embedding": _vec(emb["embedding"][i]),
+                "model": emb["model"][i],
+                "model_version": emb["model_version"][i],
+                **{f: stats[f][i] for f in ft.STAT_FIELDS},
+            }
             out.append(None if row["embedding"] is None and row["interactions"] is None else row)
         return out
 
     def item_stats(self, item_ids: Sequence[str]) -> list[dict[str, Any] | None]:
         """Popularity (`interactions`, `interactions_window`) and recency (`days_since_last`) per item."""
         stats = self._read(ITEM_ID, item_ids, "item_stats", list(ft.STAT_FIELDS))
-        return [None if stats["interactions"][i] is None else {f: stats[f][i] for f in ft.STAT_FIELDS} for i in range(len(item_ids))]
+        return [
+            None if stats["interactions"][i] is None else {f: stats[f][i] for f in ft.STAT_FIELDS}
+            for i in range(len(item_ids))
+        ]

@@ -65,7 +65,11 @@ def project_name(dataset: str) -> str:
 
 def repo_dir(fp: FeaturesParams, workspace: Path = Path(".")) -> Path:
     if fp.repo is None:
-        repo = workspace / "feature_repo" if (workspace / "feature_repo" / "feature_store.yaml").is_file() else _DEFAULT_REPO
+        repo = (
+            workspace / "feature_repo"
+            if (workspace / "feature_repo" / "feature_store.yaml").is_file()
+            else _DEFAULT_REPO
+        )
     else:
         repo = Path(fp.repo)
         if not repo.is_absolute():
@@ -88,7 +92,9 @@ def redis_connection_string(url: str) -> str:
     db = u.path.lstrip("/")
     if db:
         if not db.isdigit():
-            raise ConfigError(f"features.redis_url {url!r}: the database must be a number, e.g. redis://127.0.0.1:6379/0")
+            raise ConfigError(
+                f"features.redis_url {url!r}: the database must be a number, e.g. redis://127.0.0.1:6379/0"
+            )
         parts.append(f"db={db}")
     if u.password:
         parts.append(f"password={u.password}")
@@ -192,11 +198,17 @@ def load_objects(paths: DatasetPaths, fp: FeaturesParams) -> RepoObjects:
             except MMRecError:
                 raise
             except Exception as exc:  # a broken definition file: say which
-                raise ConfigError(f"{repo / (name + '.py')}: cannot load Feast definitions: {type(exc).__name__}: {exc}") from exc
+                raise ConfigError(
+                    f"{repo / (name + '.py')}: cannot load Feast definitions: {type(exc).__name__}: {exc}"
+                ) from exc
             for attr in dir(module):
                 obj = getattr(module, attr)
-                for kind, bucket in ((Entity, found.entities), (FeatureView, found.feature_views),
-                                     (FeatureService, found.feature_services), (DataSource, found.data_sources)):
+                for kind, bucket in (
+                    (Entity, found.entities),
+                    (FeatureView, found.feature_views),
+                    (FeatureService, found.feature_services),
+                    (DataSource, found.data_sources),
+                ):
                     if isinstance(obj, kind) and not any(obj is o for o in bucket):
                         bucket.append(obj)
     return found
@@ -229,5 +241,10 @@ def apply(ctx: StageContext, profile: str | None = None) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - a fresh registry has nothing to list
         log.debug("nothing registered yet (%s)", exc)
     store.apply(objects.all(), objects_to_delete=stale, partial=False)
-    return {"project": store.project, "profile": profile or fp.profile, "views": sorted(keep_views),
-            "services": sorted(keep_services), "deleted": sorted(o.name for o in stale)}
+    return {
+        "project": store.project,
+        "profile": profile or fp.profile,
+        "views": sorted(keep_views),
+        "services": sorted(keep_services),
+        "deleted": sorted(o.name for o in stale),
+    }

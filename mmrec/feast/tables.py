@@ -84,8 +84,13 @@ def embedding_table(item_ids: Sequence[str], matrix: np.ndarray, encoder: str) -
         bad = [str(item_ids[i]) for i in np.flatnonzero(~np.isfinite(matrix).all(axis=1))[:5]]
         raise DataError(f"{encoder}: non-finite values in the vectors of items {bad}; re-run the extraction")
     return pd.DataFrame(
-        {ITEM_ID: [str(i) for i in item_ids], EMBEDDING: list(matrix), "encoder": encoder,
-         EVENT_TIMESTAMP: _stamp_column(len(item_ids), None), CREATED: _stamp_column(len(item_ids), None)}
+        {
+            ITEM_ID: [str(i) for i in item_ids],
+            EMBEDDING: list(matrix),
+            "encoder": encoder,
+            EVENT_TIMESTAMP: _stamp_column(len(item_ids), None),
+            CREATED: _stamp_column(len(item_ids), None),
+        }
     )
 
 
@@ -119,8 +124,13 @@ def fused_table(per_modality: Mapping[str, tuple[Sequence[str], np.ndarray]]) ->
     names = np.array(mods, dtype=object)
     rows = np.flatnonzero(keep)
     return pd.DataFrame(
-        {ITEM_ID: [ids[r] for r in rows], EMBEDDING: list(fused[rows]), "modalities": [list(names[present[r]]) for r in rows],
-         EVENT_TIMESTAMP: _stamp_column(len(rows), None), CREATED: _stamp_column(len(rows), None)}
+        {
+            ITEM_ID: [ids[r] for r in rows],
+            EMBEDDING: list(fused[rows]),
+            "modalities": [list(names[present[r]]) for r in rows],
+            EVENT_TIMESTAMP: _stamp_column(len(rows), None),
+            CREATED: _stamp_column(len(rows), None),
+        }
     )
 
 
@@ -130,15 +140,23 @@ def factor_table(key: str, ids: Sequence[str], factors: np.ndarray, model: str, 
     if factors.ndim != 2 or factors.shape[0] != len(ids):
         raise DataError(f"model {model!r}: {len(ids)} {key}s but factors of shape {factors.shape}")
     return pd.DataFrame(
-        {key: [str(i) for i in ids], EMBEDDING: list(factors), "model": model, "model_version": version,
-         EVENT_TIMESTAMP: _stamp_column(len(ids), None), CREATED: _stamp_column(len(ids), None)}
+        {
+            key: [str(i) for i in ids],
+            EMBEDDING: list(factors),
+            "model": model,
+            "model_version": version,
+            EVENT_TIMESTAMP: _stamp_column(len(ids), None),
+            CREATED: _stamp_column(len(ids), None),
+        }
     )
 
 
 # -- statistics -----------------------------------------------------------------------------------
 
 
-def _count_before(sorted_keys: np.ndarray, starts: np.ndarray, ts_sorted: np.ndarray, codes: np.ndarray, t: np.ndarray) -> np.ndarray:
+def _count_before(
+    sorted_keys: np.ndarray, starts: np.ndarray, ts_sorted: np.ndarray, codes: np.ndarray, t: np.ndarray
+) -> np.ndarray:
     """For each query (codes[i], t[i]): interactions of that key with timestamp < t[i].
 
     `ts_sorted` is sorted by (key code, timestamp); `starts[c]` is where key c begins. One

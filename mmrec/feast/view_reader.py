@@ -107,8 +107,17 @@ class ViewReader:
 
 #: value kinds whose Python form is the attribute itself (what Feast's converter returns for them)
 _SCALARS = frozenset({"string_val", "int32_val", "int64_val", "float_val", "double_val", "bool_val", "bytes_val"})
-_LISTS = frozenset({"string_list_val", "int32_list_val", "int64_list_val", "float_list_val", "double_list_val",
-                    "bool_list_val", "bytes_list_val"})
+_LISTS = frozenset(
+    {
+        "string_list_val",
+        "int32_list_val",
+        "int64_list_val",
+        "float_list_val",
+        "double_list_val",
+        "bool_list_val",
+        "bytes_list_val",
+    }
+)
 
 
 def _python(value: Any, convert: Any) -> Any:

@@ -147,7 +147,9 @@ class Recommender(ABC):
             indices.extend(idx.tolist())
             indptr.append(len(indices))
         data = np.ones(len(indices), np.float32)
-        return sp.csr_matrix((data, np.asarray(indices, np.int64), np.asarray(indptr)), shape=(len(indptr) - 1, n_items))
+        return sp.csr_matrix(
+            (data, np.asarray(indices, np.int64), np.asarray(indptr)), shape=(len(indptr) - 1, n_items)
+        )
 
     def score_history(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
         """Scores of users the model was not trained on, from the items they interacted with.

@@ -75,7 +75,9 @@ def topk_sparse(sim: np.ndarray, k: int, row_offset: int = 0) -> sp.csr_matrix:
     )
 
 
-def fused_rows(blocks: Sequence[tuple[np.ndarray, np.ndarray, float]], rows: np.ndarray, shrink: float = 0.0) -> np.ndarray:
+def fused_rows(
+    blocks: Sequence[tuple[np.ndarray, np.ndarray, float]], rows: np.ndarray, shrink: float = 0.0
+) -> np.ndarray:
     """Exact fused similarities of items `rows` to every item, (len(rows), n), self pairs zeroed."""
     n = blocks[0][0].shape[0]
     num = np.zeros((len(rows), n), np.float32)
@@ -141,8 +143,12 @@ def approximate_fused_knn(
     graph = sp.csr_matrix((v.astype(np.float32), (r, c)), shape=(n, n), dtype=np.float32)
     graph.sort_indices()
     sample = recall_sample(n)
-    recall = sampled_recall([graph.indices[graph.indptr[i] : graph.indptr[i + 1]] for i in sample],
-                            lambda items: fused_rows(blocks, items, shrink), k, sample)
+    recall = sampled_recall(
+        [graph.indices[graph.indptr[i] : graph.indptr[i + 1]] for i in sample],
+        lambda items: fused_rows(blocks, items, shrink),
+        k,
+        sample,
+    )
     return graph, NeighbourSearch(approximate=True, recall=recall, sample=len(sample))
 
 
@@ -248,8 +254,13 @@ class ContentKNN(ColdUserFallback, Recommender):
                 blocks.append((centred_unit(matrix, mask), mask, self.weight(modality)))
         self.similarity, self.neighbour_search = fused_knn(blocks, self.k, self.shrink, self.search)
         if self.neighbour_search.approximate:
-            log.info("content_knn: %d items, neighbours by HNSW; recall@%d against exact search on %d sampled "
-                     "items: %.3f", train.n_items, self.k, self.neighbour_search.sample, self.neighbour_search.recall)
+            log.info(
+                "content_knn: %d items, neighbours by HNSW; recall@%d against exact search on %d sampled items: %.3f",
+                train.n_items,
+                self.k,
+                self.neighbour_search.sample,
+                self.neighbour_search.recall,
+            )
 
     def _score(self, users: np.ndarray) -> np.ndarray:
         assert self.similarity is not None and self.train_matrix is not None

@@ -234,7 +234,9 @@ def random_control_features(
     for modality, matrix in features.items():
         x = np.asarray(matrix, dtype=np.float32)
         if modality not in masks:
-            raise DataError(f"random control: {modality} features have no presence mask; pass the masks of load_item_features")
+            raise DataError(
+                f"random control: {modality} features have no presence mask; pass the masks of load_item_features"
+            )
         mask = np.asarray(masks[modality], dtype=bool)
         if x.ndim != 2 or mask.shape != (x.shape[0],):
             raise DataError(f"random control: {modality} matrix {x.shape} and mask {mask.shape} do not line up")

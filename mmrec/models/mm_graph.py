@@ -64,8 +64,10 @@ def knn_item_graph(
     if use_hnsw(search, n) and len(cols):
         g = _approximate_graph(features, mask, cols, k)
     else:
-        blocks = [topk_sparse(_cosine_rows(features, mask, cols, np.arange(s, min(s + BLOCK, n))), k)
-                  for s in range(0, n, BLOCK)]
+        blocks = [
+            topk_sparse(_cosine_rows(features, mask, cols, np.arange(s, min(s + BLOCK, n))), k)
+            for s in range(0, n, BLOCK)
+        ]
         g = sp.vstack(blocks, format="csr")
         g = sp.csr_matrix((g.data, cols[g.indices], g.indptr), shape=(n, n), dtype=np.float32)
     sums = np.asarray(g.sum(axis=1)).ravel()
@@ -94,7 +96,9 @@ def _approximate_graph(features: np.ndarray, mask: np.ndarray, cols: np.ndarray,
     def score(rows: np.ndarray, c: np.ndarray) -> np.ndarray:
         return np.einsum("rd,rcd->rc", features[rows], features[c])
 
-    parts = [topk_of_candidates(queries[s : s + 1024], cand[s : s + 1024], score, k) for s in range(0, len(queries), 1024)]
+    parts = [
+        topk_of_candidates(queries[s : s + 1024], cand[s : s + 1024], score, k) for s in range(0, len(queries), 1024)
+    ]
     r, c, v = (np.concatenate(x) for x in zip(*parts, strict=True))
     g = sp.csr_matrix((v, (r, c)), shape=(n, n), dtype=np.float32)
     g.sort_indices()
@@ -106,8 +110,13 @@ def _approximate_graph(features: np.ndarray, mask: np.ndarray, cols: np.ndarray,
 
     sample = queries[recall_sample(len(queries))]
     recall = sampled_recall([g.indices[g.indptr[i] : g.indptr[i + 1]] for i in sample], exact, k, sample)
-    log.info("mm_graph: item graph over %d items by HNSW; recall@%d against exact search on %d sampled items: %.3f",
-             n, k, len(sample), recall)
+    log.info(
+        "mm_graph: item graph over %d items by HNSW; recall@%d against exact search on %d sampled items: %.3f",
+        n,
+        k,
+        len(sample),
+        recall,
+    )
     return g
 
 
@@ -158,8 +167,23 @@ class MMGraph(LightGCN):
         knn_search: str = "auto",
     ) -> None:
         use_hnsw(knn_search, 0)  # validates the name
-        super().__init__(dim, n_layers, lr, reg, batch_size, max_epochs, eval_every, patience, init_std, seed, device,
-                         min_epochs=min_epochs, propagation=propagation, walks=walks, refresh_every=refresh_every)
+        super().__init__(
+            dim,
+            n_layers,
+            lr,
+            reg,
+            batch_size,
+            max_epochs,
+            eval_every,
+            patience,
+            init_std,
+            seed,
+            device,
+            min_epochs=min_epochs,
+            propagation=propagation,
+            walks=walks,
+            refresh_every=refresh_every,
+        )
         self.modalities = list(check_modalities(self.name, modalities))
         self.weights = check_weights(self.name, weights, self.modalities)
         check_positive(knn_k=knn_k)
@@ -210,7 +234,11 @@ class MMGraph(LightGCN):
         for m, g in self._graphs.items():
             coo = g.tocoo()
             self._graph_t[m] = torch.sparse_coo_tensor(
-                torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64)), torch.from_numpy(coo.data), size=coo.shape, device=device, check_invariants=False
+                torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64)),
+                torch.from_numpy(coo.data),
+                size=coo.shape,
+                device=device,
+                check_invariants=False,
             ).coalesce()
         return params
 
@@ -323,4 +351,6 @@ class MMGraph(LightGCN):
 
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
         super()._load_state(state)
-        self.item_parts = {k[len("part_") :]: np.asarray(v, np.float32) for k, v in state.items() if k.startswith("part_")}
+        self.item_parts = {
+            k[len("part_") :]: np.asarray(v, np.float32) for k, v in state.items() if k.startswith("part_")
+        }

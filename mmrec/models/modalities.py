@@ -171,7 +171,9 @@ def resolve_all(
         resolved, dropped = resolve_model_params(name, params_by_model.get(name, {}), available)
         if dropped:
             log.info(
-                "%s: using %s; dropped %s", name, resolved.get("modalities"),
+                "%s: using %s; dropped %s",
+                name,
+                resolved.get("modalities"),
                 "; ".join(f"{m} ({why})" for m, why in dropped.items()),
             )
         out[name] = resolved

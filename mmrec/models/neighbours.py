@@ -91,8 +91,11 @@ def exact_candidates(base: np.ndarray, queries: np.ndarray, n: int, block: int =
         return out
     for start in range(0, len(queries), block):
         sim = queries[start : start + block] @ base.T
-        out[start : start + block, :n] = np.argpartition(-sim, n - 1, axis=1)[:, :n] if n < len(base) else \
-            np.broadcast_to(np.arange(len(base)), sim.shape)
+        out[start : start + block, :n] = (
+            np.argpartition(-sim, n - 1, axis=1)[:, :n]
+            if n < len(base)
+            else np.broadcast_to(np.arange(len(base)), sim.shape)
+        )
     return out
 
 

@@ -83,10 +83,20 @@ class ModalityProjection:
         return np.asarray(h, dtype=np.float32)
 
     def state(self, prefix: str) -> dict[str, np.ndarray]:
-        arrays = {"mean": self.mean, "pca_mean": self.pca_mean, "components": self.components,
-                  "w1": self.w1, "b1": self.b1, "w2": self.w2, "b2": self.b2}
-        return {f"{prefix}{k}": np.asarray(v, np.float32 if k != "pca_mean" else np.float64)
-                for k, v in arrays.items() if v is not None}
+        arrays = {
+            "mean": self.mean,
+            "pca_mean": self.pca_mean,
+            "components": self.components,
+            "w1": self.w1,
+            "b1": self.b1,
+            "w2": self.w2,
+            "b2": self.b2,
+        }
+        return {
+            f"{prefix}{k}": np.asarray(v, np.float32 if k != "pca_mean" else np.float64)
+            for k, v in arrays.items()
+            if v is not None
+        }
 
     @classmethod
     def from_state(cls, state: Mapping[str, np.ndarray], prefix: str) -> ModalityProjection:
@@ -97,8 +107,15 @@ class ModalityProjection:
         mean, w1, b1 = get("mean"), get("w1"), get("b1")
         if mean is None or w1 is None or b1 is None:
             raise ModelError(f"saved cross-modal projection {prefix!r} is incomplete (mean, w1 and b1 are required)")
-        return cls(mean=mean.astype(np.float32), pca_mean=get("pca_mean"), components=get("components"),
-                   w1=w1.astype(np.float32), b1=b1.astype(np.float32), w2=get("w2"), b2=get("b2"))
+        return cls(
+            mean=mean.astype(np.float32),
+            pca_mean=get("pca_mean"),
+            components=get("components"),
+            w1=w1.astype(np.float32),
+            b1=b1.astype(np.float32),
+            w2=get("w2"),
+            b2=get("b2"),
+        )
 
 
 @dataclass(frozen=True)
@@ -167,9 +184,16 @@ class CrossModalProjection:
             scale = np.sqrt(2.0 / (w.shape[0] + w.shape[1]))
             return (rng.standard_normal(w.shape) * scale).astype(np.float32)
 
-        mods = {m: replace(p, w1=glorot(p.w1), b1=np.zeros_like(p.b1), w2=None if p.w2 is None else glorot(p.w2),
-                           b2=None if p.b2 is None else np.zeros_like(p.b2))
-                for m, p in self.modalities.items()}
+        mods = {
+            m: replace(
+                p,
+                w1=glorot(p.w1),
+                b1=np.zeros_like(p.b1),
+                w2=None if p.w2 is None else glorot(p.w2),
+                b2=None if p.b2 is None else np.zeros_like(p.b2),
+            )
+            for m, p in self.modalities.items()
+        }
         return CrossModalProjection(mods)
 
     def state(self) -> dict[str, np.ndarray]:
@@ -185,11 +209,14 @@ class CrossModalProjection:
     @classmethod
     def from_state(cls, state: Mapping[str, np.ndarray]) -> CrossModalProjection | None:
         """The projection saved by `state()`, or None when the state holds none (an older model)."""
-        names = sorted({k[len(STATE_PREFIX):].split("__", 1)[0] for k in state if k.startswith(STATE_PREFIX)})
+        names = sorted({k[len(STATE_PREFIX) :].split("__", 1)[0] for k in state if k.startswith(STATE_PREFIX)})
         if not names:
             return None
         mods = {m: ModalityProjection.from_state(state, f"{STATE_PREFIX}{m}__") for m in names}
-        vectors = {m: np.asarray(state[f"{STATE_PREFIX}{m}__items"], np.float32)
-                   for m in names if f"{STATE_PREFIX}{m}__items" in state}
+        vectors = {
+            m: np.asarray(state[f"{STATE_PREFIX}{m}__items"], np.float32)
+            for m in names
+            if f"{STATE_PREFIX}{m}__items" in state
+        }
         masks = {m: np.asarray(state[f"{STATE_PREFIX}{m}__item_mask"], bool) for m in vectors}
         return cls(mods, vectors, masks)

@@ -55,7 +55,9 @@ def create_model(name: str, **params: Any) -> Recommender:
     try:
         return cls(**params)
     except TypeError as exc:
-        raise ModelError(f"bad hyper-parameters for model {name!r}: {exc}; it takes {sorted(cls.param_names())}") from exc
+        raise ModelError(
+            f"bad hyper-parameters for model {name!r}: {exc}; it takes {sorted(cls.param_names())}"
+        ) from exc
 
 
 def load_model(path: str | Path) -> Recommender:

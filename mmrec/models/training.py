@@ -52,7 +52,9 @@ class TrainingPruned(Exception):
     """
 
     def __init__(self, epoch: int, value: float) -> None:
-        super().__init__(f"training stopped by the evaluation callback at epoch {epoch} (valid {STOP_METRIC} {value:.4f})")
+        super().__init__(
+            f"training stopped by the evaluation callback at epoch {epoch} (valid {STOP_METRIC} {value:.4f})"
+        )
         self.epoch = epoch
         self.value = value
 
@@ -316,16 +318,33 @@ def run_epochs(
         history.append(row)
         if checkpoint:
             per_epoch = (time.perf_counter() - started) / epoch
-            valid = f", valid {STOP_METRIC} {row[f'valid_{STOP_METRIC}']:.4f} (best {stopper.best:.4f} at epoch " \
-                    f"{stopper.best_epoch})" if f"valid_{STOP_METRIC}" in row else ""
-            logger.info("%s epoch %d/%d: loss %.4f%s, %.2f s/epoch, at most %s left", name, epoch, epochs, loss, valid,
-                        per_epoch, format_duration(per_epoch * (epochs - epoch)))
+            valid = (
+                f", valid {STOP_METRIC} {row[f'valid_{STOP_METRIC}']:.4f} (best {stopper.best:.4f} at epoch "
+                f"{stopper.best_epoch})"
+                if f"valid_{STOP_METRIC}" in row
+                else ""
+            )
+            logger.info(
+                "%s epoch %d/%d: loss %.4f%s, %.2f s/epoch, at most %s left",
+                name,
+                epoch,
+                epochs,
+                loss,
+                valid,
+                per_epoch,
+                format_duration(per_epoch * (epochs - epoch)),
+            )
             report(f"train-{name}", epoch, epochs, f"epoch {epoch}/{epochs}, loss {loss:.4f}{valid}")
         else:
             logger.debug("epoch %d: %s", epoch, row)
         if stop:
-            logger.info("%s: early stop at epoch %d (no improvement for %d epochs); best epoch %d restored",
-                        name, epoch, epoch - stopper.best_epoch, stopper.best_epoch)
+            logger.info(
+                "%s: early stop at epoch %d (no improvement for %d epochs); best epoch %d restored",
+                name,
+                epoch,
+                epoch - stopper.best_epoch,
+                stopper.best_epoch,
+            )
             break
     report(f"train-{name}", epochs, epochs, f"done: {epoch} epochs")
     if evaluate is None:
@@ -464,8 +483,11 @@ class FactorModel(ColdUserFallback, Recommender):
         # DDP all-reduces dense gradients: sparse tables only in a single process
         wants_sparse = bool(self.sparse_tables) and bool(getattr(self, "sparse_updates", True))
         if dp is not None and wants_sparse:
-            logger.warning("%s: sparse_updates is ignored under DDP (dense Adam on every rank); set "
-                        "sparse_updates: false to reproduce this run in a single process", self.name)
+            logger.warning(
+                "%s: sparse_updates is ignored under DDP (dense Adam on every rank); set "
+                "sparse_updates: false to reproduce this run in a single process",
+                self.name,
+            )
         self._sparse_on = dp is None and wants_sparse
         sparse = [v for k, v in self._params.items() if self._sparse_on and k in self.sparse_tables]
         dense = [v for k, v in self._params.items() if not (self._sparse_on and k in self.sparse_tables)]

@@ -179,7 +179,9 @@ class TwoTower(FactorModel):
         for modality in self.modalities:
             matrix = train.require(modality)
             if matrix.shape[0] != train.n_items:
-                raise ModelError(f"two_tower: {modality} features have {matrix.shape[0]} rows for {train.n_items} items")
+                raise ModelError(
+                    f"two_tower: {modality} features have {matrix.shape[0]} rows for {train.n_items} items"
+                )
             mask = modality_mask(train, modality)
             if not mask.any():
                 raise ModelError(f"two_tower: no item has a {modality} vector; drop {modality!r} from modalities")
@@ -317,14 +319,15 @@ class TwoTower(FactorModel):
 
         coo = rows.tocoo()
         hist = torch.sparse_coo_tensor(
-            torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64)), torch.from_numpy(coo.data), size=coo.shape, device=item_vectors.device,
+            torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64)),
+            torch.from_numpy(coo.data),
+            size=coo.shape,
+            device=item_vectors.device,
             check_invariants=False,
         )
         return torch.sparse.mm(hist, item_vectors)
 
-    def _batch_items(
-        self, users: torch.Tensor, items: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _batch_items(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(user vectors, vectors of `items`) for a batch, running the item tower on the batch's items only.
 
         With `history_cache` (default) the history mean comes from the table `_epoch_start`
@@ -448,9 +451,13 @@ class TwoTower(FactorModel):
         for m, mask in zip(self.modalities, self._masks, strict=True):
             mean, basis = self._inputs[m]
             mods[m] = ModalityProjection(
-                mean=mean, pca_mean=None if basis is None else basis[0], components=None if basis is None else basis[1],
-                w1=host(p[f"w1_{m}"]), b1=host(p[f"b1_{m}"]),
-                w2=host(p[f"w2_{m}"]) if self.hidden else None, b2=host(p[f"b2_{m}"]) if self.hidden else None,
+                mean=mean,
+                pca_mean=None if basis is None else basis[0],
+                components=None if basis is None else basis[1],
+                w1=host(p[f"w1_{m}"]),
+                b1=host(p[f"b1_{m}"]),
+                w2=host(p[f"w2_{m}"]) if self.hidden else None,
+                b2=host(p[f"b2_{m}"]) if self.hidden else None,
             )
             h = host(src[m])
             h[~mask] = 0.0
@@ -483,5 +490,7 @@ class TwoTower(FactorModel):
 
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
         super()._load_state(state)
-        self.item_parts = {k[len("part_") :]: np.asarray(v, np.float32) for k, v in state.items() if k.startswith("part_")}
+        self.item_parts = {
+            k[len("part_") :]: np.asarray(v, np.float32) for k, v in state.items() if k.startswith("part_")
+        }
         self.projection = CrossModalProjection.from_state(state)  # None for a model saved before it existed

@@ -215,7 +215,9 @@ class VBPR(FactorModel):
 
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
         super()._load_state(state)
-        self.content_parts = {m: np.asarray(state[f"content_{m}"], np.float32) for m in self.modalities if f"content_{m}" in state}
+        self.content_parts = {
+            m: np.asarray(state[f"content_{m}"], np.float32) for m in self.modalities if f"content_{m}" in state
+        }
 
     def _factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         import torch

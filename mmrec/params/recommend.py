@@ -31,7 +31,9 @@ def check_hybrid_weights(weights: Mapping[str, float]) -> dict[str, float]:
     w = {str(k): float(v) for k, v in weights.items()}
     unknown = sorted(set(w) - set(HYBRID_COMPONENTS))
     if unknown:
-        raise ConfigError(f"recommend.hybrid.weights: unknown component {unknown}; expected some of {list(HYBRID_COMPONENTS)}")
+        raise ConfigError(
+            f"recommend.hybrid.weights: unknown component {unknown}; expected some of {list(HYBRID_COMPONENTS)}"
+        )
     if any(v < 0 for v in w.values()) or not any(v > 0 for v in w.values()):
         raise ConfigError(f"recommend.hybrid.weights must be >= 0 with at least one > 0, got {w}")
     return w

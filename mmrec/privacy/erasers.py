@@ -132,13 +132,13 @@ def forget_in_state(path: Path, user_id: str) -> int:
             out[k] = v[keep]
         elif k in ("train_indptr", "train_indices"):
             continue
-        elif k.startswith("state__") and "user" in k[len("state__"):] and v.ndim >= 1 and v.shape[0] == n_users:
+        elif k.startswith("state__") and "user" in k[len("state__") :] and v.ndim >= 1 and v.shape[0] == n_users:
             out[k] = v[keep]
         else:
             out[k] = v
     if indptr is not None and indices is not None:
         counts = np.diff(indptr)
-        rows = [indices[indptr[u]:indptr[u + 1]] for u in range(n_users) if keep[u]]
+        rows = [indices[indptr[u] : indptr[u + 1]] for u in range(n_users) if keep[u]]
         out["train_indices"] = np.concatenate(rows).astype(indices.dtype) if rows else indices[:0]
         out["train_indptr"] = np.concatenate([[0], np.cumsum(counts[keep])]).astype(indptr.dtype)
     fd, tmp_name = tempfile.mkstemp(prefix=".state.", suffix=".npz", dir=path.parent)
@@ -155,8 +155,11 @@ def forget_in_state(path: Path, user_id: str) -> int:
 
 
 def _files(root: Path, pattern: str = "*") -> list[Path]:
-    return sorted(f for f in root.rglob(pattern) if f.is_file() and not f.is_symlink() and not f.name.startswith(".")) \
-        if root.is_dir() else []
+    return (
+        sorted(f for f in root.rglob(pattern) if f.is_file() and not f.is_symlink() and not f.name.startswith("."))
+        if root.is_dir()
+        else []
+    )
 
 
 def _add(out: dict[str, int], key: str, n: int) -> None:
@@ -189,8 +192,10 @@ def erase_online_sqlite(ctx: StageContext, user_id: str) -> dict[str, int]:
                 if "entity_key" not in cols:
                     continue
                 for version in (3,):
-                    key = serialize_entity_key(EntityKey(join_keys=[USER_ID], entity_values=[Value(string_val=user_id)]),
-                                               entity_key_serialization_version=version)
+                    key = serialize_entity_key(
+                        EntityKey(join_keys=[USER_ID], entity_values=[Value(string_val=user_id)]),
+                        entity_key_serialization_version=version,
+                    )
                     removed += con.execute(f'DELETE FROM "{t}" WHERE entity_key = ?', (key,)).rowcount
             con.commit()
             if removed or file_mentions(db, user_id):
@@ -227,8 +232,11 @@ def erase_online_redis(ctx: StageContext, user_id: str) -> dict[str, int]:
         rewrites = _rewrite_persistence(client) if removed else 0
     except redis.exceptions.RedisError as exc:
         where = fp.redis_url.split("@")[-1]
-        raise ServiceUnavailable("redis", where, f"the Redis online store at {where} could not be reached ({exc}); "
-                                 "re-run the forget when it is back") from exc
+        raise ServiceUnavailable(
+            "redis",
+            where,
+            f"the Redis online store at {where} could not be reached ({exc}); re-run the forget when it is back",
+        ) from exc
     return {"keys": removed, "persistence_rewrites": rewrites}
 
 
@@ -248,7 +256,9 @@ def _rewrite_persistence(client: Any) -> int:
             client.bgsave()
             started += 1
     except redis.exceptions.ResponseError as exc:
-        log.warning("forget: Redis persistence not rewritten (%s); its files keep old writes until its next rewrite", exc)
+        log.warning(
+            "forget: Redis persistence not rewritten (%s); its files keep old writes until its next rewrite", exc
+        )
     return started
 
 
@@ -479,6 +489,7 @@ def erase_dvc_cache(ctx: StageContext, user_id: str) -> dict[str, int]:
 
 def _external_changes(status: dict[str, Any], outs: list[str]) -> list[str]:
     """What `dvc status` reports that is not one of the pipeline's own outputs being rewritten."""
+
     def is_out(path: str) -> bool:
         return any(path == o or path.startswith(o.rstrip("/") + "/") for o in outs)
 
@@ -504,8 +515,11 @@ def _dvc_commit(workspace: Path) -> tuple[int, int]:
         outs = [str(o.def_path) for s in stages for o in s.outs]
         external = _external_changes(repo.status(), outs)
         if external:
-            log.warning("forget: not re-committing dvc.lock: `dvc status` shows changes made outside the forget (%s); "
-                        "run `dvc repro` (ingest drops the forgotten user)", "; ".join(external[:5]))
+            log.warning(
+                "forget: not re-committing dvc.lock: `dvc status` shows changes made outside the forget (%s); "
+                "run `dvc repro` (ingest drops the forgotten user)",
+                "; ".join(external[:5]),
+            )
             return 0, len(stages)
         committed = 0
         for stage in stages:
@@ -521,9 +535,13 @@ def leftovers(ctx: StageContext, user_id: str, roots: Iterable[Path] | None = No
     from mmrec.privacy.scan import files_mentioning
 
     ws = ctx.workspace
-    default = [ctx.paths.data, ws / "artifacts" / ctx.spec.name, ctx.paths.reports, ws / ".dvc" / "cache",
-               ws / str(getattr(ctx.params.tracking, "artifact_root", "mlruns")), ws / "mlflow.db"]
+    default = [
+        ctx.paths.data,
+        ws / "artifacts" / ctx.spec.name,
+        ctx.paths.reports,
+        ws / ".dvc" / "cache",
+        ws / str(getattr(ctx.params.tracking, "artifact_root", "mlruns")),
+        ws / "mlflow.db",
+    ]
     found = files_mentioning(roots or default, user_id, skip=[Path(ctx.spec.root_path)])
     return [os.path.relpath(f, ws) for f in found]
-
-

@@ -64,8 +64,16 @@ class ForgetResult:
         return not self.failed and not self.left
 
     def to_dict(self) -> dict[str, Any]:
-        return {"dataset": self.dataset, "pseudonym": self.pseudonym, "time": self.time, "complete": self.complete,
-                "known": self.known, "removed": self.removed, "failed": self.failed, "left": self.left}
+        return {
+            "dataset": self.dataset,
+            "pseudonym": self.pseudonym,
+            "time": self.time,
+            "complete": self.complete,
+            "known": self.known,
+            "removed": self.removed,
+            "failed": self.failed,
+            "left": self.left,
+        }
 
 
 def check_user_id(user_id: str) -> str:

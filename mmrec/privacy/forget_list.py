@@ -48,7 +48,9 @@ def _read_salt(folder: Path, create: bool) -> bytes | None:
         try:
             salt = bytes.fromhex(text)
         except ValueError as exc:
-            raise DataError(f"{f}: not a hex salt; restore it from a backup (without it the forget list cannot be applied)") from exc
+            raise DataError(
+                f"{f}: not a hex salt; restore it from a backup (without it the forget list cannot be applied)"
+            ) from exc
         if len(salt) < 16:
             raise DataError(f"{f}: salt of {len(salt)} bytes, expected 32; restore it from a backup")
         return salt
@@ -88,7 +90,9 @@ class ForgetList:
             except (ValueError, KeyError, TypeError) as exc:
                 raise DataError(f"{f}: unreadable forget list ({exc}); restore it from a backup") from exc
             if fl.pseudonyms and salt is None:
-                raise DataError(f"{f}: {len(fl.pseudonyms)} forgotten user(s) but no salt in {folder / 'salt'}; restore it")
+                raise DataError(
+                    f"{f}: {len(fl.pseudonyms)} forgotten user(s) but no salt in {folder / 'salt'}; restore it"
+                )
         return fl
 
     def pseudonym(self, user_id: str) -> str:
@@ -150,7 +154,9 @@ def drop_forgotten(frame: pd.DataFrame, column: str, forget: ForgetList) -> tupl
     return (frame[keep].reset_index(drop=True), dropped) if dropped else (frame, 0)
 
 
-def drop_forgotten_rejects(rejects: pd.DataFrame, forget: ForgetList, raw_column: str = "raw") -> tuple[pd.DataFrame, int]:
+def drop_forgotten_rejects(
+    rejects: pd.DataFrame, forget: ForgetList, raw_column: str = "raw"
+) -> tuple[pd.DataFrame, int]:
     """Ingest rejects (unparsed lines) that name a forgotten id as a field, removed."""
     if not len(forget) or raw_column not in rejects.columns or rejects.empty:
         return rejects, 0

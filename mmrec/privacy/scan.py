@@ -44,7 +44,10 @@ def _npy_mentions(data: bytes, user_id: str, whole: bool) -> bool:
         return False
     if arr.dtype.kind not in "US":
         return False
-    return any(bytes_mention(str(v).encode("utf-8") if arr.dtype.kind == "U" else bytes(v), user_id, whole) for v in arr.ravel())
+    return any(
+        bytes_mention(str(v).encode("utf-8") if arr.dtype.kind == "U" else bytes(v), user_id, whole)
+        for v in arr.ravel()
+    )
 
 
 def _parquet_mentions(data: bytes, user_id: str, whole: bool) -> bool:
@@ -79,8 +82,10 @@ def data_mentions(data: bytes, user_id: str, depth: int = 0, whole: bool = True)
     if data[:4] == b"PK\x03\x04":
         try:
             with zipfile.ZipFile(io.BytesIO(data)) as z:
-                return any(data_mentions(z.read(n), user_id, depth + 1, whole) or bytes_mention(n.encode(), user_id, whole)
-                           for n in z.namelist())
+                return any(
+                    data_mentions(z.read(n), user_id, depth + 1, whole) or bytes_mention(n.encode(), user_id, whole)
+                    for n in z.namelist()
+                )
         except zipfile.BadZipFile:
             return False
     if data[:6] == b"\x93NUMPY":

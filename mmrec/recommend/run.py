@@ -26,7 +26,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def strategy_scorer(ctx: StageContext, model: Recommender, rp: RecommendParams, history: sp.csr_matrix | None = None) -> Any:
+def strategy_scorer(
+    ctx: StageContext, model: Recommender, rp: RecommendParams, history: sp.csr_matrix | None = None
+) -> Any:
     """What to rank with under `rp` (mmrec/recommend/strategies.py): the model itself with the defaults.
 
     Content features are read from the dataset's extracted features, aligned with the model's
@@ -75,19 +77,27 @@ def run_recommend(
     scorer = strategy_scorer(ctx, model, rp, history)
     log.info(
         "recommending top-%d (%s) for %d users over %d items",
-        k, rp.strategy, len(model.user_ids) if model.user_ids is not None else 0, model.n_items,
+        k,
+        rp.strategy,
+        len(model.user_ids) if model.user_ids is not None else 0,
+        model.n_items,
     )
     # a hybrid holds each component's chunk of scores besides the blend: shrink the chunk to match
     parts = 1 + len([w for w in rp.hybrid.weights.values() if w > 0]) if rp.strategy == "hybrid" else 1
     chunk = max(1, rp.chunk_users(model.n_items) // parts)
     if client is not None:
         block = getattr(getattr(ctx.params, "orchestrate", None), "score_block_users", DEFAULT_BLOCK_USERS)
-        summary = write_recommendations_dask(scorer, ctx.paths.recommendations, client, k=k, batch_size=chunk,
-                                             exclude=exclude, block_users=block)
+        summary = write_recommendations_dask(
+            scorer, ctx.paths.recommendations, client, k=k, batch_size=chunk, exclude=exclude, block_users=block
+        )
     else:
         summary = write_recommendations(
-            scorer, ctx.paths.recommendations, k=k, batch_size=chunk,
-            exclude=exclude, fail_after_batches=fail_after_batches,
+            scorer,
+            ctx.paths.recommendations,
+            k=k,
+            batch_size=chunk,
+            exclude=exclude,
+            fail_after_batches=fail_after_batches,
         )
     summary = {
         "dataset": ctx.spec.name,

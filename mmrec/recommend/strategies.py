@@ -125,7 +125,9 @@ class ContentScores:
         weights = dict(weights or {})
         stray = sorted(set(weights) - set(features))
         if stray:
-            raise ConfigError(f"recommend.content.weights name {stray}, which have no features; available: {sorted(features)}")
+            raise ConfigError(
+                f"recommend.content.weights name {stray}, which have no features; available: {sorted(features)}"
+            )
         self.max_block_mb = max_block_mb
         self.spaces: list[tuple[np.ndarray, np.ndarray, float]] = []
         for modality, matrix in features.items():
@@ -208,7 +210,12 @@ def allowed_items(
     if excl:
         pos = index.get_indexer(excl)
         if (pos < 0).any():
-            log.info("%s: %d of %d excluded item ids are not in the model's index (ignored)", source, int((pos < 0).sum()), len(excl))
+            log.info(
+                "%s: %d of %d excluded item ids are not in the model's index (ignored)",
+                source,
+                int((pos < 0).sum()),
+                len(excl),
+            )
         ok[pos[pos >= 0]] = False
     if candidates is not None:
         cand = [str(i) for i in candidates]
@@ -219,7 +226,12 @@ def allowed_items(
                 f"(e.g. {cand[:3]}); check the candidates list"
             )
         if (pos < 0).any():
-            log.warning("%s: %d of %d candidate item ids are not in the model's index (ignored)", source, int((pos < 0).sum()), len(cand))
+            log.warning(
+                "%s: %d of %d candidate item ids are not in the model's index (ignored)",
+                source,
+                int((pos < 0).sum()),
+                len(cand),
+            )
         only = np.zeros(len(index), dtype=bool)
         only[pos[pos >= 0]] = True
         ok &= only
@@ -260,13 +272,19 @@ class StrategyScorer:
         self.strategy = check_strategy(strategy)
         if model.item_ids is None or model.user_ids is None:
             raise ModelError(f"model {model.name!r} is not fitted; nothing to recommend from")
-        self.name = model.name if strategy == "model" else f"{strategy}({model.name})" if strategy == "hybrid" else strategy
+        self.name = (
+            model.name if strategy == "model" else f"{strategy}({model.name})" if strategy == "hybrid" else strategy
+        )
         self.user_ids, self.item_ids, self.train_matrix = model.user_ids, model.item_ids, model.train_matrix
         n_users, n_items = len(model.user_ids), len(model.item_ids)
         self.history = sp.csr_matrix(history if history is not None else model.train_matrix, dtype=np.float32)
         if self.history.shape != (n_users, n_items):
-            raise DataError(f"history matrix shape {self.history.shape} does not match the model's index {(n_users, n_items)}")
-        self.popularity = popularity_scores(model.train_matrix) if model.train_matrix is not None else np.zeros(n_items, np.float32)
+            raise DataError(
+                f"history matrix shape {self.history.shape} does not match the model's index {(n_users, n_items)}"
+            )
+        self.popularity = (
+            popularity_scores(model.train_matrix) if model.train_matrix is not None else np.zeros(n_items, np.float32)
+        )
         if normalise not in NORMALISERS:
             raise ConfigError(f"unknown hybrid normalisation {normalise!r}; expected one of {list(NORMALISERS)}")
         self.normalise = normalise
@@ -394,6 +412,12 @@ def build_scorer(
             )
         content = ContentScores(features, masks, rp.content.metric, rp.content.weights, rp.content.centre)
     return StrategyScorer(
-        model, rp.strategy, history=history, content=content, hybrid_weights=weights or None,
-        normalise=rp.hybrid.normalise, allowed=allowed, threshold=rp.threshold,
+        model,
+        rp.strategy,
+        history=history,
+        content=content,
+        hybrid_weights=weights or None,
+        normalise=rp.hybrid.normalise,
+        allowed=allowed,
+        threshold=rp.threshold,
     )

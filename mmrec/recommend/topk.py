@@ -67,7 +67,9 @@ def history_matrix(model: Recommender, interactions: pd.DataFrame | None) -> sp.
     """
     assert model.user_ids is not None and model.item_ids is not None
     shape = (len(model.user_ids), len(model.item_ids))
-    seen = sp.csr_matrix(model.train_matrix if model.train_matrix is not None else sp.csr_matrix(shape), dtype=np.float32)
+    seen = sp.csr_matrix(
+        model.train_matrix if model.train_matrix is not None else sp.csr_matrix(shape), dtype=np.float32
+    )
     if interactions is None or not len(interactions):
         return seen
     rows = pd.Index(model.user_ids).get_indexer(interactions[USER_ID].astype(str))
@@ -131,7 +133,14 @@ def recommend_for_ids(
         item_ids = np.asarray(model.item_ids, dtype=object)[idx[0]]
         for u in unknown:
             frames.append(
-                pd.DataFrame({USER_ID: u, ITEM_ID: item_ids, RANK: np.arange(1, len(item_ids) + 1, dtype=np.int32), SCORE: val[0]})
+                pd.DataFrame(
+                    {
+                        USER_ID: u,
+                        ITEM_ID: item_ids,
+                        RANK: np.arange(1, len(item_ids) + 1, dtype=np.int32),
+                        SCORE: val[0],
+                    }
+                )
             )
     if not frames:
         return pd.DataFrame({c: [] for c in OUTPUT_COLUMNS})

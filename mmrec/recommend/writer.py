@@ -69,7 +69,10 @@ class RunStats:
                 return {}
             q = np.quantile(x.astype(np.float64), [0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0])
             keys = ("min", "p05", "p25", "p50", "p75", "p95", "max")
-            return {**{key: round(float(v), 6) for key, v in zip(keys, q, strict=True)}, "mean": round(float(x.mean()), 6)}
+            return {
+                **{key: round(float(v), 6) for key, v in zip(keys, q, strict=True)},
+                "mean": round(float(x.mean()), 6),
+            }
 
         items = int(self.seen_items.sum()) if self.seen_items is not None else 0
         top1 = np.concatenate(self.top1) if self.top1 else None
@@ -177,7 +180,9 @@ def write_recommendations(
     return out.summary(time.perf_counter() - start)
 
 
-def run_summary(stats: RunStats, model: Recommender, k: int, seconds: float, path: Path, **extra: Any) -> dict[str, Any]:
+def run_summary(
+    stats: RunStats, model: Recommender, k: int, seconds: float, path: Path, **extra: Any
+) -> dict[str, Any]:
     """The summary of one batch-scoring run (single process or Dask), as the nightly job reports it."""
     assert model.item_ids is not None
     out = stats.summary()

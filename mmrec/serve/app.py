@@ -75,9 +75,14 @@ def scrub(message: str) -> str:
     return _PATH_RE.sub("<path>", message)[:500]
 
 
-def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll: bool = True,
-               overview: ModelsOverview | None = None, events: Any = None,
-               search_encoders: Any = None) -> Any:
+def create_app(
+    holder: StateHolder,
+    settings: ServeSettings | None = None,
+    poll: bool = True,
+    overview: ModelsOverview | None = None,
+    events: Any = None,
+    search_encoders: Any = None,
+) -> Any:
     """The API over `holder`'s states.
 
     Args:
@@ -126,15 +131,22 @@ def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll:
     )
     # inner: Host allow-list, cross-site POSTs, HEAD, Cache-Control and ids in paths (guards.py);
     # outer: API key, body size, request id, access log and security headers (security.py)
-    app.add_middleware(BrowserGuards, allowed_hosts=settings.allowed_hosts, api_key_set=settings.api_key is not None,
-                       open_path=is_open)
-    app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes, log_key=settings.log_key,
-                       api_key=settings.api_key, body_limits=search_body_limit())
+    app.add_middleware(
+        BrowserGuards, allowed_hosts=settings.allowed_hosts, api_key_set=settings.api_key is not None, open_path=is_open
+    )
+    app.add_middleware(
+        GuardMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        log_key=settings.log_key,
+        api_key=settings.api_key,
+        body_limits=search_body_limit(),
+    )
 
     # -- errors -----------------------------------------------------------------------------
     def error(status: int, code: str, detail: Any, **extra: Any) -> JSONResponse:
-        return JSONResponse({"error": code, "detail": detail, **{k: v for k, v in extra.items() if v is not None}},
-                            status_code=status)
+        return JSONResponse(
+            {"error": code, "detail": detail, **{k: v for k, v in extra.items() if v is not None}}, status_code=status
+        )
 
     @app.exception_handler(NotFoundError)
     async def _not_found(request: Request, exc: NotFoundError) -> JSONResponse:
@@ -159,17 +171,28 @@ def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [{"loc": [str(p) for p in e.get("loc", ())], "msg": scrub(str(e.get("msg", ""))), "type": e.get("type")}
-                    for e in exc.errors()[:20]]
+        problems = [
+            {"loc": [str(p) for p in e.get("loc", ())], "msg": scrub(str(e.get("msg", ""))), "type": e.get("type")}
+            for e in exc.errors()[:20]
+        ]
         return error(422, "invalid_request", problems)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "too_large",
-                 503: "not_ready"}
+        codes = {
+            400: "bad_request",
+            401: "unauthorized",
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "too_large",
+            503: "not_ready",
+        }
         detail = exc.detail if isinstance(exc.detail, str) else "request refused"
-        return JSONResponse({"error": codes.get(exc.status_code, "http_error"), "detail": scrub(detail)},
-                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            {"error": codes.get(exc.status_code, "http_error"), "detail": scrub(detail)},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
 
     # Any other exception is a bug: GuardMiddleware logs it and answers a bare 500 with the request id.
 
@@ -193,13 +216,23 @@ def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll:
         return await run_in_threadpool(fn, state, *args)
 
     # ids: any id the pipeline accepts (mmrec/ids.py), one percent-encoded path segment each
-    UserId = Annotated[str, Path(pattern=ID_PATTERN, max_length=ID_MAX_LENGTH, description="a user id, percent-encoded"),
-                       AfterValidator(check_id)]
-    ItemId = Annotated[str, Path(pattern=ID_PATTERN, max_length=ID_MAX_LENGTH, description="an item id, percent-encoded"),
-                       AfterValidator(check_id)]
+    UserId = Annotated[
+        str,
+        Path(pattern=ID_PATTERN, max_length=ID_MAX_LENGTH, description="a user id, percent-encoded"),
+        AfterValidator(check_id),
+    ]
+    ItemId = Annotated[
+        str,
+        Path(pattern=ID_PATTERN, max_length=ID_MAX_LENGTH, description="an item id, percent-encoded"),
+        AfterValidator(check_id),
+    ]
     K = Annotated[int | None, Query(ge=1, le=MAX_K, description=f"how many items (default {settings.default_k})")]
-    not_found: dict[int | str, dict[str, Any]] = {404: {"model": Error, "description": "unknown user or item (the body names it)"}}
-    conflict: dict[int | str, dict[str, Any]] = {409: {"model": Error, "description": "the served model cannot do this (e.g. no explanations)"}}
+    not_found: dict[int | str, dict[str, Any]] = {
+        404: {"model": Error, "description": "unknown user or item (the body names it)"}
+    }
+    conflict: dict[int | str, dict[str, Any]] = {
+        409: {"model": Error, "description": "the served model cannot do this (e.g. no explanations)"}
+    }
 
     # -- probes ------------------------------------------------------------------------------
     @app.get("/health", response_model=Health, tags=["probes"])
@@ -231,8 +264,12 @@ def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll:
         return response
 
     # -- recommendations ---------------------------------------------------------------------
-    @app.get("/users/{user_id:id}/recommendations", response_model=Recommendations, tags=["recommendations"],
-             responses=not_found)
+    @app.get(
+        "/users/{user_id:id}/recommendations",
+        response_model=Recommendations,
+        tags=["recommendations"],
+        responses=not_found,
+    )
     async def user_recommendations(user_id: UserId, k: K = None) -> JSONResponse:
         """Top-k for a user: the nightly precomputed list from the online store, else live scoring.
 
@@ -243,15 +280,24 @@ def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll:
             return json_response(events.recommendations(current(), user_id, k or settings.default_k))
         return json_response(service.user_recommendations(current(), user_id, k or settings.default_k))
 
-    @app.post("/recommendations", response_model=SessionRecommendations, tags=["recommendations"],
-              responses={**not_found, **conflict, 413: {"model": Error}})
+    @app.post(
+        "/recommendations",
+        response_model=SessionRecommendations,
+        tags=["recommendations"],
+        responses={**not_found, **conflict, 413: {"model": Error}},
+    )
     async def session_recommendations(body: SessionRequest) -> JSONResponse:
         """Real-time top-k for a session: the items seen so far, scored by the champion's `score_history`."""
-        return json_response(await scored(service.session_recommendations, current(), body.item_ids,
-                                          body.k or settings.default_k))
+        return json_response(
+            await scored(service.session_recommendations, current(), body.item_ids, body.k or settings.default_k)
+        )
 
-    @app.get("/users/{user_id:id}/recommendations/{item_id:id}/explain", response_model=Explanation, tags=["recommendations"],
-             responses={**not_found, **conflict})
+    @app.get(
+        "/users/{user_id:id}/recommendations/{item_id:id}/explain",
+        response_model=Explanation,
+        tags=["recommendations"],
+        responses={**not_found, **conflict},
+    )
     async def explain(user_id: UserId, item_id: ItemId) -> JSONResponse:
         """Why the item is recommended to the user: score parts per source and the user's items behind it."""
         return json_response(await scored(service.explain_pair, current(), user_id, item_id))
@@ -287,8 +333,12 @@ def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll:
         """The user's most recent interactions, newest first."""
         return JSONResponse(service.user_history(current(), user_id, limit or settings.history_limit))
 
-    @app.get("/media/items/{item_id:id}/{modality}", tags=["items"], response_class=FileResponse,
-             responses={**not_found, 200: {"content": {"image/*": {}, "audio/*": {}, "video/*": {}}}})
+    @app.get(
+        "/media/items/{item_id:id}/{modality}",
+        tags=["items"],
+        response_class=FileResponse,
+        responses={**not_found, 200: {"content": {"image/*": {}, "audio/*": {}, "video/*": {}}}},
+    )
     async def media(item_id: ItemId, modality: MediaModality) -> FileResponse:
         """The item's media file, typed by its content (image/png, audio/wav, video/mp4, ...).
 
@@ -296,8 +346,11 @@ def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll:
         recognised media format and within the image pixel limit are served (mmrec/serve/media.py).
         """
         path, content_type = current().catalog.servable_media(item_id, modality)
-        return FileResponse(path, media_type=content_type,
-                            headers={"cache-control": "max-age=3600", "content-security-policy": MEDIA_CSP})
+        return FileResponse(
+            path,
+            media_type=content_type,
+            headers={"cache-control": "max-age=3600", "content-security-policy": MEDIA_CSP},
+        )
 
     # -- operations ----------------------------------------------------------------------------
     @app.post("/admin/reload", response_model=Reload, tags=["operations"], responses={415: {"model": Error}})
@@ -325,8 +378,14 @@ def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll:
         """
         response = Response(status_code=204)
         if settings.api_key is not None:
-            response.set_cookie(API_KEY_COOKIE, session_token(settings.api_key).decode(), httponly=True, samesite="strict",
-                                secure=request.url.scheme == "https", path="/")
+            response.set_cookie(
+                API_KEY_COOKIE,
+                session_token(settings.api_key).decode(),
+                httponly=True,
+                samesite="strict",
+                secure=request.url.scheme == "https",
+                path="/",
+            )
         return response
 
     @app.delete("/session", status_code=204, tags=["operations"])
@@ -362,8 +421,12 @@ def create_app(holder: StateHolder, settings: ServeSettings | None = None, poll:
 
             spec = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
             spec.setdefault("components", {})["securitySchemes"] = {
-                "apiKey": {"type": "apiKey", "in": "header", "name": API_KEY_HEADER,
-                           "description": f"needed when the server sets MMREC_API_KEY (the page uses the {API_KEY_COOKIE} cookie)"},
+                "apiKey": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": API_KEY_HEADER,
+                    "description": f"needed when the server sets MMREC_API_KEY (the page uses the {API_KEY_COOKIE} cookie)",
+                },
             }
             if settings.api_key is not None:
                 for path, ops in spec.get("paths", {}).items():
@@ -412,7 +475,10 @@ def _docs(app: Any, static_files: Any) -> None:
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> Any:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="mmrec API",
-                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
-                                   swagger_css_url="/docs-assets/swagger-ui.css",
-                                   swagger_favicon_url="/docs-assets/favicon-32x32.png")
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="mmrec API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )

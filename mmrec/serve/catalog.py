@@ -100,7 +100,9 @@ class Catalog:
             item_id = str(row[ITEM_ID])
             title = row.get(title_col) if title_col else None
             media = {m: p for m in media_cols if (p := inside(root, _str(row.get(m)))) is not None}  # type: ignore[arg-type]
-            self._items[item_id] = ItemInfo(item_id, str(title) if _str(title) else item_id, _str(row.get("text")), media)
+            self._items[item_id] = ItemInfo(
+                item_id, str(title) if _str(title) else item_id, _str(row.get("text")), media
+            )
         self._history: dict[str, list[str]] = {}
         if interactions is not None and len(interactions):
             frame = interactions
@@ -203,6 +205,7 @@ def load_catalog(paths: Any, root: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> 
     Raises:
         StageError: no items table; says which stage to run.
     """
+
     def table(name: str, columns: list[str] | None = None) -> pd.DataFrame | None:
         for f in (paths.validated_table(name), paths.table(name)):
             if f.is_file():

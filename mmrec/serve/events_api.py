@@ -27,9 +27,11 @@ class EventIn(BaseModel):
     user_id: Id
     item_id: Id = Field(description="an item of the served catalogue")
     event: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(
-        description="view, click, add_to_cart, purchase, rating or interaction (events.event_types)")
+        description="view, click, add_to_cart, purchase, rating or interaction (events.event_types)"
+    )
     timestamp: str | float | int | None = Field(
-        None, description="ISO-8601 (UTC when no offset) or seconds since the epoch; default: the time received")
+        None, description="ISO-8601 (UTC when no offset) or seconds since the epoch; default: the time received"
+    )
 
 
 class EventBatch(BaseModel):
@@ -64,8 +66,12 @@ def router(runtime: EventsRuntime, current: Callable[[], ServingState], user_id_
     api = APIRouter(tags=["events"])
     params = runtime.params
 
-    @api.post("/events", status_code=202, response_model=EventsAccepted,
-              responses={422: {"description": "a row is invalid (the body names its index and field)"}})
+    @api.post(
+        "/events",
+        status_code=202,
+        response_model=EventsAccepted,
+        responses={422: {"description": "a row is invalid (the body names its index and field)"}},
+    )
     async def post_events(body: EventBatch) -> JSONResponse:
         """Append interactions to the event log and the users' recent histories.
 
@@ -79,30 +85,47 @@ def router(runtime: EventsRuntime, current: Callable[[], ServingState], user_id_
 
         state = current()
         if len(body.events) > params.max_batch:
-            return JSONResponse({"error": "invalid_request", "detail": [
-                {"loc": ["body", "events"], "msg": f"{len(body.events)} events in one post; at most {params.max_batch} "
-                 "(events.max_batch): split the batch", "type": "too_long"}]}, status_code=422)
+            return JSONResponse(
+                {
+                    "error": "invalid_request",
+                    "detail": [
+                        {
+                            "loc": ["body", "events"],
+                            "msg": f"{len(body.events)} events in one post; at most {params.max_batch} "
+                            "(events.max_batch): split the batch",
+                            "type": "too_long",
+                        }
+                    ],
+                },
+                status_code=422,
+            )
         rows = [e.model_dump() for e in body.events]
         lo, hi = timestamp_bounds(runtime.validate)  # the warehouse validation's range, now
-        events, problems = check_events(rows, lambda i: i in state.catalog or i in state.item_pos, params.event_types,
-                                        (lo.timestamp(), hi.timestamp()))
+        events, problems = check_events(
+            rows,
+            lambda i: i in state.catalog or i in state.item_pos,
+            params.event_types,
+            (lo.timestamp(), hi.timestamp()),
+        )
         if problems:
-            return JSONResponse({"error": "invalid_request", "detail": [p.to_dict() for p in problems[:50]]},
-                                status_code=422)
+            return JSONResponse(
+                {"error": "invalid_request", "detail": [p.to_dict() for p in problems[:50]]}, status_code=422
+            )
         # the store write may wait for another worker's lock: off the event loop
         result = await run_in_threadpool(runtime.record, events)
-        return JSONResponse({"accepted": result.accepted, "duplicates": result.duplicates, "rewarded": result.rewarded},
-                            status_code=202)
+        return JSONResponse(
+            {"accepted": result.accepted, "duplicates": result.duplicates, "rewarded": result.rewarded}, status_code=202
+        )
 
     @api.get("/users/{user_id:id}/events", response_model=RecentEvents)
-    async def recent_events(user_id: user_id_type,
-                            limit: Annotated[int, Query(ge=1, le=500)] = 20) -> JSONResponse:
+    async def recent_events(user_id: user_id_type, limit: Annotated[int, Query(ge=1, le=500)] = 20) -> JSONResponse:
         """The user's recent events (the page's "you just viewed" strip), newest first."""
         state = current()
         recent = runtime.store.recent(user_id, limit)
         described = {d["item_id"]: d for d in state.catalog.describe(list(dict.fromkeys(e.item_id for e in recent)))}
-        items = [{**described[e.item_id], "event_id": e.event_id, "event": e.event, "timestamp": e.timestamp}
-                 for e in recent]
+        items = [
+            {**described[e.item_id], "event_id": e.event_id, "event": e.event, "timestamp": e.timestamp} for e in recent
+        ]
         return JSONResponse({"user_id": user_id, "items": items})
 
     @api.get("/events/bandit", tags=["operations"])

@@ -57,8 +57,11 @@ def _is_json(content_type: bytes) -> bool:
     """JSON, or an image upload (`POST /search`): neither is a simple content type, so a cross-site
     page cannot send them without a CORS preflight, which this server never grants."""
     media = content_type.split(b";", 1)[0].strip().lower()
-    return (media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
-            or media.startswith(b"image/"))
+    return (
+        media == b"application/json"
+        or (media.startswith(b"application/") and media.endswith(b"+json"))
+        or media.startswith(b"image/")
+    )
 
 
 class BrowserGuards:
@@ -105,19 +108,36 @@ class BrowserGuards:
         if has_length and has_chunked:
             # h11 frames by Transfer-Encoding and ignores the length; a proxy in front may do the
             # opposite (request smuggling), so the ambiguous shape is refused outright
-            await self._reject(send, 400, "bad_request", "Content-Length together with Transfer-Encoding is ambiguous "
-                               "framing (a request-smuggling shape); send one of them")
+            await self._reject(
+                send,
+                400,
+                "bad_request",
+                "Content-Length together with Transfer-Encoding is ambiguous "
+                "framing (a request-smuggling shape); send one of them",
+            )
             return
-        if not self.any_host and path not in PROBE_PATHS and (host is None or not host_allowed(host_name(host), self.allowed)):
+        if (
+            not self.any_host
+            and path not in PROBE_PATHS
+            and (host is None or not host_allowed(host_name(host), self.allowed))
+        ):
             shown = repr(host.decode("latin-1")[:100]) if host is not None else "(none)"
-            await self._reject(send, 421, "misdirected_request",
-                               f"Host {shown} is not served here; allowed: {', '.join(self.allowed)} "
-                               "(set MMREC_SERVE_ALLOWED_HOSTS to add names)")
+            await self._reject(
+                send,
+                421,
+                "misdirected_request",
+                f"Host {shown} is not served here; allowed: {', '.join(self.allowed)} "
+                "(set MMREC_SERVE_ALLOWED_HOSTS to add names)",
+            )
             return
         if method in _UNSAFE and not has_key and (content_type is None or not _is_json(content_type)):
-            await self._reject(send, 415, "unsupported_media_type",
-                               f"{method} requests need Content-Type: application/json (or the X-API-Key header); "
-                               "send a JSON body, e.g. curl -H 'Content-Type: application/json' -d '{}'")
+            await self._reject(
+                send,
+                415,
+                "unsupported_media_type",
+                f"{method} requests need Content-Type: application/json (or the X-API-Key header); "
+                "send a JSON body, e.g. curl -H 'Content-Type: application/json' -d '{}'",
+            )
             return
         private = self.private and not self.open_path(path)
         head = method == "HEAD"
@@ -131,7 +151,9 @@ class BrowserGuards:
             if message["type"] == "http.response.start" and private:
                 headers = [(k, v) for k, v in message.get("headers", []) if k != b"cache-control"]
                 old = next((v for k, v in message.get("headers", []) if k == b"cache-control"), None)
-                headers.append((b"cache-control", b"private, " + old if old and b"private" not in old else old or b"private"))
+                headers.append(
+                    (b"cache-control", b"private, " + old if old and b"private" not in old else old or b"private")
+                )
                 message = {**message, "headers": headers}
             elif message["type"] == "http.response.body" and head:
                 message = {**message, "body": b""}
@@ -142,6 +164,11 @@ class BrowserGuards:
     @staticmethod
     async def _reject(send: Any, status: int, error: str, detail: str) -> None:
         body = json.dumps({"error": error, "detail": detail}).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

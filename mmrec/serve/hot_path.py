@@ -56,8 +56,7 @@ def fast_user_id(value: str) -> bool:
 class FastRecommendations:
     """The ASGI app of the fast route (a class, so Starlette does not wrap it as a request handler)."""
 
-    def __init__(self, slow: Any, holder: StateHolder, settings: ServeSettings, max_k: int,
-                 events: Any = None) -> None:
+    def __init__(self, slow: Any, holder: StateHolder, settings: ServeSettings, max_k: int, events: Any = None) -> None:
         self.slow, self.holder, self.settings, self.max_k = slow, holder, settings, max_k
         self.events = events  # the feedback loop's runtime (mmrec/serve/realtime.py), when enabled
 
@@ -87,5 +86,12 @@ def install(app: Any, holder: StateHolder, settings: ServeSettings, max_k: int, 
 
     routes = app.router.routes
     at, slow = next((i, r) for i, r in enumerate(routes) if getattr(r, "path", None) == PATH)
-    routes.insert(at, Route(PATH, FastRecommendations(slow, holder, settings, max_k, events), methods=["GET", "HEAD"],
-                            include_in_schema=False))
+    routes.insert(
+        at,
+        Route(
+            PATH,
+            FastRecommendations(slow, holder, settings, max_k, events),
+            methods=["GET", "HEAD"],
+            include_in_schema=False,
+        ),
+    )

@@ -139,7 +139,9 @@ class ChampionSource:
         version = alias_version(self.ctx, self.alias)
         if version is None:
             spec = self.ctx.spec.spec_path or "PATH/dataset.yaml"
-            raise ModelError(f"no {self.alias!r} model is registered for {self.ctx.spec.name!r}; run `mmrec pipeline --dataset {spec}`")
+            raise ModelError(
+                f"no {self.alias!r} model is registered for {self.ctx.spec.name!r}; run `mmrec pipeline --dataset {spec}`"
+            )
         return version
 
     def stamp(self) -> str | None:
@@ -185,8 +187,12 @@ class ChampionSource:
             recs=OnlineRecs(online, self._recs_table()),
             similar=self.indexes(online),
             explainer=explain,
-            info={"registered_model": info["registered_model"], "alias": self.alias, "run_id": info["run_id"],
-                  "online_store": online.profile},
+            info={
+                "registered_model": info["registered_model"],
+                "alias": self.alias,
+                "run_id": info["run_id"],
+                "online_store": online.profile,
+            },
         )
 
     def _recs_table(self) -> Path:

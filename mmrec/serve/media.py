@@ -23,8 +23,14 @@ from mmrec.constants import MAX_IMAGE_PIXELS
 from mmrec.errors import NotFoundError
 
 #: Pillow format -> content type of the images that are served
-IMAGE_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "GIF": "image/gif", "WEBP": "image/webp",
-               "BMP": "image/bmp", "TIFF": "image/tiff"}
+IMAGE_TYPES = {
+    "PNG": "image/png",
+    "JPEG": "image/jpeg",
+    "GIF": "image/gif",
+    "WEBP": "image/webp",
+    "BMP": "image/bmp",
+    "TIFF": "image/tiff",
+}
 MEDIA_CSP = "default-src 'none'; sandbox"
 _HEAD_BYTES = 64
 
@@ -74,8 +80,9 @@ def _image_type(path: Path, max_pixels: int) -> str:
     return IMAGE_TYPES[fmt]
 
 
-def checked_media(path: Path, root: Path, modality: str, item_id: str,
-                  max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[Path, str]:
+def checked_media(
+    path: Path, root: Path, modality: str, item_id: str, max_pixels: int = MAX_IMAGE_PIXELS
+) -> tuple[Path, str]:
     """(the real file, its content type) when `path` may be served now, else NotFoundError.
 
     Args:
@@ -84,8 +91,11 @@ def checked_media(path: Path, root: Path, modality: str, item_id: str,
         modality: image, audio or video.
         max_pixels: images above this are not served.
     """
+
     def refuse(why: str) -> NotFoundError:
-        return NotFoundError("media", f"{item_id}/{modality}", f"item {item_id!r}'s {modality} file is not served: {why}")
+        return NotFoundError(
+            "media", f"{item_id}/{modality}", f"item {item_id!r}'s {modality} file is not served: {why}"
+        )
 
     real = Path(os.path.realpath(path))
     if not real.is_relative_to(root):

@@ -26,15 +26,23 @@ PAGE = "/models"
 def unconfigured() -> dict[str, Any]:
     """The overview of a server that has no dataset workspace behind it."""
     message = "this server was started without a dataset workspace (no MLflow registry or reports to show)"
-    return {"dataset": None, "registry": {"status": "missing", "message": message},
-            "report": {"status": "missing", "message": message}, "figures": [],
-            "nightly": {"status": "missing", "message": message}, "cache_ttl_s": 0}
+    return {
+        "dataset": None,
+        "registry": {"status": "missing", "message": message},
+        "report": {"status": "missing", "message": message},
+        "figures": [],
+        "nightly": {"status": "missing", "message": message},
+        "cache_ttl_s": 0,
+    }
 
 
 def _scrub_messages(block: Any, scrub: Callable[[str], str]) -> Any:
     """`block` with every `message` string scrubbed (no paths or credentials reach the page)."""
     if isinstance(block, dict):
-        return {k: scrub(v) if k == "message" and isinstance(v, str) else _scrub_messages(v, scrub) for k, v in block.items()}
+        return {
+            k: scrub(v) if k == "message" and isinstance(v, str) else _scrub_messages(v, scrub)
+            for k, v in block.items()
+        }
     return block
 
 
@@ -65,14 +73,18 @@ def models_router(overview: ModelsOverview | None, scrub: Callable[[str], str]) 
 
     FigureName = Annotated[str, PathParam(max_length=128, description="a PNG file name of reports/<name>/figures")]
 
-    @router.get(f"{PAGE}/figures/{{name}}", response_class=FileResponse,
-                responses={404: {"model": Error}, 200: {"content": {"image/png": {}}}})
+    @router.get(
+        f"{PAGE}/figures/{{name}}",
+        response_class=FileResponse,
+        responses={404: {"model": Error}, 200: {"content": {"image/png": {}}}},
+    )
     def figure(name: FigureName) -> FileResponse:
         """One figure of the evaluation report (learning curves, ablation)."""
         if overview is None:
             raise NotFoundError("figure", name, "this server has no report folder")
         path, content_type = overview.figure(name)
-        return FileResponse(path, media_type=content_type,
-                            headers={"cache-control": "no-cache", "content-security-policy": MEDIA_CSP})
+        return FileResponse(
+            path, media_type=content_type, headers={"cache-control": "no-cache", "content-security-policy": MEDIA_CSP}
+        )
 
     return router

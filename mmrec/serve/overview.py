@@ -51,8 +51,10 @@ PARTS = ("valid", "test", "sparse", "cold")
 #: versions listed, newest first
 MAX_VERSIONS = 50
 MAX_DECISIONS = 10
-_TITLES = {"learning_curves.png": "Learning curves (validation metric per epoch)",
-           "ablation.png": "Ablation: the model on each modality alone, on all of them, and on random-vector controls"}
+_TITLES = {
+    "learning_curves.png": "Learning curves (validation metric per epoch)",
+    "ablation.png": "Ablation: the model on each modality alone, on all of them, and on random-vector controls",
+}
 
 RegistryReader = Callable[[str, str, str], dict[str, Any]]
 
@@ -120,7 +122,9 @@ def read_registry(uri: str, name: str, metric: str) -> dict[str, Any]:
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         raise RegistryMissing(f"no MLflow registry yet for {name!r}: nothing has been trained and registered")
     if uri.startswith(("http://", "https://")) and not _server_answers(uri):
-        raise ServiceUnavailable("mlflow", uri, f"the MLflow tracking server {uri} does not answer; try again when it is up")
+        raise ServiceUnavailable(
+            "mlflow", uri, f"the MLflow tracking server {uri} does not answer; try again when it is up"
+        )
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -130,7 +134,9 @@ def read_registry(uri: str, name: str, metric: str) -> dict[str, Any]:
             rm = client.get_registered_model(name)
         except MlflowException as exc:
             if "RESOURCE_DOES_NOT_EXIST" in str(getattr(exc, "error_code", "")) or "not found" in str(exc).lower():
-                raise RegistryMissing(f"the MLflow registry has no model {name!r} yet: nothing has been registered") from None
+                raise RegistryMissing(
+                    f"the MLflow registry has no model {name!r} yet: nothing has been registered"
+                ) from None
             raise
         aliases = {str(k): str(v) for k, v in (rm.aliases or {}).items()}
         by_version: dict[str, list[str]] = {}
@@ -138,21 +144,25 @@ def read_registry(uri: str, name: str, metric: str) -> dict[str, Any]:
             by_version.setdefault(version, []).append(alias)
         tag = f"mmrec.valid.{mlflow_key(metric)}"
         versions = []
-        for mv in sorted(client.search_model_versions(f"name = '{name}'"), key=lambda v: -int(str(v.version)))[:MAX_VERSIONS]:
+        for mv in sorted(client.search_model_versions(f"name = '{name}'"), key=lambda v: -int(str(v.version)))[
+            :MAX_VERSIONS
+        ]:
             raw = mv.tags.get(tag)
             try:
                 value = float(raw) if raw not in (None, "") else None
             except ValueError:
                 value = None
-            versions.append({
-                "version": str(mv.version),
-                "model": mv.tags.get("mmrec.model"),
-                "metric": value,
-                "decision": mv.tags.get("mmrec.decision.action"),
-                "created": _iso(mv.creation_timestamp / 1000) if mv.creation_timestamp else None,
-                "run_id": mv.run_id,
-                "aliases": sorted(by_version.get(str(mv.version), [])),
-            })
+            versions.append(
+                {
+                    "version": str(mv.version),
+                    "model": mv.tags.get("mmrec.model"),
+                    "metric": value,
+                    "decision": mv.tags.get("mmrec.decision.action"),
+                    "created": _iso(mv.creation_timestamp / 1000) if mv.creation_timestamp else None,
+                    "run_id": mv.run_id,
+                    "aliases": sorted(by_version.get(str(mv.version), [])),
+                }
+            )
         try:
             decisions = json.loads(rm.tags.get(DECISION_LOG, "[]"))
         except ValueError:
@@ -197,7 +207,10 @@ def _read_json(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     try:
         data = json.loads(text)
     except ValueError as exc:
-        return None, f"{path.name} is not valid JSON (line {getattr(exc, 'lineno', '?')}); re-run the stage that writes it"
+        return (
+            None,
+            f"{path.name} is not valid JSON (line {getattr(exc, 'lineno', '?')}); re-run the stage that writes it",
+        )
     if not isinstance(data, dict):
         return None, f"{path.name} does not hold a JSON object; re-run the stage that writes it"
     return data, None
@@ -217,9 +230,17 @@ class ModelsOverview:
         clock: monotonic seconds (tests pass a fake one).
     """
 
-    def __init__(self, dataset: str, reports: Path, tracking_uri: str, registered_model: str, metric: str,
-                 ttl_s: float = 30.0, read: RegistryReader = read_registry,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        dataset: str,
+        reports: Path,
+        tracking_uri: str,
+        registered_model: str,
+        metric: str,
+        ttl_s: float = 30.0,
+        read: RegistryReader = read_registry,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.dataset = dataset
         self.reports = Path(reports)
         self.tracking_uri = tracking_uri
@@ -238,8 +259,14 @@ class ModelsOverview:
         from mmrec.tracking.store import registered_model_name, resolve_uri
 
         tp = tracking_params(ctx.params)
-        return cls(ctx.spec.name, ctx.paths.reports, resolve_uri(tp, ctx.workspace), registered_model_name(ctx.spec.name),
-                   tp.metric or ctx.params.evaluate.selection_metric, ttl_s=ttl_s)
+        return cls(
+            ctx.spec.name,
+            ctx.paths.reports,
+            resolve_uri(tp, ctx.workspace),
+            registered_model_name(ctx.spec.name),
+            tp.metric or ctx.params.evaluate.selection_metric,
+            ttl_s=ttl_s,
+        )
 
     # -- the registry (cached) ---------------------------------------------------------------------
     def registry(self) -> dict[str, Any]:
@@ -251,15 +278,21 @@ class ModelsOverview:
             try:
                 block = {"status": "ok", **self._read(self.tracking_uri, self.registered_model, self.metric)}
             except RegistryMissing as exc:
-                block = {"status": "missing", "registered_model": self.registered_model, "message":
-                         f"{exc}. Run `mmrec pipeline --dataset PATH/dataset.yaml` to train, register and promote a model."}
+                block = {
+                    "status": "missing",
+                    "registered_model": self.registered_model,
+                    "message": f"{exc}. Run `mmrec pipeline --dataset PATH/dataset.yaml` to train, register and promote a model.",
+                }
             except MMRecError as exc:
                 log.warning("models page: the MLflow registry cannot be read: %s", exc)
                 block = {"status": "unavailable", "registered_model": self.registered_model, "message": str(exc)}
             except Exception as exc:  # any MLflow failure is shown, the page stays up
                 log.exception("models page: reading the MLflow registry failed")
-                block = {"status": "unavailable", "registered_model": self.registered_model,
-                         "message": f"the MLflow registry could not be read ({type(exc).__name__}); the server log has the details"}
+                block = {
+                    "status": "unavailable",
+                    "registered_model": self.registered_model,
+                    "message": f"the MLflow registry could not be read ({type(exc).__name__}); the server log has the details",
+                }
             block["read_at"] = _iso(time.time())
             self._cached = (self._clock(), block)
             return block
@@ -268,8 +301,11 @@ class ModelsOverview:
     def report(self) -> dict[str, Any]:
         data, problem = _read_json(self.reports / "metrics.json")
         if data is None:
-            message = ("no evaluation report yet: run `mmrec evaluate` or `mmrec pipeline`" if problem == "missing"
-                       else problem)
+            message = (
+                "no evaluation report yet: run `mmrec evaluate` or `mmrec pipeline`"
+                if problem == "missing"
+                else problem
+            )
             return {"status": "missing" if problem == "missing" else "unreadable", "message": message}
         raw = data.get("models")
         models: dict[str, Any] = raw if isinstance(raw, dict) else {}
@@ -278,8 +314,12 @@ class ModelsOverview:
             "selection_metric": data.get("selection_metric"),
             "best_model": data.get("best_model"),
             "split": data.get("split") if isinstance(data.get("split"), dict) else None,
-            "models": {name: {part: entry[part] for part in PARTS if isinstance(entry, dict) and isinstance(entry.get(part), dict)}
-                       for name, entry in models.items()},
+            "models": {
+                name: {
+                    part: entry[part] for part in PARTS if isinstance(entry, dict) and isinstance(entry.get(part), dict)
+                }
+                for name, entry in models.items()
+            },
         }
 
     def figures(self) -> list[dict[str, str]]:
@@ -289,15 +329,24 @@ class ModelsOverview:
             names = sorted(p.name for p in folder.iterdir() if FIGURE_NAME.match(p.name) and p.is_file())
         except OSError:
             return []
-        return [{"name": n, "title": _TITLES.get(n, n.removesuffix(".png").replace("_", " ")),
-                 "url": f"/models/figures/{n}"} for n in names]
+        return [
+            {
+                "name": n,
+                "title": _TITLES.get(n, n.removesuffix(".png").replace("_", " ")),
+                "url": f"/models/figures/{n}",
+            }
+            for n in names
+        ]
 
     def nightly(self) -> dict[str, Any]:
         path = self.reports / "recommendations.json"
         data, problem = _read_json(path)
         if data is None:
-            message = ("no nightly run yet: run `mmrec recommend` (or the nightly-recommendations flow)"
-                       if problem == "missing" else problem)
+            message = (
+                "no nightly run yet: run `mmrec recommend` (or the nightly-recommendations flow)"
+                if problem == "missing"
+                else problem
+            )
             return {"status": "missing" if problem == "missing" else "unreadable", "message": message}
         try:
             finished = _iso(path.stat().st_mtime)
@@ -305,15 +354,36 @@ class ModelsOverview:
             finished = None
         raw = data.get("model")
         model: dict[str, Any] = raw if isinstance(raw, dict) else {}
-        keys = ("k", "users", "users_covered", "users_full", "rows", "items_recommended", "n_items",
-                "catalogue_coverage", "seconds", "users_per_second", "strategy")
-        return {"status": "ok", "finished_at": finished, **{k: data.get(k) for k in keys},
-                "model": {k: model.get(k) for k in ("name", "registered_model", "version", "alias")}}
+        keys = (
+            "k",
+            "users",
+            "users_covered",
+            "users_full",
+            "rows",
+            "items_recommended",
+            "n_items",
+            "catalogue_coverage",
+            "seconds",
+            "users_per_second",
+            "strategy",
+        )
+        return {
+            "status": "ok",
+            "finished_at": finished,
+            **{k: data.get(k) for k in keys},
+            "model": {k: model.get(k) for k in ("name", "registered_model", "version", "alias")},
+        }
 
     def overview(self) -> dict[str, Any]:
         """Everything the page shows, as one JSON object."""
-        return {"dataset": self.dataset, "registry": self.registry(), "report": self.report(),
-                "figures": self.figures(), "nightly": self.nightly(), "cache_ttl_s": self.ttl_s}
+        return {
+            "dataset": self.dataset,
+            "registry": self.registry(),
+            "report": self.report(),
+            "figures": self.figures(),
+            "nightly": self.nightly(),
+            "cache_ttl_s": self.ttl_s,
+        }
 
     def figure(self, name: str) -> tuple[Path, str]:
         """(the real file, its content type) of figure `name`, or NotFoundError.
@@ -330,4 +400,6 @@ class ModelsOverview:
         try:
             return checked_media(root / name, root, "image", name)
         except NotFoundError:
-            raise NotFoundError("figure", name, f"no figure {name!r} in the report (or it is not a servable PNG)") from None
+            raise NotFoundError(
+                "figure", name, f"no figure {name!r} in the report (or it is not a servable PNG)"
+            ) from None

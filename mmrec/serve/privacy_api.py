@@ -29,12 +29,20 @@ def privacy_router(holder: StateHolder) -> Any:
     from mmrec.serve.schemas import Error, Forgotten
 
     router = APIRouter(tags=["users"])
-    UserId = Annotated[str, Path(pattern=ID_PATTERN, max_length=ID_MAX_LENGTH, description="a user id, percent-encoded"),
-                       AfterValidator(check_id)]
+    UserId = Annotated[
+        str,
+        Path(pattern=ID_PATTERN, max_length=ID_MAX_LENGTH, description="a user id, percent-encoded"),
+        AfterValidator(check_id),
+    ]
 
-    @router.delete("/users/{user_id:id}", response_model=Forgotten,
-                   responses={503: {"model": Error, "description": "a store could not be erased; retry"},
-                              501: {"model": Error, "description": "this server has no workspace to erase in"}})
+    @router.delete(
+        "/users/{user_id:id}",
+        response_model=Forgotten,
+        responses={
+            503: {"model": Error, "description": "a store could not be erased; retry"},
+            501: {"model": Error, "description": "this server has no workspace to erase in"},
+        },
+    )
     def forget(user_id: UserId) -> JSONResponse:
         """Forget the user: every store the platform writes, then the served state (idempotent).
 
@@ -47,8 +55,10 @@ def privacy_router(holder: StateHolder) -> Any:
 
         ctx = getattr(holder.source, "ctx", None)
         if ctx is None:
-            return JSONResponse({"error": "not_implemented", "detail": "this server serves no workspace: run `mmrec forget`"},
-                                status_code=501)
+            return JSONResponse(
+                {"error": "not_implemented", "detail": "this server serves no workspace: run `mmrec forget`"},
+                status_code=501,
+            )
         result = forget_user(ctx, user_id, scan=False)
         reload = holder.reload(force=True)
         body: dict[str, Any] = {
@@ -61,9 +71,14 @@ def privacy_router(holder: StateHolder) -> Any:
             "reloaded": reload.action,
         }
         if not result.complete:
-            return JSONResponse({"error": "forget_incomplete",
-                                 "detail": f"stores not erased: {sorted(result.failed)}; send the same request again", **body},
-                                status_code=503)
+            return JSONResponse(
+                {
+                    "error": "forget_incomplete",
+                    "detail": f"stores not erased: {sorted(result.failed)}; send the same request again",
+                    **body,
+                },
+                status_code=503,
+            )
         return json_response(body)
 
     return router

@@ -14,8 +14,10 @@ import json
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-_DETAIL = "the request is not valid HTTP/1.1 (malformed request line or header, oversized headers, or conflicting " \
-          "Content-Length/Transfer-Encoding/Host); nothing was processed"
+_DETAIL = (
+    "the request is not valid HTTP/1.1 (malformed request line or header, oversized headers, or conflicting "
+    "Content-Length/Transfer-Encoding/Host); nothing was processed"
+)
 
 
 class JsonErrorH11Protocol(H11Protocol):

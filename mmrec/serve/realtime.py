@@ -110,15 +110,17 @@ class EventsRuntime:
         validate: the `validate:` section (timestamp bounds of posted events).
     """
 
-    def __init__(self, store: EventStore, params: EventsParams | None = None, validate: Any = None,
-                 tick_s: float = 0.25) -> None:
+    def __init__(
+        self, store: EventStore, params: EventsParams | None = None, validate: Any = None, tick_s: float = 0.25
+    ) -> None:
         from mmrec.config import ValidateParams
 
         self.store = store
         self.params = params or EventsParams()
         self.validate = validate or ValidateParams()
-        self.bandit = ThompsonBandit(self.params.strategies, self.params.prior_alpha, self.params.prior_beta,
-                                     self.params.seed)
+        self.bandit = ThompsonBandit(
+            self.params.strategies, self.params.prior_alpha, self.params.prior_beta, self.params.seed
+        )
         self.writer = ImpressionWriter(store)
         self.tick_s = tick_s
         self._strategies: tuple[int, Strategies] | None = None
@@ -180,9 +182,13 @@ class EventsRuntime:
         if cached is not None and cached[0] == id(state):
             return cached[1]
         fused = state.similar.get("fused")
-        built = Strategies(service._model(state, "real-time recommendation"), state.item_pos,
-                           fused.similar if fused is not None else None,
-                           self.params.realtime_weight, self.params.rrf_k)
+        built = Strategies(
+            service._model(state, "real-time recommendation"),
+            state.item_pos,
+            fused.similar if fused is not None else None,
+            self.params.realtime_weight,
+            self.params.rrf_k,
+        )
         self._strategies = (id(state), built)
         return built
 
@@ -202,7 +208,9 @@ class EventsRuntime:
         history = state.catalog.history(user_id) if state.catalog.has_user(user_id) else []
         try:
             base = service.user_recommendations(state, user_id, _BLEND_DEPTH)
-            nightly: Sequence[tuple[str, float]] = list(zip(base["items"].ids, base["items"].values.tolist(), strict=True))
+            nightly: Sequence[tuple[str, float]] = list(
+                zip(base["items"].ids, base["items"].values.tolist(), strict=True)
+            )
             source = base["source"]
             version = base["version"]
         except NotFoundError:  # a user only the events know: the fold-in alone
@@ -214,9 +222,15 @@ class EventsRuntime:
         impression = Impression(user_id, segment, strategy, tuple(i for i, _, _ in ranked))
         self.writer.put(impression)
         return {
-            "user_id": user_id, "source": source, "version": version, "items": PartItems(state.item_json, ranked),
-            "strategy": strategy, "segment": segment, "recent_item_ids": recent,
-            "realtime_item_ids": [i for i, _, p in ranked if p == "realtime"], "impression_id": impression.impression_id,
+            "user_id": user_id,
+            "source": source,
+            "version": version,
+            "items": PartItems(state.item_json, ranked),
+            "strategy": strategy,
+            "segment": segment,
+            "recent_item_ids": recent,
+            "realtime_item_ids": [i for i, _, p in ranked if p == "realtime"],
+            "impression_id": impression.impression_id,
         }
 
     def posteriors(self) -> dict[str, Any]:
@@ -224,9 +238,16 @@ class EventsRuntime:
         out: dict[str, Any] = {}
         for segment, arms in sorted(self.store.arms().items()):
             post = self.bandit.posteriors(arms)
-            out[segment] = {s: {"shown": arms[s].shown if s in arms else 0.0,
-                                "rewarded": arms[s].rewarded if s in arms else 0.0,
-                                "alpha": a, "beta": b, "mean": a / (a + b)} for s, (a, b) in post.items()}
+            out[segment] = {
+                s: {
+                    "shown": arms[s].shown if s in arms else 0.0,
+                    "rewarded": arms[s].rewarded if s in arms else 0.0,
+                    "alpha": a,
+                    "beta": b,
+                    "mean": a / (a + b),
+                }
+                for s, (a, b) in post.items()
+            }
         return out
 
     def close(self) -> None:

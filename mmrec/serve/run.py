@@ -21,8 +21,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def build_app(ctx: StageContext, profile: str | None = None, alias: str = "champion",
-              settings: ServeSettings | None = None) -> Any:
+def build_app(
+    ctx: StageContext, profile: str | None = None, alias: str = "champion", settings: ServeSettings | None = None
+) -> Any:
     """The API over the dataset's champion, with its first state already loaded.
 
     Raises:
@@ -42,8 +43,13 @@ def build_app(ctx: StageContext, profile: str | None = None, alias: str = "champ
     result = holder.reload()
     if holder.state is None:
         raise MMRecError(f"cannot start serving {ctx.spec.name!r}: {result.error}")
-    return create_app(holder, settings, overview=ModelsOverview.from_context(ctx), events=events_runtime(ctx),
-                      search_encoders=QueryEncoders(ctx.params.extract))
+    return create_app(
+        holder,
+        settings,
+        overview=ModelsOverview.from_context(ctx),
+        events=events_runtime(ctx),
+        search_encoders=QueryEncoders(ctx.params.extract),
+    )
 
 
 def events_runtime(ctx: StageContext) -> Any:
@@ -77,17 +83,28 @@ def worker_app() -> Any:
 
     threadpool_limits(limits=int(os.environ.get("MMREC_SERVE_BLAS_THREADS", "1")))
     # a spawned worker starts with no logging set up: the same format and level as the CLI's
-    logging.basicConfig(level=os.environ.get("MMREC_LOG_LEVEL", "INFO").upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=os.environ.get("MMREC_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     args = json.loads(os.environ[_WORKER_ARGS])
     # the same parameter files as the parent process (base + the dataset's overlays)
     ctx = StageContext.from_files(args["dataset"], args["params"], args["workspace"], args["root"])
     return build_app(ctx, args["profile"], args["alias"], ServeSettings.from_env(**args["settings"]))
 
 
-def serve(ctx: StageContext, host: str = "127.0.0.1", port: int = 8000, profile: str | None = None,
-          alias: str = "champion", settings: ServeSettings | None = None, workers: int = 1,
-          params_path: str | None = None, root: str | None = None) -> None:
+def serve(
+    ctx: StageContext,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    profile: str | None = None,
+    alias: str = "champion",
+    settings: ServeSettings | None = None,
+    workers: int = 1,
+    params_path: str | None = None,
+    root: str | None = None,
+) -> None:
     """Serve the API until interrupted.
 
     BLAS is limited to one thread (MMREC_SERVE_BLAS_THREADS to change): a request multiplies one
@@ -104,8 +121,11 @@ def serve(ctx: StageContext, host: str = "127.0.0.1", port: int = 8000, profile:
     threadpool_limits(limits=int(os.environ.get("MMREC_SERVE_BLAS_THREADS", "1")))
     effective = settings or ServeSettings.from_env()
     if effective.api_key is None and effective.allowed_hosts is None and host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("serving on %s without an API key: only requests naming Host localhost, 127.0.0.1 or [::1] are "
-                    "answered (DNS-rebinding guard); set MMREC_SERVE_ALLOWED_HOSTS=name1,name2 or MMREC_API_KEY", host)
+        log.warning(
+            "serving on %s without an API key: only requests naming Host localhost, 127.0.0.1 or [::1] are "
+            "answered (DNS-rebinding guard); set MMREC_SERVE_ALLOWED_HOSTS=name1,name2 or MMREC_API_KEY",
+            host,
+        )
     if workers > 1:
         # One process per core: Python serves one request at a time per process (GIL). Each
         # worker loads its own state; this first load fails fast before any worker starts.
@@ -113,17 +133,36 @@ def serve(ctx: StageContext, host: str = "127.0.0.1", port: int = 8000, profile:
 
         build_app(ctx, profile, alias, settings)
         overrides = {"reload_interval_s": settings.reload_interval_s} if settings is not None else {}
-        os.environ[_WORKER_ARGS] = json.dumps({
-            "dataset": ctx.spec.spec_path, "root": root, "params": params_path or "params.yaml",
-            "workspace": str(ctx.workspace), "profile": profile, "alias": alias, "settings": overrides,
-        })
+        os.environ[_WORKER_ARGS] = json.dumps(
+            {
+                "dataset": ctx.spec.spec_path,
+                "root": root,
+                "params": params_path or "params.yaml",
+                "workspace": str(ctx.workspace),
+                "profile": profile,
+                "alias": alias,
+                "settings": overrides,
+            }
+        )
         if settings is not None:
             os.environ.setdefault("MMREC_LOG_KEY", settings.log_key)  # one pseudonym per user across workers
-        log.info("serving %s on http://%s:%d with %d workers (docs at /docs, page at /)", ctx.spec.name, host, port, workers)
-        uvicorn.run("mmrec.serve.run:worker_app", factory=True, workers=workers, host=host, port=port,
-                    access_log=False, log_level="info", timeout_graceful_shutdown=10, http=HTTP_PROTOCOL)
+        log.info(
+            "serving %s on http://%s:%d with %d workers (docs at /docs, page at /)", ctx.spec.name, host, port, workers
+        )
+        uvicorn.run(
+            "mmrec.serve.run:worker_app",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            access_log=False,
+            log_level="info",
+            timeout_graceful_shutdown=10,
+            http=HTTP_PROTOCOL,
+        )
         return
     app = build_app(ctx, profile, alias, settings)
     log.info("serving %s on http://%s:%d (docs at /docs, page at /)", ctx.spec.name, host, port)
-    uvicorn.run(app, host=host, port=port, access_log=False, log_level="info", timeout_graceful_shutdown=10,
-                http=HTTP_PROTOCOL)
+    uvicorn.run(
+        app, host=host, port=port, access_log=False, log_level="info", timeout_graceful_shutdown=10, http=HTTP_PROTOCOL
+    )

@@ -17,8 +17,10 @@ MediaModality = Literal["image", "audio", "video"]
 class Error(BaseModel):
     """Every 4xx/5xx body: a stable machine-readable `error` and a human `detail`."""
 
-    error: str = Field(description="not_found, invalid_request, unauthorized, too_large, unavailable, not_ready, "
-                       "service_unavailable or internal")
+    error: str = Field(
+        description="not_found, invalid_request, unauthorized, too_large, unavailable, not_ready, "
+        "service_unavailable or internal"
+    )
     detail: Any = Field(description="what is wrong and how to fix it")
     kind: str | None = Field(None, description="for not_found: user, item, modality or media")
     id: str | None = Field(None, description="for not_found: the id that was asked for")
@@ -44,7 +46,8 @@ class SimilarItem(Item):
 
 class PartRankedItem(RankedItem):
     part: Literal["nightly", "realtime", "popularity", "content"] | None = Field(
-        None, description="for users with recent events: which part placed the item (mmrec/events/strategies.py)")
+        None, description="for users with recent events: which part placed the item (mmrec/events/strategies.py)"
+    )
     realtime: bool | None = Field(None, description="for users with recent events: placed by the real-time fold-in")
 
 
@@ -57,7 +60,8 @@ class Recommendations(BaseModel):
     version: str = Field(description="registry version of the model that produced them")
     items: list[PartRankedItem]
     strategy: Literal["nightly", "realtime", "popularity", "content"] | None = Field(
-        None, description="the strategy that chose the list (the bandit's draw for users with recent events)")
+        None, description="the strategy that chose the list (the bandit's draw for users with recent events)"
+    )
     segment: str | None = Field(None, description="the user segment the bandit learns for (by history length)")
     recent_item_ids: list[str] | None = Field(None, description="the recent events folded in, newest first (excluded)")
     realtime_item_ids: list[str] | None = Field(None, description="items placed by the real-time fold-in")
@@ -71,14 +75,18 @@ class SessionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     item_ids: list[Id] = Field(min_length=1, max_length=MAX_SESSION_ITEMS, description="item ids seen in this session")
-    k: int | None = Field(None, ge=1, le=MAX_K, description="how many recommendations (default: the server's default_k)")
+    k: int | None = Field(
+        None, ge=1, le=MAX_K, description="how many recommendations (default: the server's default_k)"
+    )
 
 
 class SessionRecommendations(BaseModel):
     source: Literal["session"]
     version: str
     item_ids: list[str]
-    ignored_item_ids: list[str] = Field(description="catalogue items the model was not trained on (not used for scoring)")
+    ignored_item_ids: list[str] = Field(
+        description="catalogue items the model was not trained on (not used for scoring)"
+    )
     items: list[RankedItem]
 
 

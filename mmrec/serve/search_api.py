@@ -84,8 +84,10 @@ class SearchModels:
 
             version = alias_version(ctx, alias)
             if version is None:
-                raise NoProjection(f"the champion has no cross-modal projection and no model has the alias {self.alias!r} "
-                                   f"(MMREC_SEARCH_ALIAS); register a two_tower model under it")
+                raise NoProjection(
+                    f"the champion has no cross-modal projection and no model has the alias {self.alias!r} "
+                    f"(MMREC_SEARCH_ALIAS); register a two_tower model under it"
+                )
             if self._fallback is None or self._fallback[0] != str(version):
                 loaded, _ = load_champion(ctx, alias=alias)
                 model_projection(loaded, f"the {alias!r} model")
@@ -109,8 +111,13 @@ class SearchResults(BaseModel):
     items: list[SearchHit]
 
 
-def search_router(holder: StateHolder, settings: Any, encoders: QueryEncoders | None,
-                  scrub: Callable[[str], str], search_settings: SearchSettings | None = None) -> Any:
+def search_router(
+    holder: StateHolder,
+    settings: Any,
+    encoders: QueryEncoders | None,
+    scrub: Callable[[str], str],
+    search_settings: SearchSettings | None = None,
+) -> Any:
     """The search routes over `holder`'s current state.
 
     Args:
@@ -129,8 +136,13 @@ def search_router(holder: StateHolder, settings: Any, encoders: QueryEncoders | 
     models = SearchModels(holder, limits.alias)
     router = APIRouter(tags=["search"])
     K = Annotated[int | None, Query(ge=1, le=MAX_K, description=f"how many items (default {settings.default_k})")]
-    Target = Annotated[str, Query(pattern="^(" + "|".join(TARGETS) + ")$",
-                                  description="which item vectors to match: all (mean over the item's modalities), text or image")]
+    Target = Annotated[
+        str,
+        Query(
+            pattern="^(" + "|".join(TARGETS) + ")$",
+            description="which item vectors to match: all (mean over the item's modalities), text or image",
+        ),
+    ]
     responses: dict[int | str, dict[str, Any]] = {
         409: {"description": "no model with a joint text-image space is served"},
         413: {"description": "image above MMREC_SEARCH_MAX_IMAGE_BYTES"},
@@ -166,14 +178,24 @@ def search_router(holder: StateHolder, settings: Any, encoders: QueryEncoders | 
                 record = state.catalog.item(hit.item_id).to_dict()
             except NotFoundError:
                 pass  # an item of the model the catalogue no longer lists: id and score only
-            items.append({"item_id": hit.item_id, "rank": rank, "score": round(hit.score, 6),
-                          "matched": {m: round(v, 6) for m, v in hit.matched.items()},
-                          "title": record.get("title"), "image_url": record.get("image_url")})
+            items.append(
+                {
+                    "item_id": hit.item_id,
+                    "rank": rank,
+                    "score": round(hit.score, 6),
+                    "matched": {m: round(v, 6) for m, v in hit.matched.items()},
+                    "title": record.get("title"),
+                    "image_url": record.get("image_url"),
+                }
+            )
         return JSONResponse({"query": request_query, "target": target, "model": info, "items": items})
 
     @router.get(SEARCH_PATH, response_model=SearchResults, responses=responses)
-    def search_text(q: Annotated[str, Query(description="the text to search for", max_length=10_000)],
-                    k: K = None, target: Target = "all") -> JSONResponse:
+    def search_text(
+        q: Annotated[str, Query(description="the text to search for", max_length=10_000)],
+        k: K = None,
+        target: Target = "all",
+    ) -> JSONResponse:
         """Items for a text query, ranked in the served model's joint space.
 
         The query is embedded by the dataset's text encoder and mapped through the model's
@@ -187,9 +209,17 @@ def search_router(holder: StateHolder, settings: Any, encoders: QueryEncoders | 
             return fail(422, "invalid_query", str(exc))
         return run({"text": text}, k, target, text=text)
 
-    @router.post(SEARCH_PATH, response_model=SearchResults, responses=responses,
-                 openapi_extra={"requestBody": {"required": True, "content": {t: {"schema": {"type": "string", "format": "binary"}}
-                                                                             for t in IMAGE_TYPES}}})
+    @router.post(
+        SEARCH_PATH,
+        response_model=SearchResults,
+        responses=responses,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in IMAGE_TYPES},
+            }
+        },
+    )
     async def search_image(request: Request, k: K = None, target: Target = "all") -> JSONResponse:
         """Items for an image (the raw bytes as the body, with the image's Content-Type).
 
@@ -202,8 +232,11 @@ def search_router(holder: StateHolder, settings: Any, encoders: QueryEncoders | 
         content_type = request.headers.get("content-type")
         media = (content_type or "").split(";", 1)[0].strip().lower()
         if media not in IMAGE_TYPES:
-            return fail(415, "unsupported_media_type",
-                        f"send the image bytes with its Content-Type, one of {sorted(IMAGE_TYPES)} (got {media or 'none'!r})")
+            return fail(
+                415,
+                "unsupported_media_type",
+                f"send the image bytes with its Content-Type, one of {sorted(IMAGE_TYPES)} (got {media or 'none'!r})",
+            )
         body = await request.body()
 
         def work() -> JSONResponse:
@@ -211,8 +244,9 @@ def search_router(holder: StateHolder, settings: Any, encoders: QueryEncoders | 
                 img = decode_query_image(body, content_type, limits.max_image_bytes, limits.max_pixels)
             except QueryError as exc:
                 return fail(422, "invalid_query", str(exc))
-            return run({"image": {"content_type": media, "bytes": len(body), "size": list(img.size)}}, k, target,
-                       image=img)
+            return run(
+                {"image": {"content_type": media, "bytes": len(body), "size": list(img.size)}}, k, target, image=img
+            )
 
         return await run_in_threadpool(work)
 
@@ -223,4 +257,3 @@ def search_body_limit(search_settings: SearchSettings | None = None) -> dict[str
     """The per-path body limit GuardMiddleware applies to image uploads."""
     limits = search_settings or SearchSettings.from_env()
     return {SEARCH_PATH: limits.max_image_bytes}
-

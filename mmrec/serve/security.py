@@ -36,8 +36,10 @@ _SECURITY_HEADERS = [
     (b"referrer-policy", b"no-referrer"),
 ]
 #: the page loads its own script, style and images only
-_CSP = (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-        b"frame-ancestors 'none'")
+_CSP = (
+    b"content-security-policy",
+    b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'",
+)
 
 
 def pseudonymise(user_id: str, key: str) -> str:
@@ -73,8 +75,9 @@ def _json_error(status: int, error: str, detail: str) -> tuple[list[tuple[bytes,
 #: the pages' shells (HTML without data: each asks for the key, then fetches its data)
 PAGE_PATHS = frozenset({"/", "/models"})
 #: paths any client may read without the API key: probes, the page shells, the API's own docs
-OPEN_PATHS = frozenset({"/health", "/ready", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/favicon.ico",
-                        *PAGE_PATHS})
+OPEN_PATHS = frozenset(
+    {"/health", "/ready", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/favicon.ico", *PAGE_PATHS}
+)
 API_KEY_HEADER = "X-API-Key"
 #: the page's session cookie (HttpOnly, SameSite=Strict, set by POST /session): it holds
 #: `session_token(key)`, never the key itself, and no script can read it
@@ -113,8 +116,14 @@ class GuardMiddleware:
     ~0.3 ms per request in FastAPI's resolver, a quarter of the whole precomputed path.
     """
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int, log_key: str, api_key: str | None = None,
-                 body_limits: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        log_key: str,
+        api_key: str | None = None,
+        body_limits: dict[str, int] | None = None,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.body_limits = dict(body_limits or {})  # path -> its own limit (image uploads to /search)
@@ -148,8 +157,11 @@ class GuardMiddleware:
         try:
             if self.api_key is not None and not is_open(scope["path"]):
                 header, cookie = _presented_key(scope)
-                if not (hmac.compare_digest(header, self.api_key) if header is not None
-                        else hmac.compare_digest(cookie, self.session or b"")):
+                if not (
+                    hmac.compare_digest(header, self.api_key)
+                    if header is not None
+                    else hmac.compare_digest(cookie, self.session or b"")
+                ):
                     headers, payload = _json_error(
                         401, "unauthorized", f"missing or wrong API key: send it in the {API_KEY_HEADER} header"
                     )
@@ -168,8 +180,12 @@ class GuardMiddleware:
             await self.app(scope, receive, send_wrapped)
         except Exception:
             # A bug: the traceback goes to the server log, the client gets the request id only.
-            error_log.exception("request %s (%s %s): unhandled error", request_id, scope["method"],
-                                log_path(scope["path"], self.log_key))
+            error_log.exception(
+                "request %s (%s %s): unhandled error",
+                request_id,
+                scope["method"],
+                log_path(scope["path"], self.log_key),
+            )
             if started:
                 raise
             headers, payload = _json_error(
@@ -179,8 +195,12 @@ class GuardMiddleware:
             await send({"type": "http.response.body", "body": payload})
         finally:
             access_log.info(
-                "%s %s %d %.1fms id=%s", log_safe(scope["method"], 20), log_path(scope["path"], self.log_key), status,
-                (time.perf_counter() - start) * 1000, request_id,
+                "%s %s %d %.1fms id=%s",
+                log_safe(scope["method"], 20),
+                log_path(scope["path"], self.log_key),
+                status,
+                (time.perf_counter() - start) * 1000,
+                request_id,
             )
 
     async def _read_body(self, scope: Scope, receive: Receive, limit: int) -> bytes | None:

@@ -102,10 +102,17 @@ def user_recommendations(state: ServingState, user_id: str, k: int) -> dict[str,
         pairs = [(str(state.model.item_ids[i]), float(v)) for i, v in zip(idx, val, strict=True)]
         return {"user_id": user_id, "source": "model", "version": state.version, "items": _items(state, pairs)}
     if not state.catalog.has_user(user_id):
-        raise NotFoundError("user", user_id, f"unknown user id {user_id!r}: not in the catalogue, the online store or the model")
+        raise NotFoundError(
+            "user", user_id, f"unknown user id {user_id!r}: not in the catalogue, the online store or the model"
+        )
     history = state.catalog.history(user_id)
     pairs, _ = _score_items(state, history, k)
-    return {"user_id": user_id, "source": "history" if history else "fallback", "version": state.version, "items": _items(state, pairs)}
+    return {
+        "user_id": user_id,
+        "source": "history" if history else "fallback",
+        "version": state.version,
+        "items": _items(state, pairs),
+    }
 
 
 def session_recommendations(state: ServingState, item_ids: Sequence[str], k: int) -> dict[str, Any]:
@@ -121,8 +128,13 @@ def session_recommendations(state: ServingState, item_ids: Sequence[str], k: int
         shown = ", ".join(repr(i) for i in missing[:10]) + (" ..." if len(missing) > 10 else "")
         raise NotFoundError("item", missing[0], f"unknown item id(s) {shown}")
     pairs, ignored = _score_items(state, history, k)
-    return {"source": "session", "version": state.version, "item_ids": history, "ignored_item_ids": ignored,
-            "items": _items(state, pairs)}
+    return {
+        "source": "session",
+        "version": state.version,
+        "item_ids": history,
+        "ignored_item_ids": ignored,
+        "items": _items(state, pairs),
+    }
 
 
 def similar_items(state: ServingState, item_id: str, k: int, modality: str) -> dict[str, Any]:
@@ -132,12 +144,20 @@ def similar_items(state: ServingState, item_id: str, k: int, modality: str) -> d
     index = state.similar.get(modality)
     if index is None:
         available = ", ".join(sorted(state.similar)) or "none"
-        raise NotFoundError("modality", modality, f"no {modality} embeddings are served for this dataset (available: {available})")
+        raise NotFoundError(
+            "modality", modality, f"no {modality} embeddings are served for this dataset (available: {available})"
+        )
     pairs = index.similar(item_id, k)
     if pairs is None:
-        raise NotFoundError("item", item_id, f"item {item_id!r} has no {modality} embedding (its {modality} is missing)")
-    return {"item_id": item_id, "modality": modality, "version": state.version,
-            "items": _items(state, pairs[:k], key="similarity")}
+        raise NotFoundError(
+            "item", item_id, f"item {item_id!r} has no {modality} embedding (its {modality} is missing)"
+        )
+    return {
+        "item_id": item_id,
+        "modality": modality,
+        "version": state.version,
+        "items": _items(state, pairs[:k], key="similarity"),
+    }
 
 
 def explain_pair(state: ServingState, user_id: str, item_id: str) -> dict[str, Any]:

@@ -113,7 +113,9 @@ class ServingState:
             # true only when a nightly list exists and is used; else users get live `model` scores
             "precomputed": self.serves_precomputed(),
             # what GET /users/{id}/recommendations answers with for a known user now
-            "serving": "precomputed" if self.serves_precomputed() else ("model" if self.model is not None else "fallback"),
+            "serving": "precomputed"
+            if self.serves_precomputed()
+            else ("model" if self.model is not None else "fallback"),
             "modalities": sorted(self.similar),
             "explain": self.explainer is not None and self.model is not None,
             "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at)),
@@ -172,7 +174,9 @@ class StateHolder:
             except Exception as exc:  # noqa: BLE001 - keep serving the old state, whatever broke
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.error("reload failed; still serving version %s: %s", previous, self.last_error)
-                return ReloadResult("failed", None, previous, error=self.last_error, seconds=time.perf_counter() - start)
+                return ReloadResult(
+                    "failed", None, previous, error=self.last_error, seconds=time.perf_counter() - start
+                )
             self._state = new
             self._stamp = stamp
             self.last_error = None

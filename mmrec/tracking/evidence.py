@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 from mmrec.tracking.store import TAG_LIMIT
 
 if TYPE_CHECKING:
-
     from mmrec.context import StageContext
 
 
@@ -22,7 +21,11 @@ def git_commit(start: Path | None = None) -> dict[str, str]:
             ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=where, capture_output=True, text=True, timeout=10
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=where,
+            capture_output=True,
+            text=True,
+            timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return {}

@@ -42,11 +42,15 @@ def pyfunc_class() -> type:
 
             self.model = load_model(context.artifacts[MODEL_ARTIFACT])
 
-        def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        def predict(
+            self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+        ) -> pd.DataFrame:
             from mmrec.constants import USER_ID
 
             k = int((params or {}).get("k", 20))
-            users = model_input[USER_ID].astype(str).tolist() if USER_ID in model_input else list(model_input.iloc[:, 0])
+            users = (
+                model_input[USER_ID].astype(str).tolist() if USER_ID in model_input else list(model_input.iloc[:, 0])
+            )
             return recommend_for_ids(self.model, users, k=k)
 
     MMRecPyfunc.__module__ = "mmrec.tracking"  # the stable path (package __getattr__), see the module docstring
@@ -63,7 +67,12 @@ def model_signature() -> Any:
     return ModelSignature(
         inputs=Schema([ColSpec("string", "user_id")]),
         outputs=Schema(
-            [ColSpec("string", "user_id"), ColSpec("string", "item_id"), ColSpec("integer", "rank"), ColSpec("float", "score")]
+            [
+                ColSpec("string", "user_id"),
+                ColSpec("string", "item_id"),
+                ColSpec("integer", "rank"),
+                ColSpec("float", "score"),
+            ]
         ),
         params=ParamSchema([ParamSpec("k", "long", 20)]),
     )

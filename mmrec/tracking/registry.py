@@ -144,8 +144,16 @@ def evaluate_gate(client: MlflowClient, name: str, version: str, metric: str, tp
     mv = client.get_model_version(name, version)
     value = _version_metric(mv, metric)
     champion = _alias_version(client, name, CHAMPION)
-    decision = Decision("refused", name, version, reason="", metric=metric, challenger_value=value,
-                        margin=tp.margin, margin_mode=tp.margin_mode)
+    decision = Decision(
+        "refused",
+        name,
+        version,
+        reason="",
+        metric=metric,
+        challenger_value=value,
+        margin=tp.margin,
+        margin_mode=tp.margin_mode,
+    )
     if champion is not None:
         decision.champion_version = str(champion.version)
         decision.champion_value = _version_metric(champion, metric)
@@ -154,7 +162,9 @@ def evaluate_gate(client: MlflowClient, name: str, version: str, metric: str, tp
         decision.reason = f"version {version} has no validation {metric} tag; cannot compare"
     elif champion is None:
         _set_champion(client, name, version)
-        decision = dataclasses.replace(decision, action="promoted", reason="no champion yet: the first registered model becomes champion")
+        decision = dataclasses.replace(
+            decision, action="promoted", reason="no champion yet: the first registered model becomes champion"
+        )
     elif str(champion.version) == version:
         decision = dataclasses.replace(decision, action="unchanged", reason=f"version {version} is already champion")
     elif champ_value is None or gate(value, champ_value, tp.margin, tp.margin_mode):
@@ -166,8 +176,10 @@ def evaluate_gate(client: MlflowClient, name: str, version: str, metric: str, tp
         decision = dataclasses.replace(decision, action="promoted", reason=why)
     else:
         client.set_registered_model_alias(name, CHALLENGER, version)
-        decision.reason = (f"{metric} {value:.6f} does not beat champion v{champion.version} ({champ_value:.6f}) "
-                           f"by more than the {tp.margin_mode} margin {tp.margin}")
+        decision.reason = (
+            f"{metric} {value:.6f} does not beat champion v{champion.version} ({champ_value:.6f}) "
+            f"by more than the {tp.margin_mode} margin {tp.margin}"
+        )
     _record(client, decision, mv.run_id)
     return decision
 
@@ -185,19 +197,28 @@ def _ensure_registered_model(client: MlflowClient, name: str, dataset: str) -> N
     try:
         client.get_registered_model(name)
     except MlflowException:
-        client.create_registered_model(name, tags={"mmrec.dataset": dataset},
-                                       description=f"mmrec recommenders for dataset {dataset!r}; aliases champion/challenger")
+        client.create_registered_model(
+            name,
+            tags={"mmrec.dataset": dataset},
+            description=f"mmrec recommenders for dataset {dataset!r}; aliases champion/challenger",
+        )
 
 
-def register(client: MlflowClient, name: str, dataset: str, logged: LoggedRun, entry: dict[str, Any], report: dict[str, Any]) -> ModelVersion:
+def register(
+    client: MlflowClient, name: str, dataset: str, logged: LoggedRun, entry: dict[str, Any], report: dict[str, Any]
+) -> ModelVersion:
     """A new version for `logged` (or the existing one holding the same model), alias `challenger`."""
     _ensure_registered_model(client, name, dataset)
     existing = _existing_version(client, name, logged.model_hash)
     if existing is not None:
-        log.info("model %s (hash %s) is already version %s", logged.model, logged.model_hash[:12], str(existing.version))
+        log.info(
+            "model %s (hash %s) is already version %s", logged.model, logged.model_hash[:12], str(existing.version)
+        )
         return existing
     if logged.model_uri is None:
-        raise ModelError(f"model {logged.model!r} was not logged as an MLflow model; set tracking.log_all_models or re-run")
+        raise ModelError(
+            f"model {logged.model!r} was not logged as an MLflow model; set tracking.log_all_models or re-run"
+        )
     import mlflow
 
     split = report.get("split", {})
@@ -212,8 +233,18 @@ def register(client: MlflowClient, name: str, dataset: str, logged: LoggedRun, e
     }
     mv = mlflow.register_model(logged.model_uri, name, tags=tags)
     client.set_registered_model_alias(name, CHALLENGER, str(mv.version))
-    _record(client, Decision("registered", name, str(mv.version), reason=f"best model on validation: {logged.model}",
-                             metric=report.get("selection_metric"), challenger_value=logged.valid_metric), logged.run_id)
+    _record(
+        client,
+        Decision(
+            "registered",
+            name,
+            str(mv.version),
+            reason=f"best model on validation: {logged.model}",
+            metric=report.get("selection_metric"),
+            challenger_value=logged.valid_metric,
+        ),
+        logged.run_id,
+    )
     return client.get_model_version(name, str(mv.version))
 
 
@@ -235,7 +266,9 @@ def _registry_target(ctx: StageContext, tp: TrackingParams | None) -> tuple[Trac
     return tp, resolve_uri(tp, ctx.workspace), registered_model_name(ctx.spec.name), metric
 
 
-def promote(ctx: StageContext, version: str | None = None, force: bool = False, tp: TrackingParams | None = None) -> Decision:
+def promote(
+    ctx: StageContext, version: str | None = None, force: bool = False, tp: TrackingParams | None = None
+) -> Decision:
     """Promote `version` (default: the current `challenger`) through the gate, or unconditionally with `force`."""
     tp, uri, name, metric = _registry_target(ctx, tp)
     with mlflow_client(uri) as client:
@@ -243,7 +276,9 @@ def promote(ctx: StageContext, version: str | None = None, force: bool = False, 
         if version is None:
             ch = _alias_version(client, name, CHALLENGER)
             if ch is None:
-                raise ModelError(f"{name}: no `challenger` to promote; pass --version N (see the MLflow UI for versions)")
+                raise ModelError(
+                    f"{name}: no `challenger` to promote; pass --version N (see the MLflow UI for versions)"
+                )
             version = str(ch.version)
         from mlflow.exceptions import MlflowException
 
@@ -255,11 +290,18 @@ def promote(ctx: StageContext, version: str | None = None, force: bool = False, 
             return evaluate_gate(client, name, str(mv.version), metric, tp)
         champion = _alias_version(client, name, CHAMPION)
         _set_champion(client, name, str(mv.version))
-        decision = Decision("forced", name, str(mv.version), reason="promoted by hand with --force (gate skipped)", metric=metric,
-                            challenger_value=_version_metric(mv, metric),
-                            champion_version=str(champion.version) if champion else None,
-                            champion_value=_version_metric(champion, metric) if champion else None,
-                            margin=tp.margin, margin_mode=tp.margin_mode)
+        decision = Decision(
+            "forced",
+            name,
+            str(mv.version),
+            reason="promoted by hand with --force (gate skipped)",
+            metric=metric,
+            challenger_value=_version_metric(mv, metric),
+            champion_version=str(champion.version) if champion else None,
+            champion_value=_version_metric(champion, metric) if champion else None,
+            margin=tp.margin,
+            margin_mode=tp.margin_mode,
+        )
         _record(client, decision, mv.run_id)
         return decision
 
@@ -283,9 +325,16 @@ def rollback(ctx: StageContext, tp: TrackingParams | None = None) -> Decision:
         client.set_model_version_tag(name, str(current.version), "mmrec.rolled_back", "true")
         metric = tp.metric or ctx.params.evaluate.selection_metric
         prev_mv = client.get_model_version(name, previous)
-        decision = Decision("rolled_back", name, previous, reason=f"rollback: champion v{current.version!s} replaced by previous v{previous}",
-                            metric=metric, challenger_value=_version_metric(prev_mv, metric),
-                            champion_version=str(current.version), champion_value=_version_metric(current, metric))
+        decision = Decision(
+            "rolled_back",
+            name,
+            previous,
+            reason=f"rollback: champion v{current.version!s} replaced by previous v{previous}",
+            metric=metric,
+            challenger_value=_version_metric(prev_mv, metric),
+            champion_version=str(current.version),
+            champion_value=_version_metric(current, metric),
+        )
         _record(client, decision, prev_mv.run_id)
         return decision
 
@@ -301,13 +350,22 @@ def registry_state(ctx: StageContext, tp: TrackingParams | None = None) -> dict[
             "registered_model": name,
             "tracking_uri": uri,
             "aliases": {k: str(v) for k, v in (rm.aliases or {}).items()},
-            "versions": [{"version": str(v.version), "model": v.tags.get("mmrec.model"), metric: _version_metric(v, metric),
-                          "decision": v.tags.get("mmrec.decision.action")} for v in versions],
+            "versions": [
+                {
+                    "version": str(v.version),
+                    "model": v.tags.get("mmrec.model"),
+                    metric: _version_metric(v, metric),
+                    "decision": v.tags.get("mmrec.decision.action"),
+                }
+                for v in versions
+            ],
             "decisions": json.loads(rm.tags.get(DECISION_LOG, "[]")),
         }
 
 
-def load_champion(ctx: StageContext, alias: str = CHAMPION, tp: TrackingParams | None = None) -> tuple[Recommender, dict[str, Any]]:
+def load_champion(
+    ctx: StageContext, alias: str = CHAMPION, tp: TrackingParams | None = None
+) -> tuple[Recommender, dict[str, Any]]:
     """The model behind `alias` of `mmrec-<dataset>`, loaded through `mlflow.pyfunc.load_model`.
 
     Returns:
@@ -341,7 +399,13 @@ def load_champion(ctx: StageContext, alias: str = CHAMPION, tp: TrackingParams |
         except MlflowException as exc:
             raise ModelError(f"{model_uri} (version {mv.version!s}) could not be loaded: {exc}") from exc
         model = pyfunc.unwrap_python_model().model
-    return model, {"registered_model": name, "version": str(mv.version), "alias": alias, "run_id": mv.run_id, "model_uri": model_uri}
+    return model, {
+        "registered_model": name,
+        "version": str(mv.version),
+        "alias": alias,
+        "run_id": mv.run_id,
+        "model_uri": model_uri,
+    }
 
 
 def alias_version(ctx: StageContext, alias: str = CHAMPION, tp: TrackingParams | None = None) -> str | None:

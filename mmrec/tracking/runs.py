@@ -137,7 +137,12 @@ def log_model_run(
         param_list = [Param(k, str(v)[:6000]) for k, v in params.items()]
         tag_list = [RunTag(k, str(v)[:TAG_LIMIT]) for k, v in tags.items()]
         for i in range(0, max(len(metrics), 1), 900):  # log_batch takes at most 1000 metrics
-            client.log_batch(run_id, metrics=metrics[i : i + 900], params=param_list if i == 0 else [], tags=tag_list if i == 0 else [])
+            client.log_batch(
+                run_id,
+                metrics=metrics[i : i + 900],
+                params=param_list if i == 0 else [],
+                tags=tag_list if i == 0 else [],
+            )
         with tempfile.TemporaryDirectory() as tmp:
             t = Path(tmp)
             if learning_curve(model.history, t / f"learning_curve_{name}.png", f"{ctx.spec.name}: {name}"):
@@ -166,7 +171,9 @@ def log_model_run(
     return LoggedRun(name, run_id, model_uri, digest, valid_value)
 
 
-def track_training(ctx: StageContext, report: dict[str, Any] | None = None, tp: TrackingParams | None = None) -> dict[str, Any]:
+def track_training(
+    ctx: StageContext, report: dict[str, Any] | None = None, tp: TrackingParams | None = None
+) -> dict[str, Any]:
     """Log every evaluated model as a run; register the best and apply the promotion gate.
 
     Args:
@@ -184,8 +191,14 @@ def track_training(ctx: StageContext, report: dict[str, Any] | None = None, tp: 
     metric = tp.metric or report.get("selection_metric") or ctx.params.evaluate.selection_metric
     uri = resolve_uri(tp, ctx.workspace)
     name = registered_model_name(ctx.spec.name)
-    out: dict[str, Any] = {"tracking_uri": uri, "experiment": experiment_name(ctx.spec.name), "runs": {},
-                           "registered_model": name, "version": None, "decision": None}
+    out: dict[str, Any] = {
+        "tracking_uri": uri,
+        "experiment": experiment_name(ctx.spec.name),
+        "runs": {},
+        "registered_model": name,
+        "version": None,
+        "decision": None,
+    }
     # Order matters for a server that dies mid-way: every run and its model artifacts are
     # uploaded first; a version is created only for a fully uploaded model; aliases move last.
     step = "connecting"
@@ -195,8 +208,16 @@ def track_training(ctx: StageContext, report: dict[str, Any] | None = None, tp: 
             logged: dict[str, LoggedRun] = {}
             for model_name, entry in report["models"].items():
                 step = f"logging the run of model {model_name!r}"
-                logged[model_name] = log_model_run(ctx, client, exp_id, model_name, entry, report,
-                                                   log_model=tp.log_all_models or model_name == best, metric=metric)
+                logged[model_name] = log_model_run(
+                    ctx,
+                    client,
+                    exp_id,
+                    model_name,
+                    entry,
+                    report,
+                    log_model=tp.log_all_models or model_name == best,
+                    metric=metric,
+                )
                 out["runs"][model_name] = logged[model_name].run_id
             if tp.register_best and best in logged:
                 step = f"registering model {best!r}"

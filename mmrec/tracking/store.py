@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 
-
 def registered_model_name(dataset: str) -> str:
     return f"mmrec-{dataset}"
 
@@ -81,7 +80,9 @@ def store_error(uri: str, exc: BaseException) -> TrackingStoreError | None:
         return None
     text = " ".join(messages).lower()
     where = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else uri
-    first = next((m for m in messages if any(k in m.lower() for k in (*_READ_ONLY, *_CORRUPT, *_UNOPENABLE))), messages[0])
+    first = next(
+        (m for m in messages if any(k in m.lower() for k in (*_READ_ONLY, *_CORRUPT, *_UNOPENABLE))), messages[0]
+    )
     if any(k in text for k in _READ_ONLY):
         fix = f"make it and its folder writable (e.g. chmod u+w {where}), or set tracking.uri / MLFLOW_TRACKING_URI to a writable store"
         what = "is read-only"
@@ -164,16 +165,23 @@ def server_alive(uri: str, timeout: float = 3.0) -> bool:
 def unreachable_error(uri: str, name: str, step: str, exc: BaseException) -> ServiceUnavailable:
     """The error for a tracking server lost mid-way, saying what state the registry was left in."""
     if step.startswith(("connecting", "logging")):
-        state = (f"this attempt created no version of {name!r} and moved no alias (runs logged before the failure stay "
-                 "in the experiment; an unfinished one is marked FAILED by the next attempt)")
+        state = (
+            f"this attempt created no version of {name!r} and moved no alias (runs logged before the failure stay "
+            "in the experiment; an unfinished one is marked FAILED by the next attempt)"
+        )
     elif step.startswith("registering"):
-        state = (f"no alias moved; a version of {name!r} exists only if the server committed it before failing, and "
-                 "then with its complete artifacts (the model was uploaded first); the next attempt reuses it")
+        state = (
+            f"no alias moved; a version of {name!r} exists only if the server committed it before failing, and "
+            "then with its complete artifacts (the model was uploaded first); the next attempt reuses it"
+        )
     else:
-        state = ("the version is registered with complete artifacts; the champion alias may not have moved; "
-                 "check with `mmrec promote` / the MLflow UI")
+        state = (
+            "the version is registered with complete artifacts; the champion alias may not have moved; "
+            "check with `mmrec promote` / the MLflow UI"
+        )
     return ServiceUnavailable(
-        "mlflow", uri,
+        "mlflow",
+        uri,
         f"MLflow tracking server {uri} became unreachable while {step} ({_cause(exc)}). Registry state: {state}. "
         "Re-run the pipeline once the server is back (finished stages are cached).",
     )
@@ -184,9 +192,18 @@ def _cause(exc: BaseException) -> str:
     import re
 
     text = " ".join(str(e) for e in (exc, exc.__cause__, exc.__context__) if e is not None)
-    reason = next((label for pattern, label in (("refused", "connection refused"), ("timed out", "timed out"),
-                                                ("aborted|reset|RemoteDisconnected|closed", "connection dropped"))
-                   if re.search(pattern, text, re.IGNORECASE)), type(exc).__name__)
+    reason = next(
+        (
+            label
+            for pattern, label in (
+                ("refused", "connection refused"),
+                ("timed out", "timed out"),
+                ("aborted|reset|RemoteDisconnected|closed", "connection dropped"),
+            )
+            if re.search(pattern, text, re.IGNORECASE)
+        ),
+        type(exc).__name__,
+    )
     call = re.search(r"API request to \S+?(/api/\S+?)[?\s]", text)
     return f"{reason} on {call.group(1)}" if call else reason
 

@@ -151,15 +151,19 @@ def search_space(model: str, overrides: Mapping[str, Mapping[str, Any]] | None =
     from mmrec.models.registry import get_model_class
 
     if model not in SEARCH_SPACES and not (overrides and model in overrides):
-        raise ConfigError(f"model {model!r} declares no search space; add one to mmrec/tuning/spaces.py "
-                          f"SEARCH_SPACES or to params.yaml tune.spaces.{model}")
+        raise ConfigError(
+            f"model {model!r} declares no search space; add one to mmrec/tuning/spaces.py "
+            f"SEARCH_SPACES or to params.yaml tune.spaces.{model}"
+        )
     space = dict(SEARCH_SPACES.get(model, {}))
     extra = (overrides or {}).get(model, {})
     if extra:
         takes = set(get_model_class(model).param_names())
         bad = sorted(set(extra) - takes)
         if bad:
-            raise ConfigError(f"tune.spaces.{model}: {bad} are not arguments of model {model!r}; it takes {sorted(takes)}")
+            raise ConfigError(
+                f"tune.spaces.{model}: {bad} are not arguments of model {model!r}; it takes {sorted(takes)}"
+            )
         for param, raw in extra.items():
             space[param] = parse_dimension(model, param, raw)
     return space

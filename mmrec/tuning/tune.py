@@ -74,8 +74,12 @@ def tuning_dir(ctx: StageContext) -> Path:
 def validation_only(data: SplitData) -> SplitData:
     """The split without its test parts: what every trial sees (test is touched once, in evaluate)."""
     empty = sp.csr_matrix(data.valid.shape, dtype=np.float32)
-    return dataclasses.replace(data, test=empty, cold_test=None if data.cold_test is None else empty.copy(),
-                               cold_items=np.zeros(0, dtype=np.int64))
+    return dataclasses.replace(
+        data,
+        test=empty,
+        cold_test=None if data.cold_test is None else empty.copy(),
+        cold_items=np.zeros(0, dtype=np.int64),
+    )
 
 
 def suggest(trial: optuna.Trial, name: str, dim: Dimension) -> Any:
@@ -188,8 +192,9 @@ class Tuner:
             feats, masks = load_item_features(self.ctx.paths, self.ctx.params.extract, self.data.item_ids, missing)
             for m in missing:
                 self._features[m] = (feats[m], masks[m])
-        return with_features(self.data.train, {m: self._features[m][0] for m in needed},
-                             {m: self._features[m][1] for m in needed})
+        return with_features(
+            self.data.train, {m: self._features[m][0] for m in needed}, {m: self._features[m][1] for m in needed}
+        )
 
     def score(self, model: Any) -> dict[str, float]:
         """The fitted model's validation figures: valid (and cold_valid when the split has it) Recall@20.
@@ -227,11 +232,15 @@ class Tuner:
         # pruning follows the warm validation curve; with a cold objective that curve is not the
         # objective, so nothing is pruned (every trial is scored on what it is chosen for)
         pruner = self.pruner or (
-            optuna.pruners.MedianPruner(n_startup_trials=self.tune.startup_trials, n_warmup_steps=self.tune.warmup_epochs)
-            if self.tune.objective == "valid" else optuna.pruners.NopPruner()
+            optuna.pruners.MedianPruner(
+                n_startup_trials=self.tune.startup_trials, n_warmup_steps=self.tune.warmup_epochs
+            )
+            if self.tune.objective == "valid"
+            else optuna.pruners.NopPruner()
         )
-        study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner,
-                                    study_name=f"{self.ctx.spec.name}-{name}")
+        study = optuna.create_study(
+            direction="maximize", sampler=sampler, pruner=pruner, study_name=f"{self.ctx.spec.name}-{name}"
+        )
         current = current_values(name, space, base)
         if current is not None:  # trial 0 = today's settings: the search never ends below them
             study.enqueue_trial(current)
@@ -262,31 +271,68 @@ class Tuner:
                     with evaluation_callback(on_check):
                         model.fit(train, self.data.valid)
                 except TrainingPruned as exc:
-                    rec.update(state="pruned", epoch=exc.epoch, value=exc.value, curve=curve,
-                               seconds=round(time.perf_counter() - started, 3))
+                    rec.update(
+                        state="pruned",
+                        epoch=exc.epoch,
+                        value=exc.value,
+                        curve=curve,
+                        seconds=round(time.perf_counter() - started, 3),
+                    )
                     tracker.tags({"mmrec.state": "pruned", "mmrec.pruned_at_epoch": exc.epoch})
-                    log.info("%s trial %d pruned at epoch %d (valid recall@20 %.4f)", name, trial.number, exc.epoch, exc.value)
+                    log.info(
+                        "%s trial %d pruned at epoch %d (valid recall@20 %.4f)",
+                        name,
+                        trial.number,
+                        exc.epoch,
+                        exc.value,
+                    )
                     raise optuna.TrialPruned(str(exc)) from None
                 figures = self.score(model)
                 value = self.objective_value(figures)
-                rec.update(state="complete", value=value, figures=figures, curve=curve, epochs=model.epochs,
-                           best_epoch=model.best_epoch, seconds=round(time.perf_counter() - started, 3))
+                rec.update(
+                    state="complete",
+                    value=value,
+                    figures=figures,
+                    curve=curve,
+                    epochs=model.epochs,
+                    best_epoch=model.best_epoch,
+                    seconds=round(time.perf_counter() - started, 3),
+                )
                 for key, v in figures.items():
                     tracker.metric(f"{key}_recall@20", v)
                 tracker.metric("objective", value)
                 tracker.tags({"mmrec.state": "complete"})
-                log.info("%s trial %d: %s = %.4f (%s) in %.1fs", name, trial.number, self.tune.objective, value,
-                         ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in sampled.items()),
-                         rec["seconds"])
+                log.info(
+                    "%s trial %d: %s = %.4f (%s) in %.1fs",
+                    name,
+                    trial.number,
+                    self.tune.objective,
+                    value,
+                    ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in sampled.items()),
+                    rec["seconds"],
+                )
                 return value
 
         started = time.perf_counter()
         with tracker.run(f"tune-{name}"):
-            tracker.tags({"mmrec.kind": "tuning", "mmrec.model": name, "mmrec.split_hash": self.split_hash,
-                          "mmrec.objective": self.tune.objective})
-            tracker.params({"trials": trials, "timeout_seconds": timeout, "objective": self.tune.objective,
-                            "sampler": f"TPE(seed={self.tune.seed})", "pruner": type(pruner).__name__,
-                            **{f"space.{p}": d for p, d in space.items()}})
+            tracker.tags(
+                {
+                    "mmrec.kind": "tuning",
+                    "mmrec.model": name,
+                    "mmrec.split_hash": self.split_hash,
+                    "mmrec.objective": self.tune.objective,
+                }
+            )
+            tracker.params(
+                {
+                    "trials": trials,
+                    "timeout_seconds": timeout,
+                    "objective": self.tune.objective,
+                    "sampler": f"TPE(seed={self.tune.seed})",
+                    "pruner": type(pruner).__name__,
+                    **{f"space.{p}": d for p, d in space.items()},
+                }
+            )
             study.optimize(objective, n_trials=trials, timeout=timeout, catch=())
             search_seconds = time.perf_counter() - started
             confirmation = self._confirm(name, study, base, tracker)
@@ -304,7 +350,9 @@ class Tuner:
                 tracker.artifact(plot)
         return record
 
-    def _confirm(self, name: str, study: optuna.Study, base: Mapping[str, Any], tracker: _Tracker) -> list[dict[str, Any]]:
+    def _confirm(
+        self, name: str, study: optuna.Study, base: Mapping[str, Any], tracker: _Tracker
+    ) -> list[dict[str, Any]]:
         """Retrain the `tune.confirm_top` best distinct complete trials with `tune.confirm_seeds` more seeds.
 
         Returns one row per confirmed trial: {number, params, seeds, values, mean, std}, the first
@@ -324,8 +372,10 @@ class Tuner:
         takes = set(get_model_class(name).param_names())
         if t.confirm_top < 1 or not {"seed", "max_epochs"} <= takes:
             return []
-        complete = sorted((tr for tr in study.trials if tr.state == optuna.trial.TrialState.COMPLETE),
-                          key=lambda tr: (-float(tr.value or 0.0), tr.number))
+        complete = sorted(
+            (tr for tr in study.trials if tr.state == optuna.trial.TrialState.COMPLETE),
+            key=lambda tr: (-float(tr.value or 0.0), tr.number),
+        )
         top: list[optuna.trial.FrozenTrial] = []
         seen: set[str] = set()
         for tr in complete:
@@ -354,14 +404,38 @@ class Tuner:
                     value = self.objective_value(self.score(model))
                     tracker.metric("objective", value)
                 values.append(value)
-                log.info("%s trial %d, seed %d: %s = %.4f in %.1fs", name, tr.number, seed, t.objective, value,
-                         time.perf_counter() - started)
-            rows.append({"number": tr.number, "params": dict(tr.params), "seeds": [base_seed, *seeds],
-                         "values": values, "mean": float(np.mean(values)), "std": float(np.std(values))})
+                log.info(
+                    "%s trial %d, seed %d: %s = %.4f in %.1fs",
+                    name,
+                    tr.number,
+                    seed,
+                    t.objective,
+                    value,
+                    time.perf_counter() - started,
+                )
+            rows.append(
+                {
+                    "number": tr.number,
+                    "params": dict(tr.params),
+                    "seeds": [base_seed, *seeds],
+                    "values": values,
+                    "mean": float(np.mean(values)),
+                    "std": float(np.std(values)),
+                }
+            )
         return rows
 
-    def _record(self, name: str, study: optuna.Study, records: list[dict[str, Any]], space: Mapping[str, Dimension],
-                base: Mapping[str, Any], trials: int, timeout: float | None, seconds: float) -> dict[str, Any]:
+    def _record(
+        self,
+        name: str,
+        study: optuna.Study,
+        records: list[dict[str, Any]],
+        space: Mapping[str, Dimension],
+        base: Mapping[str, Any],
+        trials: int,
+        timeout: float | None,
+        seconds: float,
+    ) -> dict[str, Any]:
         import optuna
 
         complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -381,8 +455,13 @@ class Tuner:
             return record
         best = study.best_trial
         best_rec = next((r for r in records if r["number"] == best.number), {})
-        record["best"] = {"number": best.number, "value": float(study.best_value), "params": dict(best.params),
-                          "figures": best_rec.get("figures", {}), "best_epoch": best_rec.get("best_epoch")}
+        record["best"] = {
+            "number": best.number,
+            "value": float(study.best_value),
+            "params": dict(best.params),
+            "figures": best_rec.get("figures", {}),
+            "best_epoch": best_rec.get("best_epoch"),
+        }
         try:
             if len(complete) >= 2:
                 import warnings
@@ -421,8 +500,14 @@ class Tuner:
                 ys.append(best)
             ax.step(xs, ys, where="post", color="tab:red", label="best so far")
         if cut:
-            ax.scatter([n for n, _ in cut], [v for _, v in cut], s=18, marker="x", color="tab:gray",
-                       label="pruned (last check)")
+            ax.scatter(
+                [n for n, _ in cut],
+                [v for _, v in cut],
+                s=18,
+                marker="x",
+                color="tab:gray",
+                label="pruned (last check)",
+            )
         ax.set_xlabel("trial")
         ax.set_ylabel(f"{self.tune.objective} recall@{OBJECTIVE_K}")
         ax.set_title(f"{self.ctx.spec.name}: {name} search ({record['trials']['run']} trials)")
@@ -464,10 +549,17 @@ def _choose_confirmed(record: dict[str, Any], confirmation: list[dict[str, Any]]
     chosen = max(confirmation, key=lambda r: (r["mean"], -r["number"]))
     rec: dict[str, Any] = next((h for h in record["history"] if h["number"] == chosen["number"]), {})
     record["confirmation"] = confirmation
-    record["best"] = {"number": chosen["number"], "value": chosen["mean"], "params": dict(chosen["params"]),
-                      "figures": rec.get("figures", {}), "best_epoch": rec.get("best_epoch"),
-                      "single_seed_value": chosen["values"][0], "values": chosen["values"], "seeds": chosen["seeds"],
-                      "chosen_by": f"mean of {len(chosen['seeds'])} seeds over the {len(confirmation)} best trials"}
+    record["best"] = {
+        "number": chosen["number"],
+        "value": chosen["mean"],
+        "params": dict(chosen["params"]),
+        "figures": rec.get("figures", {}),
+        "best_epoch": rec.get("best_epoch"),
+        "single_seed_value": chosen["values"][0],
+        "values": chosen["values"],
+        "seeds": chosen["seeds"],
+        "chosen_by": f"mean of {len(chosen['seeds'])} seeds over the {len(confirmation)} best trials",
+    }
 
 
 # -- overlay ----------------------------------------------------------------------------------------
@@ -476,7 +568,7 @@ def _choose_confirmed(record: dict[str, Any], confirmation: list[dict[str, Any]]
 def _header(records: Mapping[str, Mapping[str, Any]], keep: Sequence[str], dataset: str, split_hash: str) -> str:
     lines = [
         f"# Parameter overlay of dataset {dataset!r}, merged over params.yaml by every command on it",
-        "# (README \"Your own data\" -> Parameter files). Written by `mmrec tune`: the values below were",
+        '# (README "Your own data" -> Parameter files). Written by `mmrec tune`: the values below were',
         "# chosen on VALIDATION data only (never test); edit freely, a new search of a model replaces",
         "# that model's searched keys and keeps everything else.",
     ]
@@ -497,8 +589,13 @@ def _header(records: Mapping[str, Mapping[str, Any]], keep: Sequence[str], datas
     return "\n".join(lines) + "\n"
 
 
-def write_overlay(path: Path, chosen: Mapping[str, Mapping[str, Any]], records: Mapping[str, Mapping[str, Any]],
-                  dataset: str, split_hash: str) -> dict[str, Any]:
+def write_overlay(
+    path: Path,
+    chosen: Mapping[str, Mapping[str, Any]],
+    records: Mapping[str, Mapping[str, Any]],
+    dataset: str,
+    split_hash: str,
+) -> dict[str, Any]:
     """Merge `chosen` (model -> searched values) into the overlay at `path`, atomically.
 
     Every other key of the file is kept (other models, other sections, keys of a tuned model
@@ -510,7 +607,7 @@ def write_overlay(path: Path, chosen: Mapping[str, Mapping[str, Any]], records: 
         existing = read_yaml_mapping(path)
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.startswith(HEADER_PREFIX):
-                model = line[len(HEADER_PREFIX):].split(":", 1)[0]
+                model = line[len(HEADER_PREFIX) :].split(":", 1)[0]
                 if model not in chosen:
                     keep.append(line)
     merged = deep_merge(existing, {"train": {"params": {m: dict(v) for m, v in chosen.items()}}})
@@ -591,8 +688,13 @@ def run_tune(
             if tune.timeout_seconds is not None:
                 left = tune.timeout_seconds - (time.perf_counter() - started)
                 budget = max(left, 1.0) / (len(names) - i)
-            log.info("tuning %s: up to %d trials%s, objective %s", name, tune.trials,
-                     f", {budget:.0f} s" if budget else "", tune.objective)
+            log.info(
+                "tuning %s: up to %d trials%s, objective %s",
+                name,
+                tune.trials,
+                f", {budget:.0f} s" if budget else "",
+                tune.objective,
+            )
             records[name] = tuner.tune_model(name, tune.trials, budget, tracker)
             if progress:
                 progress(name)
@@ -649,22 +751,40 @@ def _seconds(value: float | None) -> str:
 
 
 def format_tuning_markdown(result: Mapping[str, Any]) -> str:
-    out = [f"# Tuning: {result['dataset']}", "",
-           (f"Split hash `{result['split_hash'][:12]}`; objective `{result['objective']}` (validation only; the "
-            f"test set is never read). Chosen values written to `{result['overlay']}`."), ""]
+    out = [
+        f"# Tuning: {result['dataset']}",
+        "",
+        (
+            f"Split hash `{result['split_hash'][:12]}`; objective `{result['objective']}` (validation only; the "
+            f"test set is never read). Chosen values written to `{result['overlay']}`."
+        ),
+        "",
+    ]
     for name, rec in result["models"].items():
         b, n = rec["budget"], rec["trials"]
-        out += [f"## {name}", "",
-                (f"{n['run']} trials ({n['complete']} complete, {n['pruned']} pruned) in {b['seconds'] / 60:.1f} min; "
-                 f"budget {b['trials']} trials, timeout {_seconds(b['timeout_seconds'])}."), ""]
+        out += [
+            f"## {name}",
+            "",
+            (
+                f"{n['run']} trials ({n['complete']} complete, {n['pruned']} pruned) in {b['seconds'] / 60:.1f} min; "
+                f"budget {b['trials']} trials, timeout {_seconds(b['timeout_seconds'])}."
+            ),
+            "",
+        ]
         best = rec.get("best")
         if not best:
             out += [rec.get("note", "no best trial"), ""]
             continue
         figures = ", ".join(f"{k} recall@{OBJECTIVE_K} {v:.4f}" for k, v in best["figures"].items())
-        out += [(f"Best trial {best['number']}: objective **{best['value']:.4f}** ({figures}), best epoch "
-                 f"{best.get('best_epoch')}."), "",
-                "| parameter | chosen | importance |", "|---|---|---|"]
+        out += [
+            (
+                f"Best trial {best['number']}: objective **{best['value']:.4f}** ({figures}), best epoch "
+                f"{best.get('best_epoch')}."
+            ),
+            "",
+            "| parameter | chosen | importance |",
+            "|---|---|---|",
+        ]
         imp = rec.get("importance", {})
         for p, v in best["params"].items():
             shown = f"{v:.4g}" if isinstance(v, float) else str(v)
@@ -672,8 +792,13 @@ def format_tuning_markdown(result: Mapping[str, Any]) -> str:
         if rec.get("importance_note"):
             out += ["", f"Importance: {rec['importance_note']}."]
         if rec.get("confirmation"):
-            out += ["", f"Chosen by {best['chosen_by']} (single-seed near-ties are noise):", "",
-                    "| trial | seeds | values | mean | std |", "|---|---|---|---|---|"]
+            out += [
+                "",
+                f"Chosen by {best['chosen_by']} (single-seed near-ties are noise):",
+                "",
+                "| trial | seeds | values | mean | std |",
+                "|---|---|---|---|---|",
+            ]
             for row in rec["confirmation"]:
                 vals = ", ".join(f"{v:.4f}" for v in row["values"])
                 out.append(f"| {row['number']} | {row['seeds']} | {vals} | {row['mean']:.4f} | {row['std']:.4f} |")

@@ -58,6 +58,10 @@ def apply_duplicate_policy(frame: pd.DataFrame, policy: DuplicatePolicy) -> tupl
             kept[WEIGHT] = kept[WEIGHT].astype("float64") * sizes  # identical rows: identical weights
         else:
             kept[WEIGHT] = sizes.astype("float64")
-    log.info("interactions: %d identical rows %s (interactions.duplicates: %s)", n,
-             "aggregated into their first occurrence's count/weight" if policy == "aggregate" else "dropped", policy)
+    log.info(
+        "interactions: %d identical rows %s (interactions.duplicates: %s)",
+        n,
+        "aggregated into their first occurrence's count/weight" if policy == "aggregate" else "dropped",
+        policy,
+    )
     return kept.reset_index(drop=True), n

@@ -54,8 +54,10 @@ def decode_image(path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
     with im:
         width, height = im.size
         if width * height > max_pixels:
-            raise ValueError(f"{im.format or 'image'} is {width}x{height} = {width * height:,} pixels, above the limit of "
-                             f"{max_pixels:,} (extract.image.max_pixels); shrink the image or raise the limit")
+            raise ValueError(
+                f"{im.format or 'image'} is {width}x{height} = {width * height:,} pixels, above the limit of "
+                f"{max_pixels:,} (extract.image.max_pixels); shrink the image or raise the limit"
+            )
         im.draft("RGB", (64, 64))  # JPEG: DCT-domain downscale; other formats ignore it
         im.load()
         if im.width <= 0 or im.height <= 0:
@@ -97,8 +99,10 @@ def decode_video(path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
             raise ValueError("no video stream")
         ctx = container.streams.video[0].codec_context
         if ctx.width * ctx.height > max_pixels:
-            raise ValueError(f"video frames are {ctx.width}x{ctx.height}, above the limit of {max_pixels:,} pixels "
-                             "(extract.image.max_pixels)")
+            raise ValueError(
+                f"video frames are {ctx.width}x{ctx.height}, above the limit of {max_pixels:,} pixels "
+                "(extract.image.max_pixels)"
+            )
         for _frame in container.decode(video=0):
             return
     raise ValueError("no frame could be decoded")
@@ -107,8 +111,9 @@ def decode_video(path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
 DECODERS: dict[str, Callable[[Path], None]] = {"image": decode_image, "audio": decode_audio, "video": decode_video}
 
 
-def check_file(path: Path, modality: str, shown: str | None = None,
-               max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[str, str] | None:
+def check_file(
+    path: Path, modality: str, shown: str | None = None, max_pixels: int = MAX_IMAGE_PIXELS
+) -> tuple[str, str] | None:
     """None when the file exists and decodes; else (check name, human-readable reason).
 
     Args:
@@ -160,8 +165,9 @@ def default_workers() -> int:
     return min(32, 4 * (os.cpu_count() or 2))
 
 
-def check_media(spec: DatasetSpec, items: pd.DataFrame, workers: int | None = None,
-                max_pixels: int = MAX_IMAGE_PIXELS) -> MediaResult:
+def check_media(
+    spec: DatasetSpec, items: pd.DataFrame, workers: int | None = None, max_pixels: int = MAX_IMAGE_PIXELS
+) -> MediaResult:
     """Check every non-null media path of `items`; null the failing ones.
 
     URIs (scheme://...) are counted as skipped: validation runs offline. Images above

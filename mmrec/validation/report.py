@@ -145,7 +145,9 @@ class TableReport:
         """source rows = valid + quarantined + deduplicated + forgotten, with each term (see `line_accounting`)."""
         expected = self.rows if self.source_rows is None else self.source_rows
         valid = self.valid_rows or 0
-        accounted = valid + self.quarantined + self.deduplicated + (self.forgotten if self.source_rows is not None else 0)
+        accounted = (
+            valid + self.quarantined + self.deduplicated + (self.forgotten if self.source_rows is not None else 0)
+        )
         return {
             "source_rows": self.source_rows,
             "valid": self.valid_rows,

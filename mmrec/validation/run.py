@@ -131,7 +131,11 @@ def _source_counts(paths: DatasetPaths, table: str) -> tuple[int | None, dict[st
         return None, None, 0
     lines = entry.get("lines")
     forgotten = entry.get("forgotten", 0)
-    return int(entry["source_rows"]), lines if isinstance(lines, dict) else None, forgotten if isinstance(forgotten, int) else 0
+    return (
+        int(entry["source_rows"]),
+        lines if isinstance(lines, dict) else None,
+        forgotten if isinstance(forgotten, int) else 0,
+    )
 
 
 def _sources(spec: DatasetSpec, paths: DatasetPaths, tables: Sequence[str]) -> dict[str, str]:
@@ -389,12 +393,18 @@ def _accounting_check(run: _TableRun, source: str) -> None:
     details = (
         f"{rep.source_rows if rep.source_rows is not None else rep.rows} source rows ({counted}) = "
         f"{rep.valid_rows} valid + {rep.quarantined} quarantined + {rep.deduplicated} duplicates merged/dropped"
-        + (f" + {rep.forgotten} of forgotten users (mmrec forget)" if rep.forgotten and rep.source_rows is not None else "")
+        + (
+            f" + {rep.forgotten} of forgotten users (mmrec forget)"
+            if rep.forgotten and rep.source_rows is not None
+            else ""
+        )
     )
     ok = acc["unaccounted"] == 0
     if not ok:
         details = details.replace(" = ", " != ", 1) + f" ({acc['unaccounted']} unaccounted)"
-    rep.checks.append(CheckReport("line_accounting", "table", None, success=ok, unexpected=abs(acc["unaccounted"]), details=details))
+    rep.checks.append(
+        CheckReport("line_accounting", "table", None, success=ok, unexpected=abs(acc["unaccounted"]), details=details)
+    )
     if not ok:
         rep.failures.append(
             Failure(
@@ -435,7 +445,11 @@ def _interactions_left_check(inter: _TableRun, source: str) -> None:
 
 
 def _media_checks(
-    spec: DatasetSpec, params: ValidateParams, items: pd.DataFrame, report: ValidationReport, paths: DatasetPaths,
+    spec: DatasetSpec,
+    params: ValidateParams,
+    items: pd.DataFrame,
+    report: ValidationReport,
+    paths: DatasetPaths,
     max_pixels: int = MAX_IMAGE_PIXELS,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Decode every media file of the valid items; returns (items with failing paths nulled, quarantine)."""
@@ -468,8 +482,9 @@ def _media_checks(
 # The entry point.
 
 
-def validate_dataset(spec: DatasetSpec, paths: DatasetPaths, params: ValidateParams | None = None,
-                     max_pixels: int = MAX_IMAGE_PIXELS) -> ValidationReport:
+def validate_dataset(
+    spec: DatasetSpec, paths: DatasetPaths, params: ValidateParams | None = None, max_pixels: int = MAX_IMAGE_PIXELS
+) -> ValidationReport:
     """Validate the warehouse tables of `spec`; write validated tables, quarantine and report.
 
     `max_pixels` is extraction's image size limit (`extract.image.max_pixels`): larger images

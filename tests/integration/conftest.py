@@ -104,8 +104,17 @@ def prefect_api(prefect_pg_database: str) -> Iterator[str]:
         PREFECT_SERVER_UI_ENABLED="false",
         PREFECT_LOGGING_LEVEL="WARNING",
     )
-    cmd = [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port),
-           "--no-ui", "--analytics-off"]
+    cmd = [
+        str(Path(sys.executable).parent / "prefect"),
+        "server",
+        "start",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-ui",
+        "--analytics-off",
+    ]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, env=env, cwd=home, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/api"
@@ -113,7 +122,9 @@ def prefect_api(prefect_pg_database: str) -> Iterator[str]:
         deadline = time.monotonic() + SERVER_START_S
         while not _healthy(url):
             if proc.poll() is not None:
-                pytest.fail(f"prefect server exited with status {proc.returncode} before becoming healthy:\n{_log_tail(log)}")
+                pytest.fail(
+                    f"prefect server exited with status {proc.returncode} before becoming healthy:\n{_log_tail(log)}"
+                )
             if time.monotonic() > deadline:
                 pytest.fail(f"prefect server not healthy at {url}/health after {SERVER_START_S}s:\n{_log_tail(log)}")
             time.sleep(0.5)

@@ -63,8 +63,9 @@ class Server:
 
     def start(self) -> None:
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(self.cmd, env=self.env, cwd=self.cwd, stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.cmd, env=self.env, cwd=self.cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -114,9 +115,20 @@ class MlflowServer(Server):
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_URI")}
         # mmrec runs no server-side MLflow jobs; without this the server forks 7 job consumers
         env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
-        cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", backend_uri,
-               "--artifacts-destination", str(root / "server-artifacts"), "--host", "127.0.0.1",
-               "--port", str(self.port), "--workers", "1"]
+        cmd = [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            backend_uri,
+            "--artifacts-destination",
+            str(root / "server-artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+        ]
         super().__init__("mlflow server", cmd, root / "mlflow-server.log", root, env)
 
     def start(self) -> None:
@@ -141,8 +153,23 @@ class RedisServer(Server):
         self.url = f"redis://127.0.0.1:{self.port}/0"
         data = root / "redis-data"
         data.mkdir(parents=True, exist_ok=True)
-        cmd = [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(data), "--appendonly", "yes",
-               "--save", "", "--daemonize", "no", "--protected-mode", "yes"]
+        cmd = [
+            exe,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(data),
+            "--appendonly",
+            "yes",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "yes",
+        ]
         super().__init__("redis-server", cmd, root / "redis.log", root)
 
     def ping(self) -> bool:
@@ -168,8 +195,22 @@ class ApiProcess(Server):
     def __init__(self, dataset: str, params: str, workspace: str, root: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [str(Path(sys.executable).parent / "mmrec"), "serve", "--dataset", dataset, "--params", params,
-               "--workspace", workspace, "--host", "127.0.0.1", "--port", str(self.port), "--reload-interval", "0"]
+        cmd = [
+            str(Path(sys.executable).parent / "mmrec"),
+            "serve",
+            "--dataset",
+            dataset,
+            "--params",
+            params,
+            "--workspace",
+            workspace,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--reload-interval",
+            "0",
+        ]
         super().__init__("mmrec serve", cmd, root / "api.log", Path(workspace), dict(os.environ))
 
     def start(self) -> None:

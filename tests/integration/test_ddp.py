@@ -80,9 +80,23 @@ def test_two_process_ddp_matches_single_process(split_workspace: tuple[Path, Pat
     single = run_evaluate(ctx)["models"]
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MMREC_LOG_LEVEL": "WARNING"}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                "-m", "mmrec.distributed.train", "--dataset", str(ddp_spec), "--params", str(ddp_ws / "params.yaml"),
-                "--workspace", str(ddp_ws), "--evaluate"]
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "mmrec.distributed.train",
+        "--dataset",
+        str(ddp_spec),
+        "--params",
+        str(ddp_ws / "params.yaml"),
+        "--workspace",
+        str(ddp_ws),
+        "--evaluate",
+    ]
     proc = subprocess.run(torchrun, env=env, cwd=ddp_ws, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])  # rank 0's summary

@@ -62,8 +62,9 @@ orchestrate:
 """
 
 
-def write_params(ws: Path, runner: str = "threads", address: str | None = None, checkpoint: int = 512,
-                 name: str = "params.yaml") -> str:
+def write_params(
+    ws: Path, runner: str = "threads", address: str | None = None, checkpoint: int = 512, name: str = "params.yaml"
+) -> str:
     path = ws / name
     path.write_text(PARAMS.format(runner=runner, address=address or "null", checkpoint=checkpoint))
     return str(path)
@@ -199,12 +200,16 @@ def _read_log(log: Path) -> list[list[str]]:
 def cluster() -> Iterator[Any]:
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as lc, Client(lc) as client:
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as lc,
+        Client(lc) as client,
+    ):
         yield client
 
 
-def test_worker_killed_mid_extraction_every_item_encoded_once(use_prefect_api: str, synth_raw: Path, tmp_path: Path,
-                                                              cluster: Any):
+def test_worker_killed_mid_extraction_every_item_encoded_once(
+    use_prefect_api: str, synth_raw: Path, tmp_path: Path, cluster: Any
+):
     from mmrec.stages import run_stage
     from mmrec_flows.runners import make_task_runner, orchestrate_params
     from mmrec_flows.tasks import load_context, run_args

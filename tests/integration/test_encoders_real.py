@@ -70,11 +70,13 @@ def flipped(path: Path, tmp_path: Path) -> Path:
 
 def test_minilm_related_sentences_are_closer_and_truncation_is_exact():
     enc = create_encoder("minilm", device="cpu")
-    v = enc.encode([
-        "title: A cat sits on the mat",
-        "title: A kitten is sitting on a rug",
-        "title: Quarterly earnings of the bank fell sharply",
-    ])
+    v = enc.encode(
+        [
+            "title: A cat sits on the mat",
+            "title: A kitten is sitting on a rug",
+            "title: Quarterly earnings of the bank fell sharply",
+        ]
+    )
     assert v.shape == (3, 384) and np.isfinite(v).all()
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
     assert cos(v[0], v[1]) > cos(v[0], v[2]) + 0.2
@@ -99,17 +101,23 @@ def _mpnet_installed() -> bool:
 def test_mpnet_assembles_from_its_parts_and_related_sentences_are_closer(tmp_path, monkeypatch):
     monkeypatch.setenv("MMREC_CACHE_DIR", str(tmp_path / "cache"))
     enc = create_encoder("mpnet", device="cpu")
-    v = enc.encode([
-        "title: A cat sits on the mat",
-        "title: A kitten is sitting on a rug",
-        "title: Quarterly earnings of the bank fell sharply",
-    ])
+    v = enc.encode(
+        [
+            "title: A cat sits on the mat",
+            "title: A kitten is sitting on a rug",
+            "title: Quarterly earnings of the bank fell sharply",
+        ]
+    )
     assert v.shape == (3, 768) and np.isfinite(v).all()
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
     assert cos(v[0], v[1]) > cos(v[0], v[2]) + 0.2
     assert enc.preprocessing()["max_tokens"] == 384  # the model's own max_seq_length
     folder = enc.model_dir()
-    assert isinstance(folder, Path) and folder.is_relative_to(tmp_path / "cache") and (folder / "model.safetensors").is_file()
+    assert (
+        isinstance(folder, Path)
+        and folder.is_relative_to(tmp_path / "cache")
+        and (folder / "model.safetensors").is_file()
+    )
     assert create_encoder("mpnet").weights_hash() == enc.weights_hash()  # the cached folder, not a re-extraction
 
 
@@ -182,7 +190,9 @@ def test_whisper_tiny_loads_offline_and_separates_sounds(tmp_path, window):
     enc = create_encoder("whisper_tiny", device="cpu", window=window)
     files = {}
     for name, data in {
-        "a": _tone(440), "a2": _tone(440, seconds=1.5), "noise": _tone(50, noise=0.3),
+        "a": _tone(440),
+        "a2": _tone(440, seconds=1.5),
+        "noise": _tone(50, noise=0.3),
     }.items():
         files[name] = tmp_path / f"{name}.wav"
         files[name].write_bytes(data)

@@ -20,7 +20,6 @@ from tests.serving import ListSource, tiny_state
 pytestmark = pytest.mark.integration
 
 
-
 @pytest.fixture
 def server(tiny_dataset: Path, tmp_path: Path):
     import uvicorn
@@ -33,8 +32,12 @@ def server(tiny_dataset: Path, tmp_path: Path):
     from mmrec.serve.state import StateHolder
 
     runtime = EventsRuntime(SqliteEventStore(tmp_path / "events.db", EventsParams(seed=0)))
-    app = create_app(StateHolder(ListSource([tiny_state(tiny_dataset)]), interval_s=0),
-                     ServeSettings(log_key="k", api_key="page-key"), poll=False, events=runtime)
+    app = create_app(
+        StateHolder(ListSource([tiny_state(tiny_dataset)]), interval_s=0),
+        ServeSettings(log_key="k", api_key="page-key"),
+        poll=False,
+        events=runtime,
+    )
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, access_log=False, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -79,8 +82,10 @@ def test_viewing_items_fills_the_strip_and_adapts_recommendations(server, tmp_pa
             # arrow keys walk the strip
             page.locator("#recent-strip .card").first.focus()
             page.keyboard.press("ArrowRight")
-            focused = page.evaluate("document.activeElement.closest('#recent-strip') !== null && "
-                                    "document.activeElement === document.querySelectorAll('#recent-strip .card')[1]")
+            focused = page.evaluate(
+                "document.activeElement.closest('#recent-strip') !== null && "
+                "document.activeElement === document.querySelectorAll('#recent-strip .card')[1]"
+            )
             assert focused
             assert [e.item_id for e in runtime.store.recent("u1")][-1] == "i8"
             page.screenshot(path=str(tmp_path / "realtime_page.png"))

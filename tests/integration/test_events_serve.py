@@ -46,9 +46,11 @@ def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[An
             opened.append(RedisEventStore(REDIS_URL, prefix, params))
             return opened[-1]
     else:
+
         def make() -> Any:
             opened.append(SqliteEventStore(tmp_path / "events.db", params))
             return opened[-1]
+
     yield make
     if request.param == "redis":
         import redis
@@ -70,8 +72,12 @@ def _serve(store: Any, tiny_dataset: Path) -> tuple[str, Any, Any]:
     from mmrec.serve.state import StateHolder
 
     runtime = EventsRuntime(store, store.params)
-    app = create_app(StateHolder(ListSource([tiny_state(tiny_dataset)]), interval_s=0),
-                     ServeSettings(log_key="k", api_key=KEY), poll=False, events=runtime)
+    app = create_app(
+        StateHolder(ListSource([tiny_state(tiny_dataset)]), interval_s=0),
+        ServeSettings(log_key="k", api_key=KEY),
+        poll=False,
+        events=runtime,
+    )
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, access_log=False, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -105,9 +111,18 @@ def test_events_flow_through_two_workers_and_are_erased(store_factory: Any, tiny
         shown = [i["item_id"] for i in first["items"]]
         a_rt.flush()
         assert _call(f"{a_url}/events", "POST", {"events": []}, key=None)[0] == 401
-        events = {"events": [{"event_id": "ev-1", "user_id": "u1", "item_id": shown[0], "event": "click"},
-                             {"event_id": "ev-2", "user_id": "u1", "item_id": "i4", "event": "view",
-                              "timestamp": "2026-01-02T03:04:05Z"}]}
+        events = {
+            "events": [
+                {"event_id": "ev-1", "user_id": "u1", "item_id": shown[0], "event": "click"},
+                {
+                    "event_id": "ev-2",
+                    "user_id": "u1",
+                    "item_id": "i4",
+                    "event": "view",
+                    "timestamp": "2026-01-02T03:04:05Z",
+                },
+            ]
+        }
         posted = time.monotonic()
         status, body = _call(f"{a_url}/events", "POST", events)
         assert status == 202 and body == {"accepted": 2, "duplicates": 0, "rewarded": 1}
@@ -129,7 +144,9 @@ def test_events_flow_through_two_workers_and_are_erased(store_factory: Any, tiny
         assert segments["5-19"][recs["strategy"]]["shown"] == 1.0  # worker B's impression, seen by worker A
         status, recent = _call(f"{a_url}/users/u1/events?limit=5")
         assert [i["item_id"] for i in recent["items"]] == ["i4", shown[0]]
-        status, bad = _call(f"{a_url}/events", "POST", {"events": [{**events["events"][0], "event_id": "x", "item_id": "nope"}]})
+        status, bad = _call(
+            f"{a_url}/events", "POST", {"events": [{**events["events"][0], "event_id": "x", "item_id": "nope"}]}
+        )
         assert status == 422 and bad["detail"][0]["loc"] == ["body", "events", 0, "item_id"]
 
         removed = erase_user(a_rt.store, "u1")

@@ -33,12 +33,14 @@ MODEL_INFO = {"model": "bpr", "version": "2"}
 
 
 def _params(profile: str = "sqlite", project: str | None = None, **features: Any) -> Params:
-    return Params.model_validate({
-        "extract": {"text": {"encoder": "tiny_text"}, "image": {"encoder": "tiny_cnn"}, "progress": False},
-        "split": {"cold_item_fraction": 0.0, "min_user_interactions": 1},
-        "train": {"models": ["popularity", "bpr"], "params": {"bpr": {"dim": 4, "max_epochs": 2, "eval_every": 1}}},
-        "features": {"profile": profile, "project": project, "redis_url": REDIS_URL, **features},
-    })
+    return Params.model_validate(
+        {
+            "extract": {"text": {"encoder": "tiny_text"}, "image": {"encoder": "tiny_cnn"}, "progress": False},
+            "split": {"cold_item_fraction": 0.0, "min_user_interactions": 1},
+            "train": {"models": ["popularity", "bpr"], "params": {"bpr": {"dim": 4, "max_epochs": 2, "eval_every": 1}}},
+            "features": {"profile": profile, "project": project, "redis_url": REDIS_URL, **features},
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +78,9 @@ def ctx(request: pytest.FixtureRequest, pipeline: Path, tmp_path: Path) -> Itera
     ws = tmp_path / "ws"
     shutil.copytree(pipeline, ws)
     project = f"mmrec_t{uuid.uuid4().hex[:10]}"
-    c = StageContext(spec=load_dataset_spec(ws / "tiny" / "dataset.yaml"), params=_params(profile, project), workspace=ws)
+    c = StageContext(
+        spec=load_dataset_spec(ws / "tiny" / "dataset.yaml"), params=_params(profile, project), workspace=ws
+    )
     yield c
     from mmrec.feast.store import feature_store
     from mmrec.params.feast import features_params
@@ -144,9 +148,15 @@ def test_online_reads_match_the_artifacts(ctx: StageContext):
         of.item_embeddings(["i1"], "smell")
 
     # the API's lean reads (mmrec/feast/view_reader.py) answer exactly what Feast's SDK call answers
-    probes = {"user_recommendations": ("user_id", [*users, "nobody", users[0]], ["item_ids", "scores", "model", "model_version"]),
-              "item_text_embedding": ("item_id", [*text.item_ids, "nothing"], ["embedding"]),
-              "item_stats": ("item_id", [*counts.index[:3], "nothing"], ["interactions", "days_since_last"])}
+    probes = {
+        "user_recommendations": (
+            "user_id",
+            [*users, "nobody", users[0]],
+            ["item_ids", "scores", "model", "model_version"],
+        ),
+        "item_text_embedding": ("item_id", [*text.item_ids, "nothing"], ["embedding"]),
+        "item_stats": ("item_id", [*counts.index[:3], "nothing"], ["interactions", "days_since_last"]),
+    }
     for view, (key, ids, fields) in probes.items():
         sdk = of.get_online_features([f"{view}:{f}" for f in fields], [{key: i} for i in ids])
         assert of.views_reader.read(view, key, ids, fields) == {f: sdk[f] for f in fields}, view
@@ -163,7 +173,9 @@ def test_incremental_materialisation_loads_only_what_changed(ctx: StageContext):
     assert all(t["changed"] for t in first["export"]["tables"].values())
     again = export_tables(ctx, model=(_bpr(ctx), MODEL_INFO), versions=[])
     assert not any(t["changed"] for t in again["tables"].values())  # same content: same timestamps, no rewrite
-    assert again["tables"]["item_stats"]["event_timestamp"] == first["export"]["tables"]["item_stats"]["event_timestamp"]
+    assert (
+        again["tables"]["item_stats"]["event_timestamp"] == first["export"]["tables"]["item_stats"]["event_timestamp"]
+    )
 
     # a new nightly run: other lists for every user
     recs = pd.read_parquet(ctx.paths.recommendations)
@@ -187,8 +199,12 @@ def test_one_feature_service_per_model_version(ctx: StageContext, monkeypatch: p
 
     versions = [
         {"version": "1", "model": "popularity", "aliases": [], "views": ["item_stats", "user_stats"]},
-        {"version": "2", "model": "bpr", "aliases": ["champion"],
-         "views": ["item_stats", "user_stats", "user_embedding", "item_model_embedding", "user_recommendations"]},
+        {
+            "version": "2",
+            "model": "bpr",
+            "aliases": ["champion"],
+            "views": ["item_stats", "user_stats", "user_embedding", "item_model_embedding", "user_recommendations"],
+        },
     ]
     done = _materialize(ctx, versions)
     assert done["apply"]["services"] == ["model_v1", "model_v2"]
@@ -202,10 +218,14 @@ def test_one_feature_service_per_model_version(ctx: StageContext, monkeypatch: p
     assert online["user_recommendations__item_ids"][0] and online["item_stats__interactions"][0] is not None
 
     # version 1 deleted from the registry: its service goes at the next apply
-    (ctx.paths.data / "feast" / "models.json").write_text(json.dumps({"registered_model": "mmrec-tiny", "versions": versions[1:]}))
+    (ctx.paths.data / "feast" / "models.json").write_text(
+        json.dumps({"registered_model": "mmrec-tiny", "versions": versions[1:]})
+    )
     assert apply(ctx)["deleted"] == ["model_v1"]
     bad = [{"version": "3", "model": "x", "aliases": [], "views": ["no_such_view"]}]
-    (ctx.paths.data / "feast" / "models.json").write_text(json.dumps({"registered_model": "mmrec-tiny", "versions": bad}))
+    (ctx.paths.data / "feast" / "models.json").write_text(
+        json.dumps({"registered_model": "mmrec-tiny", "versions": bad})
+    )
     with pytest.raises(ConfigError, match="no_such_view"):
         apply(ctx)
 
@@ -226,8 +246,13 @@ def _multi_day_split(ctx: StageContext, n: int = 300) -> pd.DataFrame:
     t0 = 1_600_041_600
     ts = t0 + rng.integers(0, 20 * 86_400, n)
     ts[5::5] = ts[4:-1:5][: len(ts[5::5])]  # same second, different users
-    train = pd.DataFrame({"user_id": [f"u{u}" for u in rng.integers(1, 7, n)],
-                          "item_id": [f"i{i}" for i in rng.integers(1, 9, n)], "timestamp": ts})
+    train = pd.DataFrame(
+        {
+            "user_id": [f"u{u}" for u in rng.integers(1, 7, n)],
+            "item_id": [f"i{i}" for i in rng.integers(1, 9, n)],
+            "timestamp": ts,
+        }
+    )
     train.loc[n - 1, ["item_id", "timestamp"]] = ["i1", t0 + 25 * 86_400]  # the latest event of all
     folder = ctx.paths.splits("temporal")
     folder.mkdir(parents=True, exist_ok=True)
@@ -281,4 +306,6 @@ def test_profile_is_a_setting_not_an_edit(tmp_path: Path):
     with pytest.raises(ConfigError, match="redis://"):
         redis_connection_string("http://h:1")
     with pytest.raises(ConfigError, match="no Feast profile 'nope'"):
-        store_config(DatasetPaths("shop", tmp_path), load_params(None, environ={"MMREC__FEATURES__PROFILE": "nope"}).features)
+        store_config(
+            DatasetPaths("shop", tmp_path), load_params(None, environ={"MMREC__FEATURES__PROFILE": "nope"}).features
+        )

@@ -127,8 +127,10 @@ def _repoint_mlflow(db: Path, src: Path, dst: Path) -> None:
         for table in tables:
             for col in con.execute(f'PRAGMA table_info("{table}")').fetchall():
                 if "CHAR" in col[2].upper() or "TEXT" in col[2].upper():
-                    con.execute(f'UPDATE "{table}" SET "{col[1]}" = replace("{col[1]}", ?, ?) WHERE instr("{col[1]}", ?) > 0',
-                                (old, new, old))
+                    con.execute(
+                        f'UPDATE "{table}" SET "{col[1]}" = replace("{col[1]}", ?, ?) WHERE instr("{col[1]}", ?) > 0',
+                        (old, new, old),
+                    )
 
 
 def test_training_pipeline_runs_every_stage_and_registers(template: dict[str, Any]):
@@ -146,7 +148,9 @@ def test_training_pipeline_runs_every_stage_and_registers(template: dict[str, An
     assert art is not None and "Registry" in art.data and "popularity" in art.data
 
 
-def test_rerun_skips_finished_stages_and_redoes_missing_outputs(harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_rerun_skips_finished_stages_and_redoes_missing_outputs(
+    harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     from mmrec_flows.training import run_training
 
     # its own workspace (a copy would miss the cache: the paths are part of the cache keys)
@@ -192,7 +196,9 @@ def test_transient_failure_is_retried_then_passes(trained: dict[str, Any], monke
     from mmrec_flows.runners import OrchestrateParams
     from mmrec_flows.training import run_training
 
-    monkeypatch.setattr("mmrec_flows.runners.orchestrate_params", lambda params: OrchestrateParams(retries=2, retry_delay_seconds=0))
+    monkeypatch.setattr(
+        "mmrec_flows.runners.orchestrate_params", lambda params: OrchestrateParams(retries=2, retry_delay_seconds=0)
+    )
     monkeypatch.setattr("mmrec.extract.extract_modality", ExtractStub())
     spy = StageSpy(monkeypatch, {"split": [OSError("disk hiccup")]})
     shutil.rmtree(Path(trained["ws"]) / "data" / "tiny" / "splits")  # forces the split stage to run
@@ -205,8 +211,12 @@ def test_deterministic_error_fails_the_run_without_retries(trained: dict[str, An
     from mmrec_flows.runners import OrchestrateParams
     from mmrec_flows.training import run_training
 
-    monkeypatch.setattr("mmrec_flows.runners.orchestrate_params", lambda params: OrchestrateParams(retries=3, retry_delay_seconds=0))
-    spy = StageSpy(monkeypatch, {"split": [StageError("splits/temporal/train.tsv unreadable; re-run `mmrec stage split`")]})
+    monkeypatch.setattr(
+        "mmrec_flows.runners.orchestrate_params", lambda params: OrchestrateParams(retries=3, retry_delay_seconds=0)
+    )
+    spy = StageSpy(
+        monkeypatch, {"split": [StageError("splits/temporal/train.tsv unreadable; re-run `mmrec stage split`")]}
+    )
     shutil.rmtree(Path(trained["ws"]) / "data" / "tiny" / "splits")
     state = run_training(trained["dataset"], trained["params"], trained["ws"], extract=False)
     assert state.is_failed()
@@ -222,8 +232,12 @@ def test_validation_failure_fails_with_report_artifact(harness: None, tmp_path: 
 
     def failing_validate(ctx: Any) -> Any:
         report.parent.mkdir(parents=True, exist_ok=True)
-        report.write_text("# Validation: tiny\n\n| table | failed check |\n|---|---|\n| interactions | timestamp range |\n")
-        raise ValidationFailed("interactions: 40% of rows quarantined (max 20%)", report_path=str(report.with_suffix(".json")))
+        report.write_text(
+            "# Validation: tiny\n\n| table | failed check |\n|---|---|\n| interactions | timestamp range |\n"
+        )
+        raise ValidationFailed(
+            "interactions: 40% of rows quarantined (max 20%)", report_path=str(report.with_suffix(".json"))
+        )
 
     spy = StageSpy(monkeypatch)
     monkeypatch.setitem(stages.STAGE_FUNCTIONS, "validate", failing_validate)

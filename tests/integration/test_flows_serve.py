@@ -36,7 +36,9 @@ def free_port() -> int:
 
 
 def start(cmd: list[str], env: dict[str, str], log: Path, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        cmd, env=env, cwd=cwd, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -87,8 +89,13 @@ def champion_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple
     items = np.array([f"i{i}" for i in range(1, 9)], dtype=object)
     m = sp.csr_matrix((np.random.default_rng(0).random((6, 8)) < 0.4).astype(np.float32))
     create_model("popularity").fit(Interactions(m, users, items)).save(ctx.paths.model_dir("popularity"))
-    report = {"dataset": "tiny", "split": {"kind": "temporal", "hash": "h"}, "selection_metric": "recall@20",
-              "best_model": "popularity", "models": {"popularity": {"valid": {"recall@20": 0.5}, "test": {}, "params": {}}}}
+    report = {
+        "dataset": "tiny",
+        "split": {"kind": "temporal", "hash": "h"},
+        "selection_metric": "recall@20",
+        "best_model": "popularity",
+        "models": {"popularity": {"valid": {"recall@20": 0.5}, "test": {}, "params": {}}},
+    }
     assert track_training(ctx, report, TrackingParams())["decision"]["action"] == "promoted"
     return ws, ws / "tiny" / "dataset.yaml"
 
@@ -108,15 +115,34 @@ def test_served_deployment_fires_on_its_schedule(tmp_path: Path, champion_worksp
     )
     bin_dir = Path(sys.executable).parent
     server_log, serve_log = tmp_path / "server.log", tmp_path / "serve.log"
-    server = start([str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, server_log, tmp_path)
+    server = start(
+        [str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env,
+        server_log,
+        tmp_path,
+    )
     serve = None
     try:
         wait_healthy(api, server, server_log, SERVER_START_S)
         serve_env = {**env, "PREFECT_API_URL": api}
         serve = start(
-            [sys.executable, "mmrec_flows/serve.py", "--dataset", str(dataset), "--params", str(ws / "params.yaml"),
-             "--workspace", str(ws), "--only", "nightly-recommendations", "--interval", "5"],
-            serve_env, serve_log, REPO,
+            [
+                sys.executable,
+                "mmrec_flows/serve.py",
+                "--dataset",
+                str(dataset),
+                "--params",
+                str(ws / "params.yaml"),
+                "--workspace",
+                str(ws),
+                "--only",
+                "nightly-recommendations",
+                "--interval",
+                "5",
+            ],
+            serve_env,
+            serve_log,
+            REPO,
         )
         state = wait_for_completed_run(api, serve, serve_log, RUN_FIRES_S)
         assert state == "COMPLETED", serve_log.read_text()[-4000:]
@@ -133,12 +159,16 @@ def wait_for_completed_run(api: str, serve: subprocess.Popen, log: Path, timeout
     """Poll the API until a scheduled run of the deployment finishes; its final state type."""
     import json
 
-    body = json.dumps({"deployments": {"name": {"any_": ["nightly-recommendations"]}}, "sort": "EXPECTED_START_TIME_ASC"})
+    body = json.dumps(
+        {"deployments": {"name": {"any_": ["nightly-recommendations"]}}, "sort": "EXPECTED_START_TIME_ASC"}
+    )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if serve.poll() is not None:
             pytest.fail(f"mmrec_flows/serve.py exited with {serve.returncode}:\n{log.read_text()[-4000:]}")
-        req = urllib.request.Request(f"{api}/flow_runs/filter", data=body.encode(), headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"{api}/flow_runs/filter", data=body.encode(), headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(req, timeout=10) as r:
             runs = json.loads(r.read())
         finished = [run for run in runs if run.get("state_type") in ("COMPLETED", "FAILED", "CRASHED")]

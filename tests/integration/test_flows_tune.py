@@ -18,12 +18,16 @@ def test_pipeline_tunes_before_training(harness: None, tmp_path: Path, monkeypat
     from mmrec_flows.training import run_training
 
     dataset, params, ws = make_workspace(tmp_path / "ws")
-    Path(params).write_text(yaml.safe_dump({
-        "train": {"models": ["popularity", "itemknn"]},
-        "split": {"min_user_interactions": 1},
-        "tune": {"track": False},
-        "features": {"materialize": False},
-    }))
+    Path(params).write_text(
+        yaml.safe_dump(
+            {
+                "train": {"models": ["popularity", "itemknn"]},
+                "split": {"min_user_interactions": 1},
+                "tune": {"track": False},
+                "features": {"materialize": False},
+            }
+        )
+    )
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setattr("mmrec.extract.extract_modality", ExtractStub())
     state = run_training(dataset, params, ws, register_best=False, tune=True, tune_trials=2)

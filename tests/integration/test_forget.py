@@ -79,8 +79,12 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def api_call(api: ApiProcess, method: str, path: str) -> tuple[int, Any]:
-    req = urllib.request.Request(f"{api.url}{path}", method=method, data=b"{}" if method == "POST" else None,
-                                 headers={"content-type": "application/json"})
+    req = urllib.request.Request(
+        f"{api.url}{path}",
+        method=method,
+        data=b"{}" if method == "POST" else None,
+        headers={"content-type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(req, timeout=120) as r:
             return r.status, json.loads(r.read() or b"null")
@@ -123,10 +127,15 @@ def test_forget_embedded_cli_then_pipeline_rerun(tmp_path: Path, harness: None, 
     assert nightly.is_completed(), nightly.message
     # The scanner sees the user where the platform put it (else "nothing left" would prove nothing).
     before = {str(Path(p).relative_to(ws)) for p in holding([ws], USER, skip=[ws / "tiny"])}
-    for expected in ("data/tiny/warehouse/interactions.parquet", "data/tiny/validated/users.parquet",
-                     "data/tiny/quarantine/interactions.parquet", "data/tiny/splits/temporal/train.tsv",
-                     "data/tiny/recommendations/latest.parquet", "data/tiny/feast/sqlite/online.db",
-                     "artifacts/tiny/models/bpr/state.npz"):
+    for expected in (
+        "data/tiny/warehouse/interactions.parquet",
+        "data/tiny/validated/users.parquet",
+        "data/tiny/quarantine/interactions.parquet",
+        "data/tiny/splits/temporal/train.tsv",
+        "data/tiny/recommendations/latest.parquet",
+        "data/tiny/feast/sqlite/online.db",
+        "artifacts/tiny/models/bpr/state.npz",
+    ):
         assert expected in before, sorted(before)
     assert any(p.startswith("mlruns/") and p.endswith("state.npz") for p in before), sorted(before)
 
@@ -181,11 +190,15 @@ def pg_rows_holding(url: str, needle: str) -> list[str]:
     hits = []
     url = url.replace("postgresql+psycopg://", "postgresql://").replace("postgresql+asyncpg://", "postgresql://")
     with psycopg.connect(url, autocommit=True) as conn:
-        tables = conn.execute("SELECT table_schema, table_name FROM information_schema.tables "
-                              "WHERE table_schema NOT IN ('pg_catalog', 'information_schema') AND table_type = 'BASE TABLE'").fetchall()
+        tables = conn.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables "
+            "WHERE table_schema NOT IN ('pg_catalog', 'information_schema') AND table_type = 'BASE TABLE'"
+        ).fetchall()
         for schema, table in tables:
-            n = conn.execute(f'SELECT count(*) FROM "{schema}"."{table}" t WHERE t::text LIKE %s OR t::text LIKE %s',
-                             (f"%{needle}%", f"%{needle.encode().hex()}%")).fetchone()[0]
+            n = conn.execute(
+                f'SELECT count(*) FROM "{schema}"."{table}" t WHERE t::text LIKE %s OR t::text LIKE %s',
+                (f"%{needle}%", f"%{needle.encode().hex()}%"),
+            ).fetchone()[0]
             if n:
                 hits.append(f"{schema}.{table}: {n} rows")
     return hits
@@ -226,15 +239,20 @@ def wait_for_redis_persistence(url: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         info = r.info("persistence")
-        if not (info.get("aof_rewrite_in_progress") or info.get("aof_rewrite_scheduled") or info.get("rdb_bgsave_in_progress")):
+        if not (
+            info.get("aof_rewrite_in_progress")
+            or info.get("aof_rewrite_scheduled")
+            or info.get("rdb_bgsave_in_progress")
+        ):
             return
         time.sleep(0.2)
     raise AssertionError(f"Redis still rewriting its files after {timeout}s")
 
 
 @pytest.mark.services
-def test_forget_production_profile_via_delete(tmp_path: Path, production_env: dict[str, str], mlflow_pg_server: Any,
-                                              private_redis: Any, prefect_pg_database: str):
+def test_forget_production_profile_via_delete(
+    tmp_path: Path, production_env: dict[str, str], mlflow_pg_server: Any, private_redis: Any, prefect_pg_database: str
+):
     """Production profile (tests/integration/test_production_profile.py): every endpoint from the
     environment, Prefect + MLflow on PostgreSQL, a Dask worker, Feast on Redis."""
     from mmrec_flows.nightly import run_nightly
@@ -282,8 +300,14 @@ def test_forget_production_profile_via_delete(tmp_path: Path, production_env: di
 
 
 def dvc(cwd: Path, *args: str) -> str:
-    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "DVC_NO_ANALYTICS": "1"},
+    )
     assert proc.returncode == 0, f"dvc {' '.join(args)}: {proc.stdout[-2000:]}{proc.stderr[-2000:]}"
     return proc.stdout
 
@@ -296,9 +320,12 @@ def test_dvc_cache_objects_holding_the_user_are_deleted_and_the_lock_recommitted
 
     ws = tmp_path / "repo"
     ws.mkdir()
-    (ws / "raw.tsv").write_text("user_id\titem_id\n" + "".join(f"{u}\ti{j}\n" for u in ("u1", USER, "u2") for j in (1, 2)))
-    (ws / "dvc.yaml").write_text("stages:\n  copy:\n    cmd: mkdir -p out && cp raw.tsv out/train.tsv\n"
-                                 "    deps: [raw.tsv]\n    outs: [out]\n")
+    (ws / "raw.tsv").write_text(
+        "user_id\titem_id\n" + "".join(f"{u}\ti{j}\n" for u in ("u1", USER, "u2") for j in (1, 2))
+    )
+    (ws / "dvc.yaml").write_text(
+        "stages:\n  copy:\n    cmd: mkdir -p out && cp raw.tsv out/train.tsv\n    deps: [raw.tsv]\n    outs: [out]\n"
+    )
     dvc(ws, "init", "--no-scm", "-q")
     dvc(ws, "repro", "-q")
     ctx = StageContext(spec=load_dataset_spec(tiny_dataset), params=load_params(None), workspace=ws)

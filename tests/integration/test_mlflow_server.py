@@ -52,10 +52,23 @@ def mlflow_server(pg_database: str, tmp_path: Path) -> Iterator[str]:
         port = s.getsockname()[1]
     log = tmp_path / "mlflow-server.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_URI")}
-    cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", pg_database,
-           "--artifacts-destination", str(tmp_path / "server-artifacts"), "--host", "127.0.0.1", "--port", str(port),
-           "--workers", "1"]
-    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    cmd = [
+        str(Path(sys.executable).parent / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        pg_database,
+        "--artifacts-destination",
+        str(tmp_path / "server-artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=tmp_path, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + SERVER_START_S
@@ -102,8 +115,13 @@ def test_registry_lifecycle_against_a_server(mlflow_server: str, tmp_path: Path,
     def train(seed: int, recall: float) -> dict:
         m = sp.csr_matrix((np.random.default_rng(seed).random((6, 8)) < 0.5).astype(np.float32))
         create_model("popularity").fit(Interactions(m, users, items)).save(ctx.paths.model_dir("popularity"))
-        report = {"dataset": "tiny", "split": {"kind": "temporal", "hash": f"h{seed}"}, "selection_metric": "recall@20",
-                  "best_model": "popularity", "models": {"popularity": {"valid": {"recall@20": recall}, "test": {}, "params": {}}}}
+        report = {
+            "dataset": "tiny",
+            "split": {"kind": "temporal", "hash": f"h{seed}"},
+            "selection_metric": "recall@20",
+            "best_model": "popularity",
+            "models": {"popularity": {"valid": {"recall@20": recall}, "test": {}, "params": {}}},
+        }
         return track_training(ctx, report, tp)
 
     first = train(1, 0.30)

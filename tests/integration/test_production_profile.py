@@ -46,13 +46,19 @@ orchestrate:
 """
 
 
-def workspace(root: Path, profile: str = "production", models: str = "[popularity, itemknn]",
-              tracking_uri: str = "null", materialize: bool = True) -> tuple[str, str, str]:
+def workspace(
+    root: Path,
+    profile: str = "production",
+    models: str = "[popularity, itemknn]",
+    tracking_uri: str = "null",
+    materialize: bool = True,
+) -> tuple[str, str, str]:
     root.mkdir(parents=True, exist_ok=True)
     if not (root / "tiny").exists():
         shutil.copytree(FIXTURES / "tiny", root / "tiny")
-    (root / "params.yaml").write_text(PARAMS.format(profile=profile, models=models, tracking_uri=tracking_uri,
-                                                    materialize=str(materialize).lower()))
+    (root / "params.yaml").write_text(
+        PARAMS.format(profile=profile, models=models, tracking_uri=tracking_uri, materialize=str(materialize).lower())
+    )
     return str(root / "tiny" / "dataset.yaml"), str(root / "params.yaml"), str(root)
 
 
@@ -65,8 +71,13 @@ def fast_mlflow_client(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def production_env(use_prefect_api: str, mlflow_pg_server: Any, private_redis: Any, fast_mlflow_client: None,
-                   monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+def production_env(
+    use_prefect_api: str,
+    mlflow_pg_server: Any,
+    private_redis: Any,
+    fast_mlflow_client: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[dict[str, str]]:
     """The production profile's variables (mmrec.config.PRODUCTION_ENV) and a Dask cluster behind them.
 
     The variables are set before the Dask worker process starts, so it inherits them, as a
@@ -77,12 +88,17 @@ def production_env(use_prefect_api: str, mlflow_pg_server: Any, private_redis: A
     from tests.integration.servers import free_port
 
     port = free_port()
-    env = {"MLFLOW_TRACKING_URI": mlflow_pg_server.url, "PREFECT_API_URL": use_prefect_api,
-           "MMREC_REDIS_URL": private_redis.url, "DASK_SCHEDULER_ADDRESS": f"tcp://127.0.0.1:{port}"}
+    env = {
+        "MLFLOW_TRACKING_URI": mlflow_pg_server.url,
+        "PREFECT_API_URL": use_prefect_api,
+        "MMREC_REDIS_URL": private_redis.url,
+        "DASK_SCHEDULER_ADDRESS": f"tcp://127.0.0.1:{port}",
+    }
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0", host="127.0.0.1",
-                      scheduler_port=port) as cluster:
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0", host="127.0.0.1", scheduler_port=port
+    ) as cluster:
         assert cluster.scheduler_address == env["DASK_SCHEDULER_ADDRESS"]
         yield env
 
@@ -98,7 +114,9 @@ def server_state(state: Any) -> tuple[str, str]:
 
 
 def test_pipeline_nightly_and_api_on_real_servers_survive_a_redis_restart(
-    tmp_path: Path, production_env: dict[str, str], private_redis: Any,
+    tmp_path: Path,
+    production_env: dict[str, str],
+    private_redis: Any,
 ):
     from mmrec.config import load_params
     from mmrec.data.contract import load_dataset_spec
@@ -111,7 +129,11 @@ def test_pipeline_nightly_and_api_on_real_servers_survive_a_redis_restart(
     dataset, params, ws = workspace(tmp_path / "ws")
     p = load_params(params)  # the profile resolves every endpoint from the environment
     assert (p.profile, p.tracking.uri, p.orchestrate.task_runner, p.orchestrate.dask_address) == (
-        "production", mlflow_url, "dask", production_env["DASK_SCHEDULER_ADDRESS"])
+        "production",
+        mlflow_url,
+        "dask",
+        production_env["DASK_SCHEDULER_ADDRESS"],
+    )
 
     training = run_training(dataset, params, ws)
     assert training.is_completed(), training.message
@@ -169,7 +191,10 @@ def test_pipeline_nightly_and_api_on_real_servers_survive_a_redis_restart(
 
 
 def test_mlflow_server_lost_mid_registration_leaves_nothing_half_registered(
-    tmp_path: Path, use_prefect_api: str, mlflow_pg_server: Any, fast_mlflow_client: None,
+    tmp_path: Path,
+    use_prefect_api: str,
+    mlflow_pg_server: Any,
+    fast_mlflow_client: None,
     monkeypatch: pytest.MonkeyPatch,
 ):
     import mlflow
@@ -179,8 +204,9 @@ def test_mlflow_server_lost_mid_registration_leaves_nothing_half_registered(
     from mmrec_flows.training import run_training
 
     server, name = mlflow_pg_server, "mmrec-tiny"
-    dataset, params, ws = workspace(tmp_path / "ws", profile="embedded", models="[popularity]", tracking_uri=server.url,
-                                    materialize=False)
+    dataset, params, ws = workspace(
+        tmp_path / "ws", profile="embedded", models="[popularity]", tracking_uri=server.url, materialize=False
+    )
     state = run_training(dataset, params, ws, extract=False)
     assert state.is_completed(), state.message
     assert state.result()["registry"]["decision"]["action"] == "promoted"  # v1: the champion
@@ -215,9 +241,13 @@ def test_mlflow_server_lost_mid_registration_leaves_nothing_half_registered(
     assert [str(v.version) for v in versions] == ["1"]
     assert client.get_registered_model(name).aliases == {"champion": "1"}  # no alias moved
     for v in versions:  # every registered version has its complete artifacts
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{v.version}",
-                                                         dst_path=str(tmp_path / f"v{v.version}"),
-                                                         tracking_uri=server.url))
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{name}/{v.version}",
+                dst_path=str(tmp_path / f"v{v.version}"),
+                tracking_uri=server.url,
+            )
+        )
         assert (local / "MLmodel").is_file() and any(local.rglob("model.json")), sorted(local.rglob("*"))
 
     monkeypatch.setattr(tracking, "log_pyfunc", real_log_pyfunc)

@@ -39,13 +39,20 @@ def test_training_reports_progress_artifacts(tmp_path: Path, monkeypatch: pytest
 
     async def progress_artifacts() -> list:
         async with get_client() as client:
-            return await client.read_artifacts(artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["progress"])))
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["progress"]))
+            )
 
     with prefect_test_harness(server_startup_timeout=300):
         from mmrec_flows.training import run_training
 
-        state = run_training(str(tmp_path / "tiny" / "dataset.yaml"), str(tmp_path / "params.yaml"), str(tmp_path),
-                             extract=False, register_best=False)
+        state = run_training(
+            str(tmp_path / "tiny" / "dataset.yaml"),
+            str(tmp_path / "params.yaml"),
+            str(tmp_path),
+            extract=False,
+            register_best=False,
+        )
         assert state.is_completed(), state.message
         found = asyncio.run(progress_artifacts())
     by_key = {a.description.split(":")[0]: a for a in found}

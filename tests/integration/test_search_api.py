@@ -32,8 +32,11 @@ def tiny_encoders():
     from mmrec.encoders.config import ExtractParams
     from mmrec.search import QueryEncoders
 
-    return QueryEncoders(ExtractParams.model_validate({"text": {"encoder": "tiny_text"}, "image": {"encoder": "tiny_cnn"},
-                                                       "device": "cpu"}))
+    return QueryEncoders(
+        ExtractParams.model_validate(
+            {"text": {"encoder": "tiny_text"}, "image": {"encoder": "tiny_cnn"}, "device": "cpu"}
+        )
+    )
 
 
 def png(width: int = 24, height: int = 24, colour=(200, 30, 30)) -> bytes:
@@ -119,7 +122,9 @@ def test_text_search_ranks_items_in_the_joint_space(server):
     assert all(i["title"] for i in items)
     by_image = httpx.get(url + "/search", params={"q": "a small red thing", "k": 10, "target": "image"}).json()["items"]
     # only i1..i3 have a picture: an image-only match can return nothing else
-    assert {i["item_id"] for i in by_image} == {"i1", "i2", "i3"} and all(set(i["matched"]) == {"image"} for i in by_image)
+    assert {i["item_id"] for i in by_image} == {"i1", "i2", "i3"} and all(
+        set(i["matched"]) == {"image"} for i in by_image
+    )
     assert all(i["image_url"] for i in by_image)
 
 
@@ -127,7 +132,9 @@ def test_image_search_and_its_bad_inputs(server):
     import httpx
 
     url, _ = server
-    r = httpx.post(url + "/search", params={"k": 3, "target": "text"}, content=png(), headers={"Content-Type": "image/png"})
+    r = httpx.post(
+        url + "/search", params={"k": 3, "target": "text"}, content=png(), headers={"Content-Type": "image/png"}
+    )
     assert r.status_code == 200, r.text
     assert len(r.json()["items"]) == 3 and r.json()["query"]["image"]["size"] == [24, 24]
     bad = [
@@ -148,8 +155,12 @@ def test_bad_text_queries_are_422(server):
     import httpx
 
     url, _ = server
-    for params, message in (({"q": "  "}, "empty"), ({"q": "x" * 201}, "above the limit of 200"),
-                            ({"q": "ok", "k": 0}, "greater than or equal"), ({"q": "ok", "target": "audio"}, "pattern")):
+    for params, message in (
+        ({"q": "  "}, "empty"),
+        ({"q": "x" * 201}, "above the limit of 200"),
+        ({"q": "ok", "k": 0}, "greater than or equal"),
+        ({"q": "ok", "target": "audio"}, "pattern"),
+    ):
         r = httpx.get(url + "/search", params=params)
         assert r.status_code == 422, r.text
         assert message in str(r.json()["detail"]), r.text

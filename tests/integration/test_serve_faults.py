@@ -45,8 +45,9 @@ recommend: {k: 3}
 """
 
 
-def request(api: ApiProcess, method: str, path: str, headers: dict[str, str] | None = None,
-            body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+def request(
+    api: ApiProcess, method: str, path: str, headers: dict[str, str] | None = None, body: bytes | None = None
+) -> tuple[int, dict[str, str], bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", api.port, timeout=60)
     try:
         conn.request(method, path, body=body, headers=headers or {})
@@ -78,8 +79,9 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     ws.mkdir()
     shutil.copytree(FIXTURES / "tiny", ws / "tiny")
     (ws / "params.yaml").write_text(PARAMS)
-    ctx = StageContext(spec=load_dataset_spec(ws / "tiny" / "dataset.yaml"), params=load_params(ws / "params.yaml"),
-                       workspace=ws)
+    ctx = StageContext(
+        spec=load_dataset_spec(ws / "tiny" / "dataset.yaml"), params=load_params(ws / "params.yaml"), workspace=ws
+    )
     for stage in ("ingest", "validate", "split", "extract_text", "extract_image", "train", "evaluate"):
         run_stage(stage, ctx)
     assert track_training(ctx)["decision"]["action"] == "promoted"
@@ -180,8 +182,9 @@ def test_raw_http_attacks_on_the_real_server(served):
     assert request(api, "GET", "/health", {"Host": "10.9.8.7"})[0] == 200
 
     # a cross-site form POST cannot reload the model
-    status, _, body = request(api, "POST", "/admin/reload?force=true",
-                              {"Content-Type": "application/x-www-form-urlencoded"}, b"force=true")
+    status, _, body = request(
+        api, "POST", "/admin/reload?force=true", {"Content-Type": "application/x-www-form-urlencoded"}, b"force=true"
+    )
     assert status == 415 and json.loads(body)["error"] == "unsupported_media_type"
 
     # HEAD on GET routes, the media typed by content
@@ -189,7 +192,10 @@ def test_raw_http_attacks_on_the_real_server(served):
     assert status == 200 and body == b""
     status, headers, _ = request(api, "GET", "/media/items/i1/image")
     assert status == 200 and headers["content-type"] == "image/png"
-    assert headers["content-security-policy"] == "default-src 'none'; sandbox" and headers["x-content-type-options"] == "nosniff"
+    assert (
+        headers["content-security-policy"] == "default-src 'none'; sandbox"
+        and headers["x-content-type-options"] == "nosniff"
+    )
 
     # ids as percent-encoded segments reach the app: an unknown `sku/004` is a JSON 404 naming it
     status, _, body = request(api, "GET", "/users/sku%2F004/history")
@@ -197,12 +203,17 @@ def test_raw_http_attacks_on_the_real_server(served):
 
     # what h11 rejects before the application sees it: a 400 with the API's JSON body (protocol.py);
     # CL+TE, which h11 accepts, is refused by the guard (smuggling shape)
-    for bad in (b"GET /health HTTP/1.1\r\nHost: localhost\r\nBad Header\r\n\r\n",  # no colon
-                b"GET /health HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-                b"GET /health HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",  # two Hosts
-                b"GET /he alth HTTP/1.1\r\nHost: a\r\n\r\n",  # space in the target
-                b"GET /users/u1\x85/history HTTP/1.1\r\nHost: localhost\r\n\r\n"):  # a raw C1 byte
+    for bad in (
+        b"GET /health HTTP/1.1\r\nHost: localhost\r\nBad Header\r\n\r\n",  # no colon
+        b"GET /health HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",  # two Hosts
+        b"GET /he alth HTTP/1.1\r\nHost: a\r\n\r\n",  # space in the target
+        b"GET /users/u1\x85/history HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    ):  # a raw C1 byte
         out = raw(api, bad)
         head, _, body = out.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 400") and b"content-type: application/json" in head.lower(), (bad[:60], out[:200])
+        assert head.startswith(b"HTTP/1.1 400") and b"content-type: application/json" in head.lower(), (
+            bad[:60],
+            out[:200],
+        )
         assert json.loads(body)["error"] == "bad_request"

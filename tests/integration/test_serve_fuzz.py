@@ -24,8 +24,6 @@ pytestmark = pytest.mark.integration
 KEY = "fuzz-key"
 
 
-
-
 def _app():
     # the fixture folder is only read (catalogue, media), so the committed copy is used in place
     holder = StateHolder(ListSource([tiny_state(FIXTURES / "tiny" / "dataset.yaml")]), interval_s=0)

@@ -38,7 +38,9 @@ KEY = "page-key"
 FAST = {"batch_size": 8, "max_epochs": 12, "eval_every": 1, "patience": 20, "lr": 0.05}
 
 
-def _split(inter: pd.DataFrame, users: list[str], items: list[str]) -> tuple[sp.csr_matrix, sp.csr_matrix, sp.csr_matrix]:
+def _split(
+    inter: pd.DataFrame, users: list[str], items: list[str]
+) -> tuple[sp.csr_matrix, sp.csr_matrix, sp.csr_matrix]:
     """Per user by time: the newest interaction is test, the one before valid, the rest train."""
     inter = inter.sort_values([USER_ID, TIMESTAMP], kind="stable")
     pos = inter.groupby(USER_ID).cumcount(ascending=False)  # 0: newest
@@ -88,16 +90,24 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     base = Interactions(train, np.asarray(users, dtype=object), np.asarray(item_ids, dtype=object))
 
     def fit(name: str, modalities: tuple[str, ...] = ("text", "image"), control: bool = False, **hp: Any) -> Any:
-        use = {m: (rng.normal(size=feats[m].shape).astype(np.float32) * masks[m][:, None] if control else feats[m])
-               for m in modalities}
+        use = {
+            m: (rng.normal(size=feats[m].shape).astype(np.float32) * masks[m][:, None] if control else feats[m])
+            for m in modalities
+        }
         data = with_features(base, use, {m: masks[m] for m in modalities}) if name == "vbpr" else base
         extra = {"modalities": modalities, "content_dim": 4} if name == "vbpr" else {}
         return create_model(name, dim=8, seed=0, **extra, **FAST, **hp).fit(data, valid)
 
     def entry(model: Any) -> dict[str, Any]:
-        return {"valid": evaluate_model(model, valid, train, ks=(10, 20)), "test": evaluate_model(model, test, train + valid, ks=(10, 20)),
-                "train_seconds": model.train_seconds, "epochs": model.epochs, "best_epoch": model.best_epoch,
-                "params": model.get_params(), "history": model.history}
+        return {
+            "valid": evaluate_model(model, valid, train, ks=(10, 20)),
+            "test": evaluate_model(model, test, train + valid, ks=(10, 20)),
+            "train_seconds": model.train_seconds,
+            "epochs": model.epochs,
+            "best_epoch": model.best_epoch,
+            "params": model.get_params(),
+            "history": model.history,
+        }
 
     models = {"vbpr": fit("vbpr"), "bpr": fit("bpr")}
     for name, model in models.items():
@@ -108,21 +118,49 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     track_training(ctx, {**report, "best_model": "vbpr", "models": {"vbpr": entries["vbpr"]}}, TrackingParams())
     track_training(ctx, {**report, "best_model": "bpr", "models": {"bpr": entries["bpr"]}}, TrackingParams(margin=10.0))
     # the report: both models' curves; VBPR's modalities each alone, together, and against random vectors
-    variants = {"text": (("text",), False), "image": (("image",), False), "all": (("text", "image"), False),
-                "random": (("text", "image"), True)}
-    ablation = {"model": "vbpr", "metric": "recall@20", "variants": {
-        v: {"modalities": list(mods), "random": list(mods) if control else [], "test": entry(fit("vbpr", mods, control))["test"]}
-        for v, (mods, control) in variants.items()}}
+    variants = {
+        "text": (("text",), False),
+        "image": (("image",), False),
+        "all": (("text", "image"), False),
+        "random": (("text", "image"), True),
+    }
+    ablation = {
+        "model": "vbpr",
+        "metric": "recall@20",
+        "variants": {
+            v: {
+                "modalities": list(mods),
+                "random": list(mods) if control else [],
+                "test": entry(fit("vbpr", mods, control))["test"],
+            }
+            for v, (mods, control) in variants.items()
+        },
+    }
     full = {**report, "best_model": "vbpr", "models": entries, "ablation": ablation}
     write_report(full, ctx.paths.reports)
     write_json(ctx.paths.metrics, full)  # where `mmrec evaluate` writes it
-    run_recommend(ctx, k=5, model=models["vbpr"],
-                  model_info={"registered_model": "mmrec-tiny", "version": "1", "alias": "champion"})
+    run_recommend(
+        ctx,
+        k=5,
+        model=models["vbpr"],
+        model_info={"registered_model": "mmrec-tiny", "version": "1", "alias": "champion"},
+    )
     text, image = feats["text"], feats["image"][:3]
-    views = {"text": (item_ids, text), "image": (item_ids[:3], image), "fused": (item_ids, np.hstack([text, feats["image"]]))}
+    views = {
+        "text": (item_ids, text),
+        "image": (item_ids[:3], image),
+        "fused": (item_ids, np.hstack([text, feats["image"]])),
+    }
     catalog = Catalog(items, inter, users=users, root=data_root)
-    state = ServingState(version="1", catalog=catalog, model=models["vbpr"], recs=None, similar=build_indexes(views),
-                         explainer=explain, info={"registered_model": "mmrec-tiny", "alias": "champion"})
+    state = ServingState(
+        version="1",
+        catalog=catalog,
+        model=models["vbpr"],
+        recs=None,
+        similar=build_indexes(views),
+        explainer=explain,
+        info={"registered_model": "mmrec-tiny", "alias": "champion"},
+    )
     return {"ctx": ctx, "state": state, "entries": entries}
 
 
@@ -156,8 +194,12 @@ def server(deployment: dict[str, Any]) -> Iterator[str]:
     from tests.serving import ListSource
 
     holder = StateHolder(ListSource([deployment["state"]]), interval_s=0)
-    app = create_app(holder, ServeSettings(log_key="k", api_key=KEY), poll=False,
-                     overview=ModelsOverview.from_context(deployment["ctx"]))
+    app = create_app(
+        holder,
+        ServeSettings(log_key="k", api_key=KEY),
+        poll=False,
+        overview=ModelsOverview.from_context(deployment["ctx"]),
+    )
     with running(app) as url:
         yield url
 
@@ -175,7 +217,10 @@ def watch(page: Any) -> tuple[list[str], list[str]]:
     errors: list[str] = []
     failed: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" and "Failed to load resource" not in m.text else None)
+    page.on(
+        "console",
+        lambda m: errors.append(m.text) if m.type == "error" and "Failed to load resource" not in m.text else None,
+    )
 
     def response(r: Any) -> None:
         path = r.url.split("/", 3)[3] if r.url.count("/") >= 3 else r.url
@@ -198,7 +243,9 @@ def log_in(page: Any, server: str, path: str) -> None:
     expect(page.locator("#key-form")).to_be_hidden()
 
 
-def test_why_panel_opens_with_the_keyboard_and_shows_contributions(server: str, deployment: dict[str, Any], tmp_path: Path):
+def test_why_panel_opens_with_the_keyboard_and_shows_contributions(
+    server: str, deployment: dict[str, Any], tmp_path: Path
+):
     require_chromium()
     from playwright.sync_api import expect, sync_playwright
 
@@ -207,10 +254,16 @@ def test_why_panel_opens_with_the_keyboard_and_shows_contributions(server: str, 
 
     state = deployment["state"]
     # a recommendation backed by past items with pictures (i1..i3), so the panel must show them
-    pairs = [(u["user_id"], r["item_id"]) for u in state.catalog.users("", 10, 0)
-             for r in service.user_recommendations(state, u["user_id"], 10)["items"]]
-    user, item, want = next((u, i, e) for u, i in pairs if (e := explain(state.model, u, i))
-                            and {"i1", "i2", "i3"} & {s["item_id"] for s in e["supporting_items"]})
+    pairs = [
+        (u["user_id"], r["item_id"])
+        for u in state.catalog.users("", 10, 0)
+        for r in service.user_recommendations(state, u["user_id"], 10)["items"]
+    ]
+    user, item, want = next(
+        (u, i, e)
+        for u, i in pairs
+        if (e := explain(state.model, u, i)) and {"i1", "i2", "i3"} & {s["item_id"] for s in e["supporting_items"]}
+    )
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
@@ -254,8 +307,10 @@ def test_why_panel_opens_with_the_keyboard_and_shows_contributions(server: str, 
             expect(panel.locator(".why-item")).to_have_count(len(support))
             assert panel.locator(".why-item").evaluate_all("els => els.map(e => e.dataset.itemId)") == support
             with_images = [s for s in support if s in {"i1", "i2", "i3"}]
-            page.wait_for_function("(id) => [...document.querySelectorAll(`#${id} .why-item img`)].every(i => i.complete)",
-                                   arg=panel.get_attribute("id"))
+            page.wait_for_function(
+                "(id) => [...document.querySelectorAll(`#${id} .why-item img`)].every(i => i.complete)",
+                arg=panel.get_attribute("id"),
+            )
             widths = panel.locator(".why-item img").evaluate_all("els => els.map(e => e.naturalWidth)")
             assert len(widths) == len(with_images) and min(widths) > 0
             screenshot(page, "why-panel.png", tmp_path, full_page=True)
@@ -281,7 +336,9 @@ def test_why_panel_opens_with_the_keyboard_and_shows_contributions(server: str, 
             browser.close()
 
 
-def test_models_page_shows_registry_metrics_figures_and_nightly(server: str, deployment: dict[str, Any], tmp_path: Path):
+def test_models_page_shows_registry_metrics_figures_and_nightly(
+    server: str, deployment: dict[str, Any], tmp_path: Path
+):
     require_chromium()
     from playwright.sync_api import expect, sync_playwright
 
@@ -297,7 +354,9 @@ def test_models_page_shows_registry_metrics_figures_and_nightly(server: str, dep
             page.locator("header a[href='/models']").focus()
             page.keyboard.press("Enter")
             page.wait_for_url(server + "/models")
-            expect(page.locator("body")).to_have_attribute("data-loaded", "true")  # the cookie carried over: no key form
+            expect(page.locator("body")).to_have_attribute(
+                "data-loaded", "true"
+            )  # the cookie carried over: no key form
             expect(page.locator("#key-form")).to_be_hidden()
             expect(page.locator("#error")).to_be_hidden()
 
@@ -324,7 +383,9 @@ def test_models_page_shows_registry_metrics_figures_and_nightly(server: str, dep
             # the last nightly run
             expect(page.locator("#nightly-facts dd[data-fact=users]")).to_have_text("6 of 6")
             expect(page.locator("#nightly-facts dd[data-fact=model]")).to_have_text("vbpr v1 (champion)")
-            expect(page.locator("#nightly-facts dd[data-fact=finished]")).to_have_text(re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d UTC$"))
+            expect(page.locator("#nightly-facts dd[data-fact=finished]")).to_have_text(
+                re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d UTC$")
+            )
             expect(page.locator("#nightly-facts dd[data-fact='catalogue coverage']")).to_contain_text("%")
 
             # the report's figures, decoded (authenticated by the session cookie)
@@ -342,7 +403,9 @@ def test_models_page_shows_registry_metrics_figures_and_nightly(server: str, dep
             expect(page.locator("#key-form")).to_be_visible()
             expect(page.locator("#versions")).to_be_hidden()
             assert not errors, errors
-            assert failed == ["401 /users?limit=200", "401 /models/overview"], failed  # before the key, after the cookie went
+            assert failed == ["401 /users?limit=200", "401 /models/overview"], (
+                failed
+            )  # before the key, after the cookie went
         finally:
             browser.close()
 
@@ -356,7 +419,9 @@ def test_registry_reader_on_a_real_mlflow_store(deployment: dict[str, Any]):
     assert reg["status"] == "ok", reg
     assert reg["aliases"] == {"champion": "1", "challenger": "2"}
     assert [(v["version"], v["model"], v["decision"], v["aliases"]) for v in reg["versions"]] == [
-        ("2", "bpr", "refused", ["challenger"]), ("1", "vbpr", "promoted", ["champion"])]
+        ("2", "bpr", "refused", ["challenger"]),
+        ("1", "vbpr", "promoted", ["champion"]),
+    ]
     vbpr = deployment["entries"]["vbpr"]
     assert reg["versions"][1]["metric"] == pytest.approx(vbpr["valid"]["recall@20"])
     champion = reg["champion"]
@@ -385,8 +450,12 @@ def test_models_page_before_anything_was_trained(tiny_dataset: Path, tmp_path: P
     ws = tmp_path / "fresh"
     ws.mkdir()
     ctx = StageContext(spec=load_dataset_spec(tiny_dataset), params=Params(), workspace=ws)
-    app = create_app(StateHolder(ListSource([tiny_state(tiny_dataset)]), interval_s=0), ServeSettings(log_key="k"),
-                     poll=False, overview=ModelsOverview.from_context(ctx))
+    app = create_app(
+        StateHolder(ListSource([tiny_state(tiny_dataset)]), interval_s=0),
+        ServeSettings(log_key="k"),
+        poll=False,
+        overview=ModelsOverview.from_context(ctx),
+    )
     with running(app) as url, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:

@@ -30,13 +30,15 @@ PROFILES = ["sqlite", pytest.param("redis", marks=pytest.mark.services)]
 
 
 def _params(models: list[str], profile: str = "sqlite", project: str | None = None) -> Params:
-    return Params.model_validate({
-        "extract": {"text": {"encoder": "tiny_text"}, "image": {"encoder": "tiny_cnn"}, "progress": False},
-        "split": {"cold_item_fraction": 0.0, "min_user_interactions": 1},
-        "train": {"models": models, "params": {"bpr": {"dim": 4, "max_epochs": 2, "eval_every": 1}}},
-        "features": {"profile": profile, "project": project, "redis_url": REDIS_URL},
-        "recommend": {"k": 3},
-    })
+    return Params.model_validate(
+        {
+            "extract": {"text": {"encoder": "tiny_text"}, "image": {"encoder": "tiny_cnn"}, "progress": False},
+            "split": {"cold_item_fraction": 0.0, "min_user_interactions": 1},
+            "train": {"models": models, "params": {"bpr": {"dim": 4, "max_epochs": 2, "eval_every": 1}}},
+            "features": {"profile": profile, "project": project, "redis_url": REDIS_URL},
+            "recommend": {"k": 3},
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +70,11 @@ def ctx(request: pytest.FixtureRequest, trained: Path, tmp_path: Path) -> Iterat
     ws = tmp_path / "ws"
     shutil.copytree(trained, ws)
     project = f"mmrec_s{uuid.uuid4().hex[:10]}"
-    c = StageContext(spec=load_dataset_spec(ws / "tiny" / "dataset.yaml"), params=_params(["itemknn"], profile, project),
-                     workspace=ws)
+    c = StageContext(
+        spec=load_dataset_spec(ws / "tiny" / "dataset.yaml"),
+        params=_params(["itemknn"], profile, project),
+        workspace=ws,
+    )
     run_recommend(c)
     run_materialize(c)
     yield c
@@ -84,7 +89,9 @@ def _client(ctx: StageContext) -> Any:
     from mmrec.serve.run import build_app
     from mmrec.serve.settings import ServeSettings
 
-    return TestClient(build_app(ctx, settings=ServeSettings(log_key="k", reload_interval_s=0)), base_url="http://localhost")
+    return TestClient(
+        build_app(ctx, settings=ServeSettings(log_key="k", reload_interval_s=0)), base_url="http://localhost"
+    )
 
 
 @pytest.mark.parametrize("ctx", PROFILES, indirect=True)

@@ -359,7 +359,9 @@ def test_cr_only_line_endings(tmp_path):
 def test_wrong_delimiter_names_the_one_the_file_uses(tmp_path):
     ds = DS(tmp_path)
     ds.write_inter([x.replace(",", ";") for x in INTERACTIONS])
-    with pytest.raises(ConfigError, match=r"its columns are \['user_id;item_id;timestamp;rating'\] .*set `delimiter: ';'`"):
+    with pytest.raises(
+        ConfigError, match=r"its columns are \['user_id;item_id;timestamp;rating'\] .*set `delimiter: ';'`"
+    ):
         ds.ingest()
 
 
@@ -470,7 +472,9 @@ def test_lost_rows_fail_validation(tmp_path):
     assert "12 unaccounted" in str(info.value)
     data = json.loads(ds.paths.validation_report.read_text())
     assert data["tables"]["interactions"]["accounting"]["unaccounted"] == 12
-    assert next(c for c in data["tables"]["interactions"]["checks"] if c["name"] == "line_accounting")["success"] is False
+    assert (
+        next(c for c in data["tables"]["interactions"]["checks"] if c["name"] == "line_accounting")["success"] is False
+    )
     assert "| interactions |" in ds.paths.validation_markdown.read_text()
 
 
@@ -479,8 +483,8 @@ def test_recommend_users_file_with_a_stray_quote_fails_loudly(tmp_path):
     from mmrec.recommend.id_files import read_user_ids
 
     f = tmp_path / "users.csv"
-    f.write_text("user_id,segment\nu1,a\nu2,\"b\nu3,c\nu4,d\n")
+    f.write_text('user_id,segment\nu1,a\nu2,"b\nu3,c\nu4,d\n')
     with pytest.raises(DataError, match=r"users.csv: 1 unreadable line\(s\), e.g. line 3: unclosed quote"):
         read_user_ids(f)
-    f.write_text("user_id,segment\nu1,a\nu2,\"b, c\"\n")
+    f.write_text('user_id,segment\nu1,a\nu2,"b, c"\n')
     assert read_user_ids(f) == ["u1", "u2"]

@@ -84,8 +84,23 @@ def test_unknown_stage_and_bad_dataset_are_one_line_errors(tiny_dataset: Path, w
 def test_unknown_model_in_evaluate(tiny_dataset: Path, workspace: Path, tmp_path: Path):
     p = params_file(tmp_path)
     for stage in ("ingest", "validate", "split"):
-        assert invoke("stage", stage, "--dataset", str(tiny_dataset), "--params", str(p), "--workspace", str(workspace)).exit_code == 0
-    res = invoke("evaluate", "--dataset", str(tiny_dataset), "--models", "popularty", "--params", str(p), "--workspace", str(workspace))
+        assert (
+            invoke(
+                "stage", stage, "--dataset", str(tiny_dataset), "--params", str(p), "--workspace", str(workspace)
+            ).exit_code
+            == 0
+        )
+    res = invoke(
+        "evaluate",
+        "--dataset",
+        str(tiny_dataset),
+        "--models",
+        "popularty",
+        "--params",
+        str(p),
+        "--workspace",
+        str(workspace),
+    )
     assert res.exit_code == 2 and "unknown model(s) ['popularty']" in res.output
 
 
@@ -128,12 +143,19 @@ def test_multimodal_models_get_their_features_through_the_stages(tiny_dataset: P
     assert res.exit_code == 2 and "no trained 'bpr' model" in res.output
 
 
-def test_multimodal_model_without_extracted_features_is_a_clear_error(tiny_dataset: Path, workspace: Path, tmp_path: Path):
+def test_multimodal_model_without_extracted_features_is_a_clear_error(
+    tiny_dataset: Path, workspace: Path, tmp_path: Path
+):
     params = dict(FAST_PARAMS)
     params["train"] = {"models": ["content_knn"]}
     p = tmp_path / "mm_params.yaml"
     p.write_text(yaml.safe_dump(params))
     for stage in ("ingest", "validate", "split"):
-        assert invoke("stage", stage, "--dataset", str(tiny_dataset), "--params", str(p), "--workspace", str(workspace)).exit_code == 0
+        assert (
+            invoke(
+                "stage", stage, "--dataset", str(tiny_dataset), "--params", str(p), "--workspace", str(workspace)
+            ).exit_code
+            == 0
+        )
     res = invoke("stage", "train", "--dataset", str(tiny_dataset), "--params", str(p), "--workspace", str(workspace))
     assert res.exit_code == 2 and "mmrec stage extract_" in res.output, res.output

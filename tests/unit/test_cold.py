@@ -79,25 +79,35 @@ def test_permutation_null_and_p_values():
     # a random global order puts each of the 3 hot items in the top 20 with probability 1/2
     assert m["mean"] == pytest.approx(0.5, abs=0.06) and m["std"] > 0.1 and m["q95"] >= m["mean"]
     assert null["users"] == 40 and null["candidates"] == 40 and "_draws" not in public(null)
-    assert p_values(null, {"recall@20": 1.0, "ndcg@20": 1.0}) == {"recall@20": pytest.approx((1 + np.sum(
-        null["_draws"]["recall@20"] >= 1.0 - 1e-12)) / 301), "ndcg@20": pytest.approx(1 / 301, abs=0.05)}
+    assert p_values(null, {"recall@20": 1.0, "ndcg@20": 1.0}) == {
+        "recall@20": pytest.approx((1 + np.sum(null["_draws"]["recall@20"] >= 1.0 - 1e-12)) / 301),
+        "ndcg@20": pytest.approx(1 / 301, abs=0.05),
+    }
     assert p_values(null, {"recall@20": 0.0})["recall@20"] == 1.0
     again = permutation_null(target, None, cand, (20,), permutations=300, seed=3)
     assert again["metrics"] == null["metrics"]  # seeded
 
 
-def test_evaluate_writes_unscored_null_p_values_and_cold_valid(tiny_dataset: Path, workspace: Path, tmp_path: Path,
-                                                                one_torch_thread):
+def test_evaluate_writes_unscored_null_p_values_and_cold_valid(
+    tiny_dataset: Path, workspace: Path, tmp_path: Path, one_torch_thread
+):
     p = tmp_path / "params.yaml"
-    p.write_text(yaml.safe_dump({
-        "split": {"cold_item_fraction": 0.5, "cold_valid_fraction": 0.5, "min_user_interactions": 3},
-        "train": {"models": ["popularity", "bpr"], "params": {"bpr": {"max_epochs": 3, "batch_size": 16}}},
-        "evaluate": {"cold_permutations": 50},
-    }))
+    p.write_text(
+        yaml.safe_dump(
+            {
+                "split": {"cold_item_fraction": 0.5, "cold_valid_fraction": 0.5, "min_user_interactions": 3},
+                "train": {"models": ["popularity", "bpr"], "params": {"bpr": {"max_epochs": 3, "batch_size": 16}}},
+                "evaluate": {"cold_permutations": 50},
+            }
+        )
+    )
     runner = CliRunner()
     for stage in ("ingest", "validate", "split", "train", "evaluate"):
-        res = runner.invoke(app, ["stage", stage, "--dataset", str(tiny_dataset), "--params", str(p),
-                                  "--workspace", str(workspace)], catch_exceptions=False)
+        res = runner.invoke(
+            app,
+            ["stage", stage, "--dataset", str(tiny_dataset), "--params", str(p), "--workspace", str(workspace)],
+            catch_exceptions=False,
+        )
         assert res.exit_code == 0, res.output
     metrics = json.loads((workspace / "reports/tiny/metrics.json").read_text())
     pop = metrics["models"]["popularity"]

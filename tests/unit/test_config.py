@@ -12,7 +12,9 @@ def test_repo_params_load():
 
 
 def test_env_override_parses_yaml():
-    p = load_params(REPO / "params.yaml", environ={"MMREC__SPLIT__RATIOS": "[0.6, 0.2, 0.2]", "MMREC__SPLIT__KIND": "random"})
+    p = load_params(
+        REPO / "params.yaml", environ={"MMREC__SPLIT__RATIOS": "[0.6, 0.2, 0.2]", "MMREC__SPLIT__KIND": "random"}
+    )
     assert p.split.ratios == (0.6, 0.2, 0.2) and p.split.kind == "random"
 
 

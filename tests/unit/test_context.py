@@ -18,7 +18,9 @@ def test_from_files_reads_the_dataset_and_params_and_places_the_workspace(tiny_d
     assert ctx.paths.data == tmp_path / "ws" / "data" / "tiny"
 
 
-def test_a_missing_params_file_means_the_defaults_and_root_overrides_the_data_folder(tiny_dataset: Path, tmp_path: Path):
+def test_a_missing_params_file_means_the_defaults_and_root_overrides_the_data_folder(
+    tiny_dataset: Path, tmp_path: Path
+):
     ctx = StageContext.from_files(str(tiny_dataset), tmp_path / "none.yaml", root=tiny_dataset.parent)
     assert ctx.params.split.kind == "temporal" and ctx.workspace == Path(".")
     assert ctx.spec.root_path == tiny_dataset.parent.resolve()

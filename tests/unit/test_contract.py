@@ -65,7 +65,9 @@ def test_unknown_top_level_key_rejected(tmp_path):
 
 def test_unknown_table_key_rejected(tmp_path):
     with pytest.raises(ConfigError, match=r"items.*delimeter"):
-        load_dataset_spec(write(tmp_path, MINIMAL.replace("items: {path: items.csv,", "items: {path: items.csv, delimeter: ';',")))
+        load_dataset_spec(
+            write(tmp_path, MINIMAL.replace("items: {path: items.csv,", "items: {path: items.csv, delimeter: ';',"))
+        )
 
 
 def test_unknown_contract_column(tmp_path):

@@ -33,7 +33,10 @@ def client() -> Iterator[Any]:
     """Two single-threaded workers inside this process: the same scheduler logic, no spawn cost."""
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as lc, Client(lc) as c:
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as lc,
+        Client(lc) as c,
+    ):
         yield c
 
 
@@ -109,10 +112,23 @@ def test_content_encoded_by_two_concurrent_shards_gets_its_first_items_vector():
     from mmrec.distributed.extract import merge_results
     from mmrec.encoders.runner import ExtractionResult
 
-    a = ExtractionResult("tiny_cnn", "image", item_ids=["i1", "i2"], content_hashes=["h-ok", "h-cmyk"],
-                         vectors=np.array([[1.0, 2.0], [3.0, 4.0]], np.float32), encoded=2)
-    b = ExtractionResult("tiny_cnn", "image", item_ids=["x0", "x1"], content_hashes=["h-ok", "h-ok"],
-                         vectors=np.array([[1.0, 2.0000002], [1.0, 2.0000002]], np.float32), encoded=1, cached=1)
+    a = ExtractionResult(
+        "tiny_cnn",
+        "image",
+        item_ids=["i1", "i2"],
+        content_hashes=["h-ok", "h-cmyk"],
+        vectors=np.array([[1.0, 2.0], [3.0, 4.0]], np.float32),
+        encoded=2,
+    )
+    b = ExtractionResult(
+        "tiny_cnn",
+        "image",
+        item_ids=["x0", "x1"],
+        content_hashes=["h-ok", "h-ok"],
+        vectors=np.array([[1.0, 2.0000002], [1.0, 2.0000002]], np.float32),
+        encoded=1,
+        cached=1,
+    )
     position = {"i1": 0, "i2": 1, "x0": 2, "x1": 3}
     for parts in ([a, b], [b, a]):  # whichever shard result comes back first
         merged = merge_results(parts, "tiny_cnn", "image", 2, 0.1, position)

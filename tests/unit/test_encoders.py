@@ -158,7 +158,7 @@ def test_bad_text_fails_with_its_reason(value, reason):
 def test_a_single_replacement_character_is_tolerated():
     from mmrec.encoders.text import clean_text
 
-    assert clean_text("title: Caf\ufffd Society, a film about a café") .startswith("title: Caf\ufffd")
+    assert clean_text("title: Caf\ufffd Society, a film about a café").startswith("title: Caf\ufffd")
 
 
 def test_tiny_text_is_deterministic_and_truncates_at_max_tokens():
@@ -357,8 +357,16 @@ def _tiny_whisper():
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
     torch.manual_seed(0)
-    cfg = WhisperConfig(d_model=8, num_mel_bins=4, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=16,
-                        max_source_positions=6, decoder_layers=1, decoder_attention_heads=2)
+    cfg = WhisperConfig(
+        d_model=8,
+        num_mel_bins=4,
+        encoder_layers=1,
+        encoder_attention_heads=2,
+        encoder_ffn_dim=16,
+        max_source_positions=6,
+        decoder_layers=1,
+        decoder_attention_heads=2,
+    )
     return WhisperEncoder(cfg).eval()
 
 
@@ -409,28 +417,47 @@ def test_ctranslate2_whisper_weights_load_into_transformers_encoder(tmp_path):
         return rng.standard_normal(shape).astype(np.float32)
 
     t = {
-        "encoder/conv1/weight": r(d, mels, 3), "encoder/conv1/bias": r(d),
-        "encoder/conv2/weight": r(d, d, 3), "encoder/conv2/bias": r(d),
+        "encoder/conv1/weight": r(d, mels, 3),
+        "encoder/conv1/bias": r(d),
+        "encoder/conv2/weight": r(d, d, 3),
+        "encoder/conv2/bias": r(d),
         "encoder/position_encodings/encodings": r(pos, d),
-        "encoder/layer_norm/gamma": r(d), "encoder/layer_norm/beta": r(d),
+        "encoder/layer_norm/gamma": r(d),
+        "encoder/layer_norm/beta": r(d),
         "encoder/num_heads": np.array(2, np.int16),
         "decoder/embeddings/weight": r(3, d),  # skipped: not the encoder
     }
-    for k, v in {"self_attention/linear_0/weight": r(3 * d, d), "self_attention/linear_0/bias": r(3 * d),
-                 "self_attention/linear_1/weight": r(d, d), "self_attention/linear_1/bias": r(d),
-                 "self_attention/layer_norm/gamma": r(d), "self_attention/layer_norm/beta": r(d),
-                 "ffn/linear_0/weight": r(ffn, d), "ffn/linear_0/bias": r(ffn),
-                 "ffn/linear_1/weight": r(d, ffn), "ffn/linear_1/bias": r(d),
-                 "ffn/layer_norm/gamma": r(d), "ffn/layer_norm/beta": r(d)}.items():
+    for k, v in {
+        "self_attention/linear_0/weight": r(3 * d, d),
+        "self_attention/linear_0/bias": r(3 * d),
+        "self_attention/linear_1/weight": r(d, d),
+        "self_attention/linear_1/bias": r(d),
+        "self_attention/layer_norm/gamma": r(d),
+        "self_attention/layer_norm/beta": r(d),
+        "ffn/linear_0/weight": r(ffn, d),
+        "ffn/linear_0/bias": r(ffn),
+        "ffn/linear_1/weight": r(d, ffn),
+        "ffn/linear_1/bias": r(d),
+        "ffn/layer_norm/gamma": r(d),
+        "ffn/layer_norm/beta": r(d),
+    }.items():
         t[f"encoder/layer_0/{k}"] = v
     _write_ct2(tmp_path / "model.bin", t)
     spec, variables = read_ct2_variables(tmp_path / "model.bin", prefix="encoder/")
     assert spec == "WhisperSpec" and "decoder/embeddings/weight" not in variables
     state, dims = whisper_encoder_state_dict(variables)
-    assert dims == {"d_model": 8, "num_mel_bins": 4, "encoder_layers": 1, "encoder_attention_heads": 2,
-                    "encoder_ffn_dim": 16, "max_source_positions": 6}
-    np.testing.assert_array_equal(state["layers.0.self_attn.k_proj.weight"].numpy(),
-                                  t["encoder/layer_0/self_attention/linear_0/weight"][d : 2 * d])
+    assert dims == {
+        "d_model": 8,
+        "num_mel_bins": 4,
+        "encoder_layers": 1,
+        "encoder_attention_heads": 2,
+        "encoder_ffn_dim": 16,
+        "max_source_positions": 6,
+    }
+    np.testing.assert_array_equal(
+        state["layers.0.self_attn.k_proj.weight"].numpy(),
+        t["encoder/layer_0/self_attention/linear_0/weight"][d : 2 * d],
+    )
     model = WhisperEncoder(WhisperConfig(**dims, decoder_layers=1, decoder_attention_heads=2))
     missing, unexpected = model.load_state_dict(state, strict=False)
     assert not unexpected and not missing
@@ -454,8 +481,11 @@ def test_video_frames_are_sampled_uniformly_at_slice_centres():
 
 @pytest.mark.parametrize(
     ("name", "reason"),
-    [("no_frames.mp4", "no decodable frames"), ("audio_only.mp4", "no video stream"),
-     ("not_an_image.jpg", "cannot open video")],
+    [
+        ("no_frames.mp4", "no decodable frames"),
+        ("audio_only.mp4", "no video stream"),
+        ("not_an_image.jpg", "cannot open video"),
+    ],
 )
 def test_bad_video_fails_with_its_reason(name, reason):
     from mmrec.encoders.video import sample_frames
@@ -491,7 +521,7 @@ def _split_zip(tmp_path, files: dict[str, bytes], n_parts: int = 3) -> list:
     for i in range(n_parts):
         p = tmp_path / "parts" / f"m.zip.{i + 1:03d}"
         p.parent.mkdir(exist_ok=True)
-        p.write_bytes(blob[i * step:(i + 1) * step])
+        p.write_bytes(blob[i * step : (i + 1) * step])
         parts.append((p, f"h{i}-{len(blob)}"))
     return parts
 

@@ -195,8 +195,12 @@ def _client(state, tmp_path: Path, **settings):
     from tests.serving import ListSource
 
     runtime = EventsRuntime(SqliteEventStore(tmp_path / "ev.db", EventsParams(seed=3)))
-    app = create_app(StateHolder(ListSource([state]), interval_s=0), ServeSettings(log_key="k", **settings), poll=False,
-                     events=runtime)
+    app = create_app(
+        StateHolder(ListSource([state]), interval_s=0),
+        ServeSettings(log_key="k", **settings),
+        poll=False,
+        events=runtime,
+    )
     return TestClient(app, raise_server_exceptions=False, base_url="http://localhost"), runtime
 
 
@@ -219,7 +223,9 @@ def test_post_events_then_recommendations_reflect_them(state, tmp_path: Path):
         recent = client.get("/users/u1/events").json()
         assert [(i["item_id"], i["event"], i["title"]) for i in recent["items"]] == [("i8", "view", "Item 8")]
         # a brand-new user known only from events gets a fold-in of them
-        client.post("/events", json={"events": [{"event_id": "n1", "user_id": "newbie", "item_id": "i3", "event": "click"}]})
+        client.post(
+            "/events", json={"events": [{"event_id": "n1", "user_id": "newbie", "item_id": "i3", "event": "click"}]}
+        )
         fresh = client.get("/users/newbie/recommendations?k=3").json()
         assert fresh["recent_item_ids"] == ["i3"] and "i3" not in [i["item_id"] for i in fresh["items"]]
         runtime.flush()

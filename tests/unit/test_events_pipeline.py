@@ -35,11 +35,19 @@ def test_ingest_events_validates_deduplicates_and_feeds_the_split(validated: Sta
     ctx = validated
     store = open_store(ctx)
     assert isinstance(store, SqliteEventStore) and store.path == ctx.paths.data / "events" / "events.db"
-    store.append([Event("e1", "u1", "i8", "purchase", T0), Event("e2", "newbie", "i3", "view", T0 + 1),
-                  Event("e3", "u2", "i1", "view", 100.0)])  # 1970: outside validate.timestamp_min
+    store.append(
+        [
+            Event("e1", "u1", "i8", "purchase", T0),
+            Event("e2", "newbie", "i3", "view", T0 + 1),
+            Event("e3", "u2", "i1", "view", 100.0),
+        ]
+    )  # 1970: outside validate.timestamp_min
     # a row the API would refuse, written behind its back: the ingest validation still catches it
-    store._con().execute("INSERT INTO events (event_id, user_id, item_id, event, ts, received) "
-                         "VALUES ('e4', 'u1', 'ghost', 'view', ?, ?)", (T0, T0))
+    store._con().execute(
+        "INSERT INTO events (event_id, user_id, item_id, event, ts, received) "
+        "VALUES ('e4', 'u1', 'ghost', 'view', ?, ?)",
+        (T0, T0),
+    )
     store.close()
     report = run_stage("ingest_events", ctx)
     assert (report["read"], report["duplicates"], report["quarantined"], report["rows"]) == (4, 0, 2, 2)
@@ -47,14 +55,17 @@ def test_ingest_events_validates_deduplicates_and_feeds_the_split(validated: Sta
     assert snap["event_id"].tolist() == ["e1", "e2"]
     quarantine = pd.read_parquet(ctx.paths.data / "events" / "quarantine.parquet")
     assert dict(zip(quarantine["event_id"], quarantine["check"], strict=True)) == {
-        "e3": "timestamp_in_range", "e4": "item_id_in_items"}
+        "e3": "timestamp_in_range",
+        "e4": "item_id_in_items",
+    }
     mtime = (ctx.paths.data / "events" / "ingested.parquet").stat().st_mtime_ns
     assert run_stage("ingest_events", ctx)["rows"] == 2
     assert (ctx.paths.data / "events" / "ingested.parquet").stat().st_mtime_ns == mtime  # unchanged: not rewritten
     run_stage("split", ctx)
     kind = ctx.params.split.kind
-    parts = pd.concat([pd.read_csv(ctx.paths.split_file(kind, p), sep="\t", dtype=str)
-                       for p in ("train", "valid", "test")])
+    parts = pd.concat(
+        [pd.read_csv(ctx.paths.split_file(kind, p), sep="\t", dtype=str) for p in ("train", "valid", "test")]
+    )
     pairs = set(zip(parts[USER_ID], parts[ITEM_ID], strict=True))
     assert ("u1", "i8") in pairs and ("newbie", "i3") in pairs  # the next training sees the events
     assert ("u1", "ghost") not in pairs
@@ -67,8 +78,13 @@ def test_forget_erases_the_event_log_and_its_snapshot_and_ingest_keeps_the_user_
 
     ctx = validated
     store = open_store(ctx)
-    store.append([Event("e1", "u1", "i8", "purchase", T0), Event("e2", "gone", "i3", "view", T0 + 1),
-                  Event("e3", "gone", "ghost", "view", T0 + 2)])  # e3 is quarantined (unknown item)
+    store.append(
+        [
+            Event("e1", "u1", "i8", "purchase", T0),
+            Event("e2", "gone", "i3", "view", T0 + 1),
+            Event("e3", "gone", "ghost", "view", T0 + 2),
+        ]
+    )  # e3 is quarantined (unknown item)
     store.close()
     run_stage("ingest_events", ctx)
     snap, quarantine = (ctx.paths.data / "events" / f for f in ("ingested.parquet", "quarantine.parquet"))
@@ -76,8 +92,13 @@ def test_forget_erases_the_event_log_and_its_snapshot_and_ingest_keeps_the_user_
     forget = ForgetList.load(ctx.paths, create=True)
     forget.add("gone")
     forget.save()
-    assert erase_events(ctx, "gone") == {"events": 2, "recent": 2, "impressions": 0, "ingested": 1,
-                                         "ingest_quarantine": 1}
+    assert erase_events(ctx, "gone") == {
+        "events": 2,
+        "recent": 2,
+        "impressions": 0,
+        "ingested": 1,
+        "ingest_quarantine": 1,
+    }
     assert set(pd.read_parquet(snap)[USER_ID]) == {"u1"} and len(pd.read_parquet(quarantine)) == 0
     assert b"gone" not in (ctx.paths.data / "events" / "events.db").read_bytes()  # vacuumed, not just unlinked
     store = open_store(ctx)  # the user comes back through the API after being forgotten
@@ -92,9 +113,13 @@ def test_replay_scores_every_policy_and_the_bandit_learns(tmp_path: Path):
     strat = Strategies(state.model, state.item_pos, state.similar["fused"].similar)
     nightly = {"u1": [("i8", 0.9), ("i7", 0.8)], "u2": [("i7", 0.5), ("i1", 0.4)]}
     history = {"u1": ["i5", "i2"], "u2": ["i3"]}
-    events = pd.DataFrame({USER_ID: ["u1", "u2", "u1", "u2", "u1", "u2"],
-                           ITEM_ID: ["i8", "i1", "i7", "i2", "i4", "i7"],
-                           TIMESTAMP: [1, 2, 3, 4, 5, 6]})
+    events = pd.DataFrame(
+        {
+            USER_ID: ["u1", "u2", "u1", "u2", "u1", "u2"],
+            ITEM_ID: ["i8", "i1", "i7", "i2", "i4", "i7"],
+            TIMESTAMP: [1, 2, 3, 4, 5, 6],
+        }
+    )
     params = EventsParams(segments=(1, 3))
     result = replay(strat, nightly, history, events.sample(frac=1, random_state=0), params, k=2, seed=0, checkpoints=3)
     assert result.events == 6 and result.policies[0] == STATIC and result.policies[-1] == ADAPTIVE

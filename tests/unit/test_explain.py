@@ -75,7 +75,9 @@ def test_factor_model_fold_in_matches_a_trained_user():
     """Folding in a training user's own history recovers much of their trained ranking."""
     rng = np.random.default_rng(0)
     m = (rng.random((60, 40)) < 0.15).astype(np.float32)
-    data = Interactions(sp.csr_matrix(m), np.arange(60).astype(str).astype(object), np.arange(40).astype(str).astype(object))
+    data = Interactions(
+        sp.csr_matrix(m), np.arange(60).astype(str).astype(object), np.arange(40).astype(str).astype(object)
+    )
     model = create_model("bpr", dim=8, max_epochs=20, batch_size=64, lr=0.05).fit(data)
     users = np.arange(10)
     trained = model.score(users)

@@ -30,8 +30,14 @@ TEXTS = {
     "i6": "x" * 5000,  # huge (above the test's max_chars): failure
 }
 IMAGES = {"i1": "ok.png", "i2": "cmyk.jpg", "i3": None, "i4": "truncated.jpg", "i5": "bomb.png", "i6": "missing.png"}
-AUDIO = {"i1": "low_tone.wav", "i2": "tone.m4a", "i3": None, "i4": "silent.wav", "i5": "empty.wav",
-         "i6": "unsupported_codec.wav"}
+AUDIO = {
+    "i1": "low_tone.wav",
+    "i2": "tone.m4a",
+    "i3": None,
+    "i4": "silent.wav",
+    "i5": "empty.wav",
+    "i6": "unsupported_codec.wav",
+}
 VIDEO = {"i1": "ok.mp4", "i2": None, "i3": None, "i4": "no_frames.mp4", "i5": "audio_only.mp4", "i6": None}
 
 
@@ -62,12 +68,18 @@ def make_dataset(tmp_path: Path, ids=("i1", "i2", "i3", "i4", "i5", "i6"), media
     for f in MEDIA.iterdir():
         if f.suffix != ".py":
             shutil.copy(f, root / "media" / f.name)
-    spec = DatasetSpec.model_validate({
-        "name": "tinymm",
-        "interactions": {"path": "i.csv", "columns": {"user_id": "u", "item_id": "i", "timestamp": "t"}},
-        "items": {"path": "items.csv", "columns": {"item_id": "id"}, "text_fields": {"title": "title"},
-                  "media": {m: m for m in media_kinds}},
-    }).model_copy(update={"resolved_root": str(root)})
+    spec = DatasetSpec.model_validate(
+        {
+            "name": "tinymm",
+            "interactions": {"path": "i.csv", "columns": {"user_id": "u", "item_id": "i", "timestamp": "t"}},
+            "items": {
+                "path": "items.csv",
+                "columns": {"item_id": "id"},
+                "text_fields": {"title": "title"},
+                "media": {m: m for m in media_kinds},
+            },
+        }
+    ).model_copy(update={"resolved_root": str(root)})
     paths = DatasetPaths("tinymm", tmp_path / "ws")
     write_items(paths, ids, media_kinds)
     return spec, paths

@@ -21,12 +21,14 @@ def _inter(rows: list[tuple[str, str, int]]) -> pd.DataFrame:
 
 
 # item a: day 0 at +1h and +2h, day 3 at +5h; item b: day 1 at +0s
-INTER = _inter([
-    ("u1", "a", T0 + 3600),
-    ("u2", "a", T0 + 7200),
-    ("u1", "b", T0 + DAY),
-    ("u3", "a", T0 + 3 * DAY + 5 * 3600),
-])
+INTER = _inter(
+    [
+        ("u1", "a", T0 + 3600),
+        ("u2", "a", T0 + 7200),
+        ("u1", "b", T0 + DAY),
+        ("u3", "a", T0 + 3 * DAY + 5 * 3600),
+    ]
+)
 
 
 def test_item_stats_snapshots_by_hand():
@@ -41,8 +43,12 @@ def test_item_stats_snapshots_by_hand():
     assert snap.interactions.tolist() == [2, 3, 1]
     # window of 2 days before the stamp: a@day1 -> both, a@day4 -> only the day-3 one, b -> 1
     assert snap.interactions_window.tolist() == [2, 1, 1]
-    assert snap.days_since_first.round(4).tolist() == pytest.approx([(DAY - 3600) / DAY, (4 * DAY - 3600) / DAY, 1.0], abs=1e-4)
-    assert snap.days_since_last.round(4).tolist() == pytest.approx([(DAY - 7200) / DAY, (DAY - 5 * 3600) / DAY, 1.0], abs=1e-4)
+    assert snap.days_since_first.round(4).tolist() == pytest.approx(
+        [(DAY - 3600) / DAY, (4 * DAY - 3600) / DAY, 1.0], abs=1e-4
+    )
+    assert snap.days_since_last.round(4).tolist() == pytest.approx(
+        [(DAY - 7200) / DAY, (DAY - 5 * 3600) / DAY, 1.0], abs=1e-4
+    )
 
 
 def test_current_rows_are_as_of_the_data_end_and_unstamped():
@@ -60,7 +66,12 @@ def test_snapshot_values_only_count_interactions_before_the_stamp():
     rng = np.random.default_rng(0)
     ts = T0 + rng.integers(0, 20 * DAY, 400)
     ts[7::7] = ts[6:-1:7][: len(ts[7::7])]  # shared timestamps
-    inter = _inter([(f"u{u}", f"i{i}", int(t)) for u, i, t in zip(rng.integers(0, 9, 400), rng.integers(0, 6, 400), ts, strict=True)])
+    inter = _inter(
+        [
+            (f"u{u}", f"i{i}", int(t))
+            for u, i, t in zip(rng.integers(0, 9, 400), rng.integers(0, 6, 400), ts, strict=True)
+        ]
+    )
     df = ft.stats_table(inter, "item_id", window_days=5)
     snap = df[df.event_timestamp.notna()]
     for row in snap.itertuples():
@@ -97,8 +108,14 @@ def test_embedding_table_rejects_bad_vectors():
 
 
 def test_recommendations_become_ordered_lists():
-    recs = pd.DataFrame({"user_id": ["u2", "u1", "u1", "u2"], "item_id": ["x", "b", "a", "y"], "rank": [2, 2, 1, 1],
-                         "score": [0.1, 0.5, 0.9, 0.7]})
+    recs = pd.DataFrame(
+        {
+            "user_id": ["u2", "u1", "u1", "u2"],
+            "item_id": ["x", "b", "a", "y"],
+            "rank": [2, 2, 1, 1],
+            "score": [0.1, 0.5, 0.9, 0.7],
+        }
+    )
     df = ft.recommendations_table(recs, "bpr", "3").set_index("user_id")
     assert list(df.loc["u1", "item_ids"]) == ["a", "b"] and list(df.loc["u2", "item_ids"]) == ["y", "x"]
     assert np.allclose(df.loc["u1", "scores"], [0.9, 0.5]) and df.loc["u1", "model_version"] == "3"

@@ -30,23 +30,49 @@ from mmrec.models.registry import get_model_class
 runner = CliRunner()
 
 #: every registered model that reads modality features: the intersection must hold for each
-MULTIMODAL = [n for n in available_models() if "modalities" in get_model_class(n).param_names()
-              or get_model_class(n).required_modalities]
+MULTIMODAL = [
+    n
+    for n in available_models()
+    if "modalities" in get_model_class(n).param_names() or get_model_class(n).required_modalities
+]
 
 TINY_MODEL_PARAMS = {
     "bpr": {"dim": 8, "max_epochs": 3, "batch_size": 64},
     "content_knn": {"modalities": ["text", "image", "audio", "video"]},
-    "vbpr": {"modalities": ["text", "image", "audio", "video"], "dim": 8, "content_dim": 8, "max_epochs": 3,
-             "batch_size": 64},
-    "two_tower": {"modalities": ["text", "image", "audio", "video"], "dim": 8, "hidden": 8, "input_dim": 8,
-                  "max_epochs": 3, "batch_size": 64},
-    "mm_graph": {"modalities": ["text", "image", "audio", "video"], "dim": 8, "knn_k": 3, "max_epochs": 3,
-                 "batch_size": 64},
+    "vbpr": {
+        "modalities": ["text", "image", "audio", "video"],
+        "dim": 8,
+        "content_dim": 8,
+        "max_epochs": 3,
+        "batch_size": 64,
+    },
+    "two_tower": {
+        "modalities": ["text", "image", "audio", "video"],
+        "dim": 8,
+        "hidden": 8,
+        "input_dim": 8,
+        "max_epochs": 3,
+        "batch_size": 64,
+    },
+    "mm_graph": {
+        "modalities": ["text", "image", "audio", "video"],
+        "dim": 8,
+        "knn_k": 3,
+        "max_epochs": 3,
+        "batch_size": 64,
+    },
 }
 
 
-def make_catalogue(root: Path, n_users: int = 24, n_items: int = 30, images: bool = True, template: bool = False,
-                   repeats: int = 0, seed: int = 0) -> Path:
+def make_catalogue(
+    root: Path,
+    n_users: int = 24,
+    n_items: int = 30,
+    images: bool = True,
+    template: bool = False,
+    repeats: int = 0,
+    seed: int = 0,
+) -> Path:
     """A shop catalogue with text and (optionally) images, no audio or video; returns dataset.yaml.
 
     Every 5th item has no image file (missing media, not an error).
@@ -83,8 +109,12 @@ def make_catalogue(root: Path, n_users: int = 24, n_items: int = 30, images: boo
     spec = {
         "name": "shop",
         "interactions": {"path": "events.csv", "columns": {"user_id": "customer", "item_id": "sku", "timestamp": "t"}},
-        "items": {"path": "products.csv", "columns": {"item_id": "sku"}, "text_fields": {"name": "name", "description": "descr"},
-                  "media": media},
+        "items": {
+            "path": "products.csv",
+            "columns": {"item_id": "sku"},
+            "text_fields": {"name": "name", "description": "descr"},
+            "media": media,
+        },
     }
     (root / "dataset.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     return root / "dataset.yaml"
@@ -94,8 +124,13 @@ def write_params(tmp_path: Path, models: list[str], **extra) -> Path:
     p = tmp_path / "params.yaml"
     raw = {
         "split": {"min_user_interactions": 3},
-        "extract": {"device": "cpu", "progress": False, "workers": 1, "text": {"encoder": "tiny_text"},
-                    "image": {"encoder": "tiny_cnn"}},
+        "extract": {
+            "device": "cpu",
+            "progress": False,
+            "workers": 1,
+            "text": {"encoder": "tiny_text"},
+            "image": {"encoder": "tiny_cnn"},
+        },
         "train": {"models": models, "params": {m: TINY_MODEL_PARAMS[m] for m in models if m in TINY_MODEL_PARAMS}},
         "evaluate": {"bootstrap_resamples": 20, "ablation": {"model": None}},
         **extra,
@@ -124,8 +159,12 @@ def test_every_multimodal_model_is_covered():
 
 @pytest.mark.parametrize("name", MULTIMODAL)
 def test_resolve_keeps_only_what_the_dataset_has(name: str):
-    available = ModalityAvailability("shop", ("text", "image"), ("text", "image"),
-                                     {"audio": "dataset 'shop' declares no audio", "video": "dataset 'shop' declares no video"})
+    available = ModalityAvailability(
+        "shop",
+        ("text", "image"),
+        ("text", "image"),
+        {"audio": "dataset 'shop' declares no audio", "video": "dataset 'shop' declares no video"},
+    )
     params = {"modalities": ["text", "image", "audio", "video"], "weights": {"text": 1.0, "audio": 2.0}}
     if "weights" not in get_model_class(name).param_names():
         params.pop("weights")
@@ -136,7 +175,8 @@ def test_resolve_keeps_only_what_the_dataset_has(name: str):
         assert out["weights"] == {"text": 1.0}
     # the class default (no `modalities` in params) is intersected too
     assert resolve_model_params(name, {}, available)[0]["modalities"] == [
-        m for m in wanted_modalities(name, {}) if m in ("text", "image")]
+        m for m in wanted_modalities(name, {}) if m in ("text", "image")
+    ]
 
 
 @pytest.mark.parametrize("name", MULTIMODAL)
@@ -244,8 +284,9 @@ def test_the_shipped_ml100k_params_file_is_valid_and_text_image():
 
 def test_evaluate_models_subset_merges_into_the_report(tmp_path: Path):
     spec = make_catalogue(tmp_path / "raw", images=False)
-    params = write_params(tmp_path, ["popularity", "itemknn", "bpr"], evaluate={"reference": "popularity",
-                                                                              "bootstrap_resamples": 20})
+    params = write_params(
+        tmp_path, ["popularity", "itemknn", "bpr"], evaluate={"reference": "popularity", "bootstrap_resamples": 20}
+    )
     ws = tmp_path / "ws"
     run_stages(spec, params, ws, "ingest", "validate", "split")
     common = ["--dataset", str(spec), "--params", str(params), "--workspace", str(ws)]
@@ -273,14 +314,21 @@ def test_merge_drops_rows_of_another_split():
 
     row = {"valid": {"recall@20": 0.1}, "run": {"id": "a", "at": "t", "split_hash": "OLD"}}
     old = {"split": {"hash": "OLD"}, "models": {"x": row}, "comparisons": {"reference": "x"}, "runs": [row["run"]]}
-    new = {"split": {"hash": "NEW"}, "selection_metric": "recall@20", "comparisons": {"reference": "x", "skipped": "..."},
-           "models": {"y": {"valid": {"recall@20": 0.2}, "run": {"id": "b", "at": "t", "split_hash": "NEW"}}},
-           "run": {"id": "b", "at": "t", "split_hash": "NEW", "models": ["y"]}}
+    new = {
+        "split": {"hash": "NEW"},
+        "selection_metric": "recall@20",
+        "comparisons": {"reference": "x", "skipped": "..."},
+        "models": {"y": {"valid": {"recall@20": 0.2}, "run": {"id": "b", "at": "t", "split_hash": "NEW"}}},
+        "run": {"id": "b", "at": "t", "split_hash": "NEW", "models": ["y"]},
+    }
     merged = merge_partial_report(old, new)
     assert set(merged["models"]) == {"y"} and "x" in merged["dropped"] and merged["best_model"] == "y"
     # a report written before rows recorded their run: kept (same split), listed as an earlier run
-    legacy = {"split": {"hash": "NEW"}, "models": {"x": {"valid": {"recall@20": 0.3}}, "y": {"valid": {"recall@20": 0.0}}},
-              "comparisons": {"reference": "x"}}
+    legacy = {
+        "split": {"hash": "NEW"},
+        "models": {"x": {"valid": {"recall@20": 0.3}}, "y": {"valid": {"recall@20": 0.0}}},
+        "comparisons": {"reference": "x"},
+    }
     merged = merge_partial_report(legacy, new)
     assert list(merged["models"]) == ["x", "y"] and merged["best_model"] == "x"
     assert [r["id"] for r in merged["runs"]] == ["earlier", "b"] and merged["runs"][0]["models"] == ["x"]
@@ -309,15 +357,29 @@ def test_truncation_flags():
 def test_data_check_says_what_a_run_would_do(tmp_path: Path):
     spec = make_catalogue(tmp_path / "raw", template=True)
     params = write_params(tmp_path, ["popularity", "bpr", "vbpr"])
-    res = runner.invoke(app, ["data", "check", "--dataset", str(spec), "--params", str(params),
-                              "--workspace", str(tmp_path / "ws"), "--json"])
+    res = runner.invoke(
+        app,
+        [
+            "data",
+            "check",
+            "--dataset",
+            str(spec),
+            "--params",
+            str(params),
+            "--workspace",
+            str(tmp_path / "ws"),
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
-    report = json.loads(res.output[res.output.index("{"):])
+    report = json.loads(res.output[res.output.index("{") :])
     assert report["tables"]["interactions"]["rows"] > 0 and report["items"]["total"] == 30
     assert report["items"]["modalities"]["text"]["items"] == 30
     image = report["items"]["modalities"]["image"]
     assert image["items"] == 24 and image["files_missing"] == 6  # every 5th item has no file
-    assert report["models"]["vbpr"]["modalities"] == ["text", "image"] and "audio" in report["models"]["vbpr"]["dropped"]
+    assert (
+        report["models"]["vbpr"]["modalities"] == ["text", "image"] and "audio" in report["models"]["vbpr"]["dropped"]
+    )
     assert report["estimates"]["extraction"]["image"]["items"] == 24
     assert report["estimates"]["training"]["bpr"]["seconds"] is not None and not report["problems"]
     text = runner.invoke(app, ["data", "check", "--dataset", str(spec), "--params", str(params)]).output
@@ -329,7 +391,9 @@ def test_data_check_names_a_wrong_column(tmp_path: Path):
     raw = yaml.safe_load(spec.read_text())
     raw["interactions"]["columns"]["timestamp"] = "time"
     spec.write_text(yaml.safe_dump(raw))
-    res = runner.invoke(app, ["data", "check", "--dataset", str(spec), "--params", str(write_params(tmp_path, ["bpr"]))])
+    res = runner.invoke(
+        app, ["data", "check", "--dataset", str(spec), "--params", str(write_params(tmp_path, ["bpr"]))]
+    )
     assert res.exit_code == 1 and "'time'" in res.output and "columns.timestamp" in res.output
 
 
@@ -364,7 +428,10 @@ def test_media_template_through_ingest_and_validation(tmp_path: Path):
     ws = tmp_path / "ws"
     run_stages(spec, params, ws, "ingest", "validate")
     items = pd.read_parquet(ws / "data/shop/validated/items.parquet")
-    assert items["image"].notna().sum() == 24 and items.loc[items["item_id"] == "sku001", "image"].item() == "images/sku001.png"
+    assert (
+        items["image"].notna().sum() == 24
+        and items.loc[items["item_id"] == "sku001", "image"].item() == "images/sku001.png"
+    )
     report = json.loads((ws / "reports/shop/validation.json").read_text())
     assert report["tables"]["items"]["quarantined"] == 0 and report["media"]["failed"] == 0
 
@@ -470,7 +537,9 @@ def test_prefect_progress_artifacts_are_created_then_updated(monkeypatch):
 
     calls = []
     monkeypatch.setattr(artifacts, "create_progress_artifact", lambda pct, **kw: calls.append(("create", pct)) or "id1")
-    monkeypatch.setattr(artifacts, "update_progress_artifact", lambda aid, pct, **kw: calls.append(("update", aid, pct)))
+    monkeypatch.setattr(
+        artifacts, "update_progress_artifact", lambda aid, pct, **kw: calls.append(("update", aid, pct))
+    )
     hook = PrefectProgress(min_interval=3600)
     hook("extract-image", 0, 200, "starting")
     hook("extract-image", 50, 200, "25%")  # throttled

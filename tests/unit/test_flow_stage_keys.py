@@ -116,7 +116,9 @@ def test_unknown_params_keys_and_variables_fail_naming_the_stage(tmp_path, ctx_f
 
     bad = tmp_path / "dvc.yaml"
     bad.write_text(
-        yaml.safe_dump({"stages": {"train": {"cmd": "x", "deps": ["data/${dataset.nope}/x"], "params": ["train.no_such_key"]}}})
+        yaml.safe_dump(
+            {"stages": {"train": {"cmd": "x", "deps": ["data/${dataset.nope}/x"], "params": ["train.no_such_key"]}}}
+        )
     )
     ctx = ctx_for()
     with pytest.raises(ConfigError, match=r"stage 'train'.*train\.no_such_key"):

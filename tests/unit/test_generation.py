@@ -160,8 +160,13 @@ def test_content_fuses_modalities_present_for_both():
     text = np.array([[1, 0], [1, 0], [0, 1]], np.float32)
     image = np.array([[1, 0], [0, 0], [-1, 0]], np.float32)
     img_mask = np.array([True, False, True])  # item 1 has no image
-    c = ContentScores({"text": text, "image": image}, {"text": np.ones(3, bool), "image": img_mask}, "cosine",
-                      weights={"text": 1.0, "image": 3.0}, centre=False)
+    c = ContentScores(
+        {"text": text, "image": image},
+        {"text": np.ones(3, bool), "image": img_mask},
+        "cosine",
+        weights={"text": 1.0, "image": 3.0},
+        centre=False,
+    )
     s = c.score(sp.csr_matrix(np.array([[1, 0, 0]], np.float32)))  # history: item 0
     # item 1: text only (cos 1); item 2: (1 * 0 + 3 * -1) / 4; item 0: 1
     np.testing.assert_allclose(s[0], [1.0, 1.0, -0.75], atol=1e-6)
@@ -219,7 +224,9 @@ def test_candidate_restriction_is_honoured():
 def test_build_scorer_reads_filter_files(tmp_path: Path):
     (tmp_path / "ex.txt").write_text("i0\ni1\n")
     (tmp_path / "cand.csv").write_text("item_id,why\ni0,x\ni1,y\ni2,z\n")
-    rp = RecommendParams(strategy="popularity", exclude_items=["i2"], exclude_items_file="ex.txt", candidates_file="cand.csv")
+    rp = RecommendParams(
+        strategy="popularity", exclude_items=["i2"], exclude_items_file="ex.txt", candidates_file="cand.csv"
+    )
     scorer = build_scorer(model(), rp, base_dir=tmp_path)
     assert np.isfinite(scorer.score(np.array([2]))[0]).sum() == 0  # every candidate excluded
     with pytest.raises(DataError, match="not found"):

@@ -28,11 +28,28 @@ from mmrec.stages import StageContext, run_stage
 from tests.conftest import FIXTURES
 
 #: ids real catalogues have; the pipeline accepts them, so the API must serve them
-ACCEPTED = ["jane doe", "sku/004", "a?b#c", "john+doe@example.com", "münchen-01 😀", "%2F", "100%", "a;b=c&d",
-            "..a", "two  spaces", "<script>", "C:\\x"]
+ACCEPTED = [
+    "jane doe",
+    "sku/004",
+    "a?b#c",
+    "john+doe@example.com",
+    "münchen-01 😀",
+    "%2F",
+    "100%",
+    "a;b=c&d",
+    "..a",
+    "two  spaces",
+    "<script>",
+    "C:\\x",
+]
 #: ids no URL can carry faithfully (or that forge log lines): quarantined and refused, same reason
-REFUSED = {"..": "path navigation segment", ".": "path navigation segment", "bell\x07": "control character U+0007",
-           "esc\x1b[31m": "control character U+001B", "x" * (ID_MAX_LENGTH + 1): "characters long"}
+REFUSED = {
+    "..": "path navigation segment",
+    ".": "path navigation segment",
+    "bell\x07": "control character U+0007",
+    "esc\x1b[31m": "control character U+001B",
+    "x" * (ID_MAX_LENGTH + 1): "characters long",
+}
 
 SPEC = """name: idz
 interactions:
@@ -117,16 +134,21 @@ def _client(validated: StageContext):
     recs = DictRecs({u: [(ACCEPTED[(n + 1) % len(ACCEPTED)], 1.0), ("plain", 0.5)] for n, u in enumerate(ACCEPTED)})
     state = ServingState(version="1", catalog=catalog, recs=recs, similar=build_indexes({"text": (item_ids, vectors)}))
     holder = StateHolder(ListSource([state]), interval_s=0)
-    return TestClient(create_app(holder, ServeSettings(log_key="k"), poll=False), base_url="http://localhost",
-                      raise_server_exceptions=False)
+    return TestClient(
+        create_app(holder, ServeSettings(log_key="k"), poll=False),
+        base_url="http://localhost",
+        raise_server_exceptions=False,
+    )
 
 
 def _encode_uri_component(values: list[str]) -> list[str]:
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed (the page's encodeURIComponent is checked with it)")
-    script = ("const v=JSON.parse(require('fs').readFileSync(0,'utf8'));"
-              "process.stdout.write(JSON.stringify(v.map(encodeURIComponent)))")
+    script = (
+        "const v=JSON.parse(require('fs').readFileSync(0,'utf8'));"
+        "process.stdout.write(JSON.stringify(v.map(encodeURIComponent)))"
+    )
     out = subprocess.run([node, "-e", script], input=json.dumps(values), capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
 

@@ -43,7 +43,11 @@ def compose_config(env_file: Path | None, extra_env: dict[str, str] | None = Non
     if env_file is not None:
         cmd += ["--env-file", str(env_file)]
     cmd += ["-f", str(COMPOSE), "config"]
-    env = {k: v for k, v in os.environ.items() if not re.match(r"^(POSTGRES|REDIS|MINIO|MLFLOW|MMREC|PREFECT|DASK|API)_", k)}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not re.match(r"^(POSTGRES|REDIS|MINIO|MLFLOW|MMREC|PREFECT|DASK|API)_", k)
+    }
     env.update(extra_env or {})
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=REPO)
 
@@ -59,8 +63,13 @@ def resolved() -> dict[str, Any]:
 def test_compose_file_validates_without_an_engine():
     exe = docker_compose()
     for env_file in ([], ["--env-file", str(ENV_EXAMPLE)]):  # a clean checkout, and with the example settings
-        out = subprocess.run([exe, *env_file, "-f", "infra/docker-compose.yml", "config", "-q"],
-                             capture_output=True, text=True, timeout=120, cwd=REPO)
+        out = subprocess.run(
+            [exe, *env_file, "-f", "infra/docker-compose.yml", "config", "-q"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=REPO,
+        )
         assert out.returncode == 0, out.stderr
 
 
@@ -74,8 +83,17 @@ def test_services_refuse_to_start_with_empty_secrets():
 
 def test_every_service_is_health_checked_or_a_one_shot_job(resolved: dict[str, Any]):
     services = resolved["services"]
-    assert {"postgres", "redis", "minio", "mlflow", "prefect-server", "prefect-worker", "dask-scheduler", "dask-worker",
-            "api"} <= set(services)
+    assert {
+        "postgres",
+        "redis",
+        "minio",
+        "mlflow",
+        "prefect-server",
+        "prefect-worker",
+        "dask-scheduler",
+        "dask-worker",
+        "api",
+    } <= set(services)
     one_shot = {name for name, svc in services.items() if svc.get("restart") == "no"}
     assert one_shot == {"minio-init", "prefect-deploy"}
     for name, svc in services.items():
@@ -104,7 +122,9 @@ def test_mmrec_services_run_the_production_profile(resolved: dict[str, Any]):
     assert "--serve-artifacts" in " ".join(services["mlflow"]["command"])
     assert "postgresql" in services["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"]
     assert services["mlflow"]["environment"]["MLFLOW_ARTIFACTS_DESTINATION"].startswith("s3://")
-    assert services["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"].startswith("postgresql+asyncpg://")
+    assert services["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"].startswith(
+        "postgresql+asyncpg://"
+    )
     assert services["api"]["command"][:2] == ["mmrec", "serve"]
 
 
@@ -126,7 +146,9 @@ def test_no_secret_is_committed():
 def test_env_example_covers_every_variable_the_compose_file_reads():
     lines = [ln for ln in COMPOSE.read_text().splitlines() if not ln.lstrip().startswith("#")]
     used = set(re.findall(r"(?<!\$)\$\{([A-Z_][A-Z0-9_]*)", "\n".join(lines)))  # `$${X}`: the container's own
-    documented = {line.split("=", 1)[0] for line in ENV_EXAMPLE.read_text().splitlines() if re.match(r"^[A-Z_]+=", line)}
+    documented = {
+        line.split("=", 1)[0] for line in ENV_EXAMPLE.read_text().splitlines() if re.match(r"^[A-Z_]+=", line)
+    }
     assert used <= documented, f"not in infra/.env.example: {sorted(used - documented)}"
 
 
@@ -142,14 +164,29 @@ def test_kubernetes_manifests_are_well_formed_and_probed():
             kinds.setdefault(doc["kind"], []).append(doc["metadata"]["name"])
             if doc["kind"] in ("Deployment", "StatefulSet"):
                 for c in doc["spec"]["template"]["spec"]["containers"]:
-                    assert "readinessProbe" in c and "livenessProbe" in c, f"{name}: {doc['metadata']['name']}/{c['name']}"
-                assert doc["spec"]["selector"]["matchLabels"].items() <= doc["spec"]["template"]["metadata"]["labels"].items()
-    assert set(kinds["Deployment"]) == {"mlflow", "prefect-server", "prefect-worker", "dask-scheduler", "dask-worker", "api"}
+                    assert "readinessProbe" in c and "livenessProbe" in c, (
+                        f"{name}: {doc['metadata']['name']}/{c['name']}"
+                    )
+                assert (
+                    doc["spec"]["selector"]["matchLabels"].items()
+                    <= doc["spec"]["template"]["metadata"]["labels"].items()
+                )
+    assert set(kinds["Deployment"]) == {
+        "mlflow",
+        "prefect-server",
+        "prefect-worker",
+        "dask-scheduler",
+        "dask-worker",
+        "api",
+    }
     assert set(kinds["StatefulSet"]) == {"postgres", "redis", "minio"}
     assert set(kinds["Job"]) == {"minio-bucket", "prefect-deploy"}
     config = next(d for d in yaml.safe_load_all((k8s / "config.yaml").read_text()) if d and d["kind"] == "ConfigMap")
-    secrets = {line.split("=", 1)[0] for line in (k8s / "secrets.env.example").read_text().splitlines()
-               if re.match(r"^[A-Z_]+=", line)}
+    secrets = {
+        line.split("=", 1)[0]
+        for line in (k8s / "secrets.env.example").read_text().splitlines()
+        if re.match(r"^[A-Z_]+=", line)
+    }
     assert set(PRODUCTION_ENV) <= set(config["data"]) | secrets
 
 
@@ -164,8 +201,12 @@ def test_dockerfile_installs_the_package_and_the_weights():
 
 # -- the profile setting -------------------------------------------------------------------------
 
-PROD = {"MLFLOW_TRACKING_URI": "http://mlflow:5000", "PREFECT_API_URL": "http://prefect-server:4200/api",
-        "MMREC_REDIS_URL": "redis://:pw@redis:6379/0", "DASK_SCHEDULER_ADDRESS": "tcp://dask-scheduler:8786"}
+PROD = {
+    "MLFLOW_TRACKING_URI": "http://mlflow:5000",
+    "PREFECT_API_URL": "http://prefect-server:4200/api",
+    "MMREC_REDIS_URL": "redis://:pw@redis:6379/0",
+    "DASK_SCHEDULER_ADDRESS": "tcp://dask-scheduler:8786",
+}
 
 
 def test_embedded_is_the_default_and_touches_nothing(tmp_path: Path):
@@ -183,7 +224,9 @@ def test_production_profile_takes_every_endpoint_from_the_environment(tmp_path: 
 
 def test_production_profile_keeps_explicit_servers(tmp_path: Path):
     params = tmp_path / "params.yaml"
-    params.write_text("profile: production\ntracking: {uri: 'http://other:5000'}\norchestrate: {dask_address: 'tcp://x:1'}\n")
+    params.write_text(
+        "profile: production\ntracking: {uri: 'http://other:5000'}\norchestrate: {dask_address: 'tcp://x:1'}\n"
+    )
     p = load_params(params, environ=PROD)
     assert (p.tracking.uri, p.orchestrate.dask_address) == ("http://other:5000", "tcp://x:1")
 

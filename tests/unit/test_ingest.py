@@ -83,7 +83,9 @@ def test_unparseable_timestamp_kept_as_nat_with_raw(tiny_dataset, workspace):
 
 def test_unknown_column_in_yaml_names_file_and_columns(tiny_dataset, workspace):
     tiny_dataset.write_text(tiny_dataset.read_text().replace("item_id: item,", "item_id: product,"))
-    with pytest.raises(ConfigError, match=r"columns.item_id maps to column 'product'.*interactions.csv.*\['user', 'item'"):
+    with pytest.raises(
+        ConfigError, match=r"columns.item_id maps to column 'product'.*interactions.csv.*\['user', 'item'"
+    ):
         ingest(tiny_dataset, workspace)
 
 
@@ -112,7 +114,9 @@ def test_missing_file(tiny_dataset, workspace):
 def test_parquet_and_jsonl_sources(tmp_path, workspace):
     root = tmp_path / "d"
     root.mkdir()
-    pd.DataFrame({"u": ["a", "b"], "i": ["x", "y"], "t": ["2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z"]}).to_parquet(root / "ev.parquet")
+    pd.DataFrame({"u": ["a", "b"], "i": ["x", "y"], "t": ["2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z"]}).to_parquet(
+        root / "ev.parquet"
+    )
     (root / "items.jsonl").write_text('{"id": "x", "title": "X"}\nnot json\n{"id": "y", "title": "Y"}\n')
     (root / "dataset.yaml").write_text(
         "name: mixed\n"

@@ -302,7 +302,9 @@ def test_score_parts_sum_to_the_score(name, params):
     assert back_parts == pytest.approx(model.score_parts(0, 3))
 
 
-@pytest.mark.parametrize(("name", "params"), [*MODELS, ("bpr", {"dim": 8, "batch_size": 128, "max_epochs": 30, "lr": 0.05})])
+@pytest.mark.parametrize(
+    ("name", "params"), [*MODELS, ("bpr", {"dim": 8, "batch_size": 128, "max_epochs": 30, "lr": 0.05})]
+)
 def test_new_user_from_a_few_items(name, params):
     """A user unknown to the model, given 5 of a group's items, gets that group's items."""
     train, valid, _, cold = planted()

@@ -36,8 +36,19 @@ def planted(seed: int = 0) -> tuple[Interactions, sp.csr_matrix]:
         ("bpr", {"dim": 16, "lr": 0.02, "batch_size": 64, "max_epochs": 40, "patience": 5}),
         ("lightgcn", {"dim": 16, "lr": 0.02, "batch_size": 64, "max_epochs": 40, "patience": 5}),
         # the batch-node estimator (control variates + random walks) must learn the same groups
-        ("lightgcn", {"dim": 16, "lr": 0.02, "batch_size": 64, "max_epochs": 40, "patience": 5,
-                      "propagation": "sampled", "walks": 4, "refresh_every": 3}),
+        (
+            "lightgcn",
+            {
+                "dim": 16,
+                "lr": 0.02,
+                "batch_size": 64,
+                "max_epochs": 40,
+                "patience": 5,
+                "propagation": "sampled",
+                "walks": 4,
+                "refresh_every": 3,
+            },
+        ),
     ],
 )
 def test_collaborative_models_beat_popularity_on_planted_groups(name, params):

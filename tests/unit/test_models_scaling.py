@@ -39,8 +39,18 @@ def wide_catalogue(n_items: int = 3000, n_users: int = 60, per_user: int = 5, se
 )
 def test_two_tower_tower_rows_follow_the_batch_not_the_catalogue(monkeypatch, use_history, history_cache, per_batch):
     train = wide_catalogue()
-    model = create_model("two_tower", modalities=["text", "image"], dim=8, input_dim=0, hidden=8, batch_size=16,
-                         max_epochs=2, use_history=use_history, history_cache=history_cache, align_weight=0.0)
+    model = create_model(
+        "two_tower",
+        modalities=["text", "image"],
+        dim=8,
+        input_dim=0,
+        hidden=8,
+        batch_size=16,
+        max_epochs=2,
+        use_history=use_history,
+        history_cache=history_cache,
+        align_weight=0.0,
+    )
     calls: list[int] = []
     original = type(model)._tower_sources
 
@@ -64,8 +74,16 @@ def test_two_tower_batch_vectors_equal_the_full_table_computation() -> None:
     import torch
 
     train = wide_catalogue(n_items=400)
-    model = create_model("two_tower", modalities=["text", "image"], dim=8, input_dim=0, hidden=8, id_dropout=0.0,
-                         max_epochs=1, history_cache=False)
+    model = create_model(
+        "two_tower",
+        modalities=["text", "image"],
+        dim=8,
+        input_dim=0,
+        hidden=8,
+        id_dropout=0.0,
+        max_epochs=1,
+        history_cache=False,
+    )
     model.fit(train)
     # rebuild the training state (fit frees it) and compare one batch both ways
     from mmrec.models.item_features import centred_unit, modality_mask
@@ -151,7 +169,6 @@ def test_training_moves_batches_with_the_runtime_copy(monkeypatch) -> None:
         create_model("bpr", dim=4, max_epochs=1, device="cuda:0").fit(train)
 
 
-
 def test_random_walks_estimate_the_propagated_layers() -> None:
     from mmrec.models.lightgcn import normalized_adjacency, random_walks
 
@@ -194,7 +211,9 @@ def test_sampled_propagation_is_exact_after_a_refresh_and_unbiased_after(name) -
     with torch.no_grad():
         exact = model._propagate(model._ego())[idx]
         np.testing.assert_allclose(model._final_rows(idx).numpy(), exact.numpy(), atol=1e-6)
-        model._params["ego"].add_(0.1 * torch.randn(model._params["ego"].shape, generator=torch.Generator().manual_seed(2)))
+        model._params["ego"].add_(
+            0.1 * torch.randn(model._params["ego"].shape, generator=torch.Generator().manual_seed(2))
+        )
         drifted = model._propagate(model._ego())[idx]
         est = torch.stack([model._final_rows(idx) for _ in range(300)]).mean(0)
     assert float((est - drifted).abs().max()) < 0.1 * float((exact - drifted).abs().max())  # far closer than stale
@@ -203,8 +222,9 @@ def test_sampled_propagation_is_exact_after_a_refresh_and_unbiased_after(name) -
 def test_sampled_steps_touch_the_batch_rows_and_refresh_at_the_set_pace(monkeypatch) -> None:
 
     train = wide_catalogue(n_items=3000, n_users=60, per_user=5)
-    model = create_model("lightgcn", dim=8, batch_size=16, max_epochs=2, propagation="sampled", walks=2,
-                         refresh_every=4)
+    model = create_model(
+        "lightgcn", dim=8, batch_size=16, max_epochs=2, propagation="sampled", walks=2, refresh_every=4
+    )
     refreshes: list[int] = []
     grads: list[tuple[bool, int]] = []  # (sparse?, distinct rows) of each step's ego gradient
     original_refresh = type(model)._refresh_snapshot
@@ -212,7 +232,8 @@ def test_sampled_steps_touch_the_batch_rows_and_refresh_at_the_set_pace(monkeypa
     def counting_refresh(self):
         if not refreshes:  # first step: watch the ego table's gradients from now on
             self._params["ego"].register_hook(
-                lambda g: grads.append((g.is_sparse, int(g.coalesce().indices().unique().numel()))))
+                lambda g: grads.append((g.is_sparse, int(g.coalesce().indices().unique().numel())))
+            )
         refreshes.append(self._step)
         original_refresh(self)
 
@@ -260,7 +281,9 @@ def test_content_knn_hnsw_keeps_exact_values_and_finds_the_exact_neighbours(monk
     assert overlap > 0.9 and abs(approx.neighbour_search.recall - overlap) < 0.1
     assert approx.neighbour_search.sample == 200
     # one index per set of modalities present: text + image items, and text-only (no poster) items
-    assert sorted(calls) == sorted([int(modality_mask(train, "image").sum()), int((~modality_mask(train, "image")).sum())])
+    assert sorted(calls) == sorted(
+        [int(modality_mask(train, "image").sum()), int((~modality_mask(train, "image")).sum())]
+    )
     with pytest.raises(ModelError, match="neighbour search must be one of"):
         create_model("content_knn", search="annoy")
 
@@ -269,8 +292,10 @@ def _dense_fused(train: Interactions) -> np.ndarray:
     from mmrec.models.content_knn import fused_rows
     from mmrec.models.item_features import centred_unit
 
-    blocks = [(centred_unit(train.require(m), modality_mask(train, m)), modality_mask(train, m), 1.0)
-              for m in ("text", "image")]
+    blocks = [
+        (centred_unit(train.require(m), modality_mask(train, m)), modality_mask(train, m), 1.0)
+        for m in ("text", "image")
+    ]
     return fused_rows(blocks, np.arange(train.n_items))
 
 

@@ -106,18 +106,21 @@ def test_patience_counts_epochs_not_evaluations():
     # eval every 5 epochs, best at 5, patience 10 epochs: checks at 10 and 15 do not improve;
     # 15 - 5 >= 10 stops at 15 (counted in evaluations, patience 10 would run to epoch 55)
     train_epoch, evaluate = _flat_after(5)
-    _, epochs, best = run_epochs(train_epoch, evaluate, lambda: None, lambda s: None,
-                                 epochs=200, eval_every=5, patience=10)
+    _, epochs, best = run_epochs(
+        train_epoch, evaluate, lambda: None, lambda s: None, epochs=200, eval_every=5, patience=10
+    )
     assert (epochs, best) == (15, 5)
 
 
 def test_min_epochs_keeps_training_past_an_early_plateau():
     train_epoch, evaluate = _flat_after(2)
-    _, epochs, best = run_epochs(train_epoch, evaluate, lambda: None, lambda s: None,
-                                 epochs=100, eval_every=1, patience=3, min_epochs=20)
+    _, epochs, best = run_epochs(
+        train_epoch, evaluate, lambda: None, lambda s: None, epochs=100, eval_every=1, patience=3, min_epochs=20
+    )
     assert (epochs, best) == (20, 2)
-    _, epochs, _ = run_epochs(train_epoch, evaluate, lambda: None, lambda s: None,
-                              epochs=100, eval_every=1, patience=3, min_epochs=0)
+    _, epochs, _ = run_epochs(
+        train_epoch, evaluate, lambda: None, lambda s: None, epochs=100, eval_every=1, patience=3, min_epochs=0
+    )
     assert epochs == 5
 
 
@@ -127,8 +130,7 @@ def test_each_evaluation_logs_one_info_line_and_reports_progress(caplog):
     seen = []
     train_epoch, evaluate = _flat_after(3)
     with caplog.at_level("INFO", logger="mmrec.models.training"), progress_hook(lambda *a: seen.append(a)):
-        run_epochs(train_epoch, evaluate, lambda: None, lambda s: None, epochs=10, eval_every=2, patience=4,
-                   name="toy")
+        run_epochs(train_epoch, evaluate, lambda: None, lambda s: None, epochs=10, eval_every=2, patience=4, name="toy")
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("toy epoch")]
     assert len(lines) == 4  # evaluations at 2, 4, 6 and 8 (stop: 8 - 4 >= 4)
     assert "toy epoch 2/10: loss 1.0000, valid recall@20 2.0000 (best 2.0000 at epoch 2)" in lines[0]

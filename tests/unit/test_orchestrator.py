@@ -47,9 +47,16 @@ def test_no_library_module_imports_the_orchestrator():
         if top & FORBIDDEN:
             offenders.append(f"{path.relative_to(REPO)} imports {sorted(top & FORBIDDEN)}")
         text = path.read_text(encoding="utf-8")
-        if any(f'{call}("{pkg}' in text for call in ("import_module", "__import__") for pkg in ("flows", "mmrec_flows")):
+        if any(
+            f'{call}("{pkg}' in text for call in ("import_module", "__import__") for pkg in ("flows", "mmrec_flows")
+        ):
             offenders.append(f"{path.relative_to(REPO)} imports flows by name")
-    for name in ("cli.py", "cli_lifecycle.py", "cli_common.py", "orchestrator.py"):  # the old way: find the flows on disk
+    for name in (
+        "cli.py",
+        "cli_lifecycle.py",
+        "cli_common.py",
+        "orchestrator.py",
+    ):  # the old way: find the flows on disk
         if "sys.path" in (MMREC / name).read_text(encoding="utf-8"):
             offenders.append(f"mmrec/{name} edits sys.path")
     assert not offenders, offenders
@@ -103,17 +110,23 @@ def stand_in(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[Any, ...]
 def test_pipeline_runs_the_installed_orchestrator(stand_in, tiny_dataset: Path, workspace: Path):
     from mmrec.cli import app
 
-    res = CliRunner().invoke(app, ["pipeline", "--dataset", str(tiny_dataset), "--workspace", str(workspace), "--no-extract"])
+    res = CliRunner().invoke(
+        app, ["pipeline", "--dataset", str(tiny_dataset), "--workspace", str(workspace), "--no-extract"]
+    )
     assert res.exit_code == 2 and "pipeline failed: stage train: stand-in says no" in res.output
     [(kind, args, kwargs)] = stand_in
     assert kind == "training" and args[0] == str(tiny_dataset) and args[2] == str(workspace)
     assert kwargs == {"extract": False, "register_best": True, "tune": False, "tune_trials": None, "tune_timeout": None}
 
 
-def test_recommend_prefect_runs_the_nightly_of_the_installed_orchestrator(stand_in, tiny_dataset: Path, workspace: Path):
+def test_recommend_prefect_runs_the_nightly_of_the_installed_orchestrator(
+    stand_in, tiny_dataset: Path, workspace: Path
+):
     from mmrec.cli import app
 
-    res = CliRunner().invoke(app, ["recommend", "--dataset", str(tiny_dataset), "--workspace", str(workspace), "--prefect", "--k", "4"])
+    res = CliRunner().invoke(
+        app, ["recommend", "--dataset", str(tiny_dataset), "--workspace", str(workspace), "--prefect", "--k", "4"]
+    )
     assert res.exit_code == 2 and "stand-in nightly says no" in res.output
     [(kind, args, _)] = stand_in
     assert kind == "nightly" and args[0] == str(tiny_dataset) and args[-1] == 4
@@ -138,7 +151,9 @@ def test_a_stale_entry_point_says_to_reinstall(monkeypatch: pytest.MonkeyPatch):
     ep = EntryPoint(name="prefect", value="mmrec_no_such_flows.orchestrator", group=orchestrator.GROUP)
     monkeypatch.setattr(orchestrator, "available", lambda: {"prefect": ep})
     monkeypatch.delenv("MMREC_ORCHESTRATOR", raising=False)
-    with pytest.raises(ConfigError, match=r"registered as 'mmrec_no_such_flows.orchestrator' but cannot be imported.*pip install -e \."):
+    with pytest.raises(
+        ConfigError, match=r"registered as 'mmrec_no_such_flows.orchestrator' but cannot be imported.*pip install -e \."
+    ):
         orchestrator.load_orchestrator()
 
 

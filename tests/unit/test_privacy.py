@@ -64,7 +64,9 @@ def test_drop_forgotten_rows_and_rejects_whole_ids_only(tmp_path: Path):
     frame = pd.DataFrame({"user_id": ["u1", "u10", "u2", "u1"], "item_id": ["a", "b", "c", "d"]})
     kept, n = drop_forgotten(frame, "user_id", fl)
     assert n == 2 and kept["user_id"].tolist() == ["u10", "u2"]
-    rejects = pd.DataFrame({"source_row": [3, 4, 5], "raw": ["u1,i5,notatime", "u10,i5,bad", '"u1";x'], "reason": ["r"] * 3})
+    rejects = pd.DataFrame(
+        {"source_row": [3, 4, 5], "raw": ["u1,i5,notatime", "u10,i5,bad", '"u1";x'], "reason": ["r"] * 3}
+    )
     kept, n = drop_forgotten_rejects(rejects, fl)
     assert n == 2 and kept["raw"].tolist() == ["u10,i5,bad"]
 
@@ -150,8 +152,9 @@ def test_online_sqlite_deletes_exactly_the_users_entity_rows_and_vacuums(tiny_da
     con = sqlite3.connect(db)
     con.execute("CREATE TABLE mmrec_tiny_user_stats (entity_key BLOB, feature_name TEXT, value BLOB)")
     for uid in ("u1", "u10", "u2"):
-        key = serialize_entity_key(EntityKey(join_keys=["user_id"], entity_values=[Value(string_val=uid)]),
-                                   entity_key_serialization_version=3)
+        key = serialize_entity_key(
+            EntityKey(join_keys=["user_id"], entity_values=[Value(string_val=uid)]), entity_key_serialization_version=3
+        )
         con.executemany("INSERT INTO mmrec_tiny_user_stats VALUES (?, ?, ?)", [(key, "n", b"1"), (key, "m", b"2")])
     con.commit()
     con.close()
@@ -184,7 +187,9 @@ def test_audit_is_append_only(tmp_path: Path):
     assert [r["pseudonym"] for r in read_audit(paths)] == ["a", "b"]
 
 
-def test_a_failed_store_is_reported_and_a_rerun_finishes(tiny_dataset: Path, workspace: Path, monkeypatch: pytest.MonkeyPatch):
+def test_a_failed_store_is_reported_and_a_rerun_finishes(
+    tiny_dataset: Path, workspace: Path, monkeypatch: pytest.MonkeyPatch
+):
     from mmrec.privacy import forget
 
     ctx = StageContext(spec=load_dataset_spec(tiny_dataset), params=load_params(None), workspace=workspace)

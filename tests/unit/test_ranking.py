@@ -64,7 +64,10 @@ def test_topk_matches_brute_force_on_ties_straddling_k(scores, k):
 
 
 @SETTINGS
-@given(row=hnp.arrays(np.float32, st.integers(1, 60), elements=st.sampled_from([0.0, 1.0, 2.0, np.nan])), k=st.integers(0, 70))
+@given(
+    row=hnp.arrays(np.float32, st.integers(1, 60), elements=st.sampled_from([0.0, 1.0, 2.0, np.nan])),
+    k=st.integers(0, 70),
+)
 def test_topk_one_row_in_one_row_out(row, k):
     idx, _ = ranking.topk(row, k)
     assert idx.ndim == 1 and idx.tolist() == reference(row, k)[0].tolist()
@@ -205,7 +208,11 @@ def test_every_batch_caller_ranks_like_the_reference(scores, k, data):
 
 
 @SETTINGS
-@given(row=hnp.arrays(np.float32, st.integers(2, 50), elements=st.sampled_from([0.0, 1.0, 2.0])), k=st.integers(1, 55), data=st.data())
+@given(
+    row=hnp.arrays(np.float32, st.integers(2, 50), elements=st.sampled_from([0.0, 1.0, 2.0])),
+    k=st.integers(1, 55),
+    data=st.data(),
+)
 def test_api_top_ranks_like_the_reference(row, k, data):
     from mmrec.serve.service import _top
 

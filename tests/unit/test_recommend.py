@@ -159,7 +159,9 @@ def test_run_recommend_writes_latest_and_report(tmp_path: Path):
     assert summary["model"] == {"name": "test_factors", "version": "7"} and summary["dataset"] == "tiny"
     assert f"i{best:03d}" not in set(df[df.user_id == "u000"].item_id)  # a validation-time interaction is masked too
     assert len(df[df.user_id == "u000"]) == min(3, len(unseen) - 1)
-    assert (ctx.paths.reports / "recommendations.json").is_file() and (ctx.paths.reports / "recommendations.md").is_file()
+    assert (ctx.paths.reports / "recommendations.json").is_file() and (
+        ctx.paths.reports / "recommendations.md"
+    ).is_file()
 
 
 def test_chunk_size_is_bounded_by_memory():

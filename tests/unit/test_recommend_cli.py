@@ -30,7 +30,10 @@ def cli(monkeypatch: pytest.MonkeyPatch) -> typer.Typer:
     rng = np.random.default_rng(0)
     train = sp.csr_matrix((rng.random((6, 8)) < 0.3).astype(np.float32))
     model = create_model("popularity").fit(Interactions(train, USERS, ITEMS))
-    monkeypatch.setattr("mmrec.tracking.registry.load_champion", lambda ctx, alias="champion": (model, {"registered_model": "m", "version": "1"}))
+    monkeypatch.setattr(
+        "mmrec.tracking.registry.load_champion",
+        lambda ctx, alias="champion": (model, {"registered_model": "m", "version": "1"}),
+    )
     app = typer.Typer()
     register(app)
     return app
@@ -44,13 +47,30 @@ def invoke(app: typer.Typer, workspace: Path, *args: str):
 def test_strategy_and_filters_from_the_command_line(cli: typer.Typer, tmp_path: Path):
     (tmp_path / "ex.txt").write_text("i1\ni2\n")
     (tmp_path / "cand.txt").write_text("i1\ni3\ni4\ni5\n")
-    res = invoke(cli, tmp_path, "recommend", "--user", "u2", "--user", "stranger", "--k", "8", "--strategy", "popularity",
-                 "--exclude-items", str(tmp_path / "ex.txt"), "--candidates", str(tmp_path / "cand.txt"))
+    res = invoke(
+        cli,
+        tmp_path,
+        "recommend",
+        "--user",
+        "u2",
+        "--user",
+        "stranger",
+        "--k",
+        "8",
+        "--strategy",
+        "popularity",
+        "--exclude-items",
+        str(tmp_path / "ex.txt"),
+        "--candidates",
+        str(tmp_path / "cand.txt"),
+    )
     assert res.exit_code == 0, res.output
     rows = [line.split("\t") for line in res.output.strip().splitlines()[1:]]
     assert rows and {r[1] for r in rows} <= {"i3", "i4", "i5"}
     assert [r[0] for r in rows if r[0] == "stranger"] == ["stranger"] * 3  # the filtered popularity fallback
-    res = invoke(cli, tmp_path, "recommend", "--k", "5", "--candidates", str(tmp_path / "cand.txt"), "--threshold", "1.5")
+    res = invoke(
+        cli, tmp_path, "recommend", "--k", "5", "--candidates", str(tmp_path / "cand.txt"), "--threshold", "1.5"
+    )
     assert res.exit_code == 0, res.output
     df = pd.read_parquet(tmp_path / "data" / "tiny" / "recommendations" / "latest.parquet")
     assert len(df) and set(df.item_id) <= {"i1", "i3", "i4", "i5"} and (df.score >= 1.5).all()

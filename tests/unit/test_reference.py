@@ -14,11 +14,17 @@ REF = REPO / "benchmarks" / "reference" / "ml100k-mm.yaml"
 
 
 def _metrics(hash_: str, warm: str | None) -> dict:
-    return {"split": {"kind": "temporal", "hash": hash_, "warm_hash": warm}, "models": {
-        "lightgcn": {"test": {"recall@20": 0.2011, "ndcg@20": 0.1466}, "cold": {"recall@20": 0.2, "p_value": {"recall@20": 0.3}},
-                     "cold_random_lift": {"recall@20": 0.84}},
-        "popularity": {"test": {"recall@20": 0.1, "ndcg@20": 0.05}, "cold": {"recall@20": 0.238, "unscored": True}},
-    }}
+    return {
+        "split": {"kind": "temporal", "hash": hash_, "warm_hash": warm},
+        "models": {
+            "lightgcn": {
+                "test": {"recall@20": 0.2011, "ndcg@20": 0.1466},
+                "cold": {"recall@20": 0.2, "p_value": {"recall@20": 0.3}},
+                "cold_random_lift": {"recall@20": 0.84},
+            },
+            "popularity": {"test": {"recall@20": 0.1, "ndcg@20": 0.05}, "cold": {"recall@20": 0.238, "unscored": True}},
+        },
+    }
 
 
 def test_the_shipped_reference_compares_by_warm_and_full_hash():

@@ -22,7 +22,9 @@ def test_lookup_names_and_close_match_hint():
     reg.register(Alphabet)
     assert reg.get("alpha") is Alpha and reg.names() == ["alpha", "alphabet"]
     assert reg.names(lambda c: c is Alphabet) == ["alphabet"]
-    with pytest.raises(ConfigError, match=r"unknown widget 'alpah'\. Did you mean 'alpha'.*Available widgets: alpha, alphabet"):
+    with pytest.raises(
+        ConfigError, match=r"unknown widget 'alpah'\. Did you mean 'alpha'.*Available widgets: alpha, alphabet"
+    ):
         reg.get("alpah")
     with pytest.raises(ConfigError, match="Available widgets: custom listing"):
         reg.get("zzz", lambda: "custom listing")

@@ -86,25 +86,56 @@ def test_ablation_skips_with_a_reason_when_features_are_missing(tmp_path):
 
 def fake_report(ablation: dict | None) -> dict:
     def block(r: float) -> dict:
-        return {"recall@20": r, "ndcg@20": r / 2, "precision@20": r / 10, "hit@20": min(1.0, 2 * r),
-                "recall@5": r / 2, "ndcg@5": r / 3, "precision@5": r / 5, "hit@5": r, "coverage@20": 0.5, "users": 30}
+        return {
+            "recall@20": r,
+            "ndcg@20": r / 2,
+            "precision@20": r / 10,
+            "hit@20": min(1.0, 2 * r),
+            "recall@5": r / 2,
+            "ndcg@5": r / 3,
+            "precision@5": r / 5,
+            "hit@5": r,
+            "coverage@20": 0.5,
+            "users": 30,
+        }
 
     def model(r: float, epochs: int, modalities: list | None = None) -> dict:
-        hist = [{"epoch": e, "loss": 1 / e, "seconds": 0.1, **({"valid_recall@20": r * e / epochs} if e % 2 == 0 else {})}
-                for e in range(1, epochs + 1)]
-        return {"valid": block(r), "test": block(r), "sparse": {**block(r), "max_train_interactions": 20},
-                "cold": block(r), "cold_random_lift": {"recall@20": r / 0.08}, "cold_personalisation": {"mean_spearman": 0.2},
-                "train_seconds": 1.0, "seconds_per_epoch": 0.1, "epochs": epochs, "history": hist,
-                "params": {"modalities": modalities} if modalities else {}}
+        hist = [
+            {"epoch": e, "loss": 1 / e, "seconds": 0.1, **({"valid_recall@20": r * e / epochs} if e % 2 == 0 else {})}
+            for e in range(1, epochs + 1)
+        ]
+        return {
+            "valid": block(r),
+            "test": block(r),
+            "sparse": {**block(r), "max_train_interactions": 20},
+            "cold": block(r),
+            "cold_random_lift": {"recall@20": r / 0.08},
+            "cold_personalisation": {"mean_spearman": 0.2},
+            "train_seconds": 1.0,
+            "seconds_per_epoch": 0.1,
+            "epochs": epochs,
+            "history": hist,
+            "params": {"modalities": modalities} if modalities else {},
+        }
 
     ci = {"recall@20": {"ratio": 1.1, "low": 1.02, "high": 1.2}, "ndcg@20": {"ratio": 0.98, "low": 0.9, "high": 1.05}}
     report = {
-        "dataset": "toy", "split": {"kind": "temporal", "hash": "a" * 64}, "counts": {"users": 30, "items": 36},
-        "selection_metric": "recall@20", "best_model": "mm",
+        "dataset": "toy",
+        "split": {"kind": "temporal", "hash": "a" * 64},
+        "counts": {"users": 30, "items": 36},
+        "selection_metric": "recall@20",
+        "best_model": "mm",
         "models": {"lightgcn": model(0.3, 6), "mm": model(0.33, 8, ["text"])},
         "random": {"cold": {"expected": block(0.1), "measured": block(0.09)}, "test": {"measured": block(0.01)}},
-        "comparisons": {"reference": "lightgcn", "confidence": 0.95, "resamples": 200, "seed": 1,
-                        "test": {"mm": ci}, "sparse": {"mm": ci}, "cold": {"mm": ci}},
+        "comparisons": {
+            "reference": "lightgcn",
+            "confidence": 0.95,
+            "resamples": 200,
+            "seed": 1,
+            "test": {"mm": ci},
+            "sparse": {"mm": ci},
+            "cold": {"mm": ci},
+        },
     }
     from mmrec.analysis import quality_targets
 
@@ -118,16 +149,29 @@ def test_report_renders_tables_ratios_ablation_and_figures(tmp_path, ablation: d
     report = fake_report(ablation)
     path = write_report(report, tmp_path)
     md = path.read_text()
-    for needle in ("## Warm test", "## Sparse users (≤ 20 training interactions)", "## Cold slice", "## Against lightgcn",
-                   "×1.100 [1.020, 1.200] (better)", "×0.980 [0.900, 1.050] (not distinguishable)",
-                   "*random (expected)*", "## Quality targets", "**mm**", "≥ ×3.5: **met**",
-                   "## Per-modality ablation: content_knn", "over the random control `random_text`",
-                   f"]({FIGURES}/{ABLATION})", f"]({FIGURES}/{LEARNING_CURVES})"):
+    for needle in (
+        "## Warm test",
+        "## Sparse users (≤ 20 training interactions)",
+        "## Cold slice",
+        "## Against lightgcn",
+        "×1.100 [1.020, 1.200] (better)",
+        "×0.980 [0.900, 1.050] (not distinguishable)",
+        "*random (expected)*",
+        "## Quality targets",
+        "**mm**",
+        "≥ ×3.5: **met**",
+        "## Per-modality ablation: content_knn",
+        "over the random control `random_text`",
+        f"]({FIGURES}/{ABLATION})",
+        f"]({FIGURES}/{LEARNING_CURVES})",
+    ):
         assert needle in md, needle
     assert md.count("| lightgcn |") == 3  # one row per part
     assert "(cap)" not in md
     capped = {**ablation, "params": {"max_epochs": 1}}  # content_knn "trains" one epoch: at the cap
-    assert "| 1 (cap) |" in render_markdown(fake_report(capped)) and "may be under-trained" in render_markdown(fake_report(capped))
+    assert "| 1 (cap) |" in render_markdown(fake_report(capped)) and "may be under-trained" in render_markdown(
+        fake_report(capped)
+    )
     for name in (ABLATION, LEARNING_CURVES):
         png = (tmp_path / FIGURES / name).read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and 5_000 < len(png) < 200_000

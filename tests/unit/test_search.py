@@ -33,8 +33,16 @@ from mmrec.search import (
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 N_GROUPS, PER_GROUP, COLD = 4, 30, 10
-TT = {"dim": 16, "hidden": 32, "input_dim": 8, "lr": 0.01, "batch_size": 128, "max_epochs": 30, "patience": 5,
-      "align_weight": 0.5}
+TT = {
+    "dim": 16,
+    "hidden": 32,
+    "input_dim": 8,
+    "lr": 0.01,
+    "batch_size": 128,
+    "max_epochs": 30,
+    "patience": 5,
+    "align_weight": 0.5,
+}
 
 
 def planted(text_dim: int = 32, image_dim: int = 16, seed: int = 0):
@@ -54,8 +62,11 @@ def planted(text_dim: int = 32, image_dim: int = 16, seed: int = 0):
         g = u // 20
         warm = g * PER_GROUP + rng.choice(PER_GROUP - COLD, size=10, replace=False)
         train[u, warm[:8]], valid[u, warm[8:]] = 1, 1
-    data = Interactions(sp.csr_matrix(train), np.arange(n_users).astype(str).astype(object),
-                        np.asarray([f"i{i}" for i in range(n_items)], dtype=object))
+    data = Interactions(
+        sp.csr_matrix(train),
+        np.arange(n_users).astype(str).astype(object),
+        np.asarray([f"i{i}" for i in range(n_items)], dtype=object),
+    )
     return with_features(data, feats, masks), sp.csr_matrix(valid), feats, masks, cold
 
 
@@ -116,10 +127,17 @@ def test_models_without_a_joint_space_say_so():
 
 
 def hand_projection() -> CrossModalProjection:
-    ident = ModalityProjection(mean=np.zeros(2, np.float32), pca_mean=None, components=None,
-                               w1=np.eye(2, dtype=np.float32), b1=np.zeros(2, np.float32))
-    vectors = {"text": np.asarray([[1, 0], [0, 1], [0.6, 0.8]], np.float32),
-               "image": np.asarray([[0, 1], [0, 0], [0.8, 0.6]], np.float32)}
+    ident = ModalityProjection(
+        mean=np.zeros(2, np.float32),
+        pca_mean=None,
+        components=None,
+        w1=np.eye(2, dtype=np.float32),
+        b1=np.zeros(2, np.float32),
+    )
+    vectors = {
+        "text": np.asarray([[1, 0], [0, 1], [0.6, 0.8]], np.float32),
+        "image": np.asarray([[0, 1], [0, 0], [0.8, 0.6]], np.float32),
+    }
     masks = {"text": np.asarray([True, True, True]), "image": np.asarray([True, False, True])}
     return CrossModalProjection({"text": ident, "image": ident}, vectors, masks)
 
@@ -145,9 +163,16 @@ def test_recall_at_k_counts_ties_against_the_true_item():
     assert recall_at_k(queries, items, np.asarray([0, 1]), k=2) == 1.0
 
 
-@pytest.mark.parametrize("bad, message", [
-    ("", "empty"), ("   \n ", "empty"), ("x" * 201, "above the limit of 200"), ("a\x00b", "control characters"), (3, "must be text"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("", "empty"),
+        ("   \n ", "empty"),
+        ("x" * 201, "above the limit of 200"),
+        ("a\x00b", "control characters"),
+        (3, "must be text"),
+    ],
+)
 def test_bad_text_queries(bad, message):
     with pytest.raises(QueryError, match=message):
         check_text_query(bad, max_chars=200)
@@ -181,8 +206,11 @@ def test_image_uploads_are_validated_before_decoding():
 def tiny_encoders() -> QueryEncoders:
     from mmrec.encoders.config import ExtractParams
 
-    return QueryEncoders(ExtractParams.model_validate({"text": {"encoder": "tiny_text"}, "image": {"encoder": "tiny_cnn"},
-                                                       "device": "cpu"}))
+    return QueryEncoders(
+        ExtractParams.model_validate(
+            {"text": {"encoder": "tiny_text"}, "image": {"encoder": "tiny_cnn"}, "device": "cpu"}
+        )
+    )
 
 
 def test_search_embeds_text_and_images_with_the_dataset_encoders(fitted):
@@ -210,8 +238,17 @@ def test_search_command_with_a_saved_model(fitted, tiny_dataset, tmp_path):
     model_dir = fitted[0].save(tmp_path / "tt")
     params = tmp_path / "params.yaml"
     params.write_text("extract:\n  device: cpu\n  text: {encoder: tiny_text}\n  image: {encoder: tiny_cnn}\n")
-    common = ["search", "--dataset", str(tiny_dataset), "--params", str(params), "--workspace", str(tmp_path),
-              "--model", str(model_dir)]
+    common = [
+        "search",
+        "--dataset",
+        str(tiny_dataset),
+        "--params",
+        str(params),
+        "--workspace",
+        str(tmp_path),
+        "--model",
+        str(model_dir),
+    ]
     runner = CliRunner()
     result = runner.invoke(app, [*common, "a red poster", "--k", "4", "--target", "image", "--json"])
     assert result.exit_code == 0, result.output
@@ -222,8 +259,11 @@ def test_search_command_with_a_saved_model(fitted, tiny_dataset, tmp_path):
     result = runner.invoke(app, [*common, "--image", str(image), "--k", "2"])
     assert result.exit_code == 0, result.output
     assert result.stdout.count("\n") == 3  # a header line and two results
-    for bad, message in ((["--k", "2"], "give a text query or --image"), (["  "], "query is empty"),
-                         (["--image", str(tmp_path / "missing.png")], "no such image file")):
+    for bad, message in (
+        (["--k", "2"], "give a text query or --image"),
+        (["  "], "query is empty"),
+        (["--image", str(tmp_path / "missing.png")], "no such image file"),
+    ):
         result = runner.invoke(app, [*common, *bad])
         assert result.exit_code == 2 and message in result.output, result.output
 

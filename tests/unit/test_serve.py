@@ -47,8 +47,14 @@ def test_probes_and_openapi(client: TestClient):
     ready = client.get("/ready").json()
     assert ready["status"] == "ready" and ready["version"] == "1" and ready["modalities"] == ["fused", "image", "text"]
     spec = client.get("/openapi.json").json()
-    for path in ("/users/{user_id}/recommendations", "/recommendations", "/items/{item_id}/similar",
-                 "/users/{user_id}/recommendations/{item_id}/explain", "/health", "/ready"):
+    for path in (
+        "/users/{user_id}/recommendations",
+        "/recommendations",
+        "/items/{item_id}/similar",
+        "/users/{user_id}/recommendations/{item_id}/explain",
+        "/health",
+        "/ready",
+    ):
         assert path in spec["paths"], path
 
 
@@ -138,7 +144,11 @@ def test_page_data_endpoints_and_media(client: TestClient):
     assert img.content == (TINY.parent / "img" / "i1.png").read_bytes()
     assert client.get("/media/items/i5/image").status_code == 404  # no picture
     assert client.get("/media/items/i1/passwd").status_code == 422
-    for evil in ("/media/items/..%2F..%2Fetc%2Fpasswd/image", "/media/items/../../etc/passwd/image", "/static/../app.py"):
+    for evil in (
+        "/media/items/..%2F..%2Fetc%2Fpasswd/image",
+        "/media/items/../../etc/passwd/image",
+        "/static/../app.py",
+    ):
         r = client.get(evil)
         assert r.status_code in (404, 422) and b"root:" not in r.content and b"import" not in r.content
     page = client.get("/")
@@ -152,7 +162,15 @@ def test_catalogue_never_resolves_media_outside_the_dataset(tmp_path: Path):
     (tmp_path / "secret.txt").write_text("secret")
     (root / "img" / "link.png").symlink_to(tmp_path / "secret.txt")
     assert inside(root, "img/ok.png") == (root / "img" / "ok.png").resolve()
-    for bad in ("../secret.txt", str(tmp_path / "secret.txt"), "img/link.png", "http://x/y.png", "", None, "img/missing.png"):
+    for bad in (
+        "../secret.txt",
+        str(tmp_path / "secret.txt"),
+        "img/link.png",
+        "http://x/y.png",
+        "",
+        None,
+        "img/missing.png",
+    ):
         assert inside(root, bad) is None, bad
     import pandas as pd
 
@@ -215,8 +233,14 @@ def test_api_key(state):
     with client_for(state, api_key="s3cret") as c:
         assert c.get("/health").status_code == 200 and c.get("/ready").status_code == 200
         assert c.get("/").status_code == 200
-        for path in ("/users/u1/recommendations", "/items/i1/similar", "/users", "/items/i1", "/media/items/i1/image",
-                     "/users/u1/history"):
+        for path in (
+            "/users/u1/recommendations",
+            "/items/i1/similar",
+            "/users",
+            "/items/i1",
+            "/media/items/i1/image",
+            "/users/u1/history",
+        ):
             r = c.get(path)
             assert r.status_code == 401 and r.json()["error"] == "unauthorized", path
             assert c.get(path, headers={"X-API-Key": "wrong"}).status_code == 401

@@ -35,6 +35,7 @@ WAV = b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00\x40\x1f\x00
 
 def png_header(width: int, height: int) -> bytes:
     """A PNG whose header announces width x height, with one tiny (truncated) data chunk."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
@@ -60,17 +61,22 @@ def media_root(tmp_path: Path, tiny_dataset: Path) -> Path:
 
 
 def media_client(root: Path, state, **settings) -> TestClient:
-    items = pd.DataFrame({
-        "item_id": ["html", "page", "huge", "ok", "swap", "clip", "film", "fake"],
-        "text_title": ["t"] * 8,
-        "image": ["pic.html", "page.png", "huge.png", "ok.png", "swap.png", None, None, None],
-        "audio": [None, None, None, None, None, "clip.wav", None, "fake.wav"],
-        "video": [None, None, None, None, None, None, "clip.mp4", None],
-    })
+    items = pd.DataFrame(
+        {
+            "item_id": ["html", "page", "huge", "ok", "swap", "clip", "film", "fake"],
+            "text_title": ["t"] * 8,
+            "image": ["pic.html", "page.png", "huge.png", "ok.png", "swap.png", None, None, None],
+            "audio": [None, None, None, None, None, "clip.wav", None, "fake.wav"],
+            "video": [None, None, None, None, None, None, "clip.mp4", None],
+        }
+    )
     catalog = Catalog(items, root=root)
     holder = StateHolder(ListSource([dataclasses.replace(state, catalog=catalog)]), interval_s=0)
-    return TestClient(create_app(holder, ServeSettings(log_key="k", **settings), poll=False), base_url="http://localhost",
-                      raise_server_exceptions=False)
+    return TestClient(
+        create_app(holder, ServeSettings(log_key="k", **settings), poll=False),
+        base_url="http://localhost",
+        raise_server_exceptions=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +89,11 @@ def state():
 @pytest.fixture
 def client(state):
     holder = StateHolder(ListSource([state]), interval_s=0)
-    with TestClient(create_app(holder, ServeSettings(log_key="k"), poll=False), base_url="http://localhost",
-                    raise_server_exceptions=False) as c:
+    with TestClient(
+        create_app(holder, ServeSettings(log_key="k"), poll=False),
+        base_url="http://localhost",
+        raise_server_exceptions=False,
+    ) as c:
         yield c
 
 
@@ -163,19 +172,38 @@ def test_host_header_must_name_this_server(client: TestClient, state):
 
 def test_state_changing_requests_need_json_or_the_key(client: TestClient, state):
     # what a cross-site <form method=post> can send: refused before anything runs
-    for headers in ({}, {"content-type": "application/x-www-form-urlencoded"}, {"content-type": "text/plain"},
-                    {"content-type": "multipart/form-data; boundary=x"}):
+    for headers in (
+        {},
+        {"content-type": "application/x-www-form-urlencoded"},
+        {"content-type": "text/plain"},
+        {"content-type": "multipart/form-data; boundary=x"},
+    ):
         r = client.post("/admin/reload?force=true", content=b"a=b", headers=headers)
         assert r.status_code == 415 and r.json()["error"] == "unsupported_media_type", headers
     assert client.post("/admin/reload", json={}).status_code == 200
-    assert client.post("/admin/reload", content=b"{}", headers={"content-type": "application/json; charset=utf-8"}).status_code == 200
+    assert (
+        client.post(
+            "/admin/reload", content=b"{}", headers={"content-type": "application/json; charset=utf-8"}
+        ).status_code
+        == 200
+    )
     holder = StateHolder(ListSource([state]), interval_s=0)
-    with TestClient(create_app(holder, ServeSettings(log_key="k", api_key="K"), poll=False), base_url="http://localhost") as c:
+    with TestClient(
+        create_app(holder, ServeSettings(log_key="k", api_key="K"), poll=False), base_url="http://localhost"
+    ) as c:
         assert c.post("/admin/reload", headers={"X-API-Key": "K"}).status_code == 200  # the key alone suffices
 
 
 def test_head_on_every_get_route(client: TestClient):
-    for path in ("/health", "/ready", "/users/u1/recommendations", "/items/i1", "/media/items/i1/image", "/", "/static/app.js"):
+    for path in (
+        "/health",
+        "/ready",
+        "/users/u1/recommendations",
+        "/items/i1",
+        "/media/items/i1/image",
+        "/",
+        "/static/app.js",
+    ):
         get, head = client.get(path), client.head(path)
         assert head.status_code == get.status_code == 200, path
         assert head.content == b"" and head.headers["content-type"] == get.headers["content-type"], path
@@ -211,7 +239,9 @@ def test_every_cookie_header_is_read(state):
 def test_docs_are_served_from_this_server(client: TestClient):
     pytest.importorskip("swagger_ui_bundle")
     html = client.get("/docs").text
-    assert "/docs-assets/swagger-ui-bundle.js" in html and "cdn." not in html and "https://" not in html.split("<body>")[0]
+    assert (
+        "/docs-assets/swagger-ui-bundle.js" in html and "cdn." not in html and "https://" not in html.split("<body>")[0]
+    )
     js = client.get("/docs-assets/swagger-ui-bundle.js")
     assert js.status_code == 200 and len(js.content) > 100_000
     assert client.get("/redoc").status_code == 404  # no local redoc assets: no page
@@ -246,9 +276,11 @@ def test_access_log_escapes_control_characters(client: TestClient, caplog):
 
 
 def test_scrub_removes_credentials_from_uris():
-    msg = ("could not connect to postgresql://mlflow:hunter2@db.internal:5432/mlflow and "
-           "redis://:s3cret@10.0.0.5:6379/0 nor s3://AKIA:SECRETKEY@bucket/x (password=pw1 token=abc) "
-           "nor mysql://u:p@ss@w0rd@db/x")  # an unescaped `@` inside the password
+    msg = (
+        "could not connect to postgresql://mlflow:hunter2@db.internal:5432/mlflow and "
+        "redis://:s3cret@10.0.0.5:6379/0 nor s3://AKIA:SECRETKEY@bucket/x (password=pw1 token=abc) "
+        "nor mysql://u:p@ss@w0rd@db/x"
+    )  # an unescaped `@` inside the password
     out = scrub(msg)
     for secret in ("hunter2", "s3cret", "SECRETKEY", "AKIA", "mlflow:", "pw1", "abc", "ss@w0rd", "w0rd"):
         assert secret not in out, secret
@@ -271,8 +303,14 @@ def test_ready_shows_reload_errors_without_credentials(state):
 
 # -- request bodies and odd input (item 14 and beyond) -------------------------------------------
 def test_post_bodies_use_strict_types(client: TestClient):
-    for body in ({"item_ids": ["i1"], "k": "5"}, {"item_ids": ["i1"], "k": True}, {"item_ids": ["i1"], "k": 5.5},
-                 {"item_ids": [1]}, {"item_ids": "i1"}, {"item_ids": ["i1"], "k": None, "x": 1}):
+    for body in (
+        {"item_ids": ["i1"], "k": "5"},
+        {"item_ids": ["i1"], "k": True},
+        {"item_ids": ["i1"], "k": 5.5},
+        {"item_ids": [1]},
+        {"item_ids": "i1"},
+        {"item_ids": ["i1"], "k": None, "x": 1},
+    ):
         r = client.post("/recommendations", json=body)
         assert r.status_code == 422 and r.json()["error"] == "invalid_request", body
     assert client.post("/recommendations", json={"item_ids": ["i1"], "k": 3}).status_code == 200
@@ -280,8 +318,13 @@ def test_post_bodies_use_strict_types(client: TestClient):
 
 def test_further_attacks(client: TestClient):
     # encoded dots and slashes never leave the route or the static folder
-    for path in ("/static/%2e%2e/%2e%2e/app.py", "/static/..%2f..%2fapp.py", "/static/%252e%252e/app.py",
-                 "/media/items/i1/..%2f..%2f..%2fetc%2fpasswd", "/media/items/%2e%2e%2f%2e%2e/image"):
+    for path in (
+        "/static/%2e%2e/%2e%2e/app.py",
+        "/static/..%2f..%2fapp.py",
+        "/static/%252e%252e/app.py",
+        "/media/items/i1/..%2f..%2f..%2fetc%2fpasswd",
+        "/media/items/%2e%2e%2f%2e%2e/image",
+    ):
         r = client.get(path)
         assert r.status_code in (404, 422) and "root:" not in r.text and "import" not in r.text, path
     # k: negative, zero, huge, float, unicode digits, repeated
@@ -296,16 +339,26 @@ def test_further_attacks(client: TestClient):
     # an oversized JSON body (deeply nested too) is refused before parsing
     r = client.post("/recommendations", content=b"[" * 70_000, headers={"content-type": "application/json"})
     assert r.status_code == 413
-    r = client.post("/recommendations", content=b'{"item_ids": ' + b"[" * 5000 + b"]" * 5000 + b"}",
-                    headers={"content-type": "application/json"})
-    assert r.status_code == 400 and r.json() == {"error": "bad_request", "detail": "There was an error parsing the body"}
+    r = client.post(
+        "/recommendations",
+        content=b'{"item_ids": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 400 and r.json() == {
+        "error": "bad_request",
+        "detail": "There was an error parsing the body",
+    }
     # invalid percent-encoding and invalid UTF-8 in an id: a clean 404 for an unknown id
     for seg in ("%ZZ", "%FF%FE", "%C0%AF"):
         r = client.get(f"/users/{seg}/history")
         assert r.status_code == 404 and r.json()["error"] == "not_found", seg
     # JSON oddities: NaN, 1e400, duplicate keys (the last wins, then validated), an escaped NUL in an id
-    for raw_body in (b'{"item_ids": ["i1"], "k": NaN}', b'{"item_ids": ["i1"], "k": 1e400}',
-                     b'{"item_ids": ["i1"], "k": 1, "k": 500}', b'{"item_ids": ["i\\u0000"]}'):
+    for raw_body in (
+        b'{"item_ids": ["i1"], "k": NaN}',
+        b'{"item_ids": ["i1"], "k": 1e400}',
+        b'{"item_ids": ["i1"], "k": 1, "k": 500}',
+        b'{"item_ids": ["i\\u0000"]}',
+    ):
         r = client.post("/recommendations", content=raw_body, headers={"content-type": "application/json"})
         assert r.status_code == 422 and r.json()["error"] == "invalid_request", raw_body
     # other methods and a path-ish modality: JSON 405/422, never a route or file

@@ -32,14 +32,34 @@ REGISTRY = {
     "metric": "recall@20",
     "aliases": {"champion": "2", "challenger": "3"},
     "versions": [
-        {"version": "3", "model": "bpr", "metric": 0.21, "decision": "refused", "created": "2026-12-06T10:00:00Z",
-         "run_id": "r3", "aliases": ["challenger"]},
-        {"version": "2", "model": "vbpr", "metric": 0.25, "decision": "promoted", "created": "2026-12-05T10:00:00Z",
-         "run_id": "r2", "aliases": ["champion"]},
+        {
+            "version": "3",
+            "model": "bpr",
+            "metric": 0.21,
+            "decision": "refused",
+            "created": "2026-12-06T10:00:00Z",
+            "run_id": "r3",
+            "aliases": ["challenger"],
+        },
+        {
+            "version": "2",
+            "model": "vbpr",
+            "metric": 0.25,
+            "decision": "promoted",
+            "created": "2026-12-05T10:00:00Z",
+            "run_id": "r2",
+            "aliases": ["champion"],
+        },
     ],
     "decisions": [],
-    "champion": {"version": "2", "model": "vbpr", "run_id": "r2", "trained": "2026-12-05T09:59:00Z", "split_hash": "abc",
-                 "metrics": {"valid": {"recall@20": 0.25}, "test": {"recall@20": 0.22, "ndcg@20": 0.11}}},
+    "champion": {
+        "version": "2",
+        "model": "vbpr",
+        "run_id": "r2",
+        "trained": "2026-12-05T09:59:00Z",
+        "split_hash": "abc",
+        "metrics": {"valid": {"recall@20": 0.25}, "test": {"recall@20": 0.22, "ndcg@20": 0.11}},
+    },
 }
 
 
@@ -69,18 +89,39 @@ def reports(tmp_path: Path) -> Path:
     """reports/tiny with a metrics.json, two figures and a nightly summary."""
     folder = tmp_path / "ws" / "reports" / "tiny"
     folder.mkdir(parents=True)
-    (folder / "metrics.json").write_text(json.dumps({
-        "dataset": "tiny", "split": {"kind": "temporal", "hash": "abcdef0123"}, "selection_metric": "recall@20",
-        "best_model": "vbpr", "models": {"vbpr": {"valid": {"recall@20": 0.25}, "test": {"recall@20": 0.22}, "train_seconds": 1.0}},
-    }))
+    (folder / "metrics.json").write_text(
+        json.dumps(
+            {
+                "dataset": "tiny",
+                "split": {"kind": "temporal", "hash": "abcdef0123"},
+                "selection_metric": "recall@20",
+                "best_model": "vbpr",
+                "models": {"vbpr": {"valid": {"recall@20": 0.25}, "test": {"recall@20": 0.22}, "train_seconds": 1.0}},
+            }
+        )
+    )
     png(folder / "figures" / "learning_curves.png")
     png(folder / "figures" / "ablation.png")
-    (folder / "recommendations.json").write_text(json.dumps({
-        "dataset": "tiny", "model": {"name": "vbpr", "registered_model": "mmrec-tiny", "version": "2", "alias": "champion"},
-        "strategy": "model", "k": 20, "users": 6, "users_covered": 5, "users_full": 5, "rows": 100,
-        "items_recommended": 7, "n_items": 8, "catalogue_coverage": 0.875, "seconds": 0.5, "users_per_second": 12.0,
-        "path": "/somewhere/secret/latest.parquet",
-    }))
+    (folder / "recommendations.json").write_text(
+        json.dumps(
+            {
+                "dataset": "tiny",
+                "model": {"name": "vbpr", "registered_model": "mmrec-tiny", "version": "2", "alias": "champion"},
+                "strategy": "model",
+                "k": 20,
+                "users": 6,
+                "users_covered": 5,
+                "users_full": 5,
+                "rows": 100,
+                "items_recommended": 7,
+                "n_items": 8,
+                "catalogue_coverage": 0.875,
+                "seconds": 0.5,
+                "users_per_second": 12.0,
+                "path": "/somewhere/secret/latest.parquet",
+            }
+        )
+    )
     (tmp_path / "ws" / "reports" / "tiny" / "secret.json").write_text("{}")  # beside figures/, never served
     return folder
 
@@ -93,8 +134,12 @@ def state():
 
 
 def client_for(state, overview: ModelsOverview | None, api_key: str | None = KEY) -> TestClient:
-    app = create_app(StateHolder(ListSource([state]), interval_s=0), ServeSettings(log_key="k", api_key=api_key),
-                     poll=False, overview=overview)
+    app = create_app(
+        StateHolder(ListSource([state]), interval_s=0),
+        ServeSettings(log_key="k", api_key=api_key),
+        poll=False,
+        overview=overview,
+    )
     return TestClient(app, raise_server_exceptions=False, base_url="http://localhost")
 
 
@@ -147,7 +192,10 @@ def test_no_registry_and_no_report_yet(state, tmp_path: Path):
         assert c.get("/models/figures/learning_curves.png").status_code == 404
     assert body["registry"]["status"] == "missing"
     assert "no MLflow registry yet" in body["registry"]["message"] and "mmrec pipeline" in body["registry"]["message"]
-    assert body["report"] == {"status": "missing", "message": "no evaluation report yet: run `mmrec evaluate` or `mmrec pipeline`"}
+    assert body["report"] == {
+        "status": "missing",
+        "message": "no evaluation report yet: run `mmrec evaluate` or `mmrec pipeline`",
+    }
     assert body["nightly"]["status"] == "missing" and "mmrec recommend" in body["nightly"]["message"]
     assert body["figures"] == []
     assert not db.exists()  # reading the page never creates a store
@@ -169,7 +217,9 @@ def test_an_unreachable_tracking_server_is_reported_at_once():
 
 
 def test_registry_errors_are_shown_scrubbed(state, reports: Path):
-    down = ServiceUnavailable("mlflow", "x", "the MLflow tracking server http://bob:hunter2@10.0.0.5:5000 does not answer")
+    down = ServiceUnavailable(
+        "mlflow", "x", "the MLflow tracking server http://bob:hunter2@10.0.0.5:5000 does not answer"
+    )
     with client_for(state, overview_for(reports, Reader(down)), api_key=None) as c:
         reg = c.get("/models/overview").json()["registry"]
     assert reg["status"] == "unavailable" and "does not answer" in reg["message"]
@@ -207,12 +257,24 @@ def test_figures_are_served_from_the_figures_folder_only(state, reports: Path, t
         assert ok.status_code == 200 and ok.headers["content-type"] == "image/png"
         assert ok.content[:8] == b"\x89PNG\r\n\x1a\n"
         assert ok.headers["content-security-policy"] == "default-src 'none'; sandbox"
-        for bad in ("..%2Fsecret.json", "..%2F..%2F..%2Fmetrics.json", "%2E%2E%2Fmetrics.json", "escape.png", "page.png",
-                    ".hidden.png", "learning_curves.PNG.json", "missing.png", "%2E%2E", "%2Fetc%2Fpasswd"):
+        for bad in (
+            "..%2Fsecret.json",
+            "..%2F..%2F..%2Fmetrics.json",
+            "%2E%2E%2Fmetrics.json",
+            "escape.png",
+            "page.png",
+            ".hidden.png",
+            "learning_curves.PNG.json",
+            "missing.png",
+            "%2E%2E",
+            "%2Fetc%2Fpasswd",
+        ):
             r = c.get(f"/models/figures/{bad}", headers=auth)
             assert r.status_code == 404, (bad, r.status_code, r.text)
             assert r.headers["content-type"] == "application/json" and r.json()["error"] == "not_found"
-        r = c.get("/models/figures/../metrics.json", headers=auth)  # a client normalising `..` asks for /models/metrics.json
+        r = c.get(
+            "/models/figures/../metrics.json", headers=auth
+        )  # a client normalising `..` asks for /models/metrics.json
         assert r.status_code == 404
         listed = [f["name"] for f in c.get("/models/overview", headers=auth).json()["figures"]]
     assert ".hidden.png" not in listed and "escape.png" in listed  # listed by name, refused when read
@@ -224,14 +286,31 @@ def test_unreadable_report_files_name_the_file(state, reports: Path):
     with client_for(state, overview_for(reports, Reader(REGISTRY)), api_key=None) as c:
         body = c.get("/models/overview").json()
     assert body["report"]["status"] == "unreadable" and "metrics.json is not valid JSON" in body["report"]["message"]
-    assert body["nightly"]["status"] == "unreadable" and "recommendations.json does not hold a JSON object" in body["nightly"]["message"]
+    assert (
+        body["nightly"]["status"] == "unreadable"
+        and "recommendations.json does not hold a JSON object" in body["nightly"]["message"]
+    )
 
 
 def test_run_metrics_groups_a_runs_metrics_by_part():
-    got = run_metrics({"valid_recall_at_20": 0.3, "test_ndcg_at_10": 0.1, "cold_hit_at_20": 0.05, "train_seconds": 2.0,
-                       "epoch_loss": 0.7, "epochs": 5.0, "sparse_coverage_at_20": 0.4})
-    assert got == {"valid": {"recall@20": 0.3}, "test": {"ndcg@10": 0.1}, "cold": {"hit@20": 0.05},
-                   "sparse": {"coverage@20": 0.4}, "training": {"epochs": 5.0, "train_seconds": 2.0}}
+    got = run_metrics(
+        {
+            "valid_recall_at_20": 0.3,
+            "test_ndcg_at_10": 0.1,
+            "cold_hit_at_20": 0.05,
+            "train_seconds": 2.0,
+            "epoch_loss": 0.7,
+            "epochs": 5.0,
+            "sparse_coverage_at_20": 0.4,
+        }
+    )
+    assert got == {
+        "valid": {"recall@20": 0.3},
+        "test": {"ndcg@10": 0.1},
+        "cold": {"hit@20": 0.05},
+        "sparse": {"coverage@20": 0.4},
+        "training": {"epochs": 5.0, "train_seconds": 2.0},
+    }
 
 
 def test_the_openapi_spec_marks_the_data_routes_as_keyed(state, reports: Path):

@@ -39,7 +39,9 @@ def state():
 def _reference(catalog: Catalog, pairs: list[tuple[str, float]], key: str) -> list[dict]:
     """What the API built per request before pre-rendering (one dict per item)."""
     described = catalog.describe([i for i, _ in pairs])
-    return [{**d, "rank": r, key: round(float(s), 6)} for r, (d, (_, s)) in enumerate(zip(described, pairs, strict=True), 1)]
+    return [
+        {**d, "rank": r, key: round(float(s), 6)} for r, (d, (_, s)) in enumerate(zip(described, pairs, strict=True), 1)
+    ]
 
 
 @pytest.mark.parametrize("key", ["score", "similarity"])
@@ -48,7 +50,9 @@ def test_ranked_items_render_what_the_dicts_gave(state, key: str):
     items = RankedItems(state.item_json, pairs, key)
     reference = _reference(state.catalog, pairs, key)
     assert json.loads(dumps({"items": items})) == {"items": reference}
-    assert list(items) == reference and items == reference and items[-1] == reference[-1] and items[1:3] == reference[1:3]
+    assert (
+        list(items) == reference and items == reference and items[-1] == reference[-1] and items[1:3] == reference[1:3]
+    )
     assert json.loads(dumps({"items": RankedItems(state.item_json, [], key)})) == {"items": []}
     many = [(f"i{1 + r % 8}", 1.0 / (r + 1)) for r in range(100)]  # ranks up to MAX_K
     assert json.loads(dumps(RankedItems(state.item_json, many, key))) == _reference(state.catalog, many, key)
@@ -65,7 +69,11 @@ def test_item_records_are_kept_for_catalogue_items_only(state):
 
 def test_dumps_encodes_numpy_and_sets_and_refuses_the_unknown():
     assert json.loads(dumps({"a": np.float32(0.5), "b": np.int64(3), "c": {"y", "x"}, "d": np.arange(2)})) == {
-        "a": 0.5, "b": 3, "c": ["x", "y"], "d": [0, 1]}
+        "a": 0.5,
+        "b": 3,
+        "c": ["x", "y"],
+        "d": [0, 1],
+    }
     with pytest.raises(TypeError, match="object"):
         dumps({"x": object()})
 
@@ -97,10 +105,17 @@ def test_session_and_explain_answer_the_same_inline_and_in_the_thread_pool(state
     answers = []
     for limit in (10**6, 0):  # the tiny model's 8 items: inline, then always offloaded
         holder = StateHolder(ListSource([state]), interval_s=0)
-        with TestClient(create_app(holder, ServeSettings(log_key="k", inline_max_items=limit), poll=False), base_url="http://localhost") as c:
-            answers.append((c.post("/recommendations", json={"item_ids": ["i1", "i2"], "k": 3}).json(),
-                            c.get("/users/u1/recommendations/i5/explain").json(),
-                            c.post("/recommendations", json={"item_ids": ["zzz"]}).status_code))
+        with TestClient(
+            create_app(holder, ServeSettings(log_key="k", inline_max_items=limit), poll=False),
+            base_url="http://localhost",
+        ) as c:
+            answers.append(
+                (
+                    c.post("/recommendations", json={"item_ids": ["i1", "i2"], "k": 3}).json(),
+                    c.get("/users/u1/recommendations/i5/explain").json(),
+                    c.post("/recommendations", json={"item_ids": ["zzz"]}).status_code,
+                )
+            )
     assert answers[0] == answers[1] and answers[0][0]["items"] and answers[0][2] == 404
 
 
@@ -113,7 +128,9 @@ def test_factor_models_rebuild_their_serving_caches_when_the_item_matrix_changes
 
     rng = np.random.default_rng(0)
     m = (rng.random((30, 20)) < 0.2).astype(np.float32)
-    data = Interactions(sp.csr_matrix(m), np.arange(30).astype(str).astype(object), np.arange(20).astype(str).astype(object))
+    data = Interactions(
+        sp.csr_matrix(m), np.arange(30).astype(str).astype(object), np.arange(20).astype(str).astype(object)
+    )
     model = create_model("bpr", dim=4, max_epochs=2, batch_size=64).fit(data)
     history = [np.flatnonzero(m[0]), [1, 2]]
 

@@ -29,7 +29,9 @@ class FlakyRecs:
 
     def check(self) -> None:
         if self.down:
-            raise ServiceUnavailable("redis", "127.0.0.1:6379/0", "Feast online store (redis at 127.0.0.1:6379/0) is unreachable")
+            raise ServiceUnavailable(
+                "redis", "127.0.0.1:6379/0", "Feast online store (redis at 127.0.0.1:6379/0) is unreachable"
+            )
 
     def get(self, user_id: str) -> Any:
         self.check()
@@ -48,8 +50,11 @@ def test_api_answers_503_while_the_online_store_is_down_and_recovers_by_itself(t
     state = tiny_state(tiny_dataset)
     recs = FlakyRecs(state.recs)
     holder = StateHolder(ListSource([dataclasses.replace(state, recs=recs)]), interval_s=0)
-    with TestClient(create_app(holder, ServeSettings(log_key="k"), poll=False), raise_server_exceptions=False,
-                    base_url="http://localhost") as client:
+    with TestClient(
+        create_app(holder, ServeSettings(log_key="k"), poll=False),
+        raise_server_exceptions=False,
+        base_url="http://localhost",
+    ) as client:
         assert client.get("/users/u1/recommendations?k=3").json()["source"] == "precomputed"
         recs.down = True
         r = client.get("/users/u1/recommendations?k=3")
@@ -90,17 +95,25 @@ def test_feast_connection_errors_become_service_unavailable_without_the_password
             raise self.exc
 
     reader = object.__new__(OnlineFeatures)  # no registry needed to test the translation
-    reader.store = reader.views_reader = Store(RedisConnectionError("Error 111 connecting to 127.0.0.1:6390. Connection refused."))
+    reader.store = reader.views_reader = Store(
+        RedisConnectionError("Error 111 connecting to 127.0.0.1:6390. Connection refused.")
+    )
     reader.profile = "redis"
     reader.params = FeaturesParams(profile="redis", redis_url="redis://:s3cret@127.0.0.1:6390/2")
-    for read in (lambda: reader.recommendations(["u1"]), lambda: reader.get_online_features(["v:f"], [{"user_id": "u1"}])):
+    for read in (
+        lambda: reader.recommendations(["u1"]),
+        lambda: reader.get_online_features(["v:f"], [{"user_id": "u1"}]),
+    ):
         with pytest.raises(ServiceUnavailable) as err:
             read()
         assert err.value.service == "redis" and err.value.address == "127.0.0.1:6390/2"
         assert "127.0.0.1:6390/2" in str(err.value) and "s3cret" not in str(err.value)
 
     reader.store = reader.views_reader = Store(ValueError("a bug, not an outage"))
-    for read in (lambda: reader.recommendations(["u1"]), lambda: reader.get_online_features(["v:f"], [{"user_id": "u1"}])):
+    for read in (
+        lambda: reader.recommendations(["u1"]),
+        lambda: reader.get_online_features(["v:f"], [{"user_id": "u1"}]),
+    ):
         with pytest.raises(ValueError):  # real errors are not disguised as outages
             read()
 
@@ -119,12 +132,18 @@ def test_tracking_server_down_is_a_clear_error(tmp_path: Path, monkeypatch: pyte
         port = s.getsockname()[1]  # closed once the block ends: nothing listens there
     uri = f"http://127.0.0.1:{port}"
     ctx = StageContext(spec=load_dataset_spec(FIXTURES / "tiny" / "dataset.yaml"), params=Params(), workspace=tmp_path)
-    report = {"dataset": "tiny", "best_model": "popularity", "selection_metric": "recall@20",
-              "models": {"popularity": {"valid": {"recall@20": 0.1}, "test": {}}}}
+    report = {
+        "dataset": "tiny",
+        "best_model": "popularity",
+        "selection_metric": "recall@20",
+        "models": {"popularity": {"valid": {"recall@20": 0.1}, "test": {}}},
+    }
     with pytest.raises(ServiceUnavailable) as err:
         track_training(ctx, report, TrackingParams(uri=uri))
     msg = str(err.value)
-    assert msg.startswith(f"MLflow tracking server {uri} became unreachable while connecting (connection refused on /api/")
+    assert msg.startswith(
+        f"MLflow tracking server {uri} became unreachable while connecting (connection refused on /api/"
+    )
     assert "this attempt created no version of 'mmrec-tiny' and moved no alias" in msg and "Re-run" in msg
     assert err.value.service == "mlflow" and err.value.address == uri
     assert not (tmp_path / "mlflow.db").exists()  # no silent fall-back to the embedded store
@@ -133,8 +152,10 @@ def test_tracking_server_down_is_a_clear_error(tmp_path: Path, monkeypatch: pyte
 def test_unreachable_message_is_honest_about_each_step():
     from mmrec.tracking.store import unreachable_error
 
-    exc = Exception("API request to http://h:5000/api/2.0/mlflow/registered-models/alias failed with exception "
-                    "HTTPConnectionPool(host='h', port=5000): Max retries exceeded (Caused by ReadTimeoutError: Read timed out.)")
+    exc = Exception(
+        "API request to http://h:5000/api/2.0/mlflow/registered-models/alias failed with exception "
+        "HTTPConnectionPool(host='h', port=5000): Max retries exceeded (Caused by ReadTimeoutError: Read timed out.)"
+    )
     gate = str(unreachable_error("http://h:5000", "mmrec-x", "applying the promotion gate to version 3", exc))
     assert "(timed out on /api/2.0/mlflow/registered-models/alias)" in gate
     assert "the champion alias may not have moved" in gate

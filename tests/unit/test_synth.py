@@ -65,7 +65,14 @@ def test_tables_follow_the_documented_columns_and_ids(tiny: Path) -> None:
     users = pd.read_csv(tiny / "users.csv", dtype={"user_id": str})
     assert list(inter.columns) == ["user_id", "item_id", "rating", "timestamp"]
     assert list(items.columns) == [
-        "item_id", "title", "category", "description", "price", "image_path", "audio_path", "video_path",
+        "item_id",
+        "title",
+        "category",
+        "description",
+        "price",
+        "image_path",
+        "audio_path",
+        "video_path",
     ]
     assert list(users.columns) == ["user_id", "age", "country"]
     assert items["item_id"].tolist() == [f"i{k:04d}" for k in range(1, 25)]
@@ -111,7 +118,10 @@ def test_every_media_file_exists_and_decodes(tiny: Path) -> None:
 
 def test_some_items_lack_one_modality(tiny: Path) -> None:
     items = pd.read_csv(tiny / "items.csv", dtype=str, keep_default_na=False)
-    gaps = {col: set(items.loc[items[col] == "", "item_id"]) for col in ("image_path", "audio_path", "video_path", "description")}
+    gaps = {
+        col: set(items.loc[items[col] == "", "item_id"])
+        for col in ("image_path", "audio_path", "video_path", "description")
+    }
     for col, ids in gaps.items():
         assert ids, f"expected some items without {col}"
         assert len(ids) <= max(1, round(0.03 * len(items))) + 1
@@ -248,8 +258,16 @@ def test_content_predicts_the_future_better_than_popularity(tmp_path: Path) -> N
     every seed tried, so the 1.3 margins below are clear and not the luck of one seed.
     """
     root = generate_synthetic(
-        tmp_path / "signal", seed=42, n_users=200, n_items=150, interactions_per_user=(10, 30),
-        image_size=16, audio_seconds=0.05, audio_rate=8000, video_frames=1, video_size=16,
+        tmp_path / "signal",
+        seed=42,
+        n_users=200,
+        n_items=150,
+        interactions_per_user=(10, 30),
+        image_size=16,
+        audio_seconds=0.05,
+        audio_rate=8000,
+        video_frames=1,
+        video_size=16,
     ).parent
     truth = json.loads((root / GROUND_TRUTH_FILE).read_text())
     item_ids = sorted(truth["items"])
@@ -275,7 +293,9 @@ def test_content_predicts_the_future_better_than_popularity(tmp_path: Path) -> N
         profile = onehot[seen].mean(axis=0)
         recalls["content"].append(_recall_at_k(onehot @ profile + 1e-6 * popularity, seen, target))
         recalls["popularity"].append(_recall_at_k(popularity, seen, target))
-        recalls["random"].append(float(np.mean([_recall_at_k(rng.random(len(item_ids)), seen, target) for _ in range(5)])))
+        recalls["random"].append(
+            float(np.mean([_recall_at_k(rng.random(len(item_ids)), seen, target) for _ in range(5)]))
+        )
     mean = {name: float(np.mean(v)) for name, v in recalls.items()}
     assert mean["content"] > 1.3 * mean["popularity"], mean
     assert mean["popularity"] > 1.3 * mean["random"], mean

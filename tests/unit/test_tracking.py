@@ -188,8 +188,10 @@ def test_library_imports_neither_prefect_nor_mlflow():
     import subprocess
     import sys
 
-    code = ("import sys, mmrec.tracking.runs, mmrec.tracking.registry, mmrec.tracking.pyfunc, mmrec.recommend.run, "
-            "mmrec.cli_lifecycle; "
-            "print(sorted(m for m in ('prefect', 'mlflow', 'mmrec_flows', 'flows') if m in sys.modules))")
+    code = (
+        "import sys, mmrec.tracking.runs, mmrec.tracking.registry, mmrec.tracking.pyfunc, mmrec.recommend.run, "
+        "mmrec.cli_lifecycle; "
+        "print(sorted(m for m in ('prefect', 'mlflow', 'mmrec_flows', 'flows') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"

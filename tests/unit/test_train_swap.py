@@ -99,7 +99,9 @@ def test_training_a_subset_keeps_the_other_models(trained: StageContext):
     assert set(summary["models"]) == {"popularity", "itemknn"}  # a partial run keeps the others
 
 
-def test_evaluate_refuses_a_model_of_another_split(trained: StageContext, tiny_dataset: Path, workspace: Path, monkeypatch):
+def test_evaluate_refuses_a_model_of_another_split(
+    trained: StageContext, tiny_dataset: Path, workspace: Path, monkeypatch
+):
     monkeypatch.delenv(ALLOW_SPLIT_MISMATCH_ENV, raising=False)
     other = _ctx(tiny_dataset, workspace, split={"kind": "random"})
     run_stage("split", other)  # another split; the models are from the temporal one

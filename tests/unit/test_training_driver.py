@@ -33,9 +33,14 @@ def test_no_model_module_imports_distributed():
     offenders = []
     for path in sorted((REPO / "mmrec" / "models").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):  # function-level imports too
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            offenders += [f"{path.name}: {n}" for n in names if n.startswith(("mmrec.distributed", "torch.distributed"))]
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            )
+            offenders += [
+                f"{path.name}: {n}" for n in names if n.startswith(("mmrec.distributed", "torch.distributed"))
+            ]
     assert not offenders, offenders
 
 

@@ -34,8 +34,11 @@ def prepared(tiny_dataset: Path, workspace: Path, tmp_path: Path, one_torch_thre
     p = tmp_path / "params.yaml"
     p.write_text(yaml.safe_dump(PARAMS))
     for stage in ("ingest", "validate", "split"):
-        res = runner.invoke(app, ["stage", stage, "--dataset", str(tiny_dataset), "--params", str(p),
-                                  "--workspace", str(workspace)], catch_exceptions=False)
+        res = runner.invoke(
+            app,
+            ["stage", stage, "--dataset", str(tiny_dataset), "--params", str(p), "--workspace", str(workspace)],
+            catch_exceptions=False,
+        )
         assert res.exit_code == 0, res.output
     return tiny_dataset, p, workspace
 
@@ -55,8 +58,14 @@ def test_tune_writes_the_overlay_from_validation_only_and_the_pipeline_reads_it(
     overlay = ws / "params" / "tiny.yaml"
     overlay.parent.mkdir()
     # an overlay that already holds other settings: they must survive the search
-    overlay.write_text(yaml.safe_dump({"train": {"params": {"lightgcn": {"lr": 0.123}, "bpr": {"dim": 16}}},
-                                       "evaluate": {"bootstrap_resamples": 7}}))
+    overlay.write_text(
+        yaml.safe_dump(
+            {
+                "train": {"params": {"lightgcn": {"lr": 0.123}, "bpr": {"dim": 16}}},
+                "evaluate": {"bootstrap_resamples": 7},
+            }
+        )
+    )
     data = load_split_data(StageContext.from_files(dataset, params, ws))
     assert data.test.nnz and data.cold_test is not None and data.cold_test.nnz and data.cold_valid.nnz
     forbidden = _pairs(data.test) | _pairs(data.cold_test)
@@ -68,8 +77,23 @@ def test_tune_writes_the_overlay_from_validation_only_and_the_pipeline_reads_it(
         return real(score_fn, target, *args, **kwargs)
 
     monkeypatch.setattr(evaluate, "user_metrics", spy)
-    res = runner.invoke(app, ["tune", "--dataset", str(dataset), "--params", str(params), "--workspace", str(ws),
-                              "--models", "itemknn,bpr", "--trials", "2"], catch_exceptions=False)
+    res = runner.invoke(
+        app,
+        [
+            "tune",
+            "--dataset",
+            str(dataset),
+            "--params",
+            str(params),
+            "--workspace",
+            str(ws),
+            "--models",
+            "itemknn,bpr",
+            "--trials",
+            "2",
+        ],
+        catch_exceptions=False,
+    )
     assert res.exit_code == 0, res.output
     assert "bpr: 2 trials" in res.output and "itemknn: 2 trials" in res.output
     # every ranking the search did was on validation data; the test parts were never a target
@@ -229,8 +253,9 @@ def test_every_model_with_hyper_parameters_declares_a_search_space():
         assert name in SEARCH_SPACES, f"{name} declares no search space"
         assert set(SEARCH_SPACES[name]) <= takes, name
         assert bool(SEARCH_SPACES[name]) == bool(takes - plumbing), name
-    space = search_space("lightgcn", {"lightgcn": {"lr": {"low": 0.001, "high": 0.05, "log": True},
-                                                   "n_layers": {"choices": [1, 2]}}})
+    space = search_space(
+        "lightgcn", {"lightgcn": {"lr": {"low": 0.001, "high": 0.05, "log": True}, "n_layers": {"choices": [1, 2]}}}
+    )
     assert space["lr"].low == 0.001 and space["n_layers"].values == (1, 2) and "reg" in space
     with pytest.raises(ConfigError, match=r"tune\.spaces\.lightgcn: \['depth'\] are not arguments"):
         search_space("lightgcn", {"lightgcn": {"depth": {"low": 1, "high": 2}}})
@@ -269,10 +294,13 @@ def test_stage_tune_runs_the_params_search(prepared):
     raw = yaml.safe_load(params.read_text())
     raw["tune"].update(models=["itemknn"], trials=2)
     params.write_text(yaml.safe_dump(raw))
-    res = runner.invoke(app, ["stage", "tune", "--dataset", str(dataset), "--params", str(params), "--workspace", str(ws)],
-                        catch_exceptions=False)
+    res = runner.invoke(
+        app,
+        ["stage", "tune", "--dataset", str(dataset), "--params", str(params), "--workspace", str(ws)],
+        catch_exceptions=False,
+    )
     assert res.exit_code == 0, res.output
-    out = json.loads(res.output[res.output.index("{"):])
+    out = json.loads(res.output[res.output.index("{") :])
     assert out["models"]["itemknn"]["trials"]["run"] == 2 and out["overlay"].endswith("params/tiny.yaml")
     assert set(yaml.safe_load((ws / "params/tiny.yaml").read_text())["train"]["params"]) == {"itemknn"}
 
@@ -304,8 +332,9 @@ def test_trial_zero_is_the_current_configuration(prepared):
     raw["tune"]["spaces"] = {"bpr": {"batch_size": {"choices": [16, 32]}}}
     params.write_text(yaml.safe_dump(raw))
     first = run_tune(StageContext.from_files(dataset, params, ws), ["bpr"], trials=2)["models"]["bpr"]
-    assert first["history"][0]["params"] == pytest.approx({"lr": 2e-3, "reg": 3e-3, "batch_size": 16, "init_std": 0.01,
-                                                                "item_bias": False})
+    assert first["history"][0]["params"] == pytest.approx(
+        {"lr": 2e-3, "reg": 3e-3, "batch_size": 16, "init_std": 0.01, "item_bias": False}
+    )
     # a second search starts from what the first one wrote, so it cannot end below it
     again = run_tune(StageContext.from_files(dataset, params, ws), ["bpr"], trials=2)["models"]["bpr"]
     assert again["history"][0]["params"] == pytest.approx(first["best"]["params"], rel=1e-5)
@@ -315,12 +344,30 @@ def test_trial_zero_is_the_current_configuration(prepared):
 def test_choose_confirmed_picks_the_best_mean_not_the_best_single_run():
     from mmrec.tuning.tune import _choose_confirmed
 
-    record = {"history": [{"number": 0, "figures": {"valid": 0.30}, "best_epoch": 4},
-                          {"number": 3, "figures": {"valid": 0.31}, "best_epoch": 9}],
-              "best": {"number": 3, "value": 0.31}}
+    record = {
+        "history": [
+            {"number": 0, "figures": {"valid": 0.30}, "best_epoch": 4},
+            {"number": 3, "figures": {"valid": 0.31}, "best_epoch": 9},
+        ],
+        "best": {"number": 3, "value": 0.31},
+    }
     confirmation = [
-        {"number": 3, "params": {"lr": 0.1}, "seeds": [42, 43, 44], "values": [0.31, 0.25, 0.26], "mean": 0.2733, "std": 0.03},
-        {"number": 0, "params": {"lr": 0.01}, "seeds": [42, 43, 44], "values": [0.30, 0.29, 0.30], "mean": 0.2967, "std": 0.005},
+        {
+            "number": 3,
+            "params": {"lr": 0.1},
+            "seeds": [42, 43, 44],
+            "values": [0.31, 0.25, 0.26],
+            "mean": 0.2733,
+            "std": 0.03,
+        },
+        {
+            "number": 0,
+            "params": {"lr": 0.01},
+            "seeds": [42, 43, 44],
+            "values": [0.30, 0.29, 0.30],
+            "mean": 0.2967,
+            "std": 0.005,
+        },
     ]
     _choose_confirmed(record, confirmation, 42)
     best = record["best"]

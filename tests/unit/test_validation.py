@@ -262,7 +262,9 @@ def test_quarantined_item_cascades_to_its_interactions(world: World) -> None:
     q = world.quarantine("interactions")
     assert q["source_row"].tolist() == [5, 9]  # the two interactions with i4
     # The root cause travels with the cascade: where the item was quarantined and why.
-    assert set(q["reason"]) == {"item 'i4' quarantined (items row 4: text has 8 characters, fewer than validate.min_text_chars=9)"}
+    assert set(q["reason"]) == {
+        "item 'i4' quarantined (items row 4: text has 8 characters, fewer than validate.min_text_chars=9)"
+    }
     assert set(q["check"]) == {"item_id_in_items"}
     valid = world.validated("interactions")
     assert "i4" not in set(valid["item_id"]) and (valid["item_id"] == "i3").sum() == 2
@@ -382,7 +384,9 @@ def test_media_check_can_be_turned_off(world: World) -> None:
 
 def _strict_duplicates(w: World) -> None:
     """`interactions.duplicates: quarantine` (the default aggregates identical rows instead)."""
-    w.spec = w.spec.model_copy(update={"interactions": w.spec.interactions.model_copy(update={"duplicates": "quarantine"})})
+    w.spec = w.spec.model_copy(
+        update={"interactions": w.spec.interactions.model_copy(update={"duplicates": "quarantine"})}
+    )
 
 
 def test_report_json_format(world: World) -> None:

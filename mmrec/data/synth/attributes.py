@@ -101,7 +101,9 @@ GROUP_WEIGHT = {
 
 
 # Cross-modal correlations: the category's "home" colour and pitch, the style's timbre.
-CATEGORY_COLOUR = dict(zip(CATEGORIES, ("green", "red", "blue", "purple", "yellow", "orange", "teal", "pink"), strict=True))
+CATEGORY_COLOUR = dict(
+    zip(CATEGORIES, ("green", "red", "blue", "purple", "yellow", "orange", "teal", "pink"), strict=True)
+)
 
 
 CATEGORY_PITCH = dict(zip(CATEGORIES, ("low", "mid", "high", "mid", "high", "low", "high", "mid"), strict=True))
@@ -187,8 +189,24 @@ STYLE_WORDS = {
 
 
 NOISE_WORDS = (
-    "great", "value", "gift", "popular", "new", "season", "shipping", "quality", "favourite",
-    "everyday", "design", "customers", "love", "perfect", "choice", "bundle", "limited", "edition",
+    "great",
+    "value",
+    "gift",
+    "popular",
+    "new",
+    "season",
+    "shipping",
+    "quality",
+    "favourite",
+    "everyday",
+    "design",
+    "customers",
+    "love",
+    "perfect",
+    "choice",
+    "bundle",
+    "limited",
+    "edition",
 )
 
 
@@ -196,5 +214,3 @@ COUNTRIES = ("US", "GB", "DE", "FR", "IN", "BR", "JP", "CA", "ES", "NG")
 
 
 COUNTRY_WEIGHTS = (0.25, 0.12, 0.1, 0.09, 0.12, 0.08, 0.07, 0.07, 0.05, 0.05)
-
-

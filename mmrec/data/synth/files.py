@@ -56,7 +56,8 @@ users:
 
 def readme_text(cfg: SynthConfig, n_interactions: int, missing: dict[str, set[int]]) -> str:
     groups = "\n".join(
-        f"| {g} | {GROUP_MODALITY[g]} | {', '.join(levels)} | {GROUP_WEIGHT[g]} |" for g, levels in ATTRIBUTE_GROUPS.items()
+        f"| {g} | {GROUP_MODALITY[g]} | {', '.join(levels)} | {GROUP_WEIGHT[g]} |"
+        for g, levels in ATTRIBUTE_GROUPS.items()
     )
     gaps = ", ".join(f"{len(v)} without {k}" for k, v in missing.items())
     return f"""\

@@ -68,7 +68,9 @@ def generate_synthetic(
     try:
         ipu = tuple(interactions_per_user)
     except TypeError as exc:
-        raise ConfigError(f"synth: interactions_per_user must be a (min, max) pair, got {interactions_per_user!r}") from exc
+        raise ConfigError(
+            f"synth: interactions_per_user must be a (min, max) pair, got {interactions_per_user!r}"
+        ) from exc
     cfg = SynthConfig(
         seed=seed,
         n_users=n_users,

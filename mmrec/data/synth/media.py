@@ -18,7 +18,9 @@ from mmrec.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
-def write_media(folder: Path, cfg: SynthConfig, items: dict[str, Any], missing: dict[str, set[int]]) -> dict[str, list[str]]:
+def write_media(
+    folder: Path, cfg: SynthConfig, items: dict[str, Any], missing: dict[str, set[int]]
+) -> dict[str, list[str]]:
     """Render every item's PNG, WAV and MP4; return relative paths ("" where the item lacks one)."""
     for sub in ("images", "audio", "videos"):
         (folder / sub).mkdir()

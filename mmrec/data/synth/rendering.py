@@ -28,12 +28,17 @@ def shape_points(shape: str, cx: float, cy: float, radius: float, angle: float) 
         n, radii = 10, [radius, radius * 0.45]
         angle -= math.pi / 2
     return [
-        (cx + radii[j % len(radii)] * math.cos(angle + 2 * math.pi * j / n), cy + radii[j % len(radii)] * math.sin(angle + 2 * math.pi * j / n))
+        (
+            cx + radii[j % len(radii)] * math.cos(angle + 2 * math.pi * j / n),
+            cy + radii[j % len(radii)] * math.sin(angle + 2 * math.pi * j / n),
+        )
         for j in range(n)
     ]
 
 
-def draw_shape(draw: Any, shape: str, cx: float, cy: float, radius: float, angle: float, fill: tuple[int, int, int]) -> None:
+def draw_shape(
+    draw: Any, shape: str, cx: float, cy: float, radius: float, angle: float, fill: tuple[int, int, int]
+) -> None:
     if shape == "circle":
         draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=fill)
     else:
@@ -108,7 +113,9 @@ def render_video(r: np.random.Generator, attrs: dict[str, str], n_frames: int, s
     from PIL import Image, ImageDraw
 
     backdrop = np.clip(
-        np.array([200, 200, 205], dtype=np.float64) + r.integers(-15, 16, size=3) + r.normal(0, 4.0, size=(size, size, 1)),
+        np.array([200, 200, 205], dtype=np.float64)
+        + r.integers(-15, 16, size=3)
+        + r.normal(0, 4.0, size=(size, size, 1)),
         0,
         255,
     ).astype(np.uint8)

@@ -46,7 +46,9 @@ def make_ids(prefix: str, n: int) -> list[str]:
     return [f"{prefix}{k:0{width}d}" for k in range(1, n + 1)]
 
 
-def correlated_levels(rng: np.random.Generator, n: int, levels: tuple[str, ...], home: np.ndarray, p_home: float) -> np.ndarray:
+def correlated_levels(
+    rng: np.random.Generator, n: int, levels: tuple[str, ...], home: np.ndarray, p_home: float
+) -> np.ndarray:
     """Level indices: the `home` level with probability p_home, else uniform over all levels."""
     other = rng.integers(0, len(levels), size=n)
     keep = rng.random(n) < p_home
@@ -62,9 +64,7 @@ def sample_items(rng: np.random.Generator, cfg: SynthConfig) -> dict[str, Any]:
     style = rng.integers(0, len(STYLES), size=n)
     style_timbre = np.array([TIMBRES.index(STYLE_TIMBRE[STYLES[s]]) for s in style])
     tempo = rng.integers(0, len(TEMPOS), size=n)
-    tempo_speed = np.array(
-        [SPEEDS.index(TEMPO_SPEED[TEMPOS[t]]) if TEMPO_SPEED[TEMPOS[t]] else 0 for t in tempo]
-    )
+    tempo_speed = np.array([SPEEDS.index(TEMPO_SPEED[TEMPOS[t]]) if TEMPO_SPEED[TEMPOS[t]] else 0 for t in tempo])
     speed_p = np.array([P_TEMPO_SPEED if TEMPO_SPEED[TEMPOS[t]] else 0.0 for t in tempo])
     speed = np.where(rng.random(n) < speed_p, tempo_speed, rng.integers(0, len(SPEEDS), size=n))
     levels = {
@@ -85,7 +85,9 @@ def sample_items(rng: np.random.Generator, cfg: SynthConfig) -> dict[str, Any]:
     price = np.maximum(price, 0.99)
     log_price = np.log(price)
     # Popularity prior: a heavy-ish tail, and cheaper items sell a little more.
-    popularity = rng.normal(0.0, POPULARITY_STD, size=n) - 0.25 * (log_price - log_price.mean()) / (log_price.std() + 1e-9)
+    popularity = rng.normal(0.0, POPULARITY_STD, size=n) - 0.25 * (log_price - log_price.mean()) / (
+        log_price.std() + 1e-9
+    )
     # Release: most items exist from the start; the rest appear during the timeline, so the
     # newest items have few interactions (the cold-start slice holds them out).
     horizon = TIMELINE_DAYS * 86400
@@ -101,7 +103,9 @@ def sample_items(rng: np.random.Generator, cfg: SynthConfig) -> dict[str, Any]:
     }
 
 
-def sample_users(rng: np.random.Generator, cfg: SynthConfig) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray]]:
+def sample_users(
+    rng: np.random.Generator, cfg: SynthConfig
+) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray]]:
     """User attributes and planted preferences at the start and the end of the timeline.
 
     A preference is one weight per attribute level: one or two favourite levels get a large
