@@ -183,6 +183,11 @@
     if (load) load.addEventListener("click", refreshStrip);
     setInterval(() => { if (document.visibilityState === "visible") refreshStrip(); }, REFRESH_MS);
     setTimeout(refreshStrip, 300); // after app.js picked the first user
+    // app.js shows a user (first load, after the key, another user): fill the strip for them now
+    document.addEventListener("mmrec:recommendations", () => {
+      const shown = byId("recent-strip");
+      if (shown && shown.dataset.user !== currentUser()) refreshStrip();
+    });
   }
 
   document.addEventListener("DOMContentLoaded", init, { once: true });
