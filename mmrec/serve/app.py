@@ -406,7 +406,7 @@ def create_app(
 
     from mmrec.serve.privacy_api import privacy_router
 
-    app.include_router(privacy_router(holder))  # DELETE /users/{id} (mmrec forget)
+    app.include_router(privacy_router(holder, events))  # DELETE /users/{id} (mmrec forget)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _docs(app, StaticFiles)

@@ -20,7 +20,7 @@ from mmrec.serve.settings import ID_MAX_LENGTH, ID_PATTERN
 from mmrec.serve.state import StateHolder
 
 
-def privacy_router(holder: StateHolder) -> Any:
+def privacy_router(holder: StateHolder, events: Any = None) -> Any:
     """An APIRouter with `DELETE /users/{user_id}` over `holder`'s workspace."""
     from fastapi import APIRouter, Path
     from fastapi.responses import JSONResponse
@@ -59,6 +59,8 @@ def privacy_router(holder: StateHolder) -> Any:
                 {"error": "not_implemented", "detail": "this server serves no workspace: run `mmrec forget`"},
                 status_code=501,
             )
+        if events is not None:  # this worker's buffered impressions go to the store first, then are erased with it
+            events.forget(user_id)
         result = forget_user(ctx, user_id, scan=False)
         reload = holder.reload(force=True)
         body: dict[str, Any] = {

@@ -171,6 +171,13 @@ class EventsRuntime:
             self.active[ev.user_id] = now
         return result
 
+    def forget(self, user_id: str) -> None:
+        """Before a forget (DELETE /users/{id}): write this worker's buffered impressions, so the
+        erasure that follows removes them too instead of a later tick writing the user back, and
+        stop treating the user as active."""
+        self.writer.flush()
+        self.active = {u: t for u, t in self.active.items() if u != user_id}
+
     def flush(self) -> None:
         """Write buffered impressions and refresh the active users now (tests, shutdown)."""
         self.writer.flush()

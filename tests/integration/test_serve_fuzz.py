@@ -22,6 +22,8 @@ from tests.serving import ListSource, tiny_state
 pytestmark = pytest.mark.integration
 
 KEY = "fuzz-key"
+#: the fuzzed server has no query encoders (/search: 503) and no workspace (DELETE /users: 501)
+CONFIG_ANSWERS = {(503, "encoder_unavailable"), (501, "not_implemented")}
 
 
 def _app():
@@ -39,7 +41,14 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", _app())
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_no_input_causes_a_server_error(case):
     response = case.call(headers={"X-API-Key": KEY})
-    assert response.status_code < 500, (case.method, case.formatted_path, case.query, case.body, response.text[:300])
+    if response.status_code >= 500:  # only the documented answers of a feature this server was started without
+        assert (response.status_code, response.json().get("error")) in CONFIG_ANSWERS, (
+            case.method,
+            case.formatted_path,
+            case.query,
+            case.body,
+            response.text[:300],
+        )
     if response.status_code >= 400:
         body = response.json()
         assert set(body) >= {"error", "detail"}, body

@@ -54,9 +54,9 @@ def test_two_tower_tower_rows_follow_the_batch_not_the_catalogue(monkeypatch, us
     calls: list[int] = []
     original = type(model)._tower_sources
 
-    def counting(self, items, train_flag):
+    def counting(self, items, train):
         calls.append(self._t["warm"].shape[0] if items is None else int(items.shape[0]))
-        return original(self, items, train_flag)
+        return original(self, items, train)
 
     monkeypatch.setattr(type(model), "_tower_sources", counting)
     model.fit(train)
@@ -64,10 +64,11 @@ def test_two_tower_tower_rows_follow_the_batch_not_the_catalogue(monkeypatch, us
     full = [c for c in calls if c == train.n_items]
     partial = [c for c in calls if c != train.n_items]
     assert len(partial) == 2 * batches and max(partial) <= per_batch < train.n_items
-    # whole-catalogue passes: once per epoch for the history table (cached) and once at export,
-    # never once per batch (that was 2 x 19 passes here)
-    assert len(full) == (2 if use_history and history_cache else 0) + 1
-    assert sum(calls) <= 2 * train.n_items + 2 * batches * per_batch + train.n_items
+    # whole-catalogue passes: once per epoch for the history table (cached) and twice at export
+    # (the item table, and the cross-modal projection's joint-space vectors for search), never
+    # once per batch (that was 2 x 19 passes here)
+    assert len(full) == (2 if use_history and history_cache else 0) + 2
+    assert sum(calls) <= 2 * train.n_items + 2 * batches * per_batch + 2 * train.n_items
 
 
 def test_two_tower_batch_vectors_equal_the_full_table_computation() -> None:
