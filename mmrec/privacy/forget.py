@@ -33,10 +33,12 @@ Eraser = Callable[[StageContext, str], dict[str, int]]
 
 #: (store name, eraser), in the order they run.
 ERASERS: list[tuple[str, Eraser]] = [
+    # the event log (sqlite or Redis stream), its snapshot and quarantine: before the Redis online
+    # store, whose eraser rewrites Redis's append-only file after every Redis deletion is done
+    ("events", erasers.erase_events),
     ("online_store", erasers.erase_online_sqlite),
     ("online_store_redis", erasers.erase_online_redis),
     ("recommendations", erasers.erase_recommendations),
-    ("events", erasers.erase_events),  # the event log (sqlite or Redis stream), its snapshot and quarantine
     ("warehouse", erasers.erase_warehouse),
     ("validated", erasers.erase_validated),
     ("splits", erasers.erase_splits),
