@@ -128,7 +128,8 @@ def test_pipeline_and_nightly_on_dask_match_single_process(use_prefect_api: str,
         # equal up to float32 rounding: a Dask worker process sizes its BLAS/FFT thread pool
         # differently from the single process, which reorders sums (the audio log-mel filterbank)
         np.testing.assert_allclose(a.matrix, b.matrix, rtol=1e-5, atol=1e-5, err_msg=str(rel))
-        assert fa[rel] == fb[rel], f"{rel}: same values but different bytes"
+        if np.array_equal(a.matrix, b.matrix):  # the file itself is deterministic given its values
+            assert fa[rel] == fb[rel], f"{rel}: same values but different bytes"
     for m in ("text", "image"):  # every one of 64 items encoded once, in 8 shards over both workers
         entry = result["extraction"][m]
         assert entry["shards"] == 8 and len(entry["workers"]) == 2, entry
