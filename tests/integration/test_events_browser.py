@@ -8,13 +8,12 @@ view event, the strip shows it, and the recommendations reload without the item 
 from __future__ import annotations
 
 import os
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.integration.test_serve_browser import CHROMIUM, CHROMIUM_ARGS, free_port, require_chromium
+from tests.integration.servers import running
+from tests.integration.test_serve_browser import CHROMIUM, CHROMIUM_ARGS, require_chromium
 from tests.serving import ListSource, tiny_state
 
 pytestmark = pytest.mark.integration
@@ -22,7 +21,6 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def server(tiny_dataset: Path, tmp_path: Path):
-    import uvicorn
 
     from mmrec.events.config import EventsParams
     from mmrec.events.store import SqliteEventStore
@@ -38,18 +36,8 @@ def server(tiny_dataset: Path, tmp_path: Path):
         poll=False,
         events=runtime,
     )
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, access_log=False, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not srv.started:
-        if time.time() > deadline or not thread.is_alive():
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", runtime
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with running(app) as url:
+        yield url, runtime
 
 
 def test_viewing_items_fills_the_strip_and_adapts_recommendations(server, tmp_path: Path):

@@ -20,7 +20,8 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from tests.integration.test_serve_browser import CHROMIUM, CHROMIUM_ARGS, free_port, require_chromium
+from tests.integration.servers import free_port
+from tests.integration.test_serve_browser import CHROMIUM, CHROMIUM_ARGS, require_chromium
 from tests.serving import ListSource, tiny_frames, tiny_state
 
 pytestmark = pytest.mark.integration

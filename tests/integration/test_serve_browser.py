@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import os
 import re
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.integration.servers import running
 from tests.serving import ListSource, tiny_state
 
 pytestmark = pytest.mark.integration
@@ -40,16 +38,8 @@ def require_chromium() -> None:
     pytest.skip(f"{CHROMIUM} missing: apt-get install chromium")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server(tiny_dataset: Path, request: pytest.FixtureRequest):
-    import uvicorn
-
     from mmrec.serve.app import create_app
     from mmrec.serve.settings import ServeSettings
     from mmrec.serve.state import StateHolder
@@ -57,18 +47,8 @@ def server(tiny_dataset: Path, request: pytest.FixtureRequest):
     holder = StateHolder(ListSource([tiny_state(tiny_dataset)]), interval_s=0)
     api_key = getattr(request, "param", None)
     app = create_app(holder, ServeSettings(log_key="k", api_key=api_key), poll=False)
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, access_log=False, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not srv.started:
-        if time.time() > deadline or not thread.is_alive():
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with running(app) as url:
+        yield url
 
 
 def test_page_shows_history_recommendations_and_similar_items(server: str, tmp_path: Path):

@@ -16,10 +16,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +27,8 @@ import scipy.sparse as sp
 
 from mmrec.constants import ITEM_ID, TIMESTAMP, USER_ID
 from tests.conftest import FIXTURES
-from tests.integration.test_serve_browser import CHROMIUM, CHROMIUM_ARGS, free_port, require_chromium
+from tests.integration.servers import running
+from tests.integration.test_serve_browser import CHROMIUM, CHROMIUM_ARGS, require_chromium
 
 pytestmark = pytest.mark.integration
 
@@ -162,27 +160,6 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         info={"registered_model": "mmrec-tiny", "alias": "champion"},
     )
     return {"ctx": ctx, "state": state, "entries": entries}
-
-
-@contextmanager
-def running(app: Any) -> Iterator[str]:
-    """`app` under uvicorn on a free loopback port; yields its base URL."""
-    import uvicorn
-
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, access_log=False, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not srv.started:
-        if time.time() > deadline or not thread.is_alive():
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture
