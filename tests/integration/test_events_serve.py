@@ -9,7 +9,6 @@ bandit's counts are shared, and that `erase_user` leaves nothing of a user in th
 from __future__ import annotations
 
 import json
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -23,7 +22,7 @@ import pytest
 from mmrec.events.config import EventsParams
 from mmrec.events.store import RedisEventStore, SqliteEventStore, erase_user
 from tests.conftest import require_service
-from tests.integration.servers import free_port
+from tests.integration.servers import running
 from tests.serving import ListSource, tiny_state
 
 pytestmark = pytest.mark.integration
@@ -63,9 +62,7 @@ def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[An
         s.close()
 
 
-def _serve(store: Any, tiny_dataset: Path) -> tuple[str, Any, Any]:
-    import uvicorn
-
+def _app(store: Any, tiny_dataset: Path) -> tuple[Any, Any]:
     from mmrec.serve.app import create_app
     from mmrec.serve.realtime import EventsRuntime
     from mmrec.serve.settings import ServeSettings
@@ -78,16 +75,7 @@ def _serve(store: Any, tiny_dataset: Path) -> tuple[str, Any, Any]:
         poll=False,
         events=runtime,
     )
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, access_log=False, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not srv.started:
-        if time.time() > deadline or not thread.is_alive():
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
-    return f"http://127.0.0.1:{port}", srv, runtime
+    return app, runtime
 
 
 def _call(url: str, method: str = "GET", body: Any = None, key: str | None = KEY) -> tuple[int, Any]:
@@ -103,9 +91,9 @@ def _call(url: str, method: str = "GET", body: Any = None, key: str | None = KEY
 
 
 def test_events_flow_through_two_workers_and_are_erased(store_factory: Any, tiny_dataset: Path):
-    a_url, a_srv, a_rt = _serve(store_factory(), tiny_dataset)
-    b_url, b_srv, b_rt = _serve(store_factory(), tiny_dataset)
-    try:
+    a_app, a_rt = _app(store_factory(), tiny_dataset)
+    b_app, b_rt = _app(store_factory(), tiny_dataset)
+    with running(a_app) as a_url, running(b_app) as b_url:
         status, first = _call(f"{a_url}/users/u1/recommendations?k=2")
         assert status == 200 and first["strategy"] == "nightly"
         shown = [i["item_id"] for i in first["items"]]
@@ -157,6 +145,3 @@ def test_events_flow_through_two_workers_and_are_erased(store_factory: Any, tiny
         assert _call(f"{b_url}/users/u1/recommendations")[1]["strategy"] == "nightly"  # back on the fast path
         # erased event ids are forgotten too: the same post is new again
         assert _call(f"{a_url}/events", "POST", events)[1]["accepted"] == 2
-    finally:
-        for srv in (a_srv, b_srv):
-            srv.should_exit = True

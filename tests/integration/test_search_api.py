@@ -11,8 +11,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from tests.integration.servers import free_port
+from tests.integration.servers import running
 from tests.integration.test_serve_browser import CHROMIUM, CHROMIUM_ARGS, require_chromium
 from tests.serving import ListSource, tiny_frames, tiny_state
 
@@ -72,21 +70,6 @@ def two_tower_on_tiny(dataset_yaml: Path, encoders) -> object:
     return create_model("two_tower", dim=8, hidden=0, input_dim=0, max_epochs=5, batch_size=16).fit(train)
 
 
-def start(app) -> tuple[str, object, threading.Thread]:
-    import uvicorn
-
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, access_log=False, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not srv.started:
-        if time.time() > deadline or not thread.is_alive():
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
-    return f"http://127.0.0.1:{port}", srv, thread
-
-
 @pytest.fixture
 def server(tiny_dataset: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
     """(base URL, api key or None) of a server whose champion is a two_tower (param: (api_key, joint))."""
@@ -103,10 +86,8 @@ def server(tiny_dataset: Path, request: pytest.FixtureRequest, monkeypatch: pyte
         state = dataclasses.replace(state, model=two_tower_on_tiny(tiny_dataset, encoders), recs=None)
     holder = StateHolder(ListSource([state]), interval_s=0)
     app = create_app(holder, ServeSettings(log_key="k", api_key=api_key), poll=False, search_encoders=encoders)
-    url, srv, thread = start(app)
-    yield url, api_key
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with running(app) as url:
+        yield url, api_key
 
 
 def test_text_search_ranks_items_in_the_joint_space(server):
