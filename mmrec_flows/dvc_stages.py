@@ -18,11 +18,14 @@ import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from mmrec.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mmrec.context import StageContext
 
 #: the checkout's dvc.yaml (deployments run from the checkout: prefect.yaml's working directory)
 DVC_YAML = Path(__file__).resolve().parents[1] / "dvc.yaml"
@@ -113,7 +116,7 @@ def lookup(tree: Any, dotted: str) -> Any:
     return node
 
 
-def variables(ctx: Any) -> dict[str, Any]:
+def variables(ctx: StageContext) -> dict[str, Any]:
     """What `${...}` means for this run: the params (by their params.yaml names) and the dataset."""
     tree = ctx.params.model_dump(mode="json", by_alias=True)
     spec_path = getattr(ctx.spec, "spec_path", None)
@@ -140,7 +143,7 @@ def interpolate(template: str, tree: dict[str, Any], stage: str = "?") -> str:
     return _VAR.sub(sub, template)
 
 
-def dep_paths(ctx: Any, stage: str, dvc_yaml: str | Path = DVC_YAML) -> list[Path]:
+def dep_paths(ctx: StageContext, stage: str, dvc_yaml: str | Path = DVC_YAML) -> list[Path]:
     """The files and folders `stage` depends on, for this run (see the module docstring)."""
     spec = _stage(stage, dvc_yaml)
     tree = variables(ctx)
@@ -158,7 +161,7 @@ def dep_paths(ctx: Any, stage: str, dvc_yaml: str | Path = DVC_YAML) -> list[Pat
     return out
 
 
-def param_values(ctx: Any, stage: str, dvc_yaml: str | Path = DVC_YAML) -> dict[str, Any]:
+def param_values(ctx: StageContext, stage: str, dvc_yaml: str | Path = DVC_YAML) -> dict[str, Any]:
     """`{params key: value}` for every params key `stage` lists, from this run's params."""
     spec = _stage(stage, dvc_yaml)
     tree = variables(ctx)

@@ -85,7 +85,7 @@ def fingerprint(paths: list[Path]) -> str:
     return h.hexdigest()
 
 
-def stage_inputs(ctx: Any, stage: str) -> list[Path]:
+def stage_inputs(ctx: StageContext, stage: str) -> list[Path]:
     """The files `stage` reads: its `deps` in dvc.yaml, resolved for this run (mmrec_flows/dvc_stages.py)."""
     inputs = dep_paths(ctx, stage)
     if stage == "ingest" and ctx.spec.spec_path:  # the dataset.yaml may live outside its data folder
@@ -93,7 +93,7 @@ def stage_inputs(ctx: Any, stage: str) -> list[Path]:
     return inputs
 
 
-def stage_outputs(ctx: Any, stage: str) -> list[Path]:
+def stage_outputs(ctx: StageContext, stage: str) -> list[Path]:
     paths, kind = ctx.paths, ctx.params.split.kind
     return {
         "ingest": [paths.warehouse / "manifest.json"],
@@ -105,12 +105,12 @@ def stage_outputs(ctx: Any, stage: str) -> list[Path]:
     }[stage]
 
 
-def stage_params(ctx: Any, stage: str) -> dict[str, Any]:
+def stage_params(ctx: StageContext, stage: str) -> dict[str, Any]:
     """The params keys `stage` lists in dvc.yaml with this run's values, plus the dataset spec."""
     return {"spec": ctx.spec.model_dump(mode="json"), **param_values(ctx, stage)}
 
 
-def stage_key(ctx: Any, stage: str) -> str:
+def stage_key(ctx: StageContext, stage: str) -> str:
     """What a stage's result depends on: its input files and its params keys."""
     import json
 
@@ -120,7 +120,7 @@ def stage_key(ctx: Any, stage: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def outputs_exist(ctx: Any, stage: str) -> bool:
+def outputs_exist(ctx: StageContext, stage: str) -> bool:
     return all(p.exists() for p in stage_outputs(ctx, stage))
 
 
@@ -148,7 +148,7 @@ def _failed(exc: MMRecError, message: str | None = None) -> State:
     return Failed(message=message or f"{type(exc).__name__}: {exc}", data=exc)
 
 
-def publish_validation_report(ctx: Any, exc: ValidationFailed) -> None:
+def publish_validation_report(ctx: StageContext, exc: ValidationFailed) -> None:
     """The validation report as a markdown artifact (content + link) on the failing task."""
     from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
@@ -340,7 +340,7 @@ def materialize_task(args: RunArgs) -> Any:
         return _failed(exc)
 
 
-def materialize_enabled(ctx: Any) -> bool:
+def materialize_enabled(ctx: StageContext) -> bool:
     """`features.materialize` of params.yaml (on by default; off for runs without a feature store)."""
     features = getattr(ctx.params, "features", None)
     return bool(getattr(features, "materialize", False))

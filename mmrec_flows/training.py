@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import flow, get_run_logger
 from prefect.futures import wait
@@ -34,6 +34,9 @@ from mmrec_flows.tasks import (
     stage_task,
     tune_task,
 )
+
+if TYPE_CHECKING:
+    from mmrec.context import StageContext
 
 STAGES = ("ingest", "validate", "ingest_events", "split", "train", "evaluate")
 
@@ -64,7 +67,7 @@ def extract_features(
     return {m: f.result() for m, f in futures.items()}
 
 
-def _run_stage(stage: str, args: RunArgs, ctx: Any, retries: int, delay: float) -> State:
+def _run_stage(stage: str, args: RunArgs, ctx: StageContext, retries: int, delay: float) -> State:
     """One stage task; its cache is refreshed when the stage's outputs are gone."""
     task = stage_task.with_options(
         task_run_name=stage, retries=retries, retry_delay_seconds=delay, refresh_cache=not outputs_exist(ctx, stage)
@@ -176,7 +179,9 @@ def training_pipeline(
     }
 
 
-def _extract(ctx: Any, args: RunArgs, op: Any, enabled: bool, logger: logging.Logger | logging.LoggerAdapter) -> Any:
+def _extract(
+    ctx: StageContext, args: RunArgs, op: Any, enabled: bool, logger: logging.Logger | logging.LoggerAdapter
+) -> Any:
     from mmrec_flows.runners import make_task_runner
 
     modalities = list(ctx.spec.modalities)
@@ -199,7 +204,7 @@ def _extract(ctx: Any, args: RunArgs, op: Any, enabled: bool, logger: logging.Lo
     return state.result()
 
 
-def _publish_summary(ctx: Any, report: dict[str, Any], registry: dict[str, Any] | None) -> None:
+def _publish_summary(ctx: StageContext, report: dict[str, Any], registry: dict[str, Any] | None) -> None:
     from prefect.artifacts import create_markdown_artifact
 
     from mmrec.stages import format_metrics_markdown
