@@ -11,6 +11,10 @@ cannot be checked without the salt. Layout, under the workspace:
 
 `privacy/` is no DVC output and no stage writes it, so neither `dvc repro` nor a fresh pipeline
 run removes the list.
+
+Stores outside `privacy/` that must recognise a forgotten user (the event store's tombstones,
+mmrec/events/store.py) use `Pseudonymiser`: the same HMAC under a key derived from the salt for
+their purpose, so what they hold cannot be joined with the audit log or this list.
 """
 
 from __future__ import annotations
@@ -143,6 +147,49 @@ class ForgetList:
 def pseudonym(salt: bytes, user_id: str) -> str:
     """HMAC-SHA256 of the id under the dataset's salt, hex: stable, keyed, not reversible."""
     return hmac.new(salt, user_id.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def purpose_key(salt: bytes, purpose: str) -> bytes:
+    """A key for the pseudonyms kept for `purpose`, derived from the dataset's salt (`pseudonym`
+    as the KDF). The NUL prefix can start no id (ids hold no control characters), so the derived
+    key is never the audit pseudonym of any user."""
+    return bytes.fromhex(pseudonym(salt, "\x00" + purpose))
+
+
+class Pseudonymiser:
+    """Pseudonyms of user ids for one purpose, under `purpose_key` of the dataset's salt.
+
+    Why a key per purpose: a store outside `privacy/` (the event store, possibly a Redis shared by
+    several nodes) must recognise a forgotten user without holding the audit's pseudonym, the one
+    handle that links the audit log, the forget list and that store. The salt stays the one secret
+    to back up.
+
+    The salt is read when first needed and then kept (it never changes), so a process started
+    before the dataset's first forget picks it up at that forget; until then each call costs one
+    `stat` of the salt file.
+
+    Args:
+        folder: the dataset's privacy folder (`privacy_dir`), where the salt lives.
+        purpose: what the pseudonyms are for; another purpose gives unrelated pseudonyms.
+    """
+
+    def __init__(self, folder: Path, purpose: str) -> None:
+        self.folder = Path(folder)
+        self.purpose = purpose
+        self._key: bytes | None = None
+
+    def key(self, create: bool = False) -> bytes | None:
+        """The derived key; None while the dataset has no salt (`create` makes one, as a forget does)."""
+        if self._key is None:
+            salt = _read_salt(self.folder, create)
+            if salt is not None:
+                self._key = purpose_key(salt, self.purpose)
+        return self._key
+
+    def __call__(self, user_id: str, create: bool = False) -> str | None:
+        """The user's pseudonym for this purpose, or None while there is no salt (and not `create`)."""
+        key = self.key(create)
+        return None if key is None else pseudonym(key, user_id)
 
 
 def drop_forgotten(frame: pd.DataFrame, column: str, forget: ForgetList) -> tuple[pd.DataFrame, int]:
