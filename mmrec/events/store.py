@@ -19,7 +19,18 @@ Semantics shared by both:
 - Impressions: `log_impression` counts one trial of (segment, strategy); a later reward event
   on one of its items (events.reward_events) turns the newest matching, unrewarded impression of
   the user's last `attribution_impressions` into a success (mmrec/events/bandit.py).
-- `erase_user` removes a user's events, recent history and impressions (the forget feature).
+- `erase_user` removes a user's events, recent history and impressions (the forget feature)
+  and leaves a tombstone: the user's pseudonym (mmrec.privacy.forget_list.Pseudonymiser, a keyed
+  HMAC under a key derived from the dataset's salt; never the raw id, never the audit's
+  pseudonym). From then on `append` and `log_impressions` drop the user's records, whichever
+  process writes them: another API worker or node flushing impressions it buffered before the
+  forget, or logging some before it noticed the forget, cannot write the user back. The check
+  runs inside the write's own transaction (sqlite) or script (Redis), so a forget commits either
+  before a batch (which then sees the tombstone) or after it (and erases what it wrote).
+  New events of a forgotten user are dropped too (`AppendResult.forgotten`), for good: the forget
+  list keeps the id out of the warehouse at every ingest from then on, so events kept in the log
+  would train nothing and only hold the raw id of someone who asked to be forgotten. A person
+  who comes back is a new user with a new id.
 """
 
 from __future__ import annotations
@@ -31,7 +42,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -42,6 +53,7 @@ from mmrec.events.config import EventsParams, events_params
 from mmrec.events.schema import Event
 
 if TYPE_CHECKING:
+    from mmrec.privacy.forget_list import Pseudonymiser
     from mmrec.stages import StageContext
 
 log = logging.getLogger(__name__)
@@ -64,6 +76,7 @@ class AppendResult:
     accepted: int
     duplicates: int
     rewarded: int
+    forgotten: int = 0  # events of users with a tombstone: not stored (see the module docstring)
 
 
 class EventStore(Protocol):
@@ -74,7 +87,7 @@ class EventStore(Protocol):
     def append(self, events: Sequence[Event]) -> AppendResult: ...
     def recent(self, user_id: str, limit: int | None = None) -> list[Event]: ...
     def log_impression(self, impression: Impression) -> None: ...
-    def log_impressions(self, impressions: Sequence[Impression]) -> None: ...
+    def log_impressions(self, impressions: Sequence[Impression]) -> int: ...
     def active_users(self, since: float) -> dict[str, float]: ...
     def arms(self) -> dict[str, dict[str, Arm]]: ...
     def events(self) -> Iterator[Event]: ...
@@ -82,6 +95,56 @@ class EventStore(Protocol):
     def erase_user(self, user_id: str) -> dict[str, int]: ...
     def ping(self) -> None: ...
     def close(self) -> None: ...
+
+
+# -- tombstones -----------------------------------------------------------------------------------
+
+#: the purpose the tombstones' pseudonyms are derived for (mmrec.privacy.forget_list.purpose_key)
+TOMBSTONE_PURPOSE = "event-store tombstones"
+
+
+class Tombstones:
+    """User id -> the pseudonym a store's tombstone holds, under the dataset's salt.
+
+    Args:
+        privacy: the dataset's privacy folder (where the salt is); None for a store opened
+            without one, which can neither erase a user nor write once a tombstone exists.
+        where: the store, for error messages.
+    """
+
+    def __init__(self, privacy: str | os.PathLike[str] | None, where: str) -> None:
+        self.where = where
+        self.folder = Path(privacy) if privacy is not None else None
+        self._of: Pseudonymiser | None = None
+        if self.folder is not None:
+            from mmrec.privacy.forget_list import Pseudonymiser  # (pandas behind it: imported when used)
+
+            self._of = Pseudonymiser(self.folder, TOMBSTONE_PURPOSE)
+
+    def known(self, user_ids: Iterable[str]) -> dict[str, str] | None:
+        """Each distinct user's pseudonym (one HMAC each), or None while the dataset has no salt."""
+        if self._of is None or self._of.key() is None:
+            return None
+        return self._map(self._of, user_ids)
+
+    def required(self, user_ids: Iterable[str], create: bool = False) -> dict[str, str]:
+        """As `known`, but a missing salt is an error (`create` makes it, as a forget does)."""
+        if self._of is None:
+            raise ConfigError(
+                f"event store {self.where}: opened without the dataset's privacy folder, so it cannot "
+                "record or recognise forgotten users; open it with open_store(ctx) or pass privacy=privacy/<dataset>"
+            )
+        if self._of.key(create) is None:
+            raise ConfigError(
+                f"event store {self.where} holds tombstones of forgotten users but there is no salt at "
+                f"{self.folder}/salt: every process writing to this store must see the dataset's privacy "
+                "folder (a shared workspace); restore the salt from a backup"
+            )
+        return self._map(self._of, user_ids)
+
+    @staticmethod
+    def _map(of: Pseudonymiser, user_ids: Iterable[str]) -> dict[str, str]:
+        return {u: str(of(u)) for u in set(user_ids)}
 
 
 # -- sqlite ---------------------------------------------------------------------------------------
@@ -109,6 +172,9 @@ CREATE TABLE IF NOT EXISTS impressions (
     rewarded INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS impressions_user ON impressions (user_id, seq);
+CREATE TABLE IF NOT EXISTS forgotten (
+    pseudonym TEXT PRIMARY KEY
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS bandit (
     segment TEXT NOT NULL,
     strategy TEXT NOT NULL,
@@ -123,13 +189,20 @@ class SqliteEventStore:
     """The embedded backend: one sqlite file in WAL mode (safe across processes and threads).
 
     Each thread gets its own connection (sqlite connections must not be shared across threads).
+    `privacy` is the dataset's privacy folder (the salt of the tombstones; `open_store` passes it).
     """
 
     kind = "sqlite"
 
-    def __init__(self, path: str | os.PathLike[str], params: EventsParams | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        params: EventsParams | None = None,
+        privacy: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.path = Path(path)
         self.params = params or EventsParams()
+        self.tombstones = Tombstones(privacy, str(self.path))
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._con().executescript(_SCHEMA)  # idempotent DDL (executescript commits by itself)
@@ -163,12 +236,33 @@ class SqliteEventStore:
     def _write(self) -> SqliteEventStore._Tx:
         return self._Tx(self._con())
 
+    def _forgotten(self, con: sqlite3.Connection, user_ids: Iterable[str]) -> set[str]:
+        """The users among `user_ids` with a tombstone, read inside the writer's transaction: a
+        forget commits before it (the batch sees the tombstone) or after it (and erases the batch).
+        One indexed read per batch while nobody was forgotten; else one HMAC per distinct user."""
+        if con.execute("SELECT 1 FROM forgotten LIMIT 1").fetchone() is None:
+            return set()
+        by_pseudonym = {p: u for u, p in self.tombstones.required(user_ids).items()}
+        keys = list(by_pseudonym)
+        found: set[str] = set()
+        for start in range(0, len(keys), 500):  # well under sqlite's bound on query parameters
+            chunk = keys[start : start + 500]
+            rows = con.execute(
+                f"SELECT pseudonym FROM forgotten WHERE pseudonym IN ({','.join('?' * len(chunk))})", chunk
+            )
+            found.update(by_pseudonym[p] for (p,) in rows)
+        return found
+
     def append(self, events: Sequence[Event]) -> AppendResult:
-        accepted = rewarded = 0
+        accepted = rewarded = forgotten = 0
         now = time.time()
         reward_types = set(self.params.reward_events)
         with self._write() as con:
+            gone = self._forgotten(con, (ev.user_id for ev in events))
             for ev in events:
+                if ev.user_id in gone:
+                    forgotten += 1
+                    continue
                 cur = con.execute(
                     "INSERT OR IGNORE INTO events (event_id, user_id, item_id, event, ts, received) VALUES (?,?,?,?,?,?)",
                     (ev.event_id, ev.user_id, ev.item_id, ev.event, ev.timestamp, now),
@@ -178,7 +272,7 @@ class SqliteEventStore:
                 accepted += 1
                 if ev.event in reward_types:
                     rewarded += self._attribute(con, ev)
-        return AppendResult(accepted, len(events) - accepted, rewarded)
+        return AppendResult(accepted, len(events) - accepted - forgotten, rewarded, forgotten)
 
     def _attribute(self, con: sqlite3.Connection, ev: Event) -> int:
         rows = con.execute(
@@ -212,10 +306,16 @@ class SqliteEventStore:
     def log_impression(self, impression: Impression) -> None:
         self.log_impressions([impression])
 
-    def log_impressions(self, impressions: Sequence[Impression]) -> None:
-        """Each impression and its trial of (segment, strategy), in one transaction."""
+    def log_impressions(self, impressions: Sequence[Impression]) -> int:
+        """Each impression and its trial of (segment, strategy), in one transaction; those of
+        forgotten users are dropped (their count is returned)."""
+        dropped = 0
         with self._write() as con:
+            gone = self._forgotten(con, (imp.user_id for imp in impressions))
             for imp in impressions:
+                if imp.user_id in gone:
+                    dropped += 1
+                    continue
                 con.execute(
                     "INSERT INTO impressions (impression_id, user_id, segment, strategy, items, ts) VALUES (?,?,?,?,?,?)",
                     (
@@ -232,6 +332,7 @@ class SqliteEventStore:
                     "ON CONFLICT (segment, strategy) DO UPDATE SET shown = shown + 1",
                     (imp.segment, imp.strategy),
                 )
+        return dropped
 
     def active_users(self, since: float) -> dict[str, float]:
         """Users with an event received after `since` (epoch seconds) -> their latest receive time."""
@@ -265,7 +366,10 @@ class SqliteEventStore:
     def erase_user(self, user_id: str) -> dict[str, int]:
         # Recent history is the newest rows of `events` (no copy of its own), so it goes with them.
         # The bandit counts are per segment, not per user: nothing of the user remains there.
+        # The tombstone is written in the same transaction as the deletions (module docstring).
+        tombstone = self.tombstones.required([user_id], create=True)[user_id]
         with self._write() as con:
+            con.execute("INSERT OR IGNORE INTO forgotten (pseudonym) VALUES (?)", (tombstone,))
             recent = len(self.recent(user_id))
             events = con.execute("DELETE FROM events WHERE user_id = ?", (user_id,)).rowcount
             impressions = con.execute("DELETE FROM impressions WHERE user_id = ?", (user_id,)).rowcount
@@ -288,11 +392,32 @@ class SqliteEventStore:
 
 # -- Redis ----------------------------------------------------------------------------------------
 
+#: what a script returns for a forgotten user (nothing written), and when it needs the caller's
+#: pseudonym of the user (tombstones exist but the caller sent none: it had no salt yet)
+_FORGOTTEN, _NEED_PSEUDONYM = 3, -1
+
+
+def _tombstone_lua(key: str, arg: str) -> str:
+    """Lua: return early when the user whose pseudonym is `arg` has a tombstone in set `key`."""
+    return f"""
+if {arg} ~= '' then
+  if redis.call('SISMEMBER', {key}, {arg}) == 1 then
+    return {_FORGOTTEN}
+  end
+elseif redis.call('EXISTS', {key}) == 1 then
+  return {_NEED_PSEUDONYM}
+end
+"""
+
+
 # KEYS: 1 dedup key of the event id, 2 log stream, 3 the user's recent list, 4 the user's impressions
-#       list, 5 bandit hash, 6 the active-users sorted set (user -> last receive time)
+#       list, 5 bandit hash, 6 the active-users sorted set (user -> last receive time), 7 tombstones
 # ARGV: event_id, user_id, item_id, event, ts, received, history_length, recent_ttl, dedup_ttl,
-#       is_reward (0/1)
-_APPEND_LUA = """
+#       is_reward (0/1), the user's tombstone pseudonym ('' when the caller has no salt)
+# returns 0 duplicate, 1 stored, 2 stored and rewarded, _FORGOTTEN, _NEED_PSEUDONYM
+_APPEND_LUA = (
+    _tombstone_lua("KEYS[7]", "ARGV[11]")
+    + """
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[9])) then
   return 0
 end
@@ -321,15 +446,42 @@ if ARGV[10] == '1' then
 end
 return 1
 """
+)
+
+# KEYS: 1 tombstones, 2 impressions stream, 3 the user's impressions list, 4 bandit hash
+# ARGV: 1 the user's tombstone pseudonym (or ''), 2 impression_id, 3 user_id, 4 segment,
+#       5 strategy, 6 items (JSON), 7 ts, 8 the list entry (JSON), 9 list length, 10 list TTL,
+#       11 the bandit field of (segment, strategy)
+# returns 1 written, _FORGOTTEN, _NEED_PSEUDONYM
+_IMPRESSION_LUA = (
+    _tombstone_lua("KEYS[1]", "ARGV[1]")
+    + """
+redis.call('XADD', KEYS[2], '*', 'impression_id', ARGV[2], 'user_id', ARGV[3], 'segment', ARGV[4],
+           'strategy', ARGV[5], 'items', ARGV[6], 'ts', ARGV[7])
+redis.call('LPUSH', KEYS[3], ARGV[8])
+redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[9]) - 1)
+redis.call('EXPIRE', KEYS[3], tonumber(ARGV[10]))
+redis.call('HINCRBYFLOAT', KEYS[4], ARGV[11], 1)
+return 1
+"""
+)
 
 
 class RedisEventStore:
-    """The production backend (see the module docstring); keys under `prefix`."""
+    """The production backend (see the module docstring); keys under `prefix`, the tombstones in
+    the set `<prefix>forgotten`; `privacy` is the dataset's privacy folder (`open_store` passes
+    it). Every node writing to the store must see that folder's salt (a shared workspace, as the
+    forget list already needs)."""
 
     kind = "redis"
 
     def __init__(
-        self, url: str, prefix: str, params: EventsParams | None = None, dedup_seconds: int = 7 * 86400
+        self,
+        url: str,
+        prefix: str,
+        params: EventsParams | None = None,
+        dedup_seconds: int = 7 * 86400,
+        privacy: str | os.PathLike[str] | None = None,
     ) -> None:
         import redis
 
@@ -338,7 +490,9 @@ class RedisEventStore:
         self.params = params or EventsParams()
         self.dedup_seconds = dedup_seconds
         self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+        self.tombstones = Tombstones(privacy, f"redis {_redacted(url)} {prefix}")
         self._append = self.client.register_script(_APPEND_LUA)
+        self._impression = self.client.register_script(_IMPRESSION_LUA)
 
     def _k(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -355,11 +509,34 @@ class RedisEventStore:
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise self._unavailable(exc) from exc
 
+    def _scripts(self, user_ids: Sequence[str], call: Any, transaction: bool) -> list[int]:
+        """One script per record in one pipeline, `call(i, pseudonym, pipe)` queueing record i; a
+        record refused for want of a pseudonym (tombstones exist, this process had not read the
+        salt yet) runs again with one. Returns each record's script result."""
+        results = [0] * len(user_ids)
+        pending = list(range(len(user_ids)))
+        names = self.tombstones.known(user_ids)
+        while pending:
+            pipe = self.client.pipeline(transaction=transaction)
+            for i in pending:
+                call(i, names[user_ids[i]] if names else "", pipe)
+            retry = []
+            for i, r in zip(pending, self._call(pipe.execute), strict=True):
+                results[i] = int(r)
+                if results[i] == _NEED_PSEUDONYM:
+                    retry.append(i)
+            if retry and names is not None:  # cannot happen: a script given a pseudonym always answers
+                raise RuntimeError(f"event store {self.tombstones.where}: a script asked for a pseudonym it was given")
+            names = self.tombstones.required(user_ids) if retry else names
+            pending = retry
+        return results
+
     def append(self, events: Sequence[Event]) -> AppendResult:
         now = time.time()
         reward_types = set(self.params.reward_events)
-        pipe = self.client.pipeline(transaction=False)
-        for ev in events:
+
+        def queue(i: int, tombstone: str, pipe: Any) -> None:
+            ev = events[i]
             self._append(
                 keys=[
                     self._k("eid", ev.event_id),
@@ -368,6 +545,7 @@ class RedisEventStore:
                     self._k("imp", ev.user_id),
                     self._k("bandit"),
                     self._k("active"),
+                    self._k("forgotten"),
                 ],
                 args=[
                     ev.event_id,
@@ -380,12 +558,15 @@ class RedisEventStore:
                     self.params.recent_ttl_seconds,
                     self.dedup_seconds,
                     "1" if ev.event in reward_types else "0",
+                    tombstone,
                 ],
                 client=pipe,
             )
-        results = self._call(pipe.execute) if events else []
-        accepted = sum(1 for r in results if int(r) > 0)
-        return AppendResult(accepted, len(events) - accepted, sum(1 for r in results if int(r) == 2))
+
+        results = self._scripts([ev.user_id for ev in events], queue, transaction=False)
+        forgotten = results.count(_FORGOTTEN)
+        accepted = results.count(1) + results.count(2)
+        return AppendResult(accepted, len(events) - accepted - forgotten, results.count(2), forgotten)
 
     def recent(self, user_id: str, limit: int | None = None) -> list[Event]:
         limit = min(limit or self.params.history_length, self.params.history_length)
@@ -401,11 +582,14 @@ class RedisEventStore:
     def log_impression(self, impression: Impression) -> None:
         self.log_impressions([impression])
 
-    def log_impressions(self, impressions: Sequence[Impression]) -> None:
+    def log_impressions(self, impressions: Sequence[Impression]) -> int:
         """Each impression into the log stream and the user's capped list, its trial counted; one
-        pipeline (MULTI) for the whole batch."""
-        pipe = self.client.pipeline(transaction=True)
-        for imp in impressions:
+        pipeline (MULTI) for the whole batch, one script per impression that first checks the
+        user's tombstone (SISMEMBER). Returns how many were dropped as forgotten."""
+
+        def queue(i: int, tombstone: str, pipe: Any) -> None:
+            imp = impressions[i]
+            items = json.dumps(list(imp.item_ids))
             entry = json.dumps(
                 {
                     "id": imp.impression_id,
@@ -416,23 +600,26 @@ class RedisEventStore:
                     "r": 0,
                 }
             )
-            key = self._k("imp", imp.user_id)
-            pipe.xadd(
-                self._k("impressions"),
-                {
-                    "impression_id": imp.impression_id,
-                    "user_id": imp.user_id,
-                    "segment": imp.segment,
-                    "strategy": imp.strategy,
-                    "items": json.dumps(list(imp.item_ids)),
-                    "ts": repr(imp.timestamp),
-                },
+            self._impression(
+                keys=[self._k("forgotten"), self._k("impressions"), self._k("imp", imp.user_id), self._k("bandit")],
+                args=[
+                    tombstone,
+                    imp.impression_id,
+                    imp.user_id,
+                    imp.segment,
+                    imp.strategy,
+                    items,
+                    repr(imp.timestamp),
+                    entry,
+                    self.params.attribution_impressions,
+                    self.params.recent_ttl_seconds,
+                    f"{imp.segment}\t{imp.strategy}\tshown",
+                ],
+                client=pipe,
             )
-            pipe.lpush(key, entry)
-            pipe.ltrim(key, 0, self.params.attribution_impressions - 1)
-            pipe.expire(key, self.params.recent_ttl_seconds)
-            pipe.hincrbyfloat(self._k("bandit"), f"{imp.segment}\t{imp.strategy}\tshown", 1)
-        self._call(pipe.execute)
+
+        results = self._scripts([imp.user_id for imp in impressions], queue, transaction=True)
+        return results.count(_FORGOTTEN)
 
     def active_users(self, since: float) -> dict[str, float]:
         """Users with an event received after `since` -> their latest receive time (and the set is
@@ -489,7 +676,10 @@ class RedisEventStore:
     def erase_user(self, user_id: str) -> dict[str, int]:
         """Delete the user's stream entries (log and impressions), recent list, impression list and
         the dedup keys of their event ids. Streams are scanned whole: forgetting is rare, the log is
-        not indexed by user."""
+        not indexed by user. The tombstone is added first: every write that runs after it drops the
+        user, and every write that ran before it is in what the scan then deletes."""
+        tombstone = self.tombstones.required([user_id], create=True)[user_id]
+        self._call(self.client.sadd, self._k("forgotten"), tombstone)
         counts = {"events": 0, "recent": 0, "impressions": 0}
         uid = user_id.encode()
         for key, name in ((self._k("log"), "events"), (self._k("impressions"), "impressions")):
@@ -544,16 +734,23 @@ def store_location(ctx: StageContext) -> tuple[str, str]:
 
 
 def open_store(ctx: StageContext) -> EventStore:
-    """The dataset's event store (`store_location`), keys/files private to the dataset."""
+    """The dataset's event store (`store_location`), keys/files private to the dataset, its
+    tombstones keyed by the dataset's salt (privacy/<name>/)."""
+    from mmrec.privacy.forget_list import privacy_dir
+
     params = events_params(ctx.params)
     kind, where = store_location(ctx)
     if kind == "redis":
-        return RedisEventStore(where, f"mmrec:events:{ctx.spec.name}:", params)
-    return SqliteEventStore(where, params)
+        return RedisEventStore(where, f"mmrec:events:{ctx.spec.name}:", params, privacy=privacy_dir(ctx.paths))
+    return SqliteEventStore(where, params, privacy=privacy_dir(ctx.paths))
 
 
 def erase_user(store_or_ctx: EventStore | StageContext, user_id: str) -> dict[str, int]:
-    """Remove a user's events, recent history and impressions from the event store.
+    """Remove a user's events, recent history and impressions from the event store, and leave
+    the user's tombstone there (see the module docstring).
+
+    The store is opened even when no sqlite file exists yet, so the tombstone is there before any
+    API process starts writing to it.
 
     Args:
         store_or_ctx: an open store, or a stage context (its dataset's store is opened and closed).
@@ -564,11 +761,7 @@ def erase_user(store_or_ctx: EventStore | StageContext, user_id: str) -> dict[st
     """
     if hasattr(store_or_ctx, "erase_user"):
         return store_or_ctx.erase_user(user_id)
-    ctx = store_or_ctx
-    kind, where = store_location(ctx)
-    if kind == "sqlite" and not Path(where).is_file():
-        return {"events": 0, "recent": 0, "impressions": 0}  # nothing was ever posted
-    store = open_store(ctx)
+    store = open_store(store_or_ctx)
     try:
         return store.erase_user(user_id)
     finally:

@@ -44,6 +44,11 @@ class EventsAccepted(BaseModel):
     accepted: int = Field(description="events stored now")
     duplicates: int = Field(description="events whose event_id was already stored (ignored: posts are idempotent)")
     rewarded: int = Field(description="events credited to an earlier impression of the item (bandit reward)")
+    forgotten: int = Field(
+        0,
+        description="events of users forgotten (DELETE /users/{id}, `mmrec forget`): not stored, for good; "
+        "a person who comes back gets a new user id",
+    )
 
 
 class RecentEvent(Item):
@@ -114,7 +119,13 @@ def router(runtime: EventsRuntime, current: Callable[[], ServingState], user_id_
         # the store write may wait for another worker's lock: off the event loop
         result = await run_in_threadpool(runtime.record, events)
         return JSONResponse(
-            {"accepted": result.accepted, "duplicates": result.duplicates, "rewarded": result.rewarded}, status_code=202
+            {
+                "accepted": result.accepted,
+                "duplicates": result.duplicates,
+                "rewarded": result.rewarded,
+                "forgotten": result.forgotten,
+            },
+            status_code=202,
         )
 
     @api.get("/users/{user_id:id}/events", response_model=RecentEvents)

@@ -9,6 +9,10 @@ the bandit's sampler and a background impression writer. For `GET /users/{id}/re
   consumed excluded, each item marked with the part that placed it.
 Impressions are written by one daemon thread per process (the request only enqueues), so
 logging what was shown never adds a store write to a request's latency.
+
+A forget (`DELETE /users/{id}` on any worker, or `mmrec forget`) leaves a tombstone in the store
+(mmrec/events/store.py), so what other processes still buffer of the user, or log before they
+notice the forget, is dropped by the store when they flush; this worker needs no notice.
 """
 
 from __future__ import annotations
@@ -69,6 +73,9 @@ class ImpressionWriter:
     request costs a store round trip each; a writer thread draining a queue continuously fought
     the request thread for the GIL (Python's 5 ms switch interval) and made a Redis-backed
     request tens of times slower.
+
+    Impressions of a user forgotten since they were buffered are dropped by the store at the
+    flush (its tombstones) and counted in `forgotten`.
     """
 
     def __init__(self, store: EventStore, max_buffer: int = 5000) -> None:
@@ -77,6 +84,7 @@ class ImpressionWriter:
         self._buffer: list[Impression] = []
         self._lock = threading.Lock()
         self.dropped = 0
+        self.forgotten = 0
 
     def put(self, impression: Impression) -> None:
         with self._lock:
@@ -95,7 +103,7 @@ class ImpressionWriter:
         if not batch:
             return
         try:
-            self.store.log_impressions(batch)
+            self.forgotten += self.store.log_impressions(batch)
         except Exception as exc:  # noqa: BLE001 - a store outage must never fail a recommendation
             self.dropped += len(batch)
             log.warning("%d impressions not logged (%s: %s)", len(batch), type(exc).__name__, exc)
@@ -173,8 +181,11 @@ class EventsRuntime:
 
     def forget(self, user_id: str) -> None:
         """Before a forget (DELETE /users/{id}): write this worker's buffered impressions, so the
-        erasure that follows removes them too instead of a later tick writing the user back, and
-        stop treating the user as active."""
+        erasure that follows removes them with the rest, and stop treating the user as active.
+
+        Other workers and processes are not told: the tombstone the erasure leaves in the store
+        drops whatever they write of the user afterwards (mmrec/events/store.py).
+        """
         self.writer.flush()
         self.active = {u: t for u, t in self.active.items() if u != user_id}
 

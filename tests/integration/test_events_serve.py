@@ -42,12 +42,12 @@ def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[An
         prefix = f"mmrec:test:{uuid.uuid4().hex[:8]}:"
 
         def make() -> Any:
-            opened.append(RedisEventStore(REDIS_URL, prefix, params))
+            opened.append(RedisEventStore(REDIS_URL, prefix, params, privacy=tmp_path / "privacy"))
             return opened[-1]
     else:
 
         def make() -> Any:
-            opened.append(SqliteEventStore(tmp_path / "events.db", params))
+            opened.append(SqliteEventStore(tmp_path / "events.db", params, privacy=tmp_path / "privacy"))
             return opened[-1]
 
     yield make
@@ -113,9 +113,10 @@ def test_events_flow_through_two_workers_and_are_erased(store_factory: Any, tiny
         }
         posted = time.monotonic()
         status, body = _call(f"{a_url}/events", "POST", events)
-        assert status == 202 and body == {"accepted": 2, "duplicates": 0, "rewarded": 1}
+        assert status == 202 and body == {"accepted": 2, "duplicates": 0, "rewarded": 1, "forgotten": 0}
         # the other worker: same log (idempotent), same recent history, within a second
-        assert _call(f"{b_url}/events", "POST", events)[1] == {"accepted": 0, "duplicates": 2, "rewarded": 0}
+        again = _call(f"{b_url}/events", "POST", events)[1]
+        assert again == {"accepted": 0, "duplicates": 2, "rewarded": 0, "forgotten": 0}
         # worker B learns of u1's events from the store's active users within its tick (0.25 s)
         while True:
             status, recs = _call(f"{b_url}/users/u1/recommendations?k=3")
@@ -143,5 +144,14 @@ def test_events_flow_through_two_workers_and_are_erased(store_factory: Any, tiny
         assert all(e.user_id != "u1" for e in b_rt.store.events())
         assert all(i.user_id != "u1" for i in b_rt.store.impressions())
         assert _call(f"{b_url}/users/u1/recommendations")[1]["strategy"] == "nightly"  # back on the fast path
-        # erased event ids are forgotten too: the same post is new again
-        assert _call(f"{a_url}/events", "POST", events)[1]["accepted"] == 2
+        # the user stays forgotten: the same post to the other worker is dropped (the store's tombstone)
+        assert _call(f"{b_url}/events", "POST", events)[1] == {
+            "accepted": 0,
+            "duplicates": 0,
+            "rewarded": 0,
+            "forgotten": 2,
+        }
+        assert all(e.user_id != "u1" for e in b_rt.store.events())
+        # erased event ids are forgotten too: the same ids from another user are new again
+        others = {"events": [{**e, "user_id": "u2"} for e in events["events"]]}
+        assert _call(f"{a_url}/events", "POST", others)[1]["accepted"] == 2

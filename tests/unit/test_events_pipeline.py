@@ -101,8 +101,13 @@ def test_forget_erases_the_event_log_and_its_snapshot_and_ingest_keeps_the_user_
     }
     assert set(pd.read_parquet(snap)[USER_ID]) == {"u1"} and len(pd.read_parquet(quarantine)) == 0
     assert b"gone" not in (ctx.paths.data / "events" / "events.db").read_bytes()  # vacuumed, not just unlinked
-    store = open_store(ctx)  # the user comes back through the API after being forgotten
-    store.append([Event("e4", "gone", "i1", "view", T0 + 3)])
+    store = open_store(ctx)  # the user comes back through the API after being forgotten: the store's tombstone
+    assert store.append([Event("e4", "gone", "i1", "view", T0 + 3)]).forgotten == 1
+    # a row of the user that reaches the log behind the store's back (a restored backup): ingest drops it
+    store._con().execute(
+        "INSERT INTO events (event_id, user_id, item_id, event, ts, received) VALUES ('e5', 'gone', 'i1', 'view', ?, ?)",
+        (T0 + 4, T0 + 4),
+    )
     store.close()
     report = run_stage("ingest_events", ctx)
     assert (report["forgotten"], set(pd.read_parquet(snap)[USER_ID])) == (1, {"u1"})
