@@ -3,7 +3,9 @@
 The route erases the user from every store of the served workspace, appends the audit record and
 reloads the serving state at once (force), so this process stops answering for the user before
 the response is sent; other workers see the forget list change and reload at their next poll
-(`StateHolder` compares the source's `stamp()`).
+(`StateHolder` compares the source's `stamp()`). Meanwhile whatever they write of the user to the
+event store (buffered impressions, late events) is dropped there by the user's tombstone
+(mmrec/events/store.py), so no worker needs telling.
 
 Status: 200 when everything was erased (also for a user that was already forgotten or never
 existed: the forget is idempotent, and a client retrying after a timeout must not get an error;

@@ -204,8 +204,8 @@ def test_a_forget_drops_what_another_worker_buffered_and_leaves_no_raw_id(open_s
     assert erase_user(cli, GONE) == {"events": 1, "recent": 1, "impressions": 1}  # `mmrec forget`
 
     writer.flush()  # the other worker's next tick
-    assert (writer.forgotten, writer.dropped) == (1, 0)
     assert [i.user_id for i in api.impressions()] == ["kept"]  # the rest of the batch is written
+    assert (writer.forgotten, writer.dropped) == (1, 0)
     # a worker that has not noticed the forget logs the user again, and posts their events
     assert (
         other.log_impressions([Impression(GONE, "0", "nightly", ("i4",)), Impression("late", "0", "nightly", ("i5",))])
