@@ -338,9 +338,10 @@ class Tuner:
             confirmation = self._confirm(name, study, base, tracker)
             seconds = time.perf_counter() - started
             record = self._record(name, study, records, space, base, trials, timeout, seconds)
+            # what `--timeout` bounds: the search, not the confirmation fits after it
+            record["budget"]["search_seconds"] = round(search_seconds, 1)
             if confirmation:
                 _choose_confirmed(record, confirmation, self.ctx.params.train.seed)
-                record["budget"]["search_seconds"] = round(search_seconds, 1)
             if record.get("best"):
                 tracker.metric("best_objective", record["best"]["value"])
                 tracker.params({f"best.{k}": v for k, v in record["best"]["params"].items()})
@@ -683,11 +684,11 @@ def run_tune(
     if train_log.getEffectiveLevel() <= logging.INFO:
         train_log.setLevel(logging.WARNING)
     with _Tracker(ctx, tune.track) as tracker, _restore_level(train_log, level):
+        searched = 0.0  # seconds of search so far: confirmation fits are outside the timeout
         for i, name in enumerate(names):
             budget = None
             if tune.timeout_seconds is not None:
-                left = tune.timeout_seconds - (time.perf_counter() - started)
-                budget = max(left, 1.0) / (len(names) - i)
+                budget = max(tune.timeout_seconds - searched, 1.0) / (len(names) - i)
             log.info(
                 "tuning %s: up to %d trials%s, objective %s",
                 name,
@@ -696,6 +697,7 @@ def run_tune(
                 tune.objective,
             )
             records[name] = tuner.tune_model(name, tune.trials, budget, tracker)
+            searched += records[name]["budget"]["search_seconds"]
             if progress:
                 progress(name)
         uri = tracker.uri

@@ -400,3 +400,40 @@ def test_confirmation_retrains_the_best_trials_with_more_seeds_and_writes_the_me
     assert "# tuned bpr: valid recall@20" in overlay and "mean of 2 seeds" in overlay
     assert yaml.safe_load(overlay)["train"]["params"]["bpr"]["lr"] == pytest.approx(chosen["params"]["lr"], rel=1e-5)
     assert "Chosen by mean of 2 seeds" in (ws / "reports/tiny/tuning/tuning.md").read_text()
+
+
+def test_confirmation_fits_do_not_use_up_the_next_models_search_budget(prepared, monkeypatch):
+    """`--timeout` bounds the searches; the confirmation fits after one model's search are
+    outside it, so the next model still gets what the first search left (it got 1 s before)."""
+    import time
+
+    from mmrec.context import StageContext
+    from mmrec.tuning import tune as tune_mod
+
+    dataset, params, ws = prepared
+    raw = yaml.safe_load(params.read_text())
+    raw["tune"].update(confirm_top=1, confirm_seeds=1)
+    params.write_text(yaml.safe_dump(raw))
+    offset = [0.0]
+    real = time.perf_counter
+    monkeypatch.setattr(time, "perf_counter", lambda: real() + offset[0])
+    confirm, tune_model = tune_mod.Tuner._confirm, tune_mod.Tuner.tune_model
+
+    def slow_confirm(self, *args, **kwargs):  # the confirmation fits "take" three hours
+        out = confirm(self, *args, **kwargs)
+        offset[0] += 10_000.0
+        return out
+
+    budgets: dict[str, float] = {}
+
+    def spy(self, name, trials, timeout, tracker):
+        budgets[name] = timeout
+        return tune_model(self, name, trials, timeout, tracker)
+
+    monkeypatch.setattr(tune_mod.Tuner, "_confirm", slow_confirm)
+    monkeypatch.setattr(tune_mod.Tuner, "tune_model", spy)
+    res = tune_mod.run_tune(StageContext.from_files(dataset, params, ws), ["bpr", "itemknn"], trials=3, timeout=600)
+    searched = res["models"]["bpr"]["budget"]["search_seconds"]
+    assert searched < 600 and res["models"]["bpr"]["budget"]["seconds"] >= 10_000
+    assert budgets["bpr"] == pytest.approx(300)
+    assert budgets["itemknn"] == pytest.approx(600 - searched, abs=0.5)
