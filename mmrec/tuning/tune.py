@@ -180,7 +180,30 @@ class Tuner:
                 f"{ctx.paths.splits(ctx.params.split.kind)} has none; set split.cold_item_fraction > 0 and "
                 "split.cold_valid_fraction > 0 and re-run `mmrec stage split`, or use tune.objective: valid"
             )
+        self._check_cold_slice_size(ctx)
         self._features: dict[str, tuple[Any, Any]] = {}
+
+    def _check_cold_slice_size(self, ctx: StageContext) -> None:
+        """A cold-valid slice of at most OBJECTIVE_K items is ranked whole by Recall@K, so every
+        trial scores 1.0 on it: a `cold_valid` search would choose among ties (on the synthetic
+        shop's 12 cold-valid items it spent 18 minutes doing that). Refuse it; for `combined`
+        the cold part is a constant, so the search is the warm one: say so."""
+        n = len(self.data.cold_valid_items) if self.data.cold_valid is not None else 0
+        if self.tune.objective == "valid" or n == 0 or n > OBJECTIVE_K:
+            return
+        why = (
+            f"the cold-valid slice of {ctx.paths.splits(ctx.params.split.kind)} has {n} items, and "
+            f"Recall@{OBJECTIVE_K} over {n} candidates is 1.0 for every model"
+        )
+        if self.tune.objective == "cold_valid":
+            raise DataError(
+                f"tune.objective='cold_valid' cannot tell trials apart: {why}; raise split.cold_item_fraction "
+                f"(more than {2 * OBJECTIVE_K} cold items with cold_valid_fraction 0.5) and re-run "
+                "`mmrec stage split`, or use tune.objective: valid"
+            )
+        log.warning(
+            "tune.objective=%r: %s, so only the warm part of the objective ranks trials", self.tune.objective, why
+        )
 
     # -- data ----------------------------------------------------------------------------------
     def _train_set(self, model: Any) -> Any:

@@ -437,3 +437,20 @@ def test_confirmation_fits_do_not_use_up_the_next_models_search_budget(prepared,
     assert searched < 600 and res["models"]["bpr"]["budget"]["seconds"] >= 10_000
     assert budgets["bpr"] == pytest.approx(300)
     assert budgets["itemknn"] == pytest.approx(600 - searched, abs=0.5)
+
+
+def test_a_cold_valid_search_on_a_slice_recall_ranks_whole_is_refused(prepared, caplog):
+    """The tiny fixture's cold-valid slice has a handful of items: Recall@20 ranks them all, so
+    every trial would score 1.0; `cold_valid` is refused, `combined` warns and runs."""
+    from mmrec.context import StageContext
+    from mmrec.tuning.tune import OBJECTIVE_K, run_tune
+
+    dataset, params, ws = prepared
+    split = json.loads((ws / "data/tiny/splits/temporal/split.json").read_text())
+    assert 0 < split["counts"]["cold_valid"]["items"] <= OBJECTIVE_K
+    ctx = StageContext.from_files(dataset, params, ws)
+    with pytest.raises(DataError, match=r"cannot tell trials apart.*cold-valid slice .* has \d+ items"):
+        run_tune(ctx, ["itemknn"], trials=1, objective="cold_valid")
+    with caplog.at_level("WARNING", logger="mmrec.tuning.tune"):
+        run_tune(ctx, ["itemknn"], trials=1, objective="combined")
+    assert "only the warm part of the objective ranks trials" in caplog.text
