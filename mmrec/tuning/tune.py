@@ -379,12 +379,12 @@ class Tuner:
     ) -> list[dict[str, Any]]:
         """Retrain the `tune.confirm_top` best distinct complete trials with `tune.confirm_seeds` more seeds.
 
-        Returns one row per confirmed trial: {number, params, seeds, values, mean, std}, the first
-        value being the trial's own (seed `train.seed`). Empty when off, when the model is not
-        epoch-trained (deterministic: more seeds give the same value) or when fewer than two distinct
-        trials completed (nothing to choose between).
+        Only trials within `tune.confirm_within` of the best value are candidates. Returns one row
+        per confirmed trial: {number, params, seeds, values, mean, std}, the first value being the
+        trial's own (seed `train.seed`). Empty when off, when the model is not epoch-trained
+        (deterministic: more seeds give the same value) or when fewer than two distinct trials
+        are close enough to the best (nothing to choose between).
         """
-        import optuna
 
         from mmrec.models import create_model
         from mmrec.models.registry import get_model_class
@@ -396,19 +396,7 @@ class Tuner:
         takes = set(get_model_class(name).param_names())
         if t.confirm_top < 1 or not {"seed", "max_epochs"} <= takes:
             return []
-        complete = sorted(
-            (tr for tr in study.trials if tr.state == optuna.trial.TrialState.COMPLETE),
-            key=lambda tr: (-float(tr.value or 0.0), tr.number),
-        )
-        top: list[optuna.trial.FrozenTrial] = []
-        seen: set[str] = set()
-        for tr in complete:
-            key = json.dumps(tr.params, sort_keys=True, default=str)
-            if key not in seen:
-                seen.add(key)
-                top.append(tr)
-            if len(top) == t.confirm_top:
-                break
+        top = confirmation_candidates(study.trials, t.confirm_top, t.confirm_within)
         if len(top) < 2:
             return []
         base_seed = int(self.ctx.params.train.seed)
@@ -562,6 +550,30 @@ def current_values(name: str, space: Mapping[str, Dimension], base: Mapping[str,
     defaults = {k: p.default for k, p in inspect.signature(get_model_class(name).__init__).parameters.items()}
     values = {p: base.get(p, defaults.get(p)) for p in space}
     return values if all(in_space(space[p], v) for p, v in values.items()) else None
+
+
+def confirmation_candidates(trials: Sequence[Any], top: int, within: float) -> list[Any]:
+    """The `top` best complete trials with distinct parameters, best first, among those within
+    `within` (a fraction) of the best value: the ones a seed confirmation could still choose."""
+    import optuna
+
+    complete = sorted(
+        (tr for tr in trials if tr.state == optuna.trial.TrialState.COMPLETE),
+        key=lambda tr: (-float(tr.value or 0.0), tr.number),
+    )
+    if not complete:
+        return []
+    floor = float(complete[0].value or 0.0) * (1.0 - within)
+    chosen: list[Any] = []
+    seen: set[str] = set()
+    for tr in complete:
+        if float(tr.value or 0.0) < floor or len(chosen) == top:
+            break  # sorted best first: the rest are further below
+        key = json.dumps(tr.params, sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            chosen.append(tr)
+    return chosen
 
 
 def _choose_confirmed(record: dict[str, Any], confirmation: list[dict[str, Any]], seed: int) -> None:

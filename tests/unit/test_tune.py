@@ -454,3 +454,31 @@ def test_a_cold_valid_search_on_a_slice_recall_ranks_whole_is_refused(prepared, 
     with caplog.at_level("WARNING", logger="mmrec.tuning.tune"):
         run_tune(ctx, ["itemknn"], trials=1, objective="combined")
     assert "only the warm part of the objective ranks trials" in caplog.text
+
+
+def test_only_trials_near_the_best_are_confirmed():
+    """Seed confirmation is for near-ties: a trial far below the best cannot win on the mean."""
+    import optuna
+
+    from mmrec.tuning.tune import confirmation_candidates
+
+    dist = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)}
+
+    def trial(number: int, value: float, lr: float):
+        t = optuna.trial.create_trial(params={"lr": lr}, distributions=dist, value=value)
+        t.number = number
+        return t
+
+    trials = [
+        trial(0, 0.2259, 0.01),
+        trial(1, 0.1214, 0.0003),  # 46% below: an mm_graph start-up trial on ml100k-mm
+        trial(2, 0.2240, 0.02),  # within 1%
+        trial(3, 0.2259, 0.01),  # same parameters as trial 0: not a second candidate
+        optuna.trial.create_trial(  # pruned trials have no final value: never candidates
+            params={"lr": 0.05}, distributions=dist, intermediate_values={1: 0.3}, state=optuna.trial.TrialState.PRUNED
+        ),
+    ]
+    assert [t.number for t in confirmation_candidates(trials, top=3, within=0.05)] == [0, 2]
+    assert [t.number for t in confirmation_candidates(trials, top=3, within=0.5)] == [0, 2, 1]
+    assert [t.number for t in confirmation_candidates(trials, top=1, within=1.0)] == [0]
+    assert confirmation_candidates(trials[4:], top=2, within=0.05) == []
