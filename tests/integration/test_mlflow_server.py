@@ -1,101 +1,28 @@
 """The same tracking/registry code against a real `mlflow server` on loopback.
 
-Backend store: PostgreSQL on 127.0.0.1:5432 (a throw-away database created and dropped here);
+Backend store: PostgreSQL on 127.0.0.1:5432 (a throw-away database; the server and database come
+from `mlflow_pg_server`, tests/integration/servers.py);
 artifacts: served by the MLflow server (proxied), so the client never touches the server's disk.
 Skipped locally without PostgreSQL; a failure in CI (MMREC_REQUIRE_SERVICES=1).
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from tests.conftest import FIXTURES, require_service
+from tests.conftest import FIXTURES
+from tests.integration.servers import MlflowServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.services]
 
-PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
-SERVER_START_S = 240
 
-
-@pytest.fixture
-def pg_database() -> Iterator[str]:
-    """A fresh PostgreSQL database for the MLflow backend store, dropped afterwards."""
-    require_service("PostgreSQL", "127.0.0.1", 5432)
-    psycopg = pytest.importorskip("psycopg")
-    name = f"mmrec_mlflow_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{PG}/{name}"
-    finally:
-        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture
-def mlflow_server(pg_database: str, tmp_path: Path) -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = tmp_path / "mlflow-server.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_URI")}
-    cmd = [
-        str(Path(sys.executable).parent / "mlflow"),
-        "server",
-        "--backend-store-uri",
-        pg_database,
-        "--artifacts-destination",
-        str(tmp_path / "server-artifacts"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
-    proc = subprocess.Popen(
-        cmd, env=env, cwd=tmp_path, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + SERVER_START_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"mlflow server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"mlflow server not up after {SERVER_START_S}s:\n{log.read_text()[-3000:]}")
-            time.sleep(1)
-        yield url
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-
-
-def test_registry_lifecycle_against_a_server(mlflow_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_registry_lifecycle_against_a_server(
+    mlflow_pg_server: MlflowServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     from mmrec.config import Params
     from mmrec.data.contract import load_dataset_spec
     from mmrec.data.interactions import Interactions
@@ -105,6 +32,7 @@ def test_registry_lifecycle_against_a_server(mlflow_server: str, tmp_path: Path,
     from mmrec.tracking.registry import load_champion, registry_state, rollback
     from mmrec.tracking.runs import track_training
 
+    mlflow_server = mlflow_pg_server.url  # tests/integration/servers.py: fresh database, server up
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     ws = tmp_path / "ws"
     ctx = StageContext(spec=load_dataset_spec(FIXTURES / "tiny" / "dataset.yaml"), params=Params(), workspace=ws)
