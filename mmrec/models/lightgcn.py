@@ -108,6 +108,35 @@ def _symmetric_spmm() -> Any:
     return SymmetricSpMM
 
 
+@functools.cache
+def _sparse_product_function() -> Any:
+    """The autograd function M @ X for a constant sparse M whose transpose is given."""
+    import torch
+
+    class SparseProduct(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, m: torch.Tensor, m_t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            ctx.m_t = m_t
+            return m @ x
+
+        @staticmethod
+        def backward(ctx, grad: torch.Tensor) -> tuple[None, None, torch.Tensor]:
+            return None, None, ctx.m_t @ grad
+
+    return SparseProduct
+
+
+def sparse_product(matrix: sp.csr_matrix, x: torch.Tensor) -> torch.Tensor:
+    """`matrix @ x` with gradient to `x`, for a per-step constant scipy CSR `matrix`.
+
+    Its transpose is built by scipy (O(nnz)) rather than by torch's sparse autograd, and both
+    are CSR: torch's fastest CPU sparse-dense product.
+    """
+    return _sparse_product_function().apply(
+        to_torch_csr(matrix, x.device), to_torch_csr(sp.csr_matrix(matrix.T), x.device), x
+    )
+
+
 #: propagation modes: the whole graph every step, or the batch's nodes with sampled walks
 PROPAGATIONS = ("auto", "full", "sampled")
 #: `auto` samples once the graph's stored edges exceed this many times a step's walk rows

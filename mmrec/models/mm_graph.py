@@ -37,7 +37,7 @@ from mmrec.errors import ModelError
 from mmrec.models.bpr import bpr_loss, l2_penalty
 from mmrec.models.content_knn import BLOCK, topk_sparse
 from mmrec.models.item_features import centred_unit, check_modalities, check_weights, modality_mask
-from mmrec.models.lightgcn import LightGCN
+from mmrec.models.lightgcn import LightGCN, sparse_product
 from mmrec.models.neighbours import group_candidates, recall_sample, sampled_recall, topk_of_candidates, use_hnsw
 from mmrec.models.registry import register_model
 from mmrec.models.training import check_positive
@@ -280,23 +280,26 @@ class MMGraph(LightGCN):
     def _item_graph_rows(self, items: torch.Tensor) -> torch.Tensor:
         """alpha * sum_m (S_m E)_i for the given items: their rows of S times the ego rows they name.
 
-        The batch's 2B x k graph entries are gathered through the row lookup (sparse gradients
-        while sampling) instead of S @ E over the catalogue (n_items x k) in every batch. S's
-        columns are warm items, whose ego rows are unmasked.
+        Only the batch's rows of S are used (2B x k entries per modality), instead of S @ E over
+        the catalogue (n_items x k) in every batch. The modalities' rows are summed into one
+        matrix over the distinct items they name, so each neighbour's ego row is gathered once
+        per step however many batch items name it (popular neighbours are named thousands of
+        times; gathering per entry made the sampled step's sparse gradient 2B x k x modalities
+        rows long). S's columns are warm items, whose ego rows are unmasked.
         """
         import torch
 
-        out = torch.zeros(items.shape[0], self.dim, device=items.device)
         rows = items.cpu().numpy()
-        for g in self._graphs.values():
-            sub = g[rows]
-            if not sub.nnz:
-                continue
-            at = torch.from_numpy(np.repeat(np.arange(len(rows)), np.diff(sub.indptr))).to(items.device)
-            cols = torch.from_numpy(sub.indices.astype(np.int64)).to(items.device)
-            vals = torch.from_numpy(sub.data.astype(np.float32)).to(items.device)
-            out = out.index_add(0, at, self._rows("ego", cols + self._n_users) * vals[:, None])
-        return self.item_weight * out
+        parts = [g[rows] for g in self._graphs.values()]
+        sub = sp.csr_matrix(functools.reduce(operator.add, parts)) if parts else None
+        if sub is None or not sub.nnz:
+            return torch.zeros(items.shape[0], self.dim, device=items.device)
+        named, column = np.unique(sub.indices, return_inverse=True)
+        mix = sp.csr_matrix(
+            (sub.data.astype(np.float32), column.reshape(-1), sub.indptr), shape=(len(rows), len(named))
+        )
+        ego = self._rows("ego", torch.from_numpy(named.astype(np.int64) + self._n_users).to(items.device))
+        return self.item_weight * sparse_product(mix, ego)
 
     def _batch_loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         import torch

@@ -320,3 +320,35 @@ def test_mm_graph_hnsw_item_graph_matches_the_exact_graph(monkeypatch) -> None:
     assert not sums[~mask].any()  # no image, no edges in the image graph
     overlap = sum(len(set(approx[i].indices) & set(exact[i].indices)) for i in range(1500)) / exact.nnz
     assert overlap > 0.9
+
+
+@pytest.mark.parametrize("sampled", [False, True])
+def test_item_graph_rows_gather_each_named_item_once_and_match_the_dense_product(sampled) -> None:
+    import torch
+
+    train = wide_catalogue(n_items=300, n_users=80, per_user=8)
+    model = _built(
+        "mm_graph", train, modalities=["text", "image"], knn_k=6, propagation="sampled" if sampled else "full"
+    )
+    model._sparse_on = sampled
+    items = torch.tensor([3, 3, 10, 299, 150, 10, 42])  # repeats, as in a batch
+    gathered: list[int] = []
+    original = type(model)._rows
+
+    def counting(self, name, index):
+        gathered.append(int(index.numel()))
+        return original(self, name, index)
+
+    type(model)._rows = counting
+    try:
+        out = model._item_graph_rows(items)
+    finally:
+        type(model)._rows = original
+    ego = model._params["ego"].detach().numpy()[model._n_users :]
+    dense = sum(g.toarray() for g in model._graphs.values())[items.numpy()] @ ego
+    np.testing.assert_allclose(out.detach().numpy(), model.item_weight * dense, rtol=1e-5, atol=1e-6)
+    named = np.unique(np.concatenate([g[items.numpy()].indices for g in model._graphs.values()]))
+    assert gathered == [len(named)] and len(named) < 2 * 6 * len(items)  # once per distinct neighbour
+    out.sum().backward()
+    grad = model._params["ego"].grad
+    assert grad is not None and grad.is_sparse == sampled
