@@ -130,11 +130,17 @@ def test_pipeline_and_nightly_on_dask_match_single_process(use_prefect_api: str,
         np.testing.assert_allclose(a.matrix, b.matrix, rtol=1e-5, atol=1e-5, err_msg=str(rel))
         if np.array_equal(a.matrix, b.matrix):  # the file itself is deterministic given its values
             assert fa[rel] == fb[rel], f"{rel}: same values but different bytes"
-    for m in ("text", "image"):  # every one of 64 items encoded once, in 8 shards over both workers
+    used: set[str] = set()
+    for m in ("text", "image"):  # every one of 64 items encoded once, in 8 shards
         entry = result["extraction"][m]
-        assert entry["shards"] == 8 and len(entry["workers"]) == 2, entry
+        assert entry["shards"] == 8 and 1 <= len(entry["workers"]) <= 2, entry
         assert entry["encoded"] + entry["cached"] + entry["missing"] + entry["failed"] == 64
         assert set(entry["encoder_loads"].values()) == {1}, entry["encoder_loads"]  # one encoder per worker
+        used |= set(entry["workers"])
+    # both workers took shards. Per modality this is not guaranteed: shards are dealt round-robin
+    # as a loose restriction, so an idle worker takes a busy one's (a loaded CI machine ran all
+    # of one modality's shards on one worker while the other was busy with another modality's)
+    assert len(used) == 2, used
 
     # nightly on the dask workspace's champion: single process, then user blocks on Dask
     state = _run(run_nightly, ds_b, write_params(ws_b, "threads", name="params-threads.yaml"), ws_b)
