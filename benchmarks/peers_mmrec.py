@@ -33,7 +33,9 @@ Each `--select` slice then chooses the setting and the epoch (never test): cold_
 comparison (as peers_cornac.py does for VBPR), valid for the warm figures; test and cold_test are
 scored once per choice. MMRec's own evaluator (`Trainer.evaluate` on its valid loader) is run on
 each chosen model as a cross-check of the warm valid figure (same Recall definition and masks).
-Scores are `model.full_sort_predict` for all users at once.
+Scores are `model.full_sort_predict` for all users at once. MMRec's model code is not changed;
+`mmrec_compat` stands in for what newer torch/scipy/numpy removed (`.cuda()` without a GPU,
+`dok_matrix._update`, `np.float`) while its models are built and its evaluator runs.
 
 MMRec is a peer, not a dependency of mmrec: put a snapshot beside the project (its `src/` holds
 `models/`, `common/`, `utils/`, `configs/`) and install its missing import, e.g.
