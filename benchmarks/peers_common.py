@@ -10,9 +10,11 @@ peer toolkit (tests/unit/test_peers_common.py runs without them).
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import logging
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,8 @@ MAIN = "recall@20"
 SELECTABLE = ("valid", "cold_valid")
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
+#: the repository root (default `--params`: its params.yaml)
+REPO = Path(__file__).resolve().parents[1]
 
 
 class PeerMissing(RuntimeError):
@@ -299,3 +303,63 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     raise TypeError(f"not JSON serialisable: {type(obj)}")
+
+
+# --- command line ---------------------------------------------------------------------------------
+
+
+def _names(text: str) -> list[str]:
+    return [m for m in text.split(",") if m]
+
+
+def add_split_arguments(
+    ap: argparse.ArgumentParser,
+    models: Sequence[str],
+    grids: Mapping[str, str],
+    fixed: Mapping[str, str],
+    toolkit: str,
+    extra: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> None:
+    """The options every peer script takes: the workspace and its split, the models with their
+    grids and fixed settings, seed, threads, `--valid-only` and `--out`. `extra` adds the
+    script's own options after the per-model ones."""
+    ap.add_argument("--workspace", required=True, help="workspace of `mmrec stage split/extract_*` (data/<name>/...)")
+    ap.add_argument("--dataset", required=True, help="the dataset.yaml the workspace was built from")
+    ap.add_argument("--root", default=None, help="data root overriding dataset.yaml's `root:`")
+    ap.add_argument("--params", default=str(REPO / "params.yaml"), help="base params file (evaluate.*, split.kind)")
+    ap.add_argument("--models", default=",".join(models), type=_names)
+    ap.add_argument("--modalities", default="text,image", type=_names)
+    for m in models:
+        ap.add_argument(f"--{m}-grid", default=grids[m], help=f"{m} grid, key=v1,v2;key=... ({toolkit} names)")
+        ap.add_argument(f"--{m}-fixed", default=fixed[m], help=f"fixed {toolkit} {m} settings, key=v,...")
+    if extra is not None:
+        extra(ap)
+    ap.add_argument("--seed", type=int, default=None, help=f"{toolkit}'s seed (default: train.seed)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--valid-only", action="store_true", help="score valid and cold_valid only (test untouched)")
+    ap.add_argument("--out", default=None, help="write the results as JSON here")
+
+
+def run_script(
+    ap: argparse.ArgumentParser,
+    argv: list[str] | None,
+    models: Sequence[str],
+    run: Callable[[argparse.Namespace], dict[str, Any]],
+    report: Callable[[Mapping[str, Any]], str],
+) -> int:
+    """Parse, check the model names, run, print the table and write `--out`; exit 2 naming the
+    missing package when the peer toolkit cannot be imported."""
+    args = ap.parse_args(argv)
+    unknown = [m for m in args.models if m not in models]
+    if unknown:
+        ap.error(f"unknown model(s) {unknown}; available: {list(models)}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        results = run(args)
+    except PeerMissing as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(report(results))
+    if args.out:
+        write_results(args.out, results)
+    return 0

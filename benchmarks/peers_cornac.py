@@ -60,8 +60,10 @@ sys.path.append(str(REPO / "benchmarks"))  # peers_common (appended: the folder'
 
 from peers_common import (
     MAIN,
+    SELECTABLE,
     TABLE_HEAD,
     PeerMissing,
+    add_split_arguments,
     choose,
     fmt,
     grid_settings,
@@ -70,8 +72,8 @@ from peers_common import (
     parse_values,
     peer_score_fn,
     positions,
+    run_script,
     table_row,
-    write_results,
 )
 
 from mmrec.constants import ITEM_ID, USER_ID
@@ -283,7 +285,7 @@ def report(results: Mapping[str, Any]) -> str:
 
 def _select(text: str) -> dict[str, str]:
     out = parse_values(text)
-    bad = {m: s for m, s in out.items() if m not in MODELS or s not in ("valid", "cold_valid")}
+    bad = {m: s for m, s in out.items() if m not in MODELS or s not in SELECTABLE}
     if bad:
         raise argparse.ArgumentTypeError(f"--select takes model=valid|cold_valid for models {list(MODELS)}, got {bad}")
     return out
@@ -291,36 +293,14 @@ def _select(text: str) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workspace", required=True, help="workspace of `mmrec stage split/extract_*` (data/<name>/...)")
-    ap.add_argument("--dataset", required=True, help="the dataset.yaml the workspace was built from")
-    ap.add_argument("--root", default=None, help="data root overriding dataset.yaml's `root:`")
-    ap.add_argument("--params", default=str(REPO / "params.yaml"), help="base params file (evaluate.*, split.kind)")
-    ap.add_argument("--models", default=",".join(MODELS), type=lambda s: [m for m in s.split(",") if m])
-    ap.add_argument("--modalities", default="text,image", type=lambda s: [m for m in s.split(",") if m])
-    for m in MODELS:
-        ap.add_argument(f"--{m}-grid", default=DEFAULT_GRID[m], help=f"{m} grid, key=v1,v2;key=... ")
-        ap.add_argument(f"--{m}-fixed", default=DEFAULT_FIXED[m], help=f"fixed Cornac {m} arguments, key=v,...")
-    ap.add_argument(
-        "--select", default="", type=_select, help="model=valid|cold_valid (default bpr=valid,vbpr=cold_valid)"
-    )
-    ap.add_argument("--seed", type=int, default=None, help="Cornac's seed (default: train.seed)")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--valid-only", action="store_true", help="score valid and cold_valid only (test untouched)")
-    ap.add_argument("--out", default=None, help="write the results as JSON here")
-    args = ap.parse_args(argv)
-    unknown = [m for m in args.models if m not in MODELS]
-    if unknown:
-        ap.error(f"unknown model(s) {unknown}; available: {list(MODELS)}")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    try:
-        results = run(args)
-    except PeerMissing as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(report(results))
-    if args.out:
-        write_results(args.out, results)
-    return 0
+
+    def extra(ap: argparse.ArgumentParser) -> None:
+        ap.add_argument(
+            "--select", default="", type=_select, help="model=valid|cold_valid (default bpr=valid,vbpr=cold_valid)"
+        )
+
+    add_split_arguments(ap, MODELS, DEFAULT_GRID, DEFAULT_FIXED, "Cornac", extra)
+    return run_script(ap, argv, MODELS, run, report)
 
 
 if __name__ == "__main__":

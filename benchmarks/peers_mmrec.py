@@ -82,6 +82,7 @@ from peers_common import (
     SELECTABLE,
     TABLE_HEAD,
     PeerMissing,
+    add_split_arguments,
     choose,
     fmt,
     grid_settings,
@@ -90,8 +91,8 @@ from peers_common import (
     parse_values,
     peer_score_fn,
     positions,
+    run_script,
     table_row,
-    write_results,
 )
 
 from mmrec.constants import ITEM_ID, USER_ID
@@ -541,42 +542,23 @@ def _slices(text: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workspace", required=True, help="workspace of `mmrec stage split/extract_*` (data/<name>/...)")
-    ap.add_argument("--dataset", required=True, help="the dataset.yaml the workspace was built from")
     ap.add_argument("--mmrec-src", required=True, type=Path, help="an MMRec snapshot (the folder holding src/)")
-    ap.add_argument("--root", default=None, help="data root overriding dataset.yaml's `root:`")
-    ap.add_argument("--params", default=str(REPO / "params.yaml"), help="base params file (evaluate.*, split.kind)")
-    ap.add_argument("--models", default=",".join(MODELS), type=lambda s: [m for m in s.split(",") if m])
-    ap.add_argument("--modalities", default="text,image", type=lambda s: [m for m in s.split(",") if m])
-    for m in MODELS:
-        ap.add_argument(f"--{m}-grid", default=DEFAULT_GRID[m], help=f"{m} grid, key=v1,v2;key=... (MMRec names)")
-        ap.add_argument(f"--{m}-fixed", default=DEFAULT_FIXED[m], help=f"fixed MMRec {m} settings, key=v,...")
-    ap.add_argument("--epochs", type=int, default=80, help="MMRec's `epochs` (its default 1000)")
-    ap.add_argument("--stopping-step", type=int, default=20, help="MMRec's early-stopping patience (epochs)")
-    ap.add_argument("--stop-on", default="valid", choices=SELECTABLE, help="the slice early stopping follows")
-    ap.add_argument(
-        "--select", default="cold_valid,valid", type=_slices, help="slices that choose setting and epoch (one row each)"
-    )
-    ap.add_argument("--seed", type=int, default=None, help="MMRec's seed (default: train.seed)")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--work-dir", default=None, help="where MMRec's input files go (default: a temporary folder)")
-    ap.add_argument("--keep-data", action="store_true", help="keep the temporary MMRec input folder")
-    ap.add_argument("--valid-only", action="store_true", help="score valid and cold_valid only (test untouched)")
-    ap.add_argument("--out", default=None, help="write the results as JSON here")
-    args = ap.parse_args(argv)
-    unknown = [m for m in args.models if m not in MODELS]
-    if unknown:
-        ap.error(f"unknown model(s) {unknown}; available: {list(MODELS)}")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    try:
-        results = run(args)
-    except PeerMissing as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(report(results))
-    if args.out:
-        write_results(args.out, results)
-    return 0
+
+    def extra(ap: argparse.ArgumentParser) -> None:
+        ap.add_argument("--epochs", type=int, default=80, help="MMRec's `epochs` (its default 1000)")
+        ap.add_argument("--stopping-step", type=int, default=20, help="MMRec's early-stopping patience (epochs)")
+        ap.add_argument("--stop-on", default="valid", choices=SELECTABLE, help="the slice early stopping follows")
+        ap.add_argument(
+            "--select",
+            default="cold_valid,valid",
+            type=_slices,
+            help="slices that choose setting and epoch (one row each)",
+        )
+        ap.add_argument("--work-dir", default=None, help="where MMRec's input files go (default: a temporary folder)")
+        ap.add_argument("--keep-data", action="store_true", help="keep the temporary MMRec input folder")
+
+    add_split_arguments(ap, MODELS, DEFAULT_GRID, DEFAULT_FIXED, "MMRec", extra)
+    return run_script(ap, argv, MODELS, run, report)
 
 
 if __name__ == "__main__":

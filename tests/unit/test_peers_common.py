@@ -4,9 +4,12 @@ slice is scored with, the validation-only choice, the grid syntax and the result
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pandas as pd
@@ -16,18 +19,28 @@ from mmrec.config import Params
 from mmrec.data.interactions import split_data_from_frames
 from mmrec.evaluate import user_metrics
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "peers_common.py"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@contextlib.contextmanager
+def loaded_script(file: str, name: str) -> Iterator[ModuleType]:
+    """benchmarks/`file` (the scripts are no package) as module `name`, registered in sys.modules
+    while in use (dataclasses look their module up there)."""
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / file)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(name, None)
 
 
 @pytest.fixture(scope="module")
 def common():
-    spec = importlib.util.spec_from_file_location("peers_common_under_test", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    with loaded_script("peers_common.py", "peers_common_under_test") as module:
+        yield module
 
 
 def test_positions_map_our_ids_onto_the_peers_index_and_mark_unknown_ones(common):

@@ -4,25 +4,18 @@ choice, grids) are tested in test_peers_common.py."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.unit.test_peers_common import _frames
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "peers_cornac.py"
+from tests.unit.test_peers_common import _frames, loaded_script
 
 
 @pytest.fixture(scope="module")
 def pc():
-    spec = importlib.util.spec_from_file_location("peers_cornac", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    with loaded_script("peers_cornac.py", "peers_cornac") as module:
+        yield module
 
 
 def test_interaction_triples_drop_the_timestamp_and_rate_every_row_one(pc):

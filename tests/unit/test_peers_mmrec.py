@@ -5,9 +5,7 @@ MMRec's per-epoch validation and skips its per-epoch test, and the message when 
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -15,18 +13,13 @@ import pandas as pd
 import pytest
 
 from mmrec.data.splits import SplitFrames
-from tests.unit.test_peers_common import _frames
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "peers_mmrec.py"
+from tests.unit.test_peers_common import _frames, loaded_script
 
 
 @pytest.fixture(scope="module")
 def pm():
-    spec = importlib.util.spec_from_file_location("peers_mmrec", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    with loaded_script("peers_mmrec.py", "peers_mmrec") as module:
+        yield module
 
 
 def test_mmrec_index_keeps_our_order_and_only_ids_the_split_uses(pm):
