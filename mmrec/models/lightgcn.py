@@ -91,26 +91,10 @@ def to_torch_csr(matrix: sp.csr_matrix, device: torch.device) -> torch.Tensor:
 
 
 @functools.cache
-def _symmetric_spmm() -> Any:
-    """The autograd function A @ X for a symmetric sparse A (built lazily: torch is imported late)."""
-    import torch
-
-    class SymmetricSpMM(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-            ctx.adj = adj
-            return adj @ x
-
-        @staticmethod
-        def backward(ctx, grad: torch.Tensor) -> tuple[None, torch.Tensor]:
-            return None, ctx.adj @ grad  # A^T = A
-
-    return SymmetricSpMM
-
-
-@functools.cache
 def _sparse_product_function() -> Any:
-    """The autograd function M @ X for a constant sparse M whose transpose is given."""
+    """The autograd function M @ X for a constant sparse M whose transpose M^T is given (built
+    lazily: torch is imported late). A symmetric M (LightGCN's A_hat) is passed as its own
+    transpose, so no step transposes it."""
     import torch
 
     class SparseProduct(torch.autograd.Function):
@@ -252,7 +236,6 @@ class LightGCN(FactorModel):
         self.seed = int(seed)
         self.device = str(device)
         self._adj: torch.Tensor | None = None
-        self._spmm: Any = None  # the autograd Function class, made on first fit
         self._n_users = 0
         # sampled propagation: the adjacency (scipy, for walks), the snapshot E~ and H, the step
         self._sampled = False
@@ -277,7 +260,6 @@ class LightGCN(FactorModel):
         self._n_users = n_users
         adj = normalized_adjacency(matrix)
         self._adj = to_torch_csr(adj, device)
-        self._spmm = _symmetric_spmm()
         self._sampled = self.uses_sampling(adj.nnz)
         self._adj_np = adj if self._sampled else None
         self._snapshot, self._step = None, 0
@@ -299,11 +281,12 @@ class LightGCN(FactorModel):
 
     def _propagate(self, ego: torch.Tensor | None = None) -> torch.Tensor:
         """Mean of the layer embeddings, (n_users + n_items, dim), from `ego` (default: the parameters)."""
-        assert self._adj is not None and self._spmm is not None
+        assert self._adj is not None
+        spmm = _sparse_product_function()
         x = self._params["ego"] if ego is None else ego
         total = x
         for _ in range(self.n_layers):
-            x = self._spmm.apply(self._adj, x)
+            x = spmm.apply(self._adj, self._adj, x)  # A_hat is symmetric: its own transpose
             total = total + x
         return total / (self.n_layers + 1)
 

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from mmrec.data.interactions import Interactions
 from mmrec.evaluate import evaluate_scores
 from mmrec.models import create_model
-from mmrec.models.lightgcn import _symmetric_spmm, normalized_adjacency, to_torch_csr
+from mmrec.models.lightgcn import _sparse_product_function, normalized_adjacency, sparse_product, to_torch_csr
 
 
 def planted(seed: int = 0) -> tuple[Interactions, sp.csr_matrix]:
@@ -74,7 +74,7 @@ def test_normalized_adjacency_by_hand():
     assert not a[4].any()  # an isolated node keeps only its own embedding
 
 
-def test_symmetric_spmm_gradient_matches_dense():
+def test_symmetric_product_gradient_matches_dense():
     import torch
 
     rng = np.random.default_rng(0)
@@ -82,9 +82,26 @@ def test_symmetric_spmm_gradient_matches_dense():
     adj = normalized_adjacency(r)
     x = torch.randn(11, 3, dtype=torch.float32, requires_grad=True)
     w = torch.randn(11, 3)
-    out = _symmetric_spmm().apply(to_torch_csr(adj, torch.device("cpu")), x)
+    csr = to_torch_csr(adj, torch.device("cpu"))
+    out = _sparse_product_function().apply(csr, csr, x)  # symmetric: its own transpose
     (out * w).sum().backward()
     dense = torch.from_numpy(adj.toarray())
+    x2 = x.detach().clone().requires_grad_()
+    ((dense @ x2) * w).sum().backward()
+    torch.testing.assert_close(out, dense @ x.detach())
+    torch.testing.assert_close(x.grad, x2.grad)
+
+
+def test_sparse_product_gradient_matches_dense_for_a_rectangular_matrix():
+    import torch
+
+    rng = np.random.default_rng(1)
+    m = sp.csr_matrix(rng.random((4, 7)) * (rng.random((4, 7)) < 0.5), dtype=np.float32)
+    x = torch.randn(7, 3, dtype=torch.float32, requires_grad=True)
+    w = torch.randn(4, 3)
+    out = sparse_product(m, x)
+    (out * w).sum().backward()
+    dense = torch.from_numpy(m.toarray())
     x2 = x.detach().clone().requires_grad_()
     ((dense @ x2) * w).sum().backward()
     torch.testing.assert_close(out, dense @ x.detach())
