@@ -202,7 +202,8 @@ def time_model(name: str, shop: dict[str, Any], epochs: int) -> dict[str, Any]:
     if search is not None:  # content_knn: how its neighbours were found, and their sampled recall
         out["neighbours"] = {"approximate": search.approximate, "recall": search.recall, "sample": search.sample}
     if name in ("lightgcn", "mm_graph") and model is not None:
-        out["propagation"] = "sampled" if model.uses_sampling(2 * int(shop["train"].nnz)) else "full"
+        out["propagation"] = "sampled" if model.uses_sampling() else "full"
+        out["steps_per_epoch"] = int(model.steps_per_epoch)
     return out
 
 
@@ -372,7 +373,11 @@ def main(argv: list[str] | None = None) -> int:
             )
         if name in ("lightgcn", "mm_graph"):
             print(
-                f"  {name} propagation: " + ", ".join(f"{lab}: {rows[lab]['propagation']}" for *_, lab in sizes),
+                f"  {name} propagation: "
+                + ", ".join(
+                    f"{lab}: {rows[lab]['propagation']}, {rows[lab]['steps_per_epoch']} steps/epoch"
+                    for *_, lab in sizes
+                ),
                 flush=True,
             )
         if name == "two_tower":

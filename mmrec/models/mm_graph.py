@@ -132,8 +132,8 @@ class MMGraph(LightGCN):
             `mmrec.models.neighbours.ANN_MIN_ITEMS` items; see `knn_item_graph`).
         item_weight: alpha, the weight of the item-graph term.
         dim, n_layers, lr, reg, batch_size, max_epochs, eval_every, patience, min_epochs, init_std, seed,
-            device, propagation, walks, refresh_every: as in `LightGCN` (the item-graph term is
-            computed for the batch's items in every mode).
+            device, propagation, walks, refresh_every, max_full_steps: as in `LightGCN` (the
+            item-graph term is computed for the batch's items in every mode).
 
     Users without training interactions are scored by popularity.
 
@@ -165,6 +165,7 @@ class MMGraph(LightGCN):
         walks: int = 8,
         refresh_every: int = 0,
         knn_search: str = "auto",
+        max_full_steps: int = 10,
     ) -> None:
         use_hnsw(knn_search, 0)  # validates the name
         super().__init__(
@@ -183,6 +184,7 @@ class MMGraph(LightGCN):
             propagation=propagation,
             walks=walks,
             refresh_every=refresh_every,
+            max_full_steps=max_full_steps,
         )
         self.modalities = list(check_modalities(self.name, modalities))
         self.weights = check_weights(self.name, weights, self.modalities)

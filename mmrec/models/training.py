@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import math
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Iterator
@@ -412,6 +413,7 @@ class FactorModel(ColdUserFallback, Recommender):
         self._params: dict[str, torch.Tensor] = {}
         self._module: BatchLossModule | None = None
         self._sparse_on = False
+        self.steps_per_epoch = 0  # optimiser steps per epoch of the last fit
 
     def module(self) -> BatchLossModule:
         """The `nn.Module` being trained: the parameters (by name) and `forward` = the batch loss.
@@ -448,6 +450,15 @@ class FactorModel(ColdUserFallback, Recommender):
 
     def _epoch_start(self, epoch: int) -> None:
         """Hook before each epoch's batches (e.g. refresh a cached table); nothing by default."""
+
+    def _step_settings(self, n_pairs: int) -> tuple[int, float]:
+        """(triples per step, learning rate) for a training set of `n_pairs` interactions.
+
+        `batch_size` and `lr` by default. A hook for models whose step costs O(graph) rather
+        than O(batch): they bound the steps per epoch by growing the batch with the data, and
+        the learning rate with it (LightGCN's `max_full_steps`).
+        """
+        return self.batch_size, self.lr
 
     @abstractmethod
     def _factors(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -491,18 +502,31 @@ class FactorModel(ColdUserFallback, Recommender):
         self._sparse_on = dp is None and wants_sparse
         sparse = [v for k, v in self._params.items() if self._sparse_on and k in self.sparse_tables]
         dense = [v for k, v in self._params.items() if not (self._sparse_on and k in self.sparse_tables)]
-        optimisers = ([torch.optim.Adam(dense, lr=self.lr)] if dense else []) + (
-            [torch.optim.SparseAdam(sparse, lr=self.lr)] if sparse else []
-        )
         users, items = positive_pairs(matrix)
         if len(users) == 0:
             raise ModelError(f"{self.name}: the training matrix has no interactions")
         sampler = NegativeSampler(matrix)
+        batch_size, lr = self._step_settings(len(users))
+        self.steps_per_epoch = math.ceil(len(users) / batch_size)
+        if batch_size != self.batch_size:
+            logger.info(
+                "%s: batch %d -> %d triples (lr %.3g -> %.3g) so that an epoch of %d interactions is %d steps",
+                self.name,
+                self.batch_size,
+                batch_size,
+                self.lr,
+                lr,
+                len(users),
+                self.steps_per_epoch,
+            )
+        optimisers = ([torch.optim.Adam(dense, lr=lr)] if dense else []) + (
+            [torch.optim.SparseAdam(sparse, lr=lr)] if sparse else []
+        )
 
         def train_epoch(epoch: int) -> float:
             self._epoch_start(epoch)
             total = 0.0
-            for u, p, n in bpr_batches(users, items, sampler, self.batch_size, rng):
+            for u, p, n in bpr_batches(users, items, sampler, batch_size, rng):
                 if dp is not None:
                     loss, share = dp.loss(u, p, n)
                 else:

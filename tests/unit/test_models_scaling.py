@@ -247,17 +247,70 @@ def test_sampled_steps_touch_the_batch_rows_and_refresh_at_the_set_pace(monkeypa
     assert max(rows for _, rows in grads) <= 3 * 16 * (1 + 2 * 2) < train.n_users + train.n_items
 
 
-def test_auto_propagation_samples_only_large_graphs() -> None:
-    from mmrec.models.lightgcn import AUTO_SAMPLED_RATIO
-
-    model = create_model("lightgcn", batch_size=100, walks=4)
-    limit = int(AUTO_SAMPLED_RATIO * 3 * 100 * 4)
-    assert not model.uses_sampling(limit) and model.uses_sampling(limit + 1)
-    assert not create_model("lightgcn", propagation="full").uses_sampling(10**9)
-    assert create_model("lightgcn", propagation="sampled").uses_sampling(10)
-    assert not create_model("lightgcn", propagation="sampled", n_layers=0).uses_sampling(10)  # nothing to propagate
+def test_only_an_explicit_sampled_propagation_samples() -> None:
+    assert not create_model("lightgcn").uses_sampling()  # auto is the exact step
+    assert not create_model("lightgcn", propagation="full").uses_sampling()
+    assert create_model("lightgcn", propagation="sampled").uses_sampling()
+    assert not create_model("lightgcn", propagation="sampled", n_layers=0).uses_sampling()  # nothing to propagate
     with pytest.raises(ModelError, match="propagation must be one of"):
         create_model("lightgcn", propagation="walk")
+    with pytest.raises(ModelError, match="max_full_steps must be >= 0"):
+        create_model("mm_graph", max_full_steps=-1)
+
+
+@pytest.mark.parametrize(
+    ("name", "max_full_steps", "propagation", "steps"),
+    [
+        ("lightgcn", 4, "auto", 4),  # 300 interactions, batch 16 would be 19 steps: batch grows to 75
+        ("mm_graph", 4, "full", 4),
+        ("lightgcn", 0, "auto", 19),  # no bound: the configured batch
+        ("lightgcn", 50, "auto", 19),  # the bound is above what the batch needs
+        ("lightgcn", 4, "sampled", 19),  # a sampled step costs O(batch): no bound applies
+    ],
+)
+def test_full_graph_propagations_per_epoch_are_bounded_by_growing_the_batch(
+    monkeypatch, name, max_full_steps, propagation, steps
+) -> None:
+    train = wide_catalogue(n_items=400, n_users=60, per_user=5)  # 300 interactions
+    extra = {"modalities": ["text", "image"], "knn_k": 4} if name == "mm_graph" else {}
+    model = create_model(
+        name, dim=8, batch_size=16, max_epochs=2, max_full_steps=max_full_steps, propagation=propagation, **extra
+    )
+    propagations, batches = [], []
+    original_propagate, original_loss = type(model)._propagate, type(model)._batch_loss
+
+    def counting_propagate(self, ego=None):
+        propagations.append(1)
+        return original_propagate(self, ego)
+
+    def counting_loss(self, users, pos, neg):
+        batches.append(int(users.shape[0]))
+        return original_loss(self, users, pos, neg)
+
+    import torch
+
+    lrs: list[float] = []  # what each optimiser was built with
+
+    def recording(cls):
+        class Recording(cls):
+            def __init__(self, params, lr):
+                lrs.append(lr)
+                super().__init__(params, lr=lr)
+
+        return Recording
+
+    monkeypatch.setattr(type(model), "_propagate", counting_propagate)
+    monkeypatch.setattr(type(model), "_batch_loss", counting_loss)
+    monkeypatch.setattr(torch.optim, "Adam", recording(torch.optim.Adam))
+    monkeypatch.setattr(torch.optim, "SparseAdam", recording(torch.optim.SparseAdam))
+    model.fit(train)
+    assert model.steps_per_epoch == steps and len(batches) == 2 * steps
+    assert sum(batches) == 2 * 300  # every interaction once per epoch, whatever the batch
+    # the learning rate follows the batch's growth by the square-root rule (75 = 300 / 4 triples)
+    grown = 75 / 16 if steps == 4 else 1.0
+    assert lrs and all(lr == pytest.approx(model.lr * grown**0.5) for lr in lrs)
+    if propagation != "sampled":
+        assert len(propagations) == 2 * steps + 1  # one per step, and one to export the factors
 
 
 def test_content_knn_hnsw_keeps_exact_values_and_finds_the_exact_neighbours(monkeypatch) -> None:
