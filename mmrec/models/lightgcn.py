@@ -5,8 +5,8 @@ symmetrically normalised bipartite adjacency A_hat = D^-1/2 A D^-1/2 (no weights
 non-linearity), and the final representation is the mean of E0..EK. Trained with the BPR loss
 plus L2 on the batch's ego (layer-0) embeddings.
 
-Speed: A_hat is built once per fit as a torch sparse CSR tensor. On a small graph each step
-propagates the full graph once (the standard formulation; `propagation: full`). A_hat is
+Speed: A_hat is built once per fit as a torch sparse CSR tensor. Each step propagates the
+full graph once (the standard formulation; `propagation: full`, or `auto`). A_hat is
 symmetric, so the backward pass of A_hat @ X is A_hat @ grad: a custom autograd function reuses
 the same CSR tensor instead of letting torch transpose it at every step.
 

@@ -271,6 +271,8 @@ def test_only_an_explicit_sampled_propagation_samples() -> None:
 def test_full_graph_propagations_per_epoch_are_bounded_by_growing_the_batch(
     monkeypatch, name, max_full_steps, propagation, steps
 ) -> None:
+    import torch
+
     train = wide_catalogue(n_items=400, n_users=60, per_user=5)  # 300 interactions
     extra = {"modalities": ["text", "image"], "knn_k": 4} if name == "mm_graph" else {}
     model = create_model(
@@ -286,8 +288,6 @@ def test_full_graph_propagations_per_epoch_are_bounded_by_growing_the_batch(
     def counting_loss(self, users, pos, neg):
         batches.append(int(users.shape[0]))
         return original_loss(self, users, pos, neg)
-
-    import torch
 
     lrs: list[float] = []  # what each optimiser was built with
 
