@@ -349,7 +349,23 @@ class LightGCN(FactorModel):
         """Final (propagated) representations of nodes `index`, (len(index), dim)."""
         if self._sampled:
             return self._sampled_rows(index)
-        return self._propagate(self._ego())[index]
+        return self._propagate(self._ego()).index_select(0, index)
+
+    def _ego_penalty(self, idx: torch.Tensor, b: int) -> torch.Tensor:
+        """`l2_penalty` of the ego rows the batch names (`idx`, repeats counted).
+
+        A full step computes it over the table, each row weighted by how often the batch names
+        it: the same value without gathering 3 x batch rows and scattering their gradient back,
+        which was the costliest part of a large step (docs/scaling.md). A sampled step keeps the
+        row lookup, whose gradient must stay sparse.
+        """
+        if self._sampled:
+            return l2_penalty(self._rows("ego", idx), b)
+        import torch
+
+        ego = self._params["ego"]
+        counts = torch.bincount(idx, minlength=ego.shape[0]).to(ego.dtype)
+        return 0.5 * torch.dot(counts, ego.square().sum(dim=1)) / b
 
     def _batch_loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         import torch
@@ -359,7 +375,7 @@ class LightGCN(FactorModel):
         idx = torch.cat([users, pos + self._n_users, neg + self._n_users])  # (3B,)
         rows = self._final_rows(idx)  # (3B, d)
         loss = bpr_loss(rows[:b], rows[b : 2 * b], rows[2 * b :])
-        return loss + self.reg * l2_penalty(self._rows("ego", idx), b)
+        return loss + self.reg * self._ego_penalty(idx, b)
 
     def _factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         emb = self._propagate()

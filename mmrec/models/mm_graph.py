@@ -34,7 +34,7 @@ import scipy.sparse as sp
 from mmrec.constants import SEED
 from mmrec.data.interactions import Interactions
 from mmrec.errors import ModelError
-from mmrec.models.bpr import bpr_loss, l2_penalty
+from mmrec.models.bpr import bpr_loss
 from mmrec.models.content_knn import BLOCK, topk_sparse
 from mmrec.models.item_features import centred_unit, check_modalities, check_weights, modality_mask
 from mmrec.models.lightgcn import LightGCN, sparse_product
@@ -311,7 +311,7 @@ class MMGraph(LightGCN):
         rows = self._final_rows(idx)  # LightGCN term: full propagation or the sampled estimator
         items = rows[b:] + self._item_graph_rows(torch.cat([pos, neg]))
         loss = bpr_loss(rows[:b], items[:b], items[b:])
-        return loss + self.reg * l2_penalty(self._rows("ego", idx), b)
+        return loss + self.reg * self._ego_penalty(idx, b)
 
     def _factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         u, parts = self._parts()

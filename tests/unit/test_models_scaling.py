@@ -247,6 +247,26 @@ def test_sampled_steps_touch_the_batch_rows_and_refresh_at_the_set_pace(monkeypa
     assert max(rows for _, rows in grads) <= 3 * 16 * (1 + 2 * 2) < train.n_users + train.n_items
 
 
+@pytest.mark.parametrize("name", ["lightgcn", "mm_graph"])
+def test_full_step_penalty_weighs_the_table_by_the_batch_and_matches_the_gathered_rows(name) -> None:
+    import torch
+
+    from mmrec.models.bpr import l2_penalty
+
+    train = wide_catalogue(n_items=300, n_users=80, per_user=8)
+    extra = {"modalities": ["text", "image"], "knn_k": 4} if name == "mm_graph" else {}
+    model = _built(name, train, propagation="full", **extra)
+    ego = model._params["ego"]
+    idx = torch.tensor([0, 5, 5, 79, 80 + 3, 80 + 3, 80 + 3, 80 + 299])  # repeats count, as in a batch
+    penalty = model._ego_penalty(idx, 3)
+    (grad,) = torch.autograd.grad(penalty, ego)
+    expected = l2_penalty(ego[idx], 3)
+    (expected_grad,) = torch.autograd.grad(expected, ego)
+    assert float(penalty) == pytest.approx(float(expected), rel=1e-6)
+    torch.testing.assert_close(grad, expected_grad)
+    assert int((grad.abs().sum(dim=1) > 0).sum()) == 5  # only the named rows move
+
+
 def test_only_an_explicit_sampled_propagation_samples() -> None:
     assert not create_model("lightgcn").uses_sampling()  # auto is the exact step
     assert not create_model("lightgcn", propagation="full").uses_sampling()
