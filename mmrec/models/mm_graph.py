@@ -296,7 +296,14 @@ class MMGraph(LightGCN):
         sub = sp.csr_matrix(functools.reduce(operator.add, parts)) if parts else None
         if sub is None or not sub.nnz:
             return torch.zeros(items.shape[0], self.dim, device=items.device)
-        named, column = np.unique(sub.indices, return_inverse=True)
+        # the distinct items named and each entry's position among them, by a mark over the
+        # catalogue (O(entries + items)) rather than np.unique's sort of every entry, which
+        # was 30% of an epoch at 720k interactions (2B x k x modalities entries per step)
+        marked = np.zeros(sub.shape[1], dtype=bool)
+        marked[sub.indices] = True
+        named = np.flatnonzero(marked)
+        position = np.cumsum(marked, dtype=np.int64) - 1
+        column = position[sub.indices]
         mix = sp.csr_matrix(
             (sub.data.astype(np.float32), column.reshape(-1), sub.indptr), shape=(len(rows), len(named))
         )
