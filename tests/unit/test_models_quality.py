@@ -74,38 +74,36 @@ def test_normalized_adjacency_by_hand():
     assert not a[4].any()  # an isolated node keeps only its own embedding
 
 
+def assert_product_matches_dense(matrix: sp.csr_matrix, product) -> None:
+    """`product(x)` equals `matrix @ x`, and so does its gradient with respect to x."""
+    import torch
+
+    x = torch.randn(matrix.shape[1], 3, dtype=torch.float32, requires_grad=True)
+    w = torch.randn(matrix.shape[0], 3)
+    out = product(x)
+    (out * w).sum().backward()
+    dense = torch.from_numpy(matrix.toarray())
+    x2 = x.detach().clone().requires_grad_()
+    ((dense @ x2) * w).sum().backward()
+    torch.testing.assert_close(out, dense @ x.detach())
+    torch.testing.assert_close(x.grad, x2.grad)
+
+
 def test_symmetric_product_gradient_matches_dense():
     import torch
 
     rng = np.random.default_rng(0)
     r = sp.csr_matrix((rng.random((6, 5)) < 0.5).astype(np.float32))
     adj = normalized_adjacency(r)
-    x = torch.randn(11, 3, dtype=torch.float32, requires_grad=True)
-    w = torch.randn(11, 3)
     csr = to_torch_csr(adj, torch.device("cpu"))
-    out = _sparse_product_function().apply(csr, csr, x)  # symmetric: its own transpose
-    (out * w).sum().backward()
-    dense = torch.from_numpy(adj.toarray())
-    x2 = x.detach().clone().requires_grad_()
-    ((dense @ x2) * w).sum().backward()
-    torch.testing.assert_close(out, dense @ x.detach())
-    torch.testing.assert_close(x.grad, x2.grad)
+    # symmetric: passed as its own transpose
+    assert_product_matches_dense(adj, lambda x: _sparse_product_function().apply(csr, csr, x))
 
 
 def test_sparse_product_gradient_matches_dense_for_a_rectangular_matrix():
-    import torch
-
     rng = np.random.default_rng(1)
     m = sp.csr_matrix(rng.random((4, 7)) * (rng.random((4, 7)) < 0.5), dtype=np.float32)
-    x = torch.randn(7, 3, dtype=torch.float32, requires_grad=True)
-    w = torch.randn(4, 3)
-    out = sparse_product(m, x)
-    (out * w).sum().backward()
-    dense = torch.from_numpy(m.toarray())
-    x2 = x.detach().clone().requires_grad_()
-    ((dense @ x2) * w).sum().backward()
-    torch.testing.assert_close(out, dense @ x.detach())
-    torch.testing.assert_close(x.grad, x2.grad)
+    assert_product_matches_dense(m, lambda x: sparse_product(m, x))
 
 
 def test_lightgcn_without_layers_scores_with_ego_embeddings():
