@@ -32,39 +32,47 @@ def item_similarity(matrix: sp.csr_matrix, similarity: str = "cosine", shrink: f
     x = sp.csr_matrix(matrix, dtype=np.float32)
     x.data[:] = 1.0
     co = sp.csr_matrix(x.T @ x, dtype=np.float32)  # (n_items, n_items) co-occurrence counts
-    co.setdiag(0)
-    co.eliminate_zeros()
-    sim = co.copy()
+    rows = np.repeat(np.arange(co.shape[0]), np.diff(co.indptr))
+    off = rows != co.indices  # an item is not its own neighbour: drop the diagonal in one pass
+    rows, cols, counts = rows[off], co.indices[off], co.data[off]
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=co.shape[0]))])
+    values = counts
     if similarity == "cosine":
         norms = np.sqrt(np.asarray(x.sum(axis=0)).ravel()).astype(np.float32)
-        rows = np.repeat(np.arange(sim.shape[0]), np.diff(sim.indptr))
-        sim.data = sim.data / (norms[rows] * norms[sim.indices])
+        values = counts / (norms[rows] * norms[cols])
     if shrink > 0:
-        sim.data = sim.data * (co.data / (co.data + np.float32(shrink)))
-    return sim
+        values = values * (counts / (counts + np.float32(shrink)))
+    return sp.csr_matrix((values, cols, indptr), shape=co.shape)
 
 
 def keep_top_k(sim: sp.csr_matrix, k: int) -> sp.csr_matrix:
     """Keep, for each target item (column), its k most similar items; returns CSR W.
 
     W[j, i] is the similarity of history item j to target item i, so `history @ W` scores
-    targets. Selection works on the stored (positive) entries only: one sort of the nonzeros by
-    (column, -similarity, row), O(nnz log nnz) time and O(nnz) memory, never a dense column
-    block (that cost n_items^2 per fit however sparse the data). Ties at the cut go to the
-    lower item index, so the result is deterministic.
+    targets. Selection works on the stored (positive) entries only and never builds a dense
+    column block (that cost n_items^2 per fit however sparse the data). A column with at most k
+    positive entries keeps them all without any ordering; only the entries of columns with more
+    are sorted, once, by one int64 key (column, similarity descending) whose stable order keeps
+    the canonical CSC's ascending rows among equal similarities: ties at the cut go to the lower
+    item index, so the result is deterministic. Time O(nnz + h log h) for the h entries of
+    those columns, memory O(nnz).
     """
     n = sim.shape[0]
     csc = sp.csc_matrix(sim, dtype=np.float32)
-    csc.sum_duplicates()
+    csc.sum_duplicates()  # canonical: each column's rows ascending, no repeats
     col = np.repeat(np.arange(csc.shape[1], dtype=np.int64), np.diff(csc.indptr))
-    pos = csc.data > 0
-    rows, cols, vals = csc.indices[pos].astype(np.int64), col[pos], csc.data[pos]
-    order = np.lexsort((rows, -vals, cols))  # by column, then similarity descending, then row
-    rows, cols, vals = rows[order], cols[order], vals[order]
-    starts = np.searchsorted(cols, np.arange(csc.shape[1]))  # first entry of each column
-    rank = np.arange(len(cols)) - starts[cols]
-    keep = rank < k
-    w = sp.csr_matrix((vals[keep], (rows[keep], cols[keep])), shape=(n, csc.shape[1]), dtype=np.float32)
+    keep = csc.data > 0
+    positives = np.bincount(col[keep], minlength=csc.shape[1])
+    crowded = np.flatnonzero(keep & (positives[col] > k))
+    if len(crowded):
+        # a positive float32's bits order like its value: 0xFFFFFFFF - bits orders it descending
+        bits = csc.data[crowded].view(np.uint32).astype(np.int64)
+        order = np.argsort((col[crowded] << 32) | (0xFFFFFFFF - bits), kind="stable")
+        cols = col[crowded][order]
+        rank = np.arange(len(cols)) - np.searchsorted(cols, cols)  # position within its column
+        keep[crowded[order[rank >= k]]] = False
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(col[keep], minlength=csc.shape[1]))])
+    w = sp.csc_matrix((csc.data[keep], csc.indices[keep], indptr), shape=(n, csc.shape[1])).tocsr()
     w.sort_indices()
     return w
 

@@ -69,20 +69,26 @@ def test_full_neighbourhood_cooccurrence_scores():
     assert model.recommend(np.array([0]), k=1)[0].tolist() == [[2]]
 
 
-def test_sparse_top_k_keeps_each_columns_k_largest_with_ties_to_lower_items():
+@pytest.mark.parametrize("similarity", ["cooccurrence", "cosine"])  # counts: many ties at the cut
+@pytest.mark.parametrize(("density", "k"), [(0.3, 4), (0.1, 6)])
+def test_sparse_top_k_keeps_each_columns_k_largest_with_ties_to_lower_items(similarity, density, k):
     rng = np.random.default_rng(0)
-    x = sp.csr_matrix((rng.random((40, 30)) < 0.3).astype(np.float32))
-    sim = item_similarity(x, "cooccurrence")  # integer counts: many ties at the cut
-    whole = keep_top_k(sim, k=4)
-    per_column = np.diff(sp.csc_matrix(whole).indptr)
-    assert per_column.max() == 4
-    # each kept column holds its 4 largest values, ties taken from the lowest item indices
+    x = sp.csr_matrix((rng.random((40, 30)) < density).astype(np.float32))
+    sim = item_similarity(x, similarity)
     dense = sim.toarray()
+    positives = (dense > 0).sum(axis=0)
+    if density < 0.3:  # columns that keep every entry and columns that are cut, side by side
+        assert (positives <= k).any() and (positives > k).any()
+    whole = keep_top_k(sim, k=k)
+    per_column = np.diff(sp.csc_matrix(whole).indptr)
+    np.testing.assert_array_equal(per_column, np.minimum(positives, k))
+    # each kept column holds its k largest values, ties taken from the lowest item indices
     for i in range(30):
-        order = np.argsort(-dense[:, i], kind="stable")[:4]
+        order = np.argsort(-dense[:, i], kind="stable")[:k]
         order = order[dense[order, i] > 0]
         assert sorted(sp.csc_matrix(whole)[:, i].indices.tolist()) == sorted(order.tolist())
         np.testing.assert_allclose(whole.toarray()[order, i], dense[order, i])
+    assert whole.has_sorted_indices
 
 
 def test_top_k_memory_is_linear_in_the_kept_entries():
