@@ -50,12 +50,11 @@ def keep_top_k(sim: sp.csr_matrix, k: int) -> sp.csr_matrix:
 
     W[j, i] is the similarity of history item j to target item i, so `history @ W` scores
     targets. Selection works on the stored (positive) entries only and never builds a dense
-    column block (that cost n_items^2 per fit however sparse the data). A column with at most k
-    positive entries keeps them all without any ordering; only the entries of columns with more
-    are sorted, once, by one int64 key (column, similarity descending) whose stable order keeps
-    the canonical CSC's ascending rows among equal similarities: ties at the cut go to the lower
-    item index, so the result is deterministic. Time O(nnz + h log h) for the h entries of
-    those columns, memory O(nnz).
+    column block (that cost n_items^2 per fit however sparse the data), nor sorts anything: a
+    column with at most k positive entries keeps them all; a column with more keeps the
+    entries above its k-th largest value (`np.partition`, linear in the column) and, of those
+    equal to it, the lowest item indices (the canonical CSC's rows are ascending), so the
+    result is deterministic. Time O(nnz) plus a Python step per cut column, memory O(nnz).
     """
     n = sim.shape[0]
     csc = sp.csc_matrix(sim, dtype=np.float32)
@@ -63,14 +62,14 @@ def keep_top_k(sim: sp.csr_matrix, k: int) -> sp.csr_matrix:
     col = np.repeat(np.arange(csc.shape[1], dtype=np.int64), np.diff(csc.indptr))
     keep = csc.data > 0
     positives = np.bincount(col[keep], minlength=csc.shape[1])
-    crowded = np.flatnonzero(keep & (positives[col] > k))
-    if len(crowded):
-        # a positive float32's bits order like its value: 0xFFFFFFFF - bits orders it descending
-        bits = csc.data[crowded].view(np.uint32).astype(np.int64)
-        order = np.argsort((col[crowded] << 32) | (0xFFFFFFFF - bits), kind="stable")
-        cols = col[crowded][order]
-        rank = np.arange(len(cols)) - np.searchsorted(cols, cols)  # position within its column
-        keep[crowded[order[rank >= k]]] = False
+    for c in np.flatnonzero(positives > k):
+        lo, hi = csc.indptr[c], csc.indptr[c + 1]
+        values = np.where(keep[lo:hi], csc.data[lo:hi], 0.0)
+        kth = np.partition(values, len(values) - k)[len(values) - k]  # the column's k-th largest
+        chosen = values > kth
+        ties = np.flatnonzero(values == kth)[: k - int(chosen.sum())]  # ties at the cut: lowest rows
+        chosen[ties] = True
+        keep[lo:hi] = chosen
     indptr = np.concatenate([[0], np.cumsum(np.bincount(col[keep], minlength=csc.shape[1]))])
     w = sp.csc_matrix((csc.data[keep], csc.indices[keep], indptr), shape=(n, csc.shape[1])).tocsr()
     w.sort_indices()
