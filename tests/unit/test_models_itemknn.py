@@ -69,7 +69,7 @@ def test_full_neighbourhood_cooccurrence_scores():
     assert model.recommend(np.array([0]), k=1)[0].tolist() == [[2]]
 
 
-@pytest.mark.parametrize("similarity", ["cooccurrence", "cosine"])  # counts: many ties at the cut
+@pytest.mark.parametrize("similarity", ["cooccurrence", "cosine"])  # co-occurrence counts tie often at the cut
 @pytest.mark.parametrize(("density", "k"), [(0.3, 4), (0.1, 6)])
 def test_sparse_top_k_keeps_each_columns_k_largest_with_ties_to_lower_items(similarity, density, k):
     rng = np.random.default_rng(0)
