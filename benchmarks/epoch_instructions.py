@@ -31,7 +31,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -75,7 +74,7 @@ def second_epoch_instrumented(client: Any) -> Iterator[list[int]]:
     count (a one-element list); `tests/unit/test_epoch_instructions.py` checks the bracket
     against the epochs a real fit runs.
     """
-    from mmrec.models import training
+    import scaling
 
     reads = [0]
 
@@ -87,12 +86,8 @@ def second_epoch_instrumented(client: Any) -> Iterator[list[int]]:
             client.epoch_end()
         return time.perf_counter()
 
-    saved = training.time
-    training.time = types.SimpleNamespace(perf_counter=perf_counter)  # type: ignore[assignment]
-    try:
+    with scaling.epoch_clock(perf_counter):
         yield reads
-    finally:
-        training.time = saved  # type: ignore[assignment]
 
 
 def child(model_name: str, size: str, lib: str) -> None:
