@@ -20,6 +20,11 @@ from mmrec.models.training import ColdUserFallback
 SIMILARITIES = ("cosine", "cooccurrence")
 
 
+def _indptr(groups: np.ndarray, n: int) -> np.ndarray:
+    """CSR/CSC index pointer of entries whose row (or column) ids `groups` are in ascending order."""
+    return np.concatenate([[0], np.cumsum(np.bincount(groups, minlength=n))])
+
+
 def item_similarity(matrix: sp.csr_matrix, similarity: str = "cosine", shrink: float = 0.0) -> sp.csr_matrix:
     """Full item-item similarity (n_items, n_items), diagonal removed.
 
@@ -35,7 +40,7 @@ def item_similarity(matrix: sp.csr_matrix, similarity: str = "cosine", shrink: f
     rows = np.repeat(np.arange(co.shape[0]), np.diff(co.indptr))
     off = rows != co.indices  # an item is not its own neighbour: drop the diagonal in one pass
     rows, cols, counts = rows[off], co.indices[off], co.data[off]
-    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=co.shape[0]))])
+    indptr = _indptr(rows, co.shape[0])
     values = counts
     if similarity == "cosine":
         norms = np.sqrt(np.asarray(x.sum(axis=0)).ravel()).astype(np.float32)
@@ -70,7 +75,7 @@ def keep_top_k(sim: sp.csr_matrix, k: int) -> sp.csr_matrix:
         ties = np.flatnonzero(values == kth)[: k - int(chosen.sum())]  # ties at the cut: lowest rows
         chosen[ties] = True
         keep[lo:hi] = chosen
-    indptr = np.concatenate([[0], np.cumsum(np.bincount(col[keep], minlength=csc.shape[1]))])
+    indptr = _indptr(col[keep], csc.shape[1])
     w = sp.csc_matrix((csc.data[keep], csc.indices[keep], indptr), shape=(n, csc.shape[1])).tocsr()
     w.sort_indices()
     return w
