@@ -10,8 +10,9 @@ and a user's catalogue may need a learning rate or regularisation an order of ma
 A dataset can narrow or extend any space in params.yaml (`tune.spaces.<model>.<param>`, the same
 fields as the classes below), without code.
 
-The cold-start settings (`COLD_START_PARAMS`: content weight, neighbour counts, ID dropout) are
-the ones a `cold_valid` or `combined` tuning objective is meant for (mmrec/tuning/params.py).
+The cold-start settings (`COLD_START_PARAMS`: content weight, neighbour counts, ID dropout, how
+cold items get their vectors) are the ones a `cold_valid` or `combined` tuning objective is meant
+for (mmrec/tuning/params.py).
 """
 
 from __future__ import annotations
@@ -100,6 +101,8 @@ SEARCH_SPACES: dict[str, dict[str, Dimension]] = {
         "n_layers": IntRange(1, 3),
         "knn_k": IntRange(3, 50, log=True),
         "item_weight": FloatRange(0.0, 1.0),
+        "cold_vectors": Choice(("ridge", "neighbours")),
+        "cold_ridge": FloatRange(0.1, 1000.0, log=True),
     },
 }
 
@@ -108,7 +111,7 @@ COLD_START_PARAMS: dict[str, tuple[str, ...]] = {
     "content_knn": ("k", "shrink"),
     "vbpr": ("id_dropout", "content_dim", "content_reg"),
     "two_tower": ("id_dropout", "fusion", "align_weight"),
-    "mm_graph": ("knn_k", "item_weight"),
+    "mm_graph": ("knn_k", "item_weight", "cold_vectors", "cold_ridge"),
 }
 
 

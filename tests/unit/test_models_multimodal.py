@@ -77,6 +77,7 @@ MODELS = [
     ("two_tower", TT_FAST),
     ("two_tower", {**TT_FAST, "fusion": "concat", "loss": "infonce"}),
     ("mm_graph", MMG_FAST),
+    ("mm_graph", {**MMG_FAST, "cold_vectors": "neighbours"}),
 ]
 
 
@@ -171,6 +172,28 @@ def test_mm_graph_cold_items_are_built_from_warm_neighbours():
     np.testing.assert_allclose(np.asarray(fused.sum(axis=1)).ravel(), 1.0, rtol=1e-5)
     assert not np.isin(fused.indices, cold).any()
     assert (fused.diagonal() == 0).all()
+
+
+def test_mm_graph_ridge_cold_vectors_are_the_content_map_of_the_warm_vectors():
+    train, valid, _, cold = planted()
+    model = create_model("mm_graph", **MMG_FAST, cold_ridge=2.0).fit(train, valid)
+    warm = np.setdiff1d(np.arange(train.n_items), cold)
+    f = np.hstack([centred_unit(train.features[m], train.feature_masks[m]) for m in ("text", "image")])
+    degree = np.asarray(train.matrix.sum(axis=0)).ravel()
+    d = np.diag(np.log1p(degree[warm]))
+    fw = f[warm].astype(np.float64)
+    mapping = np.linalg.solve(fw.T @ d @ fw + 2.0 * np.eye(f.shape[1]), fw.T @ d @ model.item_factors[warm])
+    np.testing.assert_allclose(model.item_factors[cold], f[cold] @ mapping, rtol=1e-4, atol=1e-5)
+    # each modality's part is its own features' share of the map
+    text = f.shape[1] - train.features["image"].shape[1]
+    np.testing.assert_allclose(model.item_parts["text"][cold], f[cold][:, :text] @ mapping[:text], rtol=1e-4, atol=1e-5)
+
+
+def test_mm_graph_cold_settings_are_checked():
+    with pytest.raises(ModelError, match="cold_vectors"):
+        create_model("mm_graph", cold_vectors="mean")
+    with pytest.raises(ModelError, match="cold_ridge"):
+        create_model("mm_graph", cold_ridge=0.0)
 
 
 def test_vbpr_scores_cold_items_from_content_only():
