@@ -99,18 +99,11 @@ def permutation_null(
     model with `p_value`.
     """
     candidates = np.asarray(candidates, dtype=np.int64)
-    t = sp.csr_matrix(target)[:, candidates]
-    if exclude is not None:
-        ex = sp.csr_matrix(exclude)[:, candidates]
-        t = sp.csr_matrix(t - t.multiply(ex))
-    t.eliminate_zeros()
-    n_rel = np.diff(t.indptr)
-    users = np.flatnonzero(n_rel > 0)
+    dense, n_rel = _slice_targets(target, exclude, candidates)
     kmax = max(ks)
     wanted = [m for m in metrics if int(m.split("@")[1]) in ks]
-    if len(users) == 0 or not wanted:
+    if len(n_rel) == 0 or not wanted:
         return {"permutations": 0, "users": 0, "candidates": len(candidates), "metrics": {}}
-    dense = np.asarray(t[users].todense()) > 0  # (users, candidates)
     rng = np.random.default_rng(seed)
     draws = {m: np.empty(permutations) for m in wanted}
     kk = tuple(sorted({int(m.split("@")[1]) for m in wanted}))
@@ -119,13 +112,13 @@ def permutation_null(
         hits = dense[:, order]
         if hits.shape[1] < kmax:  # fewer candidates than K: the whole (short) list, as evaluate ranks it
             hits = np.pad(hits, ((0, 0), (0, kmax - hits.shape[1])))
-        vals = per_user_metrics(hits, n_rel[users], kk)
+        vals = per_user_metrics(hits, n_rel, kk)
         for m in wanted:
             draws[m][p] = vals[m].mean()
     return {
         "permutations": int(permutations),
         "seed": int(seed),
-        "users": len(users),
+        "users": len(n_rel),
         "candidates": len(candidates),
         "metrics": {
             m: {
@@ -139,6 +132,73 @@ def permutation_null(
         },
         "_draws": draws,  # dropped before writing (p_values reads it)
     }
+
+
+def _slice_targets(
+    target: sp.csr_matrix, exclude: sp.csr_matrix | None, candidates: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(hits of the evaluated users over the candidates (users, candidates) bool, their target counts).
+
+    The users and targets `mmrec.evaluate.user_metrics` evaluates: targets inside the
+    candidates and not in `exclude`, users with at least one.
+    """
+    t = sp.csr_matrix(target)[:, candidates]
+    if exclude is not None:
+        ex = sp.csr_matrix(exclude)[:, candidates]
+        t = sp.csr_matrix(t - t.multiply(ex))
+    t.eliminate_zeros()
+    n_rel = np.diff(t.indptr)
+    users = np.flatnonzero(n_rel > 0)
+    return np.asarray(t[users].todense()) > 0, n_rel[users]
+
+
+#: per-user weight of one hit in a metric that sums over the top K (recall, NDCG, precision), given
+#: the user's target count n and K: what a global order gains by placing an item a user wants
+_HIT_WEIGHT: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
+    "recall": lambda n, k: 1.0 / n,
+    "ndcg": lambda n, k: 1.0 / np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))[np.minimum(n, k) - 1],
+    "precision": lambda n, k: np.full(len(n), 1.0 / k),
+}
+
+
+def ceilings(
+    target: sp.csr_matrix,
+    exclude: sp.csr_matrix | None,
+    candidates: np.ndarray,
+    metrics: Sequence[str] = ("recall@20", "ndcg@20"),
+) -> dict[str, Any]:
+    """The most any model can score on the slice: with one global order, and with a perfect personal one.
+
+    Why: a lift over random says little without its ceiling. On a small slice whose hits gather on
+    a few items, the best *global* order (what a perfect popularity model would be) can already be
+    far above random, and a perfect ranking caps the lift (Recall@K below 1 for users with more
+    than K targets). A model above the global ceiling must be personalising.
+
+    `global` is exact: Recall, NDCG and precision of a global order are each a sum over its
+    positions of the position's discount (non-increasing) times the item's summed per-user hit
+    weight (1/n for recall, 1/IDCG for NDCG), so ranking items by that weight is optimal
+    (rearrangement inequality). Metrics other than those three are skipped.
+
+    Returns:
+        {"users", "candidates", "global": {metric: value}, "personal": {metric: value}}.
+    """
+    candidates = np.asarray(candidates, dtype=np.int64)
+    dense, n_rel = _slice_targets(target, exclude, candidates)
+    out: dict[str, Any] = {"users": len(n_rel), "candidates": len(candidates), "global": {}, "personal": {}}
+    if not len(n_rel):
+        return out
+    for metric in metrics:
+        name, k = metric.split("@")[0], int(metric.split("@")[1])
+        if name not in _HIT_WEIGHT:
+            continue
+        gain = _HIT_WEIGHT[name](n_rel, k) @ dense  # (candidates,) summed per-user weight of each item
+        order = np.argsort(-gain, kind="stable")[:k]
+        perfect = np.arange(k)[None, :] < np.minimum(n_rel, k)[:, None]  # each user's targets first
+        for part, hits in (("global", dense[:, order]), ("personal", perfect)):
+            if hits.shape[1] < k:  # fewer candidates than K: the whole list, as evaluate ranks it
+                hits = np.pad(hits, ((0, 0), (0, k - hits.shape[1])))
+            out[part][metric] = float(per_user_metrics(hits, n_rel, (k,))[metric].mean())
+    return out
 
 
 def p_values(null: dict[str, Any], observed: dict[str, float]) -> dict[str, float | None]:

@@ -234,6 +234,22 @@ def _cold_null(report: dict[str, Any]) -> list[str]:
                 + " |"
             )
         out.append("")
+    ceiling = report.get("random", {}).get("cold", {}).get("ceilings") or {}
+    if ceiling.get("global"):
+        expected = report.get("random", {}).get("cold", {}).get("expected") or {}
+
+        def lift(m: str, v: float) -> str:
+            return f" ({v / expected[m]:.2f}x random)" if expected.get(m) else ""
+
+        out += [
+            f"Ceilings of this slice ({ceiling['users']} users, {ceiling['candidates']} items): the best single "
+            "global order (a perfect popularity ranking) scores "
+            + "; ".join(f"{_label(m)} {v:.4f}{lift(m, v)}" for m, v in ceiling["global"].items())
+            + ", a perfect personal ranking "
+            + "; ".join(f"{_label(m)} {v:.4f}{lift(m, v)}" for m, v in ceiling["personal"].items())
+            + ". A model above the first is personalising.",
+            "",
+        ]
     return out
 
 

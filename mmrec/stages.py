@@ -280,6 +280,9 @@ def run_evaluate(ctx: StageContext, models: Sequence[str] | None = None) -> dict
             metrics=[f"recall@{k_main}", f"ndcg@{k_main}"],
         )
         random_ref["cold"]["permutation_null"] = cold_slice.public(null)
+        random_ref["cold"]["ceilings"] = cold_slice.ceilings(
+            data.cold_test, history, data.cold_items, metrics=[f"recall@{k_main}", f"ndcg@{k_main}"]
+        )
     results: dict[str, Any] = {}
     per_user: dict[str, dict[str, UserMetrics]] = {}
     for name in names:

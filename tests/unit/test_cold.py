@@ -1,8 +1,9 @@
 """Cold-slice honesty (mmrec/cold.py): no tie-break credit, the permutation null and p-values,
-and what the evaluate stage writes for them."""
+the slice's ceilings, and what the evaluate stage writes for them."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -13,9 +14,9 @@ import yaml
 from typer.testing import CliRunner
 
 from mmrec.cli import app
-from mmrec.cold import cold_summary, p_values, permutation_null, public, tied_users
+from mmrec.cold import ceilings, cold_summary, p_values, permutation_null, public, tied_users
 from mmrec.evaluate import user_metrics
-from mmrec.metrics import expected_random_at_k
+from mmrec.metrics import expected_random_at_k, per_user_metrics
 
 
 def _target(rng: np.random.Generator, users: int, items: int, candidates: np.ndarray) -> sp.csr_matrix:
@@ -88,6 +89,38 @@ def test_permutation_null_and_p_values():
     assert again["metrics"] == null["metrics"]  # seeded
 
 
+def test_ceilings_by_hand():
+    # 3 users, candidates 0-3, K = 1; user 0 wants {0}, user 1 {1, 2}, user 2 {1}
+    target = sp.csr_matrix(np.array([[1, 0, 0, 0], [0, 1, 1, 0], [0, 1, 0, 0]], dtype=np.float32))
+    out = ceilings(target, None, np.arange(4), metrics=("recall@1", "ndcg@1", "map@1"))
+    # recall weights 1, 1/2 + 1, 1/2, 0: item 1 first, recall (0 + 1/2 + 1) / 3
+    assert out["global"]["recall@1"] == pytest.approx(0.5)
+    assert out["global"]["ndcg@1"] == pytest.approx(2 / 3)  # item 1 is a hit for users 1 and 2
+    assert out["personal"]["recall@1"] == pytest.approx((1 + 0.5 + 1) / 3)
+    assert out["personal"]["ndcg@1"] == pytest.approx(1.0)
+    assert "map@1" not in out["global"] and out["users"] == 3 and out["candidates"] == 4
+    # an excluded target and a target outside the candidates do not count; user 0 then has none
+    ex = sp.csr_matrix(np.array([[1, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]], dtype=np.float32))
+    assert ceilings(target, ex, np.arange(1, 4), metrics=("recall@1",))["users"] == 2
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_global_ceiling_is_the_best_of_every_order(seed):
+    rng = np.random.default_rng(seed)
+    cand = np.arange(6)
+    target = _target(rng, 12, 6, cand)
+    for k in (1, 2, 3):
+        out = ceilings(target, None, cand, metrics=(f"recall@{k}", f"ndcg@{k}"))
+        dense = target.toarray() > 0
+        n = dense.sum(axis=1)
+        best = {
+            m: max(per_user_metrics(dense[:, list(o)], n, (k,))[m].mean() for o in itertools.permutations(cand, k))
+            for m in (f"recall@{k}", f"ndcg@{k}")
+        }
+        assert out["global"] == pytest.approx(best)
+        assert all(out["global"][m] <= out["personal"][m] + 1e-12 for m in best)
+
+
 def test_evaluate_writes_unscored_null_p_values_and_cold_valid(
     tiny_dataset: Path, workspace: Path, tmp_path: Path, one_torch_thread
 ):
@@ -116,8 +149,11 @@ def test_evaluate_writes_unscored_null_p_values_and_cold_valid(
     assert pop["cold"]["recall@20"] == pytest.approx(expected["recall@20"])
     null = metrics["random"]["cold"]["permutation_null"]
     assert null["permutations"] == 50 and "recall@20" in null["metrics"]
+    ceiling = metrics["random"]["cold"]["ceilings"]
+    assert expected["recall@20"] <= ceiling["global"]["recall@20"] <= ceiling["personal"]["recall@20"] <= 1.0
     assert "p_value" not in pop["cold"]  # nothing to test: its figures are the random expectation
     assert metrics["counts"]["cold_items"] >= 2 and not metrics["models"]["bpr"]["cold"].get("unscored")
     assert 0 < metrics["models"]["bpr"]["cold"]["p_value"]["recall@20"] <= 1
     assert metrics["counts"]["cold_valid_items"] >= 1 and "cold_valid" in metrics["models"]["bpr"]
     assert "Permutation null" in (workspace / "reports/tiny/report.md").read_text()
+    assert "Ceilings" in (workspace / "reports/tiny/report.md").read_text()
