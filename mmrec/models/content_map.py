@@ -21,12 +21,17 @@ import scipy.linalg
 
 from mmrec.errors import ModelError
 
+#: rows per block when the primal system and right-hand side are accumulated (float64 blocks of
+#: CHUNK x d, instead of a float64 copy of the whole feature table)
+CHUNK = 16384
+
 
 class RidgeMap:
     """Ridge regression from fixed features to any targets: argmin_W sum_i w_i |f_i W - t_i|^2 + lam |W|^2.
 
-    Solved in the primal (a d x d system) when there are at least as many rows as features, and
-    in the dual (rows x rows) otherwise; both give the same W.
+    Solved in the primal (a d x d system, accumulated over blocks of rows) when there are at least
+    as many rows as features, and in the dual (rows x rows) otherwise; both give the same W. The
+    features are kept as given (float32 stays float32); sums are taken in float64.
 
     Args:
         features: (n, d) the rows' features.
@@ -35,7 +40,9 @@ class RidgeMap:
     """
 
     def __init__(self, features: np.ndarray, weights: np.ndarray, lam: float) -> None:
-        features = np.asarray(features, dtype=np.float64)
+        features = np.asarray(features)
+        if features.dtype not in (np.float32, np.float64):
+            features = features.astype(np.float32)
         weights = np.asarray(weights, dtype=np.float64)
         if features.ndim != 2:
             raise ModelError(f"content map: features must be 2-D, got shape {features.shape}")
@@ -47,20 +54,31 @@ class RidgeMap:
             raise ModelError("content map: features must be finite")
         if not lam > 0:
             raise ModelError(f"content map: lam must be > 0, got {lam}")
-        self._root = np.sqrt(weights)
-        self._scaled = features * self._root[:, None]  # S F, S = diag(sqrt(w))
         n, d = features.shape
         self.dual = n < d
-        gram = self._scaled @ self._scaled.T if self.dual else self._scaled.T @ self._scaled
+        self._features, self._weights = features, weights
+        if self.dual:  # n < d: the scaled rows S F are at most d x d numbers
+            self._scaled = features.astype(np.float64) * np.sqrt(weights)[:, None]
+            gram = self._scaled @ self._scaled.T
+        else:  # (S F)^T (S F) = F^T W F, block by block
+            gram = np.zeros((d, d))
+            for s in range(0, n, CHUNK):
+                block = features[s : s + CHUNK].astype(np.float64)
+                gram += block.T @ (block * weights[s : s + CHUNK, None])
         gram[np.diag_indices_from(gram)] += lam
         self._factor = scipy.linalg.cho_factor(gram, lower=True)
 
     def solve(self, targets: np.ndarray) -> np.ndarray:
         """W (d, k) for targets (n, k) of the same rows as the features."""
         targets = np.asarray(targets, dtype=np.float64)
-        if targets.ndim != 2 or targets.shape[0] != self._scaled.shape[0]:
-            raise ModelError(f"content map: targets of shape {targets.shape} for {self._scaled.shape[0]} rows")
-        scaled = targets * self._root[:, None]
+        n = self._features.shape[0]
+        if targets.ndim != 2 or targets.shape[0] != n:
+            raise ModelError(f"content map: targets of shape {targets.shape} for {n} rows")
         if self.dual:  # W = (SF)^T ((SF)(SF)^T + lam I)^-1 S T
-            return self._scaled.T @ scipy.linalg.cho_solve(self._factor, scaled)
-        return scipy.linalg.cho_solve(self._factor, self._scaled.T @ scaled)  # ((SF)^T SF + lam I)^-1 (SF)^T S T
+            return self._scaled.T @ scipy.linalg.cho_solve(self._factor, targets * np.sqrt(self._weights)[:, None])
+        rhs = np.zeros((self._features.shape[1], targets.shape[1]))  # (SF)^T S T = F^T W T
+        for s in range(0, n, CHUNK):
+            rhs += self._features[s : s + CHUNK].astype(np.float64).T @ (
+                targets[s : s + CHUNK] * self._weights[s : s + CHUNK, None]
+            )
+        return scipy.linalg.cho_solve(self._factor, rhs)

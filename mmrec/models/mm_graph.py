@@ -261,8 +261,8 @@ class MMGraph(LightGCN):
         blocks = {m: centred_unit(train.require(m), modality_mask(train, m)) for m in self._graphs}
         if not blocks or warm.all() or not warm.any():
             return  # nothing to map from, or to
-        features = np.hstack(list(blocks.values()))
-        self._cold_map = RidgeMap(features[warm], np.log1p(degree[warm]), self.cold_ridge)
+        features = np.hstack([b[warm] for b in blocks.values()])
+        self._cold_map = RidgeMap(features, np.log1p(degree[warm]), self.cold_ridge)
         self._cold_features = {m: b[~warm] for m, b in blocks.items()}
 
     def _build(

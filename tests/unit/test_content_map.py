@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from mmrec.errors import ModelError
+from mmrec.models import content_map
 from mmrec.models.content_map import RidgeMap
 
 
@@ -31,6 +32,16 @@ def test_primal_and_dual_match_the_closed_form(rows, dims):
     ridge = RidgeMap(f, w, lam=0.7)
     assert ridge.dual == (rows < dims)
     np.testing.assert_allclose(ridge.solve(t), closed_form(f, w, t, 0.7), rtol=1e-8, atol=1e-10)
+
+
+def test_blocks_of_rows_add_up_to_the_whole(monkeypatch):
+    rng = np.random.default_rng(2)
+    f = rng.normal(size=(40, 6)).astype(np.float32)  # float32 features are kept as they are
+    t, w = rng.normal(size=(40, 2)), rng.uniform(0.0, 2.0, 40)
+    monkeypatch.setattr(content_map, "CHUNK", 7)  # 6 blocks, the last one short
+    np.testing.assert_allclose(
+        RidgeMap(f, w, lam=0.3).solve(t), closed_form(f.astype(np.float64), w, t, 0.3), rtol=1e-8
+    )
 
 
 def test_recovers_a_planted_map_and_ignores_zero_weight_rows():
