@@ -15,7 +15,8 @@ the first run ingests, validates and encodes (~2-4 min on 2 cores), later runs r
         [--threads 2] [--out results.json]
     .venv/bin/python benchmarks/multimodal.py --metrics reports/ml100k-mm/metrics.json
         # a report of `mmrec evaluate` (e.g. after `mmrec tune`) next to the peers' reference figures
-        # (benchmarks/reference/ml100k-mm.yaml), compared only where the split hashes match
+        # (the file of benchmarks/reference/ measured on the report's split), compared only where
+        # the split hashes match
 
 Also reported: how personalised the cold rankings are (mean Spearman correlation between the
 cold-item score vectors of 200 sampled user pairs; 1 = the same ranking for everyone). The
@@ -218,14 +219,20 @@ def main(argv: list[str] | None = None) -> int:
         "`mmrec tune` + `mmrec evaluate`) next to the reference figures of --reference",
     )
     ap.add_argument(
-        "--reference", default=str(REFERENCE), help="reference figures with their split hash and provenance (YAML)"
+        "--reference",
+        default=None,
+        help="reference figures with their split hash and provenance (YAML); default: the file of "
+        f"{REFERENCE.parent.relative_to(REPO)}/ measured on the report's split, else {REFERENCE.name}",
     )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.metrics:
-        from mmrec.reference import compare, format_comparison, load_reference
+        from mmrec.reference import compare, find_reference, format_comparison, load_reference
 
-        print(format_comparison(compare(json.loads(Path(args.metrics).read_text()), load_reference(args.reference))))
+        metrics = json.loads(Path(args.metrics).read_text())
+        reference = Path(args.reference) if args.reference else find_reference(REFERENCE.parent, metrics) or REFERENCE
+        print(f"reference file: {reference}")
+        print(format_comparison(compare(metrics, load_reference(reference))))
         return 0
     results = run(args)
     print(report(results))

@@ -5,7 +5,8 @@ measured on (`split.hash`, `split.warm_hash`), the cold slice's random Recall@20
 reference model with its provenance. `compare` lines a `metrics.json` report up against it: warm
 test figures are comparable when the warm hashes match (train/valid/test identical), cold ones
 only when the whole split hash matches (same cold items); anything else is printed as not
-comparable, never silently compared.
+comparable, never silently compared. `find_reference` picks, among several reference files, the
+one measured on the report's split.
 """
 
 from __future__ import annotations
@@ -46,6 +47,26 @@ def load_reference(path: str | Path) -> dict[str, Any]:
     return ref
 
 
+def find_reference(folder: str | Path, metrics: dict[str, Any]) -> Path | None:
+    """The reference file in `folder` measured on the report's split, else on its train/valid/test.
+
+    A file with the same split hash (cold figures compare too) wins over one with only the same
+    warm hash (warm figures only); files are tried in name order. None when nothing matches.
+
+    Raises:
+        ConfigError: a reference file in `folder` that `load_reference` rejects.
+    """
+    split = metrics.get("split", {})
+    warm_match = None
+    for path in sorted(Path(folder).glob("*.yaml")):
+        ref = load_reference(path)["split"]
+        if ref["hash"] == split.get("hash"):
+            return path
+        if warm_match is None and split.get("warm_hash") and ref.get("warm_hash") == split.get("warm_hash"):
+            warm_match = path
+    return warm_match
+
+
 def compare(metrics: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
     """Which parts of `metrics` (a metrics.json) compare with `ref`, and the rows side by side."""
     split = metrics.get("split", {})
@@ -75,6 +96,7 @@ def compare(metrics: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
         "reference": ref["rows"],
         "split": {"ours": split, "reference": ref["split"]},
         "cold_random": ref.get("cold_random_recall@20"),
+        "cold_ceilings": metrics.get("random", {}).get("cold", {}).get("ceilings"),
     }
 
 
@@ -101,6 +123,14 @@ def format_comparison(cmp: dict[str, Any]) -> str:
         ),
         "",
     ]
+    ceil = cmp.get("cold_ceilings") or {}
+    if ceil.get("global", {}).get("recall@20") is not None and cmp.get("cold_random"):
+        best, perfect = ceil["global"]["recall@20"], ceil["personal"]["recall@20"]
+        lines[-1:-1] = [
+            f"cold ceilings of this report's slice: the best global order R@20 {best:.4f} "
+            f"({best / cmp['cold_random']:.2f}x random), a perfect personal ranking {perfect:.4f} "
+            f"({perfect / cmp['cold_random']:.2f}x)"
+        ]
     rnd = cmp.get("cold_random")
     head = f"{'model':<52} {'R@20':>7} {'N@20':>7} {'cold R@20':>10} {'x random':>9} {'cold p':>7}"
     lines += [head, "-" * len(head)]

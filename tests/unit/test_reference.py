@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 
 from mmrec.errors import ConfigError
-from mmrec.reference import compare, format_comparison, load_reference
+from mmrec.reference import compare, find_reference, format_comparison, load_reference
 from tests.conftest import REPO
 
 REF = REPO / "benchmarks" / "reference" / "ml100k-mm.yaml"
+REF_COLD_VALID = REPO / "benchmarks" / "reference" / "ml100k-mm-cold-valid.yaml"
 
 
 def _metrics(hash_: str, warm: str | None) -> dict:
@@ -52,3 +53,31 @@ def test_bad_reference_files_are_clear_errors(tmp_path: Path):
     bad.write_text("rows: []\n")
     with pytest.raises(ConfigError, match="expected `split"):
         load_reference(bad)
+
+
+def test_the_reference_of_the_current_split_is_found_by_its_hash():
+    current = load_reference(REF_COLD_VALID)
+    assert current["split"]["hash"].startswith("64b1644d110c") and len(current["rows"]) == 8
+    assert current["split"]["warm_hash"] == load_reference(REF)["split"]["warm_hash"]  # same train/valid/test
+    folder = REF.parent
+    assert find_reference(folder, _metrics(current["split"]["hash"], current["split"]["warm_hash"])) == REF_COLD_VALID
+    old = load_reference(REF)["split"]
+    assert find_reference(folder, _metrics(old["hash"], old["warm_hash"])) == REF  # the full hash wins
+    assert find_reference(folder, _metrics("x", "y")) is None
+    # only the warm hash matches: the first such file by name (warm figures compare, cold ones do not)
+    assert find_reference(folder, _metrics("x", old["warm_hash"])) == REF_COLD_VALID
+
+
+def test_find_reference_names_a_bad_file(tmp_path: Path):
+    (tmp_path / "a.yaml").write_text("rows: []\n")
+    with pytest.raises(ConfigError, match=r"a\.yaml: expected"):
+        find_reference(tmp_path, _metrics("x", "y"))
+
+
+def test_the_report_ceilings_are_printed_against_the_reference_random():
+    ref = load_reference(REF_COLD_VALID)
+    metrics = _metrics(ref["split"]["hash"], ref["split"]["warm_hash"])
+    metrics["random"] = {"cold": {"ceilings": {"global": {"recall@20": 0.8}, "personal": {"recall@20": 0.95}}}}
+    text = format_comparison(compare(metrics, ref))
+    assert "the best global order R@20 0.8000 (3.36x random), a perfect personal ranking 0.9500 (3.99x)" in text
+    assert "ceilings" not in format_comparison(compare(_metrics("x", "y"), ref))
