@@ -96,7 +96,9 @@ def compare(metrics: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
         "reference": ref["rows"],
         "split": {"ours": split, "reference": ref["split"]},
         "cold_random": ref.get("cold_random_recall@20"),
+        # the report's own slice: its ceilings against its own random expectation
         "cold_ceilings": metrics.get("random", {}).get("cold", {}).get("ceilings"),
+        "cold_random_ours": (metrics.get("random", {}).get("cold", {}).get("expected") or {}).get("recall@20"),
     }
 
 
@@ -124,12 +126,12 @@ def format_comparison(cmp: dict[str, Any]) -> str:
         "",
     ]
     ceil = cmp.get("cold_ceilings") or {}
-    if ceil.get("global", {}).get("recall@20") is not None and cmp.get("cold_random"):
+    own_random = cmp.get("cold_random_ours")
+    if ceil.get("global", {}).get("recall@20") is not None and own_random:
         best, perfect = ceil["global"]["recall@20"], ceil["personal"]["recall@20"]
         lines[-1:-1] = [
             f"cold ceilings of this report's slice: the best global order R@20 {best:.4f} "
-            f"({best / cmp['cold_random']:.2f}x random), a perfect personal ranking {perfect:.4f} "
-            f"({perfect / cmp['cold_random']:.2f}x)"
+            f"({best / own_random:.2f}x random), a perfect personal ranking {perfect:.4f} ({perfect / own_random:.2f}x)"
         ]
     rnd = cmp.get("cold_random")
     head = f"{'model':<52} {'R@20':>7} {'N@20':>7} {'cold R@20':>10} {'x random':>9} {'cold p':>7}"
