@@ -24,7 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from mmrec.evaluate import UserMetrics
-from mmrec.metrics import METRICS, expected_random_at_k, per_user_metrics
+from mmrec.metrics import METRICS, expected_random_at_k, ideal_dcg, per_user_metrics
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
 
@@ -156,7 +156,7 @@ def _slice_targets(
 #: the user's target count n and K: what a global order gains by placing an item a user wants
 _HIT_WEIGHT: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
     "recall": lambda n, k: 1.0 / n,
-    "ndcg": lambda n, k: 1.0 / np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))[np.minimum(n, k) - 1],
+    "ndcg": lambda n, k: 1.0 / ideal_dcg(n, k),
     "precision": lambda n, k: np.full(len(n), 1.0 / k),
 }
 
@@ -192,11 +192,11 @@ def ceilings(
         if name not in _HIT_WEIGHT:
             continue
         gain = _HIT_WEIGHT[name](n_rel, k) @ dense  # (candidates,) summed per-user weight of each item
-        order = np.argsort(-gain, kind="stable")[:k]
+        best = dense[:, np.argsort(-gain, kind="stable")[:k]]
+        if best.shape[1] < k:  # fewer candidates than K: the whole list, as evaluate ranks it
+            best = np.pad(best, ((0, 0), (0, k - best.shape[1])))
         perfect = np.arange(k)[None, :] < np.minimum(n_rel, k)[:, None]  # each user's targets first
-        for part, hits in (("global", dense[:, order]), ("personal", perfect)):
-            if hits.shape[1] < k:  # fewer candidates than K: the whole list, as evaluate ranks it
-                hits = np.pad(hits, ((0, 0), (0, k - hits.shape[1])))
+        for part, hits in (("global", best), ("personal", perfect)):
             out[part][metric] = float(per_user_metrics(hits, n_rel, (k,))[metric].mean())
     return out
 

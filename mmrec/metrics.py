@@ -50,13 +50,19 @@ def hit_at_k(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
     return np.asarray(h.any(axis=1), dtype=np.float64)
 
 
+def _discounts(k: int) -> np.ndarray:
+    """The DCG gain of ranks 1..k: rank r (1-based) -> 1/log2(r+1)."""
+    return 1.0 / np.log2(np.arange(2, k + 2))
+
+
+def ideal_dcg(n_relevant: np.ndarray, k: int) -> np.ndarray:
+    """IDCG@k per user: the DCG of min(n_relevant, k) hits at the top (n_relevant >= 1)."""
+    return np.cumsum(_discounts(k))[np.minimum(np.asarray(n_relevant), k).astype(int) - 1]
+
+
 def ndcg_at_k(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
     h, n = _check(hits, n_relevant, k)
-    discounts = 1.0 / np.log2(np.arange(2, k + 2))  # rank r (1-based) -> 1/log2(r+1)
-    dcg = (h * discounts).sum(axis=1)
-    ideal_cum = np.cumsum(discounts)
-    idcg = ideal_cum[np.minimum(n, k).astype(int) - 1]
-    return dcg / idcg
+    return (h * _discounts(k)).sum(axis=1) / ideal_dcg(n, k)
 
 
 def map_at_k(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
@@ -99,13 +105,11 @@ def expected_random_at_k(n_relevant: np.ndarray, n_candidates: int, k: int) -> d
     miss = np.ones_like(n_rel)
     for i in range(kk):  # P(no relevant item in the first k') = prod (n-r-i)/(n-i)
         miss *= np.clip(n - n_rel - i, 0, None) / (n - i)
-    discounts = 1.0 / np.log2(j + 1)
-    idcg = np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))[np.minimum(n_rel, k).astype(int) - 1]
     return {
         "recall": np.full_like(n_rel, kk / n),
         "precision": p1 * kk / k,
         "hit": 1.0 - miss,
-        "ndcg": p1 * discounts.sum() / idcg,
+        "ndcg": p1 * _discounts(kk).sum() / ideal_dcg(n_rel, k),
         "map": ((p1[:, None] + (j[None, :] - 1) * p2[:, None]) / j[None, :]).sum(axis=1) / np.minimum(n_rel, k),
     }
 
