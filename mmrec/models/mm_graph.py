@@ -222,48 +222,61 @@ class MMGraph(LightGCN):
         self._cold_map: RidgeMap | None = None  # cold_vectors: ridge, set during fit
         self._cold_features: dict[str, np.ndarray] = {}  # modality -> cold items' features
 
-    def item_graphs(self, train: Interactions) -> dict[str, sp.csr_matrix]:
-        """Per-modality graphs, pre-weighted so that their sum is the fused row-stochastic graph."""
-        warm = np.diff(sp.csc_matrix(train.matrix).indptr) > 0
-        raw, present = {}, {}
+    def modality_features(self, train: Interactions) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per modality in use (weight not 0): its centred unit features and its item mask."""
+        out = {}
         for m in self.modalities:
-            w = self.weights.get(m, 1.0)
-            if w == 0:
+            if self.weights.get(m, 1.0) == 0:
                 continue
             feats = train.require(m)
             if feats.shape[0] != train.n_items:
                 raise ModelError(f"mm_graph: {m} features have {feats.shape[0]} rows for {train.n_items} items")
             mask = modality_mask(train, m)
-            raw[m] = knn_item_graph(centred_unit(feats, mask), mask, warm, self.knn_k, self.knn_search)
-            present[m] = w * (np.diff(raw[m].indptr) > 0)
+            out[m] = (centred_unit(feats, mask), mask)
+        return out
+
+    def item_graphs(
+        self, train: Interactions, features: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+    ) -> dict[str, sp.csr_matrix]:
+        """Per-modality graphs, pre-weighted so that their sum is the fused row-stochastic graph.
+
+        `features` is `modality_features(train)`, computed here when not given.
+        """
+        features = self.modality_features(train) if features is None else features
+        warm = np.diff(sp.csc_matrix(train.matrix).indptr) > 0
+        raw, present = {}, {}
+        for m, (centred, mask) in features.items():
+            raw[m] = knn_item_graph(centred, mask, warm, self.knn_k, self.knn_search)
+            present[m] = self.weights.get(m, 1.0) * (np.diff(raw[m].indptr) > 0)
         total = sum(present.values())
         norm = np.divide(1.0, total, out=np.zeros(train.n_items), where=total > 0).astype(np.float32)
         return {m: sp.csr_matrix(sp.diags(present[m] * norm) @ g, dtype=np.float32) for m, g in raw.items()}
 
     def _fit(self, train: Interactions, valid: sp.csr_matrix | None) -> None:
-        self._graphs = self.item_graphs(train)
+        features = self.modality_features(train)  # centred once, for the graphs and the cold map
+        self._graphs = self.item_graphs(train, features)
         if self.cold_vectors == "ridge":
-            self._fit_content_map(train)
+            self._fit_content_map(train, features)
+        del features  # training keeps only the graphs and the map's rows
         try:
             super()._fit(train, valid)
         finally:
             self._graphs, self._graph_t, self._warm_t = {}, {}, None
             self._cold_map, self._cold_features = None, {}
 
-    def _fit_content_map(self, train: Interactions) -> None:
-        """The ridge map from the graphs' modalities to item vectors, over the warm items.
+    def _fit_content_map(self, train: Interactions, features: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        """The ridge map from the graphs' modalities (`modality_features`) to item vectors, over the warm items.
 
         Only the features are fixed here; the targets (the warm items' final vectors) change at
         every export, and `RidgeMap` keeps the factorised system for them.
         """
         degree = np.diff(sp.csc_matrix(train.matrix).indptr)
         warm = degree > 0
-        blocks = {m: centred_unit(train.require(m), modality_mask(train, m)) for m in self._graphs}
-        if not blocks or warm.all() or not warm.any():
+        if not features or warm.all() or not warm.any():
             return  # nothing to map from, or to
-        features = np.hstack([b[warm] for b in blocks.values()])
-        self._cold_map = RidgeMap(features, np.log1p(degree[warm]), self.cold_ridge)
-        self._cold_features = {m: b[~warm] for m, b in blocks.items()}
+        blocks = [centred for centred, _ in features.values()]
+        self._cold_map = RidgeMap(np.hstack([b[warm] for b in blocks]), np.log1p(degree[warm]), self.cold_ridge)
+        self._cold_features = {m: centred[~warm] for m, (centred, _) in features.items()}
 
     def _build(
         self, matrix: sp.csr_matrix, generator: torch.Generator, device: torch.device
